@@ -1,0 +1,92 @@
+import datetime
+
+from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from ohmygpu.runtime.v1 import runtime_pb2 as _runtime_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetVersionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetVersionResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    def __init__(self, version: _Optional[str] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("version", "http_addr", "grpc_addr", "home", "pid", "started_at", "loaded", "model_count")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HTTP_ADDR_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDR_FIELD_NUMBER: _ClassVar[int]
+    HOME_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    http_addr: str
+    grpc_addr: str
+    home: str
+    pid: int
+    started_at: _timestamp_pb2.Timestamp
+    loaded: _containers.RepeatedCompositeFieldContainer[LoadedModel]
+    model_count: int
+    def __init__(self, version: _Optional[str] = ..., http_addr: _Optional[str] = ..., grpc_addr: _Optional[str] = ..., home: _Optional[str] = ..., pid: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_count: _Optional[int] = ...) -> None: ...
+
+class LoadedModel(_message.Message):
+    __slots__ = ("name", "runtime", "pid", "device", "memory_bytes", "vram_bytes", "state", "in_flight", "context_length", "expires_at", "size_bytes", "digest")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    runtime: str
+    pid: int
+    device: str
+    memory_bytes: int
+    vram_bytes: int
+    state: _runtime_pb2.WorkerState
+    in_flight: int
+    context_length: int
+    expires_at: _timestamp_pb2.Timestamp
+    size_bytes: int
+    digest: str
+    def __init__(self, name: _Optional[str] = ..., runtime: _Optional[str] = ..., pid: _Optional[int] = ..., device: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., vram_bytes: _Optional[int] = ..., state: _Optional[_Union[_runtime_pb2.WorkerState, str]] = ..., in_flight: _Optional[int] = ..., context_length: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size_bytes: _Optional[int] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class ListLoadedRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListLoadedResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[LoadedModel]
+    def __init__(self, models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ...) -> None: ...
+
+class ShutdownRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ShutdownResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

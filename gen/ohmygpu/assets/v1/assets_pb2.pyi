@@ -1,0 +1,128 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Provider(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROVIDER_UNSPECIFIED: _ClassVar[Provider]
+    PROVIDER_HF: _ClassVar[Provider]
+    PROVIDER_LOCAL: _ClassVar[Provider]
+    PROVIDER_URL: _ClassVar[Provider]
+
+class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
+    MODEL_KIND_LLM: _ClassVar[ModelKind]
+    MODEL_KIND_EMBEDDING: _ClassVar[ModelKind]
+    MODEL_KIND_WHISPER: _ClassVar[ModelKind]
+    MODEL_KIND_IMAGE: _ClassVar[ModelKind]
+
+class ArtifactFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ARTIFACT_FORMAT_UNSPECIFIED: _ClassVar[ArtifactFormat]
+    ARTIFACT_FORMAT_GGUF: _ClassVar[ArtifactFormat]
+    ARTIFACT_FORMAT_SAFETENSORS: _ClassVar[ArtifactFormat]
+    ARTIFACT_FORMAT_CT2: _ClassVar[ArtifactFormat]
+    ARTIFACT_FORMAT_OTHER: _ClassVar[ArtifactFormat]
+PROVIDER_UNSPECIFIED: Provider
+PROVIDER_HF: Provider
+PROVIDER_LOCAL: Provider
+PROVIDER_URL: Provider
+MODEL_KIND_UNSPECIFIED: ModelKind
+MODEL_KIND_LLM: ModelKind
+MODEL_KIND_EMBEDDING: ModelKind
+MODEL_KIND_WHISPER: ModelKind
+MODEL_KIND_IMAGE: ModelKind
+ARTIFACT_FORMAT_UNSPECIFIED: ArtifactFormat
+ARTIFACT_FORMAT_GGUF: ArtifactFormat
+ARTIFACT_FORMAT_SAFETENSORS: ArtifactFormat
+ARTIFACT_FORMAT_CT2: ArtifactFormat
+ARTIFACT_FORMAT_OTHER: ArtifactFormat
+
+class ModelRef(_message.Message):
+    __slots__ = ("provider", "repo", "kind")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REPO_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    provider: Provider
+    repo: str
+    kind: ModelKind
+    def __init__(self, provider: _Optional[_Union[Provider, str]] = ..., repo: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ...) -> None: ...
+
+class Revision(_message.Message):
+    __slots__ = ("requested", "commit")
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    requested: str
+    commit: str
+    def __init__(self, requested: _Optional[str] = ..., commit: _Optional[str] = ...) -> None: ...
+
+class Artifact(_message.Message):
+    __slots__ = ("filename", "size", "sha256", "etag", "format", "local_path")
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_PATH_FIELD_NUMBER: _ClassVar[int]
+    filename: str
+    size: int
+    sha256: str
+    etag: str
+    format: ArtifactFormat
+    local_path: str
+    def __init__(self, filename: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., etag: _Optional[str] = ..., format: _Optional[_Union[ArtifactFormat, str]] = ..., local_path: _Optional[str] = ...) -> None: ...
+
+class GgufInfo(_message.Message):
+    __slots__ = ("architecture", "name", "parameter_count", "quantization", "context_length", "embedding_length", "block_count", "chat_template", "gguf_version")
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    GGUF_VERSION_FIELD_NUMBER: _ClassVar[int]
+    architecture: str
+    name: str
+    parameter_count: int
+    quantization: str
+    context_length: int
+    embedding_length: int
+    block_count: int
+    chat_template: str
+    gguf_version: int
+    def __init__(self, architecture: _Optional[str] = ..., name: _Optional[str] = ..., parameter_count: _Optional[int] = ..., quantization: _Optional[str] = ..., context_length: _Optional[int] = ..., embedding_length: _Optional[int] = ..., block_count: _Optional[int] = ..., chat_template: _Optional[str] = ..., gguf_version: _Optional[int] = ...) -> None: ...
+
+class InstallRecord(_message.Message):
+    __slots__ = ("name", "ref", "revision", "artifacts", "kind", "format", "size_bytes", "gguf", "created_at", "last_used_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GGUF_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ref: ModelRef
+    revision: Revision
+    artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
+    kind: ModelKind
+    format: ArtifactFormat
+    size_bytes: int
+    gguf: GgufInfo
+    created_at: _timestamp_pb2.Timestamp
+    last_used_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., ref: _Optional[_Union[ModelRef, _Mapping]] = ..., revision: _Optional[_Union[Revision, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., format: _Optional[_Union[ArtifactFormat, str]] = ..., size_bytes: _Optional[int] = ..., gguf: _Optional[_Union[GgufInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,142 @@
+"""The one tree of ohmygpu errors.
+
+Each error also inherits the matching builtin (a missing model is a LookupError), carries its
+fields as attributes, and names its gRPC status and HTTP status once. Dialects (OpenAI, Ollama,
+gRPC) render the envelope only at the edge, from these attributes. Messages never contain paths
+inside OMG_HOME: they are shown to remote clients.
+"""
+
+from __future__ import annotations
+
+
+class OmgError(Exception):
+    """Base of every error the daemon reports to a client."""
+
+    grpc_code: str = "INTERNAL"  # a grpc.StatusCode name; core does not import grpc
+    http_status: int = 500
+    openai_type: str = "server_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(OmgError, ValueError):
+    """The request is malformed or a field has a bad value."""
+
+    grpc_code = "INVALID_ARGUMENT"
+    http_status = 400
+    openai_type = "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class InvalidName(InvalidArgument):
+    """A model name, repo id, revision or filename that could escape a directory or is malformed."""
+
+
+class InvalidDigest(InvalidArgument):
+    """A digest that is not exactly `sha256:<64 lowercase hex>`."""
+
+
+class InvalidModelFile(InvalidArgument):
+    """A file that is not a model file we can read (wrong magic, truncated, absurd header)."""
+
+
+class PayloadTooLarge(OmgError):
+    """A request body over the configured limit."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+    http_status = 413
+    openai_type = "invalid_request_error"
+
+
+class NotFound(OmgError, LookupError):
+    """Something named in the request does not exist."""
+
+    grpc_code = "NOT_FOUND"
+    http_status = 404
+    openai_type = "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
+    """No model of that name in the store."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model '{name}' not found; `omg model list` shows the models you have")
+        self.name = name
+
+
+class AlreadyExists(OmgError):
+    """A create that would overwrite something."""
+
+    grpc_code = "ALREADY_EXISTS"
+    http_status = 409
+    openai_type = "invalid_request_error"
+
+
+class Unauthenticated(OmgError, PermissionError):
+    """A missing or wrong token."""
+
+    grpc_code = "UNAUTHENTICATED"
+    http_status = 401
+    openai_type = "authentication_error"
+
+
+class PermissionDenied(OmgError, PermissionError):
+    """Not allowed (a Host header that is not ours, a management call without rights)."""
+
+    grpc_code = "PERMISSION_DENIED"
+    http_status = 403
+    openai_type = "permission_error"
+
+
+class MissingExtra(OmgError, ImportError):
+    """A runtime's inference library is not installed."""
+
+    grpc_code = "FAILED_PRECONDITION"
+    http_status = 501
+    openai_type = "server_error"
+
+    def __init__(self, runtime: str, extra: str) -> None:
+        super().__init__(
+            f"the {runtime} runtime is not installed; run: pip install 'ohmygpu[{extra}]'"
+        )
+        self.runtime = runtime
+        self.extra = extra
+
+
+class WorkerFailed(OmgError, RuntimeError):
+    """A worker died, failed to start, or failed a request."""
+
+    grpc_code = "INTERNAL"
+    http_status = 500
+    openai_type = "server_error"
+
+    def __init__(self, message: str, *, model: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class Unavailable(OmgError):
+    """The daemon or a worker cannot take the request now (starting, shutting down, busy)."""
+
+    grpc_code = "UNAVAILABLE"
+    http_status = 503
+    openai_type = "server_error"
+
+
+# gRPC status name -> error class, for clients turning a status back into an error.
+BY_GRPC_CODE: dict[str, type[OmgError]] = {
+    "INVALID_ARGUMENT": InvalidArgument,
+    "RESOURCE_EXHAUSTED": PayloadTooLarge,
+    "NOT_FOUND": NotFound,
+    "ALREADY_EXISTS": AlreadyExists,
+    "UNAUTHENTICATED": Unauthenticated,
+    "PERMISSION_DENIED": PermissionDenied,
+    "FAILED_PRECONDITION": OmgError,
+    "UNAVAILABLE": Unavailable,
+    "INTERNAL": WorkerFailed,
+}

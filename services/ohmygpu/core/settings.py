@@ -1,0 +1,140 @@
+"""Every setting of ohmygpu, in one place: name, type, default, environment variable, meaning.
+
+Precedence: command-line flag > environment (`OMG_*`) > config file (`$OMG_HOME/config.toml`,
+or `OMG_CONFIG`) > default. `Settings.describe()` lists each value with its source, for
+`omg config`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ohmygpu.core.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting's definition."""
+
+    name: str
+    env: str
+    default: Any
+    kind: type
+    help: str
+
+
+def _default_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("home", "OMG_HOME", "~/.ohmygpu", str, "state directory: store index, logs, sockets"),
+    Setting("http_addr", "OMG_HTTP_ADDR", "127.0.0.1:11434", str,
+            "HTTP listen address (OpenAI, Ollama and management APIs)"),
+    Setting("grpc_addr", "OMG_GRPC_ADDR", "127.0.0.1:11435", str,
+            "gRPC listen address of the daemon; clients connect here too"),
+    Setting("token", "OMG_TOKEN", "", str,
+            "bearer token required by the daemon and sent by clients; required off loopback"),
+    Setting("allowed_hosts", "OMG_ALLOWED_HOSTS", "", str,
+            "extra Host header values accepted (comma-separated), besides loopback names"),
+    Setting("cors_origins", "OMG_CORS_ORIGINS", "", str,
+            "origins allowed by CORS (comma-separated); empty allows none"),
+    Setting("num_threads", "OMG_NUM_THREADS", 0, int,
+            "CPU threads per inference worker; 0 uses every core"),
+    Setting("context_length", "OMG_CONTEXT_LENGTH", 4096, int,
+            "default context window in tokens (capped at the model's own)"),
+    Setting("max_body_mb", "OMG_MAX_BODY_MB", 32, int, "largest HTTP request body, in MiB"),
+    Setting("max_tokens_limit", "OMG_MAX_TOKENS_LIMIT", 1 << 20, int,
+            "largest max_tokens a request may ask for"),
+    Setting("worker_start_timeout_s", "OMG_WORKER_START_TIMEOUT", 120.0, float,
+            "seconds a worker may take to start and load its model"),
+    Setting("template_timeout_s", "OMG_TEMPLATE_TIMEOUT", 2.0, float,
+            "seconds a chat template may take to render before the request fails"),
+    Setting("log_level", "OMG_LOG_LEVEL", "info", str, "daemon log level"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings; build with Settings.load()."""
+
+    home: str
+    http_addr: str
+    grpc_addr: str
+    token: str
+    allowed_hosts: str
+    cors_origins: str
+    num_threads: int
+    context_length: int
+    max_body_mb: int
+    max_tokens_limit: int
+    worker_start_timeout_s: float
+    template_timeout_s: float
+    log_level: str
+    sources: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        overrides: dict[str, Any] | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> Settings:
+        """Resolve every setting; raises InvalidArgument for a value of the wrong type."""
+        env = dict(os.environ if environ is None else environ)
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        home_raw = overrides.get("home") or env.get("OMG_HOME") or "~/.ohmygpu"
+        config_path = Path(env.get("OMG_CONFIG") or Path(home_raw).expanduser() / "config.toml")
+        file_values: dict[str, Any] = {}
+        if config_path.is_file():
+            try:
+                file_values = tomllib.loads(config_path.read_text())
+            except tomllib.TOMLDecodeError as e:
+                raise InvalidArgument(f"config file {config_path}: {e}") from e
+        values: dict[str, Any] = {}
+        sources: list[tuple[str, str]] = []
+        for s in SETTINGS:
+            if s.name in overrides:
+                raw, source = overrides[s.name], "flag"
+            elif s.env in env:
+                raw, source = env[s.env], f"env {s.env}"
+            elif s.name in file_values:
+                raw, source = file_values[s.name], f"file {config_path}"
+            else:
+                raw, source = s.default, "default"
+            try:
+                values[s.name] = s.kind(raw)
+            except (TypeError, ValueError) as e:
+                raise InvalidArgument(f"setting {s.name} ({source}): {raw!r} is not {s.kind.__name__}") from e
+            sources.append((s.name, source))
+        values["home"] = str(Path(values["home"]).expanduser())
+        if values["num_threads"] <= 0:
+            values["num_threads"] = _default_threads()
+        return cls(**values, sources=tuple(sources))
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home)
+
+    def describe(self) -> list[dict[str, str]]:
+        """Each setting with its value, source and meaning (for `omg config`)."""
+        source = dict(self.sources)
+        out = []
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            shown = "***" if s.name == "token" and value else str(value)
+            out.append({"name": s.name, "env": s.env, "value": shown,
+                        "source": source.get(s.name, "default"), "help": s.help})
+        return out
+
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated setting as a list of its non-empty items."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+assert {f.name for f in fields(Settings)} - {"sources"} == {s.name for s in SETTINGS}

@@ -1,0 +1,186 @@
+"""The model store's index: install records by name, in SQLite under OMG_HOME.
+
+Records are stored as serialized `InstallRecord` protos, so the index holds exactly what the
+contract says a model is. Local files are registered in place (no copy) and identified by
+sha256; registering the same content under a second name reuses its artifacts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.digests import sha256_file
+from ohmygpu.core.errors import AlreadyExists, InvalidModelFile, ModelNotFound
+from ohmygpu.core.gguf import GgufHeader, read_header
+from ohmygpu.core.names import default_name_for, parse_model_name
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    record BLOB NOT NULL,
+    last_used REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS models_sha256 ON models(sha256);
+"""
+
+
+def _now() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def gguf_info(header: GgufHeader) -> assets_pb2.GgufInfo:
+    """The contract's view of a GGUF header."""
+    def as_int(v: object | None) -> int:
+        return int(v) if isinstance(v, (int, float)) else 0
+
+    return assets_pb2.GgufInfo(
+        architecture=header.architecture,
+        name=str(header.metadata.get("general.name") or ""),
+        parameter_count=header.parameter_count,
+        quantization=header.quantization,
+        context_length=as_int(header.arch_value("context_length")),
+        embedding_length=as_int(header.arch_value("embedding_length")),
+        block_count=as_int(header.arch_value("block_count")),
+        chat_template=str(header.metadata.get("tokenizer.chat_template") or ""),
+        gguf_version=header.version,
+    )
+
+
+def _kind_of(header: GgufHeader) -> int:
+    # Embedding-only architectures (BERT family) have no chat use; pooling_type marks them too.
+    arch = header.architecture
+    if arch in {"bert", "nomic-bert", "jina-bert-v2", "t5encoder"} or header.arch_value(
+        "pooling_type"
+    ) not in (None, 0):
+        return assets_pb2.MODEL_KIND_EMBEDDING
+    return assets_pb2.MODEL_KIND_LLM
+
+
+class ModelStore:
+    """The index of installed models. Thread-safe; every method may block on disk."""
+
+    def __init__(self, home: Path) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        self.home = home
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(home / "store.db", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, name: str) -> assets_pb2.InstallRecord:
+        """The record named `name`; raises ModelNotFound (or InvalidName for a bad name)."""
+        name = parse_model_name(name)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT record, last_used FROM models WHERE name = ?", (name,)
+            ).fetchone()
+        if row is None:
+            raise ModelNotFound(name)
+        return self._decode(row[0], row[1])
+
+    def list(self) -> list[assets_pb2.InstallRecord]:
+        """Every record, sorted by name."""
+        with self._lock:
+            rows = self._db.execute("SELECT record, last_used FROM models ORDER BY name").fetchall()
+        return [self._decode(r, used) for r, used in rows]
+
+    @staticmethod
+    def _decode(blob: bytes, last_used: float) -> assets_pb2.InstallRecord:
+        record = assets_pb2.InstallRecord.FromString(blob)
+        if last_used:
+            record.last_used_at.FromNanoseconds(int(last_used * 1e9))
+        return record
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def add_local(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> assets_pb2.InstallRecord:
+        """Register a local GGUF in place, by sha256.
+
+        Raises InvalidModelFile when `path` is missing, unreadable, not a regular file or not a
+        GGUF (one message for all, so the endpoint is no oracle for which files exist),
+        InvalidName for a bad name, AlreadyExists when the name holds other content.
+        """
+        shown = path.name or str(path)
+        unusable = InvalidModelFile(
+            f"cannot register {shown}: not a readable GGUF model file "
+            "(the path must be absolute and name an existing .gguf file)"
+        )
+        if not path.is_absolute():
+            raise unusable
+        try:
+            if not path.is_file():
+                raise unusable
+            header = read_header(path, display_name=shown)
+            size = path.stat().st_size
+        except OSError as e:
+            raise unusable from e
+        model_name = parse_model_name(name) if name else default_name_for(path.name)
+        digest = sha256_file(path, progress=progress)
+        record = assets_pb2.InstallRecord(
+            name=model_name,
+            ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path),
+                                    kind=_kind_of(header)),
+            revision=assets_pb2.Revision(),
+            kind=_kind_of(header),
+            format=assets_pb2.ARTIFACT_FORMAT_GGUF,
+            size_bytes=size,
+            gguf=gguf_info(header),
+            created_at=_now(),
+        )
+        record.artifacts.add(filename=path.name, size=size, sha256=digest,
+                             format=assets_pb2.ARTIFACT_FORMAT_GGUF, local_path=str(path))
+        with self._lock:
+            row = self._db.execute("SELECT sha256 FROM models WHERE name = ?", (model_name,)).fetchone()
+            if row is not None and row[0] != digest:
+                raise AlreadyExists(
+                    f"model '{model_name}' already exists with other content; "
+                    "remove it first or pick another --name"
+                )
+            self._db.execute(
+                "INSERT OR REPLACE INTO models(name, sha256, record, last_used) VALUES (?, ?, ?, 0)",
+                (model_name, digest, record.SerializeToString()),
+            )
+        return record
+
+    def delete(self, name: str) -> None:
+        """Forget a model; raises ModelNotFound. Files registered in place are left alone."""
+        name = parse_model_name(name)
+        with self._lock:
+            cur = self._db.execute("DELETE FROM models WHERE name = ?", (name,))
+        if cur.rowcount == 0:
+            raise ModelNotFound(name)
+
+    def touch(self, name: str) -> None:
+        """Record that a request used the model now."""
+        with self._lock:
+            self._db.execute("UPDATE models SET last_used = ? WHERE name = ?", (time.time(), name))
+
+
+def main_artifact(record: assets_pb2.InstallRecord) -> assets_pb2.Artifact:
+    """The artifact a runtime loads (the GGUF file for GGUF models)."""
+    for artifact in record.artifacts:
+        if artifact.format == record.format:
+            return artifact
+    raise InvalidModelFile(f"model '{record.name}' has no loadable artifact")

@@ -1,0 +1,50 @@
+"""Runtime names -> where their worker lives and which extra installs it.
+
+Like uvicorn's import strings: nothing here imports an inference library. The daemon checks
+`find_spec` of the library before spawning, so a missing extra is a clear error, not a crash
+of a worker that cannot start.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.errors import InvalidArgument, MissingExtra
+
+
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """How to start one runtime's worker."""
+
+    name: str
+    worker_module: str  # run as `python -m <worker_module>`
+    extra: str  # pip extra that installs its library
+    library: str  # top-level module the worker imports
+    formats: tuple[int, ...]  # ArtifactFormat values it loads
+
+
+RUNTIMES: dict[str, RuntimeEntry] = {
+    "llamacpp": RuntimeEntry(
+        name="llamacpp",
+        worker_module="ohmygpu.runtimes.llamacpp.worker",
+        extra="llamacpp",
+        library="llama_cpp",
+        formats=(assets_pb2.ARTIFACT_FORMAT_GGUF,),
+    ),
+}
+
+
+def runtime_for(record: assets_pb2.InstallRecord, *, preferred: str = "") -> RuntimeEntry:
+    """The runtime that serves `record`; raises InvalidArgument or MissingExtra."""
+    candidates = [RUNTIMES[preferred]] if preferred in RUNTIMES else list(RUNTIMES.values())
+    if preferred and preferred not in RUNTIMES:
+        raise InvalidArgument(f"unknown runtime '{preferred}'; known: {', '.join(RUNTIMES)}")
+    for entry in candidates:
+        if record.format in entry.formats:
+            if importlib.util.find_spec(entry.library) is None:
+                raise MissingExtra(entry.name, entry.extra)
+            return entry
+    fmt = assets_pb2.ArtifactFormat.Name(record.format)
+    raise InvalidArgument(f"no runtime serves model '{record.name}' ({fmt})")

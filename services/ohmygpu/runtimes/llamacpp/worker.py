@@ -1,0 +1,343 @@
+"""The llama.cpp worker: one process, one GGUF model, serving the Runtime contract.
+
+Started by the daemon as `python -m ohmygpu.runtimes.llamacpp.worker --socket PATH`. Requests
+run one at a time on the model's single context (an asyncio lock); generation runs in a thread
+and its text pieces cross to the event loop through an asyncio queue, so Health answers while a
+generation is running and a cancelled stream stops generation at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.errors import InvalidArgument, OmgError
+from ohmygpu.run.v1 import run_spec_pb2
+from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
+from ohmygpu.runtimes.api.worker_server import LogRing, rss_bytes, run_worker
+from ohmygpu.runtimes.llamacpp import structured
+from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling, generate
+from ohmygpu.runtimes.llamacpp.template import CHATML, ChatTemplate
+
+log = logging.getLogger("ohmygpu.worker.llamacpp")
+_DONE = object()
+
+
+async def _abort(context: grpc.aio.ServicerContext, e: OmgError) -> None:
+    await context.abort(grpc.StatusCode[e.grpc_code], e.message)
+
+
+class LlamaCppRuntime(runtime_pb2_grpc.RuntimeServicer):
+    """Runtime servicer over one llama_cpp.Llama."""
+
+    def __init__(self, logs: LogRing) -> None:
+        self.logs = logs
+        self.llm: Any = None
+        self.template: ChatTemplate | None = None
+        self.model_name = ""
+        self.state = runtime_pb2.WORKER_STATE_IDLE
+        self.threads = 0
+        self.lock = asyncio.Lock()
+        self.in_flight = 0
+        self.grammar_cache: dict[str, Any] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def GetCapabilities(self, request, context):
+        import llama_cpp
+
+        return runtime_pb2.GetCapabilitiesResponse(
+            runtime="llamacpp",
+            version=llama_cpp.__version__,
+            modes=[run_spec_pb2.MODE_CHAT, run_spec_pb2.MODE_COMPLETION,
+                   run_spec_pb2.MODE_EMBEDDINGS],
+            formats=[assets_pb2.ARTIFACT_FORMAT_GGUF],
+            structured_output=True,
+            tool_calls=True,
+            gpu=bool(llama_cpp.llama_supports_gpu_offload()),
+        )
+
+    async def Load(self, request: runtime_pb2.LoadRequest, context) -> AsyncIterator[runtime_pb2.LoadResponse]:
+        record = request.model
+        paths = [a.local_path for a in record.artifacts if a.format == assets_pb2.ARTIFACT_FORMAT_GGUF]
+        if not paths:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no GGUF artifact to load")
+        res = request.spec.resources
+        self.threads = res.cpu_threads or (os.cpu_count() or 1)
+        n_ctx = res.context_length or 4096
+        if record.gguf.context_length:
+            n_ctx = min(n_ctx, record.gguf.context_length)
+        gpu_layers = res.gpu_layers if res.HasField("gpu_layers") else 0
+        embedding = request.spec.mode == run_spec_pb2.MODE_EMBEDDINGS
+        self.state = runtime_pb2.WORKER_STATE_LOADING
+        yield runtime_pb2.LoadResponse(progress=0.0, stage="reading weights")
+        started = time.perf_counter()
+        try:
+            self.llm = await asyncio.to_thread(self._load, paths[0], n_ctx, gpu_layers, embedding)
+        except (ValueError, RuntimeError, OSError) as e:
+            self.state = runtime_pb2.WORKER_STATE_FAILED
+            log.error("load failed: %s", e)
+            await context.abort(grpc.StatusCode.INTERNAL, f"llama.cpp could not load the model: {e}")
+        meta = self.llm.metadata
+        template_src = meta.get("tokenizer.chat_template") or CHATML
+        vocab = self.llm._model
+        bos = vocab.token_get_text(self.llm.token_bos()) if self.llm.token_bos() >= 0 else ""
+        eos = vocab.token_get_text(self.llm.token_eos()) if self.llm.token_eos() >= 0 else ""
+        timeout = float(request.spec.extensions["template_timeout_s"].number_value or 2.0) \
+            if "template_timeout_s" in request.spec.extensions else 2.0
+        self.template = ChatTemplate(template_src, bos_token=bos, eos_token=eos, timeout_s=timeout)
+        self.model_name = record.name
+        self.state = runtime_pb2.WORKER_STATE_READY
+        log.info("loaded %s in %.2fs (n_ctx=%d, threads=%d, gpu_layers=%d)", record.name,
+                 time.perf_counter() - started, n_ctx, self.threads, gpu_layers)
+        yield runtime_pb2.LoadResponse(progress=1.0, stage="ready", done=True, memory_bytes=rss_bytes())
+
+    def _load(self, path: str, n_ctx: int, gpu_layers: int, embedding: bool) -> Any:
+        import llama_cpp
+
+        kwargs: dict[str, Any] = {}
+        if embedding:
+            kwargs.update(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
+        return llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=self.threads,
+                               n_threads_batch=self.threads, n_gpu_layers=gpu_layers,
+                               verbose=False, **kwargs)
+
+    async def Unload(self, request, context):
+        async with self.lock:
+            if self.llm is not None:
+                self.llm.close()
+            self.llm = None
+            self.template = None
+            self.model_name = ""
+            self.state = runtime_pb2.WORKER_STATE_IDLE
+        return runtime_pb2.UnloadResponse(memory_bytes=rss_bytes())
+
+    async def Health(self, request, context):
+        return runtime_pb2.HealthResponse(state=self.state)
+
+    async def GetStatus(self, request, context):
+        return runtime_pb2.GetStatusResponse(
+            state=self.state, model=self.model_name, memory_bytes=rss_bytes(),
+            in_flight=self.in_flight, threads=self.threads, pid=os.getpid(),
+            context_length=self.llm.n_ctx() if self.llm is not None else 0,
+        )
+
+    async def StreamLogs(self, request, context):
+        async for line in self.logs.stream(request.follow):
+            yield runtime_pb2.StreamLogsResponse(line=line)
+
+    # -- inference --------------------------------------------------------------------------
+
+    async def Chat(self, request: runtime_pb2.ChatRequest, context) -> AsyncIterator[runtime_pb2.ChatResponse]:
+        try:
+            async for message in self._chat(request):
+                yield message
+        except OmgError as e:
+            await _abort(context, e)
+
+    async def _chat(self, request: runtime_pb2.ChatRequest) -> AsyncIterator[runtime_pb2.ChatResponse]:
+        plan, prompt = await self._chat_prompt(request)
+        names = {t.name for t in request.tools}
+        if plan.mode is structured.OutputMode.TEXT:
+            async for piece, result in self._run(prompt, request.params, plan):
+                if result is None:
+                    yield runtime_pb2.ChatResponse(content=piece)
+                else:
+                    yield _final_chat(result)
+            return
+        if plan.mode is structured.OutputMode.TOOL_ARGUMENTS:
+            # The grammar produces the arguments object itself: stream it as argument deltas.
+            call_id = structured.new_call_id()
+            first = True
+            async for piece, result in self._run(prompt, request.params, plan):
+                if result is None:
+                    delta = runtime_pb2.ToolCallDelta(index=0, arguments=piece)
+                    if first:
+                        delta.id, delta.name, first = call_id, plan.function_name, False
+                    yield runtime_pb2.ChatResponse(tool_calls=[delta])
+                else:
+                    if first:  # nothing generated: still report the call
+                        yield runtime_pb2.ChatResponse(tool_calls=[runtime_pb2.ToolCallDelta(
+                            index=0, id=call_id, name=plan.function_name, arguments="{}")])
+                    final = _final_chat(result)
+                    if final.finish_reason == runtime_pb2.FINISH_REASON_STOP:
+                        final.finish_reason = runtime_pb2.FINISH_REASON_TOOL_CALLS
+                    yield final
+            return
+        # TOOL_CALL and TOOL_AUTO: hold text while it may be a call, then decide.
+        held = ""
+        streaming_text = False
+        async for piece, result in self._run(prompt, request.params, plan):
+            if result is None:
+                if streaming_text:
+                    yield runtime_pb2.ChatResponse(content=piece)
+                    continue
+                held += piece
+                if plan.mode is structured.OutputMode.TOOL_AUTO and not structured.could_be_tool_call(held):
+                    streaming_text = True
+                    yield runtime_pb2.ChatResponse(content=held)
+                continue
+            final = _final_chat(result)
+            calls = None if streaming_text else structured.parse_tool_calls(held, names)
+            if calls:
+                yield runtime_pb2.ChatResponse(tool_calls=[
+                    runtime_pb2.ToolCallDelta(index=i, id=structured.new_call_id(), name=n, arguments=a)
+                    for i, (n, a) in enumerate(calls)])
+                if final.finish_reason == runtime_pb2.FINISH_REASON_STOP:
+                    final.finish_reason = runtime_pb2.FINISH_REASON_TOOL_CALLS
+            elif held and not streaming_text:
+                yield runtime_pb2.ChatResponse(content=held)
+            yield final
+
+    async def _chat_prompt(self, request: runtime_pb2.ChatRequest) -> tuple[structured.OutputPlan, str]:
+        if self.llm is None or self.template is None:
+            raise InvalidArgument("no model loaded")
+        if not request.messages:
+            raise InvalidArgument("messages must not be empty", param="messages")
+        plan = structured.plan_output(request.response_format, list(request.tools), request.tool_choice)
+        messages: list[dict[str, Any]] = []
+        for m in request.messages:
+            msg: dict[str, Any] = {"role": m.role, "content": m.content}
+            if m.name:
+                msg["name"] = m.name
+            if m.tool_calls:
+                msg["tool_calls"] = [{"id": c.id, "type": "function", "function": {
+                    "name": c.name, "arguments": c.arguments}} for c in m.tool_calls]
+            if m.tool_call_id:
+                msg["tool_call_id"] = m.tool_call_id
+            messages.append(msg)
+        tools = None
+        wants_tools = request.tools and plan.mode is not structured.OutputMode.TEXT
+        if wants_tools and self.template.supports_tools:
+            tools = structured.tools_for_template(list(request.tools))
+        elif wants_tools:
+            # The model's template knows no tools: describe them in the system message.
+            note = structured.tools_system_prompt(list(request.tools))
+            if messages[0]["role"] == "system":
+                messages[0] = {**messages[0], "content": messages[0]["content"] + "\n\n" + note}
+            else:
+                messages.insert(0, {"role": "system", "content": note})
+        template = self.template
+        prompt = await asyncio.to_thread(lambda: template.render(messages, tools=tools))
+        return plan, prompt
+
+    async def Complete(self, request: runtime_pb2.CompleteRequest, context) -> AsyncIterator[runtime_pb2.CompleteResponse]:
+        try:
+            async for message in self._complete(request):
+                yield message
+        except OmgError as e:
+            await _abort(context, e)
+
+    async def _complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
+        if self.llm is None:
+            raise InvalidArgument("no model loaded")
+        plan = structured.plan_output(request.response_format, [], runtime_pb2.ToolChoice())
+        async for piece, result in self._run(request.prompt, request.params, plan, add_bos=True):
+            if result is None:
+                yield runtime_pb2.CompleteResponse(text=piece)
+            else:
+                final = _final_chat(result)
+                yield runtime_pb2.CompleteResponse(finish_reason=final.finish_reason,
+                                                   usage=final.usage, timings=final.timings)
+
+    def _grammar(self, plan: structured.OutputPlan) -> Any:
+        from llama_cpp import llama_grammar
+
+        if plan.schema is None and not plan.any_json:
+            return None
+        key = "any" if plan.schema is None else json.dumps(plan.schema, sort_keys=True)
+        if key not in self.grammar_cache:
+            try:
+                if plan.schema is None:
+                    grammar = llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
+                else:
+                    grammar = llama_grammar.LlamaGrammar.from_json_schema(key, verbose=False)
+            except (ValueError, RuntimeError, KeyError, TypeError) as e:
+                raise InvalidArgument(f"cannot enforce this JSON schema: {e}", param="response_format") from e
+            if len(self.grammar_cache) > 32:
+                self.grammar_cache.clear()
+            self.grammar_cache[key] = grammar
+        return self.grammar_cache[key]
+
+    async def _run(
+        self, prompt: str, params: run_spec_pb2.SamplingParams, plan: structured.OutputPlan,
+        *, add_bos: bool = False,
+    ) -> AsyncIterator[tuple[str, GenerationResult | None]]:
+        """Yields (piece, None) per text piece, then ("", result). Cancels on consumer exit."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+        sampling = Sampling.from_params(params)
+        grammar = self._grammar(plan)
+
+        def emit(piece: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, piece)
+
+        def work() -> GenerationResult:
+            # Templates already carry the BOS text; raw completions need the model's BOS added.
+            tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+            if len(tokens) >= self.llm.n_ctx():
+                raise InvalidArgument(
+                    f"the prompt has {len(tokens)} tokens, more than the context window of "
+                    f"{self.llm.n_ctx()}", param="messages")
+            return generate(self.llm, tokens, sampling, grammar=grammar, emit=emit, cancelled=cancelled)
+
+        async with self.lock:
+            self.in_flight += 1
+            fut = loop.run_in_executor(None, work)
+            fut.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
+            try:
+                while True:
+                    item = await queue.get()
+                    if item is _DONE:
+                        break
+                    yield item, None
+                yield "", fut.result()
+            finally:
+                cancelled.set()
+                self.in_flight -= 1
+                if not fut.done():
+                    await asyncio.wait([fut])  # the context is not reentrant: wait for the thread
+
+    async def Embed(self, request: runtime_pb2.EmbedRequest, context):
+        if self.llm is None or not self.llm.context_params.embeddings:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "this model was not loaded for embeddings")
+        async with self.lock:
+            inputs = list(request.inputs)
+            vectors = await asyncio.to_thread(self.llm.embed, inputs, normalize=request.normalize)
+            tokens = sum(len(self.llm.tokenize(t.encode("utf-8"))) for t in inputs)
+        out = runtime_pb2.EmbedResponse(usage=runtime_pb2.Usage(prompt_tokens=tokens))
+        for v in vectors:
+            values = v[: request.dimensions] if request.dimensions else v
+            out.embeddings.add(values=values)
+        return out
+
+    async def Transcribe(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the llama.cpp runtime does not transcribe")
+
+
+def _final_chat(result: GenerationResult) -> runtime_pb2.ChatResponse:
+    return runtime_pb2.ChatResponse(
+        finish_reason=result.finish_reason,
+        usage=runtime_pb2.Usage(prompt_tokens=result.prompt_tokens,
+                                completion_tokens=result.completion_tokens),
+        timings=runtime_pb2.Timings(prompt_eval_ns=result.prompt_eval_ns, eval_ns=result.eval_ns),
+    )
+
+
+def main() -> None:
+    run_worker(LlamaCppRuntime)
+
+
+if __name__ == "__main__":
+    main()
