@@ -1,0 +1,80 @@
+"""The CLI's connection to the daemon: address and token from settings, errors turned into
+one-line messages, and never a hang when no daemon is running."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from ohmygpu.api.v1 import chat_pb2_grpc, models_pb2_grpc, system_pb2_grpc
+from ohmygpu.core.settings import Settings
+
+T = TypeVar("T")
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3
+
+
+class CliError(Exception):
+    """A failure to report in one line, with the exit code to use."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class Client:
+    """Stubs for the daemon's services over one channel."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.addr = settings.grpc_addr
+        self.channel = grpc.insecure_channel(self.addr)
+        self.metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {settings.token}"),) if settings.token else ())
+        self.models = models_pb2_grpc.ModelServiceStub(self.channel)
+        self.chat = chat_pb2_grpc.ChatServiceStub(self.channel)
+        self.system = system_pb2_grpc.SystemServiceStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def fail(self, e: grpc.RpcError) -> NoReturn:
+        code = e.code() if hasattr(e, "code") else None
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise CliError(f"no omg daemon is answering at {self.addr}; start one with `omg serve` "
+                           "(or point OMG_GRPC_ADDR at a running one)", EXIT_NO_DAEMON) from None
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise CliError(f"the daemon at {self.addr} did not answer in time") from None
+        details = e.details() if hasattr(e, "details") else str(e)
+        raise CliError(details or str(code)) from None
+
+    def call(self, method: Callable[..., T], request: Any, *, timeout: float = 10.0) -> T:
+        """A unary call; raises CliError."""
+        try:
+            return method(request, timeout=timeout, metadata=self.metadata)
+        except grpc.RpcError as e:
+            self.fail(e)
+
+    def stream(self, method: Callable[..., Any], request: Any) -> Any:
+        """A server-streaming call object (iterable, cancellable)."""
+        return method(request, metadata=self.metadata)
+
+    def iterate(self, call: Any) -> Iterator[Any]:
+        """Iterate a streaming call; raises CliError on failure."""
+        try:
+            yield from call
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.CANCELLED:
+                return
+            self.fail(e)
+
+
+def die(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    print(f"omg: {message}", file=sys.stderr)
+    raise SystemExit(code)

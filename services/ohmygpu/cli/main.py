@@ -1,0 +1,244 @@
+"""`omg`: the command line. Every command but `serve` is a gRPC client of the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from ohmygpu.api.v1 import models_pb2, system_pb2
+from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.cli.client import EXIT_NO_DAEMON, EXIT_USAGE, CliError, Client
+from ohmygpu.core.errors import OmgError
+from ohmygpu.core.settings import Settings
+from ohmygpu.core.version import __version__
+from ohmygpu.run.v1 import run_spec_pb2
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _ago(ts: Any) -> str:
+    if not ts.seconds:
+        return "never"
+    delta = max(0, time.time() - ts.seconds)
+    for unit, secs in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= secs:
+            return f"{int(delta // secs)}{unit} ago"
+    return "just now"
+
+
+def _json(message: Any) -> None:
+    print(json.dumps(json_format.MessageToDict(message), indent=2))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "status":
+        client = Client(settings)
+        st: system_pb2.GetStatusResponse = client.call(client.system.GetStatus, system_pb2.GetStatusRequest())
+        if args.json:
+            _json(st)
+            return 0
+        print(f"omg {st.version} running, pid {st.pid}")
+        print(f"  HTTP  http://{st.http_addr}\n  gRPC  {st.grpc_addr}\n  home  {st.home}")
+        print(f"  models {st.model_count}, loaded {len(st.loaded)}: "
+              + (", ".join(m.name for m in st.loaded) or "none"))
+        return 0
+    if args.action == "stop":
+        client = Client(settings)
+        st = client.call(client.system.GetStatus, system_pb2.GetStatusRequest())
+        client.call(client.system.Shutdown, system_pb2.ShutdownRequest())
+        for _ in range(100):  # wait until the process is gone, so a new serve can start
+            try:
+                os.kill(st.pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                break
+            time.sleep(0.1)
+        print(f"omg daemon (pid {st.pid}) stopped")
+        return 0
+    from ohmygpu.daemon.server import serve
+
+    return serve(settings)
+
+
+def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
+    client = Client(settings)
+    if args.action == "add":
+        path = Path(args.path).expanduser().absolute()
+        rec = client.call(client.models.AddModel, models_pb2.AddModelRequest(path=str(path), name=args.name or ""),
+                          timeout=3600)
+        if args.json:
+            _json(rec)
+        else:
+            print(f"added {rec.name} ({_size(rec.size_bytes)}, {rec.artifacts[0].sha256[:19]}…)")
+        return 0
+    if args.action in ("list", "ls"):
+        resp = client.call(client.models.ListModels, models_pb2.ListModelsRequest())
+        if args.json:
+            _json(resp)
+            return 0
+        rows = [[m.name, assets_pb2.ModelKind.Name(m.kind).removeprefix("MODEL_KIND_").lower(),
+                 assets_pb2.ArtifactFormat.Name(m.format).removeprefix("ARTIFACT_FORMAT_").lower(),
+                 m.gguf.quantization, _size(m.size_bytes), m.revision.commit[:10] or "local",
+                 _ago(m.last_used_at)] for m in resp.models]
+        _table(rows, ["NAME", "KIND", "FORMAT", "QUANT", "SIZE", "REVISION", "LAST USED"])
+        return 0
+    if args.action == "info":
+        rec = client.call(client.models.GetModel, models_pb2.GetModelRequest(name=args.name))
+        if args.json:
+            _json(rec)
+            return 0
+        g = rec.gguf
+        print(f"{rec.name}\n  kind          {assets_pb2.ModelKind.Name(rec.kind)}\n"
+              f"  architecture  {g.architecture}\n  parameters    {g.parameter_count:,}\n"
+              f"  quantization  {g.quantization}\n  context       {g.context_length}\n"
+              f"  size          {_size(rec.size_bytes)}")
+        for a in rec.artifacts:
+            print(f"  file          {a.filename}  {a.sha256}")
+        if g.chat_template:
+            print("  chat template " + g.chat_template[:200].replace("\n", "\\n") + ("…" if len(g.chat_template) > 200 else ""))
+        return 0
+    if args.action == "rm":
+        client.call(client.models.DeleteModel, models_pb2.DeleteModelRequest(name=args.name))
+        print(f"removed {args.name}")
+        return 0
+    raise CliError(f"unknown model action {args.action}", EXIT_USAGE)
+
+
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    from ohmygpu.cli.chat import run_chat
+
+    params = run_spec_pb2.SamplingParams()
+    for key in ("temperature", "top_p", "top_k", "seed", "max_tokens"):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(params, key, value)
+    client = Client(settings)
+    prompt = " ".join(args.prompt) if args.prompt else None
+    return run_chat(client, args.model, prompt, params, args.system, settings.home_path / "history")
+
+
+def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
+    client = Client(settings)
+    resp = client.call(client.system.ListLoaded, system_pb2.ListLoadedRequest())
+    if args.json:
+        _json(resp)
+        return 0
+    _table([[m.name, m.runtime, str(m.pid), m.device, _size(m.memory_bytes), str(m.in_flight)]
+            for m in resp.models], ["NAME", "RUNTIME", "PID", "DEVICE", "MEMORY", "IN FLIGHT"])
+    return 0
+
+
+def cmd_version(args: argparse.Namespace, settings: Settings) -> int:
+    print(f"omg client {__version__}")
+    client = Client(settings)
+    try:
+        v = client.call(client.system.GetVersion, system_pb2.GetVersionRequest(), timeout=3)
+        print(f"daemon {v.version} at {settings.grpc_addr}")
+    except CliError as e:
+        print(f"daemon: {e.message}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    rows = settings.describe()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    _table([[r["env"], r["value"], r["source"], r["help"]] for r in rows],
+           ["VARIABLE", "VALUE", "SOURCE", "MEANING"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="omg", description="ohmygpu: one daemon for local AI models")
+    p.add_argument("--home", help="state directory (OMG_HOME)")
+    p.add_argument("--grpc-addr", help="daemon gRPC address (OMG_GRPC_ADDR)")
+    p.add_argument("--token", help="daemon token (OMG_TOKEN)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the daemon in the foreground, or status/stop it")
+    s.add_argument("action", nargs="?", choices=["status", "stop"], help="query or stop a running daemon")
+    s.add_argument("--http-addr", help="HTTP listen address (OMG_HTTP_ADDR)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_serve)
+
+    m = sub.add_parser("model", help="manage the model store")
+    msub = m.add_subparsers(dest="action", required=True)
+    add = msub.add_parser("add", help="register a local GGUF file in place (no copy)")
+    add.add_argument("path")
+    add.add_argument("--name", help="name to use (default: from the file name)")
+    for name in ("list", "ls"):
+        msub.add_parser(name, help="list models")
+    info = msub.add_parser("info", help="show a model's details")
+    info.add_argument("name")
+    rm = msub.add_parser("rm", help="remove a model from the store")
+    rm.add_argument("name")
+    for action in msub.choices.values():
+        action.add_argument("--json", action="store_true", help="machine-readable output")
+    m.set_defaults(func=cmd_model)
+
+    c = sub.add_parser("chat", help="chat with a model (interactive without a prompt)")
+    c.add_argument("model")
+    c.add_argument("prompt", nargs="*", help="one-shot prompt; omit for an interactive session")
+    c.add_argument("--system", help="system message")
+    c.add_argument("--temperature", type=float)
+    c.add_argument("--top-p", dest="top_p", type=float)
+    c.add_argument("--top-k", dest="top_k", type=int)
+    c.add_argument("--seed", type=int)
+    c.add_argument("--max-tokens", dest="max_tokens", type=int)
+    c.set_defaults(func=cmd_chat)
+
+    ps = sub.add_parser("ps", help="list loaded models")
+    ps.add_argument("--json", action="store_true")
+    ps.set_defaults(func=cmd_ps)
+    v = sub.add_parser("version", help="client and daemon versions")
+    v.set_defaults(func=cmd_version)
+    cfg = sub.add_parser("config", help="every setting, its value, source and meaning")
+    cfg.add_argument("--json", action="store_true")
+    cfg.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {"home": args.home, "grpc_addr": args.grpc_addr, "token": args.token,
+                 "http_addr": getattr(args, "http_addr", None)}
+    try:
+        settings = Settings.load(overrides=overrides)
+        return args.func(args, settings)
+    except CliError as e:
+        print(f"omg: {e.message}", file=sys.stderr)
+        return e.code
+    except OmgError as e:
+        print(f"omg: {e.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The one internal inference path: model name -> worker -> streamed answer.
+
+OpenAI, Ollama and the native gRPC ChatService all call `chat`/`complete` here with the
+contract's own messages; they only translate at the edge. The first request for a model starts
+its worker; a worker that dies is dropped, requests in flight get WorkerFailed, and the next
+request starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.errors import BY_GRPC_CODE, InvalidArgument, OmgError, WorkerFailed
+from ohmygpu.core.settings import Settings
+from ohmygpu.core.store import ModelStore
+from ohmygpu.run.v1 import run_spec_pb2
+from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.api.registry import RuntimeEntry, runtime_for
+from ohmygpu.daemon.supervisor import Worker
+
+log = logging.getLogger("ohmygpu.orchestrator")
+M = TypeVar("M")
+
+# Launches a worker for a record; injected so tests can shape failures.
+Launcher = Callable[[str, RuntimeEntry, assets_pb2.InstallRecord, run_spec_pb2.RunSpec], Awaitable[Worker]]
+
+
+class Orchestrator:
+    """Owns the workers and routes requests to them."""
+
+    def __init__(self, settings: Settings, store: ModelStore, *, launcher: Launcher | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.workers: dict[str, Worker] = {}
+        self._starting: dict[str, asyncio.Lock] = {}
+        self._launcher = launcher or self._launch
+        self.run_dir = socket_dir(settings.home_path)
+        self.log_dir = settings.home_path / "logs"
+
+    async def _launch(self, name: str, runtime: RuntimeEntry, record: assets_pb2.InstallRecord,
+                      spec: run_spec_pb2.RunSpec) -> Worker:
+        worker = Worker(name, runtime, self.run_dir, self.log_dir)
+        await worker.start(record, spec, timeout_s=self.settings.worker_start_timeout_s)
+        return worker
+
+    def _spec_for(self, record: assets_pb2.InstallRecord, runtime: RuntimeEntry) -> run_spec_pb2.RunSpec:
+        spec = run_spec_pb2.RunSpec(
+            model=record.ref, revision=record.revision, runtime=runtime.name,
+            mode=run_spec_pb2.MODE_CHAT,
+            resources=run_spec_pb2.Resources(
+                device="cpu", cpu_threads=self.settings.num_threads,
+                context_length=self.settings.context_length),
+        )
+        spec.extensions["template_timeout_s"].number_value = self.settings.template_timeout_s
+        return spec
+
+    async def worker_for(self, name: str) -> Worker:
+        """The live worker serving model `name`, started if needed.
+
+        Raises ModelNotFound, MissingExtra, WorkerFailed.
+        """
+        worker = self.workers.get(name)
+        if worker is not None and worker.alive:
+            return worker
+        record = await asyncio.to_thread(self.store.get, name)
+        runtime = runtime_for(record)
+        lock = self._starting.setdefault(name, asyncio.Lock())
+        async with lock:
+            worker = self.workers.get(name)
+            if worker is not None and worker.alive:
+                return worker
+            if worker is not None:
+                log.warning("worker for %s %s; starting a new one", name, worker.exit_description())
+                await worker.stop()
+            worker = await self._launcher(name, runtime, record, self._spec_for(record, runtime))
+            self.workers[name] = worker
+            return worker
+
+    async def _stream(self, name: str, call: Callable[[Worker], grpc.aio.UnaryStreamCall]) -> AsyncIterator[M]:
+        worker = await self.worker_for(name)
+        await asyncio.to_thread(self.store.touch, name)
+        worker.in_flight += 1
+        stream = call(worker)
+        try:
+            async for message in stream:
+                yield message
+        except grpc.aio.AioRpcError as e:
+            raise await self._translate(worker, e) from None
+        finally:
+            worker.in_flight -= 1
+            worker.last_used = time.monotonic()
+            stream.cancel()
+
+    async def _translate(self, worker: Worker, e: grpc.aio.AioRpcError) -> OmgError:
+        """Turn a worker's gRPC error into ours; a dead worker is dropped."""
+        code = e.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
+                    grpc.StatusCode.INTERNAL):
+            try:
+                await asyncio.wait_for(worker.exited.wait(), 2.0)
+            except asyncio.TimeoutError:
+                pass
+            if not worker.alive:
+                if self.workers.get(worker.model) is worker:
+                    del self.workers[worker.model]
+                await worker.stop()
+                return WorkerFailed(
+                    f"the worker serving '{worker.model}' {worker.exit_description()} during the "
+                    "request; the next request starts a new one", model=worker.model)
+        cls = BY_GRPC_CODE.get(code.name, WorkerFailed)
+        if cls is WorkerFailed:
+            return WorkerFailed(f"worker for '{worker.model}' failed: {e.details()}", model=worker.model)
+        return cls(e.details() or code.name)
+
+    def _check(self, params: run_spec_pb2.SamplingParams) -> None:
+        if params.HasField("max_tokens") and not 0 <= params.max_tokens <= self.settings.max_tokens_limit:
+            raise InvalidArgument(
+                f"max_tokens must be between 0 and {self.settings.max_tokens_limit}", param="max_tokens")
+        if params.HasField("temperature") and not 0 <= params.temperature <= 100:
+            raise InvalidArgument("temperature must be between 0 and 100", param="temperature")
+        if params.HasField("top_k") and params.top_k < 0:
+            raise InvalidArgument("top_k must not be negative", param="top_k")
+        if len(params.stop) > 16:
+            raise InvalidArgument("at most 16 stop sequences", param="stop")
+
+    async def chat(self, request: runtime_pb2.ChatRequest) -> AsyncIterator[runtime_pb2.ChatResponse]:
+        """Stream a chat answer; raises InvalidArgument, ModelNotFound, WorkerFailed, ..."""
+        if not request.messages:
+            raise InvalidArgument("messages must not be empty", param="messages")
+        self._check(request.params)
+        async for message in self._stream(request.model, lambda w: w.stub.Chat(request)):
+            yield message
+
+    async def complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
+        """Stream a raw completion; raises like chat."""
+        self._check(request.params)
+        async for message in self._stream(request.model, lambda w: w.stub.Complete(request)):
+            yield message
+
+    async def embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
+        worker = await self.worker_for(request.model)
+        try:
+            return await worker.stub.Embed(request)
+        except grpc.aio.AioRpcError as e:
+            raise await self._translate(worker, e) from None
+
+    async def loaded(self) -> list[tuple[Worker, runtime_pb2.GetStatusResponse | None]]:
+        """Live workers with their status (None when a worker does not answer in time)."""
+        out = []
+        for worker in list(self.workers.values()):
+            if not worker.alive:
+                continue
+            try:
+                status = await worker.stub.GetStatus(runtime_pb2.GetStatusRequest(), timeout=2)
+            except grpc.aio.AioRpcError:
+                status = None
+            out.append((worker, status))
+        return out
+
+    async def shutdown(self) -> None:
+        """Stop every worker."""
+        workers = list(self.workers.values())
+        self.workers.clear()
+        await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+
+
+def socket_dir(home: Path) -> Path:
+    """A short private directory for worker sockets (Unix socket paths are limited to 107
+    bytes, which a deep OMG_HOME would exceed), unique per OMG_HOME."""
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"omg-{os.getuid()}-{digest}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path

@@ -1,0 +1,177 @@
+"""`omg serve`: the daemon process. gRPC and HTTP share one event loop.
+
+Refuses to start, with a message saying why, when another daemon holds the same OMG_HOME, when
+a port is taken, or when it would listen beyond loopback without a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import IO
+
+import grpc
+import uvicorn
+
+from ohmygpu.api.v1 import chat_pb2_grpc, models_pb2_grpc, system_pb2_grpc
+from ohmygpu.core.errors import InvalidArgument, OmgError, Unavailable
+from ohmygpu.core.settings import Settings
+from ohmygpu.core.store import ModelStore
+from ohmygpu.daemon.grpc_errors import TokenInterceptor
+from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.services import ChatServicer, ModelServicer, SystemServicer
+
+log = logging.getLogger("ohmygpu.daemon")
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """"host:port" (or "[v6]:port") -> (host, port); raises InvalidArgument."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise InvalidArgument(f"address {addr!r} is not host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Uvicorn(uvicorn.Server):
+    # The daemon handles signals for both servers; uvicorn must not take them over.
+    def capture_signals(self):  # type: ignore[override]
+        return contextlib.nullcontext()
+
+
+class Daemon:
+    """Everything `omg serve` runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.home_path
+        self.stop_event = asyncio.Event()
+        self._lock_file: IO[str] | None = None
+
+    def _check_exposure(self) -> None:
+        for name in ("http_addr", "grpc_addr"):
+            host, _ = split_addr(getattr(self.settings, name))
+            if not is_loopback(host) and not self.settings.token:
+                raise InvalidArgument(
+                    f"{name} {getattr(self.settings, name)} is reachable from other machines; "
+                    "set OMG_TOKEN (or --token) so that only clients with the token get in")
+
+    def _take_lock(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        f = open(self.home / "daemon.lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise Unavailable(
+                f"another omg daemon (pid {holder}) is using OMG_HOME {self.home}; "
+                "stop it with `omg serve stop` or pick another OMG_HOME") from None
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock_file = f
+
+    def _bind_http(self) -> socket.socket:
+        host, port = split_addr(self.settings.http_addr)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            sock.close()
+            raise Unavailable(f"cannot listen for HTTP on {self.settings.http_addr}: {e.strerror}; "
+                              "is another server using it? set OMG_HTTP_ADDR") from None
+        sock.listen(2048)
+        sock.setblocking(False)
+        return sock
+
+    async def run(self) -> None:
+        """Serve until Shutdown, SIGTERM or SIGINT. Raises OmgError when it cannot start."""
+        from ohmygpu.gateway.app import build_app
+
+        self._check_exposure()
+        self._take_lock()
+        store = ModelStore(self.home)
+        orchestrator = Orchestrator(self.settings, store)
+        models = ModelServicer(store, orchestrator)
+        chat = ChatServicer(orchestrator)
+        system = SystemServicer(self.settings, store, orchestrator, self.stop_event.set)
+        interceptors = [TokenInterceptor(self.settings.token)] if self.settings.token else []
+        grpc_server = grpc.aio.server(interceptors=interceptors)
+        models_pb2_grpc.add_ModelServiceServicer_to_server(models, grpc_server)
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, grpc_server)
+        system_pb2_grpc.add_SystemServiceServicer_to_server(system, grpc_server)
+        http_sock = self._bind_http()
+        try:
+            if grpc_server.add_insecure_port(self.settings.grpc_addr) == 0:
+                raise RuntimeError("port 0")
+        except RuntimeError:
+            http_sock.close()
+            raise Unavailable(f"cannot listen for gRPC on {self.settings.grpc_addr}: address in use "
+                              "or invalid; is another daemon running? set OMG_GRPC_ADDR") from None
+        app = build_app(self.settings, orchestrator=orchestrator, store=store,
+                        services={"models": models, "chat": chat, "system": system})
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=2)
+        http_server = _Uvicorn(config)
+        await grpc_server.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        (self.home / "daemon.json").write_text(json.dumps({
+            "pid": os.getpid(), "http_addr": self.settings.http_addr,
+            "grpc_addr": self.settings.grpc_addr}))
+        http_task = asyncio.create_task(http_server.serve(sockets=[http_sock]))
+        log.warning("omg daemon pid %d: HTTP on %s, gRPC on %s, home %s", os.getpid(),
+                    self.settings.http_addr, self.settings.grpc_addr, self.home)
+        print(f"omg daemon listening: HTTP http://{self.settings.http_addr} "
+              f"gRPC {self.settings.grpc_addr}", flush=True)
+        try:
+            await self.stop_event.wait()
+        finally:
+            log.warning("shutting down")
+            http_server.should_exit = True
+            await orchestrator.shutdown()
+            await grpc_server.stop(grace=1.0)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(http_task, 5)
+            store.close()
+            (self.home / "daemon.json").unlink(missing_ok=True)
+            if self._lock_file is not None:
+                self._lock_file.close()
+
+
+def serve(settings: Settings) -> int:
+    """Run the daemon in the foreground; returns the process exit code."""
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(Daemon(settings).run())
+    except OmgError as e:
+        print(f"omg serve: {e.message}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def state_file(home: Path) -> Path:
+    return home / "daemon.json"

@@ -1,0 +1,139 @@
+"""The daemon's gRPC services: models, chat, system. The HTTP management API calls the same
+methods (see gateway/management.py), so each behaviour is written once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ohmygpu.api.v1 import (chat_pb2_grpc, models_pb2, models_pb2_grpc, system_pb2,
+                            system_pb2_grpc)
+from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.errors import InvalidArgument
+from ohmygpu.core.settings import Settings
+from ohmygpu.core.store import ModelStore, main_artifact
+from ohmygpu.core.version import __version__
+from ohmygpu.daemon import grpc_errors
+from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.runtime.v1 import runtime_pb2
+
+
+class ModelServicer(models_pb2_grpc.ModelServiceServicer):
+    """Store management."""
+
+    def __init__(self, store: ModelStore, orchestrator: Orchestrator) -> None:
+        self.store = store
+        self.orchestrator = orchestrator
+
+    @grpc_errors.unary
+    async def ListModels(self, request: models_pb2.ListModelsRequest, context) -> models_pb2.ListModelsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must not be negative", param="page_size")
+        records = await asyncio.to_thread(self.store.list)
+        try:
+            start = int(request.page_token or 0)
+        except ValueError:
+            raise InvalidArgument("invalid page_token", param="page_token") from None
+        end = start + request.page_size if request.page_size else len(records)
+        out = models_pb2.ListModelsResponse(models=records[start:end])
+        if end < len(records):
+            out.next_page_token = str(end)
+        return out
+
+    @grpc_errors.unary
+    async def GetModel(self, request: models_pb2.GetModelRequest, context) -> assets_pb2.InstallRecord:
+        return await asyncio.to_thread(self.store.get, request.name)
+
+    @grpc_errors.unary
+    async def AddModel(self, request: models_pb2.AddModelRequest, context) -> assets_pb2.InstallRecord:
+        return await asyncio.to_thread(self.store.add_local, Path(request.path),
+                                       name=request.name or None)
+
+    @grpc_errors.unary
+    async def DeleteModel(self, request: models_pb2.DeleteModelRequest, context) -> models_pb2.DeleteModelResponse:
+        await asyncio.to_thread(self.store.get, request.name)  # NotFound before stopping anything
+        worker = self.orchestrator.workers.pop(request.name, None)
+        if worker is not None:
+            await worker.stop()
+        await asyncio.to_thread(self.store.delete, request.name)
+        return models_pb2.DeleteModelResponse(freed_bytes=0)
+
+
+class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
+    """Inference by model name, streamed straight from the worker."""
+
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+
+    @grpc_errors.stream
+    async def Chat(self, request: runtime_pb2.ChatRequest, context) -> AsyncIterator[runtime_pb2.ChatResponse]:
+        async for message in self.orchestrator.chat(request):
+            yield message
+
+    @grpc_errors.stream
+    async def Complete(self, request: runtime_pb2.CompleteRequest, context) -> AsyncIterator[runtime_pb2.CompleteResponse]:
+        async for message in self.orchestrator.complete(request):
+            yield message
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+class SystemServicer(system_pb2_grpc.SystemServiceServicer):
+    """Version, status, loaded models, shutdown."""
+
+    def __init__(self, settings: Settings, store: ModelStore, orchestrator: Orchestrator,
+                 request_shutdown: Callable[[], None]) -> None:
+        self.settings = settings
+        self.store = store
+        self.orchestrator = orchestrator
+        self.request_shutdown = request_shutdown
+        self.started_at = time.time()
+
+    @grpc_errors.unary
+    async def GetVersion(self, request, context) -> system_pb2.GetVersionResponse:
+        return system_pb2.GetVersionResponse(version=__version__)
+
+    async def _loaded(self) -> list[system_pb2.LoadedModel]:
+        out = []
+        for worker, status in await self.orchestrator.loaded():
+            try:
+                record = await asyncio.to_thread(self.store.get, worker.model)
+                size, digest = record.size_bytes, main_artifact(record).sha256
+            except LookupError:
+                size, digest = 0, ""
+            out.append(system_pb2.LoadedModel(
+                name=worker.model, runtime=worker.runtime.name, pid=worker.pid, device="cpu",
+                memory_bytes=status.memory_bytes if status else worker.memory_bytes,
+                vram_bytes=status.vram_bytes if status else 0,
+                state=status.state if status else runtime_pb2.WORKER_STATE_UNSPECIFIED,
+                in_flight=worker.in_flight, context_length=worker.context_length,
+                size_bytes=size, digest=digest,
+            ))
+        return out
+
+    @grpc_errors.unary
+    async def GetStatus(self, request, context) -> system_pb2.GetStatusResponse:
+        return system_pb2.GetStatusResponse(
+            version=__version__, http_addr=self.settings.http_addr, grpc_addr=self.settings.grpc_addr,
+            home=self.settings.home, pid=os.getpid(), started_at=_timestamp(self.started_at),
+            loaded=await self._loaded(), model_count=len(await asyncio.to_thread(self.store.list)),
+        )
+
+    @grpc_errors.unary
+    async def ListLoaded(self, request, context) -> system_pb2.ListLoadedResponse:
+        return system_pb2.ListLoadedResponse(models=await self._loaded())
+
+    @grpc_errors.unary
+    async def Shutdown(self, request, context) -> system_pb2.ShutdownResponse:
+        # Answer first; the daemon stops right after this call returns.
+        asyncio.get_running_loop().call_later(0.1, self.request_shutdown)
+        return system_pb2.ShutdownResponse()

@@ -1,0 +1,153 @@
+"""Worker processes: spawn, connect, load, watch, stop (the whole process tree).
+
+Each worker runs in its own session (process group), so a stop kills everything it started
+and frees its memory (LocalAI #7958 freed nothing when only the parent died). Its stderr goes to
+a log file under OMG_HOME/logs, whose tail explains a failed start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.errors import WorkerFailed
+from ohmygpu.run.v1 import run_spec_pb2
+from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
+from ohmygpu.runtimes.api.registry import RuntimeEntry
+
+log = logging.getLogger("ohmygpu.supervisor")
+_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
+                    ("grpc.max_send_message_length", 64 << 20)]
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+class Worker:
+    """One worker process serving one model."""
+
+    def __init__(self, model: str, runtime: RuntimeEntry, run_dir: Path, log_dir: Path) -> None:
+        self.model = model
+        self.runtime = runtime
+        self.id = uuid.uuid4().hex[:8]
+        self.socket_path = run_dir / f"w-{self.id}.sock"
+        self.log_path = log_dir / f"{runtime.name}-{self.id}.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.channel: grpc.aio.Channel | None = None
+        self.stub: runtime_pb2_grpc.RuntimeStub | None = None
+        self.started_at = time.time()
+        self.load_ns = 0
+        self.memory_bytes = 0
+        self.context_length = 0
+        self.in_flight = 0
+        self.last_used = time.monotonic()
+        self.exited = asyncio.Event()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def exit_description(self) -> str:
+        code = self.proc.returncode if self.proc else None
+        if code is None:
+            return "is running"
+        if code < 0:
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited with status {code}"
+
+    async def start(self, record: assets_pb2.InstallRecord, spec: run_spec_pb2.RunSpec,
+                    *, timeout_s: float) -> None:
+        """Spawn the process, wait for its socket, load the model; raises WorkerFailed."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter_ns()
+        with open(self.log_path, "ab") as log_file:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", self.runtime.worker_module,
+                "--socket", str(self.socket_path), "--parent-pid", str(os.getpid()),
+                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                start_new_session=True,
+            )
+        asyncio.get_running_loop().create_task(self._wait_exit())
+        self.channel = grpc.aio.insecure_channel(f"unix://{self.socket_path}", options=_CHANNEL_OPTIONS)
+        self.stub = runtime_pb2_grpc.RuntimeStub(self.channel)
+        try:
+            await asyncio.wait_for(self._connect_and_load(record, spec), timeout_s)
+        except asyncio.TimeoutError:
+            await self.stop()
+            raise WorkerFailed(f"worker for '{self.model}' did not load within {timeout_s:g}s",
+                               model=self.model) from None
+        except grpc.aio.AioRpcError as e:
+            await self.stop()
+            raise WorkerFailed(f"worker for '{self.model}' failed to load: {e.details()}",
+                               model=self.model) from None
+        self.load_ns = time.perf_counter_ns() - started
+        log.info("worker %s (pid %d) loaded %s in %.2fs", self.id, self.pid, self.model,
+                 self.load_ns / 1e9)
+
+    async def _connect_and_load(self, record: assets_pb2.InstallRecord,
+                                spec: run_spec_pb2.RunSpec) -> None:
+        assert self.channel is not None and self.stub is not None
+        ready = asyncio.ensure_future(self.channel.channel_ready())
+        died = asyncio.ensure_future(self.exited.wait())
+        done, _ = await asyncio.wait({ready, died}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        died.cancel()
+        if not self.alive:
+            raise WorkerFailed(
+                f"worker for '{self.model}' {self.exit_description()} while starting: "
+                f"{_tail(self.log_path) or 'no output'}", model=self.model)
+        async for progress in self.stub.Load(runtime_pb2.LoadRequest(spec=spec, model=record)):
+            if progress.done:
+                self.memory_bytes = progress.memory_bytes
+        status = await self.stub.GetStatus(runtime_pb2.GetStatusRequest(), timeout=5)
+        self.context_length = status.context_length
+
+    async def _wait_exit(self) -> None:
+        assert self.proc is not None
+        await self.proc.wait()
+        self.exited.set()
+        if self.proc.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
+            log.warning("worker %s for %s %s", self.id, self.model, self.exit_description())
+
+    async def stop(self, grace_s: float = 3.0) -> None:
+        """Terminate the worker's whole process group; SIGKILL after `grace_s`."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.exited.wait(), grace_s)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                await self.exited.wait()
+        # Whatever the leader did, nothing of its group may outlive it.
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.channel is not None:
+            await self.channel.close()
+            self.channel = None
+        self.socket_path.unlink(missing_ok=True)

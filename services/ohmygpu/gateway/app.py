@@ -1,0 +1,130 @@
+"""The HTTP application: OpenAI, Ollama and management routes behind one security layer.
+
+The security layer is plain ASGI (no buffering of streamed answers) and checks, in order:
+the Host header against DNS rebinding (ollama CVE-2024-28224), the bearer token when one is
+configured (constant-time), and CORS for configured origins only.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ohmygpu.core.errors import InvalidArgument, NotFound, OmgError, PermissionDenied, Unauthenticated
+from ohmygpu.core.settings import Settings, split_list
+from ohmygpu.core.store import ModelStore
+from ohmygpu.daemon.grpc_errors import token_matches
+from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.server import is_loopback, split_addr
+from ohmygpu.gateway.context import Gateway
+from ohmygpu.gateway.errors import error_response
+from ohmygpu.gateway.management import management_routes
+from ohmygpu.gateway.ollama import OllamaRoutes
+from ohmygpu.gateway.openai import OpenAIRoutes
+
+log = logging.getLogger("ohmygpu.gateway")
+
+
+def allowed_host_names(settings: Settings) -> set[str]:
+    names = {"localhost", "127.0.0.1", "::1", "[::1]", socket.gethostname().lower()}
+    names.update(h.lower() for h in split_list(settings.allowed_hosts))
+    return names
+
+
+class SecurityMiddleware:
+    """Host check on loopback listeners, token check when configured."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.token = settings.token
+        host, _ = split_addr(settings.http_addr)
+        self.check_host = is_loopback(host)
+        self.hosts = allowed_host_names(settings)
+
+    def _host_ok(self, scope: Scope) -> bool:
+        host = ""
+        for key, value in scope.get("headers", ()):
+            if key == b"host":
+                host = value.decode("latin-1").strip().lower()
+                break
+        if not host:
+            return False
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name in self.hosts:
+            return True
+        try:
+            import ipaddress
+
+            return ipaddress.ip_address(name.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        error: OmgError | None = None
+        if self.check_host and not self._host_ok(scope):
+            error = PermissionDenied("Host header not allowed; add it to OMG_ALLOWED_HOSTS")
+        elif self.token and scope.get("method") != "OPTIONS":
+            auth = dict(scope.get("headers", ())).get(b"authorization", b"").decode("latin-1")
+            if not token_matches(self.token, auth):
+                error = Unauthenticated("missing or wrong bearer token (OMG_TOKEN)")
+        if error is not None:
+            await error_response(error, scope.get("path", ""))(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _omg_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OmgError)
+    return error_response(exc, request.url.path)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    detail = getattr(exc, "detail", "error")
+    err: OmgError = NotFound(f"no route for {request.method} {request.url.path}") if status == 404 \
+        else InvalidArgument(str(detail))
+    err.http_status = status
+    return error_response(err, request.url.path)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    from ohmygpu.core.errors import WorkerFailed
+
+    return error_response(WorkerFailed("internal error; see the daemon log"), request.url.path)
+
+
+async def _root(request: Request) -> Response:
+    return Response("ohmygpu is running", media_type="text/plain")
+
+
+def build_app(settings: Settings, *, orchestrator: Orchestrator, store: ModelStore,
+              services: dict[str, Any]) -> ASGIApp:
+    gw = Gateway(settings=settings, orchestrator=orchestrator, store=store, services=services)
+    from starlette.routing import Route
+
+    routes = [Route("/", _root, methods=["GET", "HEAD"])]
+    routes += OpenAIRoutes(gw).routes() + OllamaRoutes(gw).routes() + management_routes(gw)
+    middleware = [Middleware(SecurityMiddleware, settings=settings)]
+    origins = split_list(settings.cors_origins)
+    if origins:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"],
+                                     allow_headers=["*"]))
+    from starlette.exceptions import HTTPException
+
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={
+        OmgError: _omg_error, HTTPException: _http_error, Exception: _unexpected})
+
+
+__all__ = ["build_app", "JSONResponse"]

@@ -1,0 +1,45 @@
+"""Errors rendered in each HTTP dialect's own envelope, from OmgError's attributes."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import grpc
+from starlette.responses import JSONResponse, Response
+
+from ohmygpu.core.errors import OmgError
+
+log = logging.getLogger("ohmygpu.gateway")
+
+OLLAMA_PREFIX = "/api/"
+# Management routes come from the protos' http rules; they answer like grpc-gateway.
+MANAGEMENT_PREFIXES = ("/v1/store/", "/v1/store", "/v1/omg/", "/v1/version", "/v1/status",
+                       "/v1/loaded", "/v1/shutdown")
+
+
+def dialect_for(path: str) -> str:
+    if path.startswith(OLLAMA_PREFIX):
+        return "ollama"
+    if path.startswith(MANAGEMENT_PREFIXES):
+        return "management"
+    return "openai"
+
+
+def error_body(e: OmgError, dialect: str) -> dict[str, object]:
+    if dialect == "ollama":
+        return {"error": e.message}
+    if dialect == "management":
+        return {"code": grpc.StatusCode[e.grpc_code].value[0], "message": e.message, "details": []}
+    return {"error": {"message": e.message, "type": e.openai_type,
+                      "param": getattr(e, "param", None), "code": e.grpc_code.lower()}}
+
+
+def error_response(e: OmgError, path: str) -> Response:
+    headers = {"Retry-After": "1"} if e.http_status == 503 else None
+    return JSONResponse(error_body(e, dialect_for(path)), status_code=e.http_status, headers=headers)
+
+
+def stream_error_line(e: OmgError, dialect: str) -> str:
+    """The error as one JSON text, for an error inside a stream that has already started."""
+    return json.dumps(error_body(e, dialect))

@@ -1,0 +1,104 @@
+"""The management API, derived from the protos' `google.api.http` rules (grpc-gateway style).
+
+Each rule becomes a route that builds the request message from the JSON body, query string
+and path variables, calls the same servicer method gRPC clients reach, and answers with the
+message's JSON mapping. Server-streaming methods answer newline-delimited `{"result": ...}`
+objects, as grpc-gateway does. Nothing here names a method: a new rule in a proto is a new route.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from google.api import annotations_pb2
+from google.protobuf import descriptor, json_format, message_factory
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ohmygpu.api.v1 import chat_pb2, models_pb2, system_pb2
+from ohmygpu.core.errors import InvalidArgument, OmgError
+from ohmygpu.gateway.body import read_json
+from ohmygpu.gateway.context import Gateway
+from ohmygpu.gateway.errors import stream_error_line
+from ohmygpu.gateway.streaming import primed
+
+# proto service -> key of its servicer in Gateway.services
+SERVICES: dict[str, tuple[descriptor.ServiceDescriptor, str]] = {
+    "ModelService": (models_pb2.DESCRIPTOR.services_by_name["ModelService"], "models"),
+    "ChatService": (chat_pb2.DESCRIPTOR.services_by_name["ChatService"], "chat"),
+    "SystemService": (system_pb2.DESCRIPTOR.services_by_name["SystemService"], "system"),
+}
+_VAR = re.compile(r"\{(\w+)(=([^}]*))?\}")
+
+
+def starlette_path(template: str) -> str:
+    """"/v1/store/models/{name=**}" -> "/v1/store/models/{name:path}"."""
+    def repl(m: re.Match[str]) -> str:
+        return "{%s:path}" % m.group(1) if m.group(3) and "**" in m.group(3) else "{%s}" % m.group(1)
+
+    return _VAR.sub(repl, template)
+
+
+def http_rule(method: descriptor.MethodDescriptor) -> tuple[str, str, str] | None:
+    """(verb, path template, body) of a method's http rule, or None."""
+    options = method.GetOptions()
+    if not options.HasExtension(annotations_pb2.http):
+        return None
+    rule = options.Extensions[annotations_pb2.http]
+    verb = rule.WhichOneof("pattern")
+    return verb.upper(), getattr(rule, verb), rule.body
+
+
+def _to_json(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message)
+
+
+def _handler(gw: Gateway, servicer_key: str, method: descriptor.MethodDescriptor, body_rule: str) -> Callable[[Request], Any]:
+    request_cls = message_factory.GetMessageClass(method.input_type)
+    streaming = method.server_streaming
+
+    async def handle(request: Request) -> Response:
+        data: dict[str, Any] = {}
+        if body_rule == "*":
+            data.update(await read_json(request, gw.body_limit))
+        for key, value in request.query_params.items():
+            data.setdefault(key, value)
+        data.update(request.path_params)
+        try:
+            message = json_format.ParseDict(data, request_cls(), ignore_unknown_fields=False)
+        except json_format.ParseError as e:
+            raise InvalidArgument(f"invalid request for {method.name}: {str(e)[:200]}") from None
+        servicer = gw.services[servicer_key]
+        fn = getattr(type(servicer), method.name).__wrapped__
+        if not streaming:
+            return JSONResponse(_to_json(await fn(servicer, message, None)))
+        messages = await primed(fn(servicer, message, None))
+        return StreamingResponse(_ndjson(messages), media_type="application/x-ndjson")
+
+    return handle
+
+
+async def _ndjson(messages: AsyncIterator[Any]) -> AsyncIterator[str]:
+    try:
+        async for m in messages:
+            yield json.dumps({"result": _to_json(m)}) + "\n"
+    except OmgError as e:
+        yield json.dumps({"error": json.loads(stream_error_line(e, "management"))}) + "\n"
+
+
+def management_routes(gw: Gateway) -> list[Route]:
+    """One route per http rule of the daemon's services."""
+    routes = []
+    for service, key in SERVICES.values():
+        for method in service.methods:
+            rule = http_rule(method)
+            if rule is None:
+                continue
+            verb, template, body = rule
+            routes.append(Route(starlette_path(template), _handler(gw, key, method, body),
+                                methods=[verb], name=f"{service.name}.{method.name}"))
+    return routes

@@ -1,0 +1,285 @@
+"""The Ollama API: translation between Ollama JSON and the contract's messages, nothing more."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ohmygpu.api.v1 import system_pb2
+from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.errors import InvalidArgument, OmgError
+from ohmygpu.core.version import __version__
+from ohmygpu.gateway.body import Fields, read_json
+from ohmygpu.gateway.context import Gateway
+from ohmygpu.gateway.errors import stream_error_line
+from ohmygpu.gateway.openai import chat_messages, tools_of
+from ohmygpu.gateway.streaming import FINISH_NAMES, primed
+from ohmygpu.run.v1 import run_spec_pb2
+from ohmygpu.runtime.v1 import runtime_pb2
+
+_DURATION = re.compile(r"-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+|-?\d+(\.\d+)?")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def keep_alive(value: Any) -> str:
+    """Validate ollama's keep_alive (Go duration or seconds); returns it as text."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value}s"
+    if isinstance(value, str) and _DURATION.fullmatch(value.strip()):
+        return value.strip()
+    raise InvalidArgument(f"invalid keep_alive {str(value)[:40]!r}: use a duration like 5m, 30s or -1")
+
+
+def options_params(body: Fields, limit: int) -> run_spec_pb2.SamplingParams:
+    """Ollama `options` -> SamplingParams; load-time options (num_ctx, ...) are accepted."""
+    opts = body.obj("options") or {}
+    f = Fields(opts, "options.")
+    p = run_spec_pb2.SamplingParams()
+    for key, lo, hi in (("temperature", 0, 100), ("top_p", 0, 1), ("min_p", 0, 1),
+                        ("repeat_penalty", 0, 10), ("presence_penalty", -100, 100),
+                        ("frequency_penalty", -100, 100)):
+        v = f.number(key, lo, hi)
+        if v is not None:
+            setattr(p, key, v)
+    for key, target, lo, hi in (("top_k", "top_k", 0, 1 << 20), ("seed", "seed", -(1 << 63), (1 << 63) - 1),
+                                ("num_predict", "max_tokens", -2, limit)):
+        v = f.int(key, lo, hi)
+        if v is not None and not (key == "num_predict" and v < 0):  # -1/-2: until done
+            setattr(p, target, v)
+    p.stop.extend(f.stop("stop"))
+    return p
+
+
+def format_of(body: Fields) -> runtime_pb2.ResponseFormat:
+    fmt = body.data.get("format")
+    if fmt in (None, ""):
+        return runtime_pb2.ResponseFormat()
+    if fmt == "json":
+        return runtime_pb2.ResponseFormat(type=runtime_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT)
+    if isinstance(fmt, dict):
+        return runtime_pb2.ResponseFormat(type=runtime_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+                                          schema_json=json.dumps(fmt))
+    raise InvalidArgument("'format' must be \"json\" or a JSON schema object", param="format")
+
+
+def _details(record: assets_pb2.InstallRecord) -> dict[str, Any]:
+    g = record.gguf
+    params = g.parameter_count
+    size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.2f}M" if params else ""
+    return {"parent_model": "", "format": "gguf" if record.format == assets_pb2.ARTIFACT_FORMAT_GGUF else "",
+            "family": g.architecture, "families": [g.architecture] if g.architecture else None,
+            "parameter_size": size, "quantization_level": g.quantization}
+
+
+def _digest(record: assets_pb2.InstallRecord) -> str:
+    return record.artifacts[0].sha256.removeprefix("sha256:") if record.artifacts else ""
+
+
+def _final_fields(m: Any, load_ns: int) -> dict[str, Any]:
+    t, u = m.timings, m.usage
+    return {"done_reason": FINISH_NAMES[m.finish_reason] if m.finish_reason != runtime_pb2.FINISH_REASON_TOOL_CALLS else "stop",
+            "total_duration": t.prompt_eval_ns + t.eval_ns + load_ns, "load_duration": load_ns,
+            "prompt_eval_count": u.prompt_tokens, "prompt_eval_duration": t.prompt_eval_ns,
+            "eval_count": u.completion_tokens, "eval_duration": t.eval_ns}
+
+
+class OllamaRoutes:
+    """Handlers for /api/*."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/chat", self.chat, methods=["POST"]),
+            Route("/api/generate", self.generate, methods=["POST"]),
+            Route("/api/tags", self.tags, methods=["GET"]),
+            Route("/api/show", self.show, methods=["POST"]),
+            Route("/api/version", self.version, methods=["GET"]),
+            Route("/api/ps", self.ps, methods=["GET"]),
+        ]
+
+    async def version(self, request: Request) -> Response:
+        return JSONResponse({"version": __version__})
+
+    async def tags(self, request: Request) -> Response:
+        records = await self.gw.list_records()
+        return JSONResponse({"models": [{
+            "name": r.name, "model": r.name,
+            "modified_at": r.created_at.ToDatetime(timezone.utc).isoformat(),
+            "size": r.size_bytes, "digest": _digest(r), "details": _details(r)} for r in records]})
+
+    async def show(self, request: Request) -> Response:
+        f = Fields(await read_json(request, self.gw.body_limit))
+        name = f.str("model") or f.str("name", required=True)
+        r = await self.gw.get_record(name)
+        g = r.gguf
+        info = {"general.architecture": g.architecture, "general.name": g.name,
+                "general.parameter_count": g.parameter_count, "general.file_type": g.quantization}
+        if g.architecture:
+            info.update({f"{g.architecture}.context_length": g.context_length,
+                         f"{g.architecture}.embedding_length": g.embedding_length,
+                         f"{g.architecture}.block_count": g.block_count})
+        kind = "embedding" if r.kind == assets_pb2.MODEL_KIND_EMBEDDING else "completion"
+        return JSONResponse({
+            "license": "", "modelfile": f"FROM {r.artifacts[0].filename if r.artifacts else r.name}\n",
+            "parameters": "", "template": g.chat_template, "details": _details(r), "model_info": info,
+            "capabilities": [kind] + (["tools"] if kind == "completion" else []),
+            "modified_at": r.created_at.ToDatetime(timezone.utc).isoformat(),
+        })
+
+    async def ps(self, request: Request) -> Response:
+        loaded: system_pb2.ListLoadedResponse = await self.gw.call(
+            "system", "ListLoaded", system_pb2.ListLoadedRequest())
+        out = []
+        for m in loaded.models:
+            try:
+                details = _details(await self.gw.get_record(m.name))
+            except LookupError:
+                details = {}
+            out.append({"name": m.name, "model": m.name, "size": m.memory_bytes,
+                        "digest": m.digest.removeprefix("sha256:"), "details": details,
+                        "expires_at": "0001-01-01T00:00:00Z", "size_vram": m.vram_bytes,
+                        "context_length": m.context_length})
+        return JSONResponse({"models": out})
+
+    async def chat(self, request: Request) -> Response:
+        f = Fields(await read_json(request, self.gw.body_limit))
+        model = f.str("model", required=True)
+        raw_messages = f.list("messages") or []
+        for m in raw_messages:  # ollama sends tool-call arguments as objects
+            for call in (m.get("tool_calls") or []) if isinstance(m, dict) else []:
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict) and not isinstance(fn.get("arguments", ""), str):
+                    fn["arguments"] = json.dumps(fn["arguments"])
+        tools, choice = tools_of(f)
+        req = runtime_pb2.ChatRequest(
+            model=model, params=options_params(f, self.gw.settings.max_tokens_limit),
+            response_format=format_of(f), tools=tools, tool_choice=choice,
+            keep_alive=keep_alive(f.data.get("keep_alive")))
+        stream = f.bool("stream", True)
+        if not raw_messages:  # ollama: an empty conversation just loads the model
+            await self.gw.orchestrator.worker_for(model)
+            return self._done_response(model, {"message": {"role": "assistant", "content": ""},
+                                               "done_reason": "load"}, stream)
+        req.messages.extend(chat_messages(raw_messages))
+        messages = await primed(self.gw.orchestrator.chat(req))
+        load_ns = 0
+        if stream:
+            return StreamingResponse(self._chat_ndjson(messages, model, load_ns),
+                                     media_type="application/x-ndjson")
+        content: list[str] = []
+        calls: list[dict[str, Any]] = []
+        final: Any = runtime_pb2.ChatResponse()
+        async for m in messages:
+            content.append(m.content)
+            calls.extend(self._calls(m))
+            if m.finish_reason:
+                final = m
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+        if calls:
+            message["tool_calls"] = calls
+        return JSONResponse({"model": model, "created_at": _now(), "message": message, "done": True,
+                             **_final_fields(final, load_ns)})
+
+    @staticmethod
+    def _calls(m: runtime_pb2.ChatResponse) -> list[dict[str, Any]]:
+        # Ollama sends each tool call whole, with arguments as an object.
+        out = []
+        for d in m.tool_calls:
+            try:
+                args = json.loads(d.arguments) if d.arguments else {}
+            except json.JSONDecodeError:
+                args = {}
+            if d.name:
+                out.append({"function": {"name": d.name, "arguments": args}})
+        return out
+
+    def _done_response(self, model: str, extra: dict[str, Any], stream: bool) -> Response:
+        body = {"model": model, "created_at": _now(), **extra, "done": True}
+        if stream:
+            return Response(json.dumps(body) + "\n", media_type="application/x-ndjson")
+        return JSONResponse(body)
+
+    async def _chat_ndjson(self, messages: AsyncIterator[runtime_pb2.ChatResponse], model: str,
+                           load_ns: int) -> AsyncIterator[str]:
+        head = '{"model": ' + json.dumps(model) + ', "created_at": "'
+        pending_calls: dict[int, dict[str, str]] = {}
+        try:
+            async for m in messages:
+                for d in m.tool_calls:  # argument deltas are joined: ollama sends whole calls
+                    c = pending_calls.setdefault(d.index, {"name": d.name, "arguments": ""})
+                    c["arguments"] += d.arguments
+                if m.content:
+                    yield (head + _now() + '", "message": {"role": "assistant", "content": '
+                           + json.dumps(m.content) + '}, "done": false}\n')
+                if m.finish_reason:
+                    message: dict[str, Any] = {"role": "assistant", "content": ""}
+                    if pending_calls:
+                        joined = runtime_pb2.ChatResponse(tool_calls=[
+                            runtime_pb2.ToolCallDelta(index=i, name=c["name"], arguments=c["arguments"])
+                            for i, c in sorted(pending_calls.items())])
+                        message["tool_calls"] = self._calls(joined)
+                    yield json.dumps({"model": model, "created_at": _now(), "message": message,
+                                      "done": True, **_final_fields(m, load_ns)}) + "\n"
+        except OmgError as e:
+            yield stream_error_line(e, "ollama") + "\n"
+
+    async def generate(self, request: Request) -> Response:
+        f = Fields(await read_json(request, self.gw.body_limit))
+        model = f.str("model", required=True)
+        prompt = f.str("prompt")
+        system = f.str("system")
+        raw = f.bool("raw", False)
+        stream = f.bool("stream", True)
+        params = options_params(f, self.gw.settings.max_tokens_limit)
+        fmt = format_of(f)
+        ka = keep_alive(f.data.get("keep_alive"))
+        if not prompt:  # ollama: an empty prompt just loads the model
+            await self.gw.orchestrator.worker_for(model)
+            return self._done_response(model, {"response": "", "done_reason": "load"}, stream)
+        if raw:
+            messages = await primed(self.gw.orchestrator.complete(runtime_pb2.CompleteRequest(
+                model=model, prompt=prompt, suffix=f.str("suffix"), params=params,
+                response_format=fmt, keep_alive=ka)))
+        else:
+            conv = ([runtime_pb2.ChatMessage(role="system", content=system)] if system else []) + [
+                runtime_pb2.ChatMessage(role="user", content=prompt)]
+            messages = await primed(self.gw.orchestrator.chat(runtime_pb2.ChatRequest(
+                model=model, messages=conv, params=params, response_format=fmt, keep_alive=ka)))
+        if stream:
+            return StreamingResponse(self._generate_ndjson(messages, model),
+                                     media_type="application/x-ndjson")
+        text: list[str] = []
+        final: Any = None
+        async for m in messages:
+            text.append(m.text if raw else m.content)
+            if m.finish_reason:
+                final = m
+        return JSONResponse({"model": model, "created_at": _now(), "response": "".join(text),
+                             "done": True, **_final_fields(final or runtime_pb2.ChatResponse(), 0)})
+
+    async def _generate_ndjson(self, messages: AsyncIterator[Any], model: str) -> AsyncIterator[str]:
+        head = '{"model": ' + json.dumps(model) + ', "created_at": "'
+        try:
+            async for m in messages:
+                text = m.text if isinstance(m, runtime_pb2.CompleteResponse) else m.content
+                if text:
+                    yield head + _now() + '", "response": ' + json.dumps(text) + ', "done": false}\n'
+                if m.finish_reason:
+                    yield json.dumps({"model": model, "created_at": _now(), "response": "", "done": True,
+                                      **_final_fields(m, 0)}) + "\n"
+        except OmgError as e:
+            yield stream_error_line(e, "ollama") + "\n"
