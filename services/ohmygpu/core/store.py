@@ -134,7 +134,9 @@ class ModelStore:
                 raise unusable
             header = read_header(path, display_name=shown)
             size = path.stat().st_size
-        except OSError as e:
+        except (OSError, InvalidModelFile) as e:
+            # One answer for missing, unreadable and malformed files: the endpoint must not tell
+            # a remote caller which paths exist (ollama CVE-2024-39719).
             raise unusable from e
         model_name = parse_model_name(name) if name else default_name_for(path.name)
         digest = sha256_file(path, progress=progress)

@@ -10,6 +10,7 @@ stays constant.
 from __future__ import annotations
 
 import codecs
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -90,6 +91,11 @@ def generate(
         budget = min(budget, sampling.max_tokens)
     if sampling.seed is not None:
         llm.set_seed(sampling.seed)
+        # Reusing a cached prefix evaluates the rest in a different batch shape, which shifts
+        # logits slightly; a seeded request evaluates its whole prompt so it is reproducible.
+        llm.reset()
+    else:
+        llm.set_seed(random.randint(0, 2**31 - 1))  # unseeded requests must differ
     vocab = llm._model.vocab
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     stops = sampling.stop

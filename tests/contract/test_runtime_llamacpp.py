@@ -1,0 +1,274 @@
+"""The Runtime contract, exercised directly on a real llama.cpp worker process over its Unix
+socket: what every runtime must do, checked on the one we have."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import jsonschema
+import pytest
+
+from ohmygpu.core.store import ModelStore
+from ohmygpu.run.v1 import run_spec_pb2
+from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
+
+pytestmark = pytest.mark.slow
+
+
+class WorkerProc:
+    def __init__(self, tmp: Path, record, *, mode: int = run_spec_pb2.MODE_CHAT) -> None:
+        self.sock = f"/tmp/omg-test-{os.getpid()}-{id(self)}.sock"
+        self.proc = subprocess.Popen([sys.executable, "-m", "ohmygpu.runtimes.llamacpp.worker",
+                                      "--socket", self.sock, "--parent-pid", str(os.getpid())],
+                                     stderr=open(tmp / "worker.log", "ab"))
+        self.channel = grpc.insecure_channel(f"unix://{self.sock}")
+        grpc.channel_ready_future(self.channel).result(timeout=30)
+        self.stub = runtime_pb2_grpc.RuntimeStub(self.channel)
+        spec = run_spec_pb2.RunSpec(mode=mode, resources=run_spec_pb2.Resources(cpu_threads=2, context_length=1024))
+        self.progress = list(self.stub.Load(runtime_pb2.LoadRequest(spec=spec, model=record), timeout=60))
+
+    def close(self) -> None:
+        self.channel.close()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory: pytest.TempPathFactory, gguf_path: Path):
+    return ModelStore(tmp_path_factory.mktemp("store")).add_local(gguf_path, name="smollm2")
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory, record) -> Iterator[WorkerProc]:
+    w = WorkerProc(tmp_path_factory.mktemp("worker"), record)
+    yield w
+    w.close()
+
+
+def _chat(text: str, **params) -> runtime_pb2.ChatRequest:
+    return runtime_pb2.ChatRequest(messages=[runtime_pb2.ChatMessage(role="user", content=text)],
+                                   params=run_spec_pb2.SamplingParams(**params))
+
+
+def test_capabilities_and_load_progress(worker: WorkerProc) -> None:
+    caps = worker.stub.GetCapabilities(runtime_pb2.GetCapabilitiesRequest())
+    assert caps.runtime == "llamacpp" and caps.structured_output and caps.tool_calls
+    assert run_spec_pb2.MODE_CHAT in caps.modes
+    assert worker.progress[0].progress == 0 and worker.progress[-1].done
+    assert worker.progress[-1].memory_bytes > 50_000_000
+
+
+def test_status_and_health(worker: WorkerProc) -> None:
+    st = worker.stub.GetStatus(runtime_pb2.GetStatusRequest())
+    assert st.state == runtime_pb2.WORKER_STATE_READY and st.model == "smollm2"
+    assert st.threads == 2 and st.context_length == 1024 and st.pid == worker.proc.pid
+    assert st.memory_bytes > 50_000_000
+    assert worker.stub.Health(runtime_pb2.HealthRequest()).state == runtime_pb2.WORKER_STATE_READY
+
+
+def test_chat_streams_deltas_with_usage(worker: WorkerProc) -> None:
+    msgs = list(worker.stub.Chat(_chat("Name three colors.", temperature=0, max_tokens=24)))
+    pieces = [m.content for m in msgs if m.content]
+    assert len(pieces) > 3  # streamed, not one blob
+    final = msgs[-1]
+    assert final.finish_reason in (runtime_pb2.FINISH_REASON_STOP, runtime_pb2.FINISH_REASON_LENGTH)
+    assert final.usage.prompt_tokens > 5 and 0 < final.usage.completion_tokens <= 24
+    assert final.timings.eval_ns > 0 and final.timings.prompt_eval_ns > 0
+
+
+def test_max_tokens_gives_length(worker: WorkerProc) -> None:
+    final = list(worker.stub.Chat(_chat("Write a long story about a dragon.", temperature=0, max_tokens=5)))[-1]
+    assert final.finish_reason == runtime_pb2.FINISH_REASON_LENGTH and final.usage.completion_tokens == 5
+
+
+def test_seed_makes_sampling_reproducible(worker: WorkerProc) -> None:
+    def run(seed: int) -> str:
+        return "".join(m.content for m in worker.stub.Chat(_chat("Tell me a word.", temperature=1.0, seed=seed,
+                                                                  max_tokens=16)))
+    assert run(7) == run(7)
+    assert len({run(s) for s in (1, 2, 3, 4)}) > 1
+
+
+def test_stop_sequence_is_honoured_and_not_emitted(worker: WorkerProc) -> None:
+    full = "".join(m.content for m in worker.stub.Chat(_chat("Count from 1 to 10 with commas.", temperature=0, max_tokens=40)))
+    assert "," in full
+    cut = list(worker.stub.Chat(_chat("Count from 1 to 10 with commas.", temperature=0, max_tokens=40, stop=[","])))
+    text = "".join(m.content for m in cut)
+    assert "," not in text and full.startswith(text)
+    assert cut[-1].finish_reason == runtime_pb2.FINISH_REASON_STOP
+
+
+def test_sampling_params_change_output(worker: WorkerProc) -> None:
+    base = "".join(m.content for m in worker.stub.Chat(_chat("Describe the sea.", temperature=0, max_tokens=30)))
+    penalised = "".join(m.content for m in worker.stub.Chat(_chat(
+        "Describe the sea.", temperature=0, max_tokens=30, repeat_penalty=1.8, presence_penalty=1.5,
+        frequency_penalty=1.5)))
+    assert base != penalised
+    top_k1 = "".join(m.content for m in worker.stub.Chat(_chat("Describe the sea.", temperature=1.5, top_k=1, top_p=0.5,
+                                                                min_p=0.1, max_tokens=30, seed=3)))
+    assert top_k1 == base  # top_k=1 is greedy whatever the temperature
+
+
+def test_json_schema_output_validates(worker: WorkerProc) -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
+                                               "tags": {"type": "array", "items": {"type": "string"}}},
+              "required": ["name", "age", "tags"], "additionalProperties": False}
+    req = _chat("Describe a person as JSON.", temperature=0.7, seed=1, max_tokens=120)
+    req.response_format.type = runtime_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+    req.response_format.schema_json = json.dumps(schema)
+    text = "".join(m.content for m in worker.stub.Chat(req))
+    jsonschema.validate(json.loads(text), schema)
+
+
+def test_json_object_output_parses(worker: WorkerProc) -> None:
+    req = _chat("Give me a JSON object with the name and age of a cat.", temperature=0, max_tokens=300)
+    req.response_format.type = runtime_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+    msgs = list(worker.stub.Chat(req))
+    text = "".join(m.content for m in msgs)
+    assert msgs[-1].finish_reason == runtime_pb2.FINISH_REASON_STOP, text
+    assert isinstance(json.loads(text), dict)
+
+
+def test_forced_tool_call_streams_argument_deltas(worker: WorkerProc) -> None:
+    req = _chat("What's the weather in Paris?", temperature=0, max_tokens=60)
+    req.tools.add(name="get_weather", description="Current weather for a city", parameters_json=json.dumps(
+        {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}))
+    req.tool_choice.mode = runtime_pb2.TOOL_CHOICE_MODE_FUNCTION
+    req.tool_choice.function_name = "get_weather"
+    msgs = list(worker.stub.Chat(req))
+    deltas = [d for m in msgs for d in m.tool_calls]
+    assert len(deltas) > 1 and deltas[0].name == "get_weather" and deltas[0].id.startswith("call_")
+    args = json.loads("".join(d.arguments for d in deltas))
+    assert isinstance(args["city"], str)
+    assert msgs[-1].finish_reason == runtime_pb2.FINISH_REASON_TOOL_CALLS
+
+
+def test_required_tool_choice_picks_a_declared_tool(worker: WorkerProc) -> None:
+    req = _chat("What's the time in Tokyo?", temperature=0, max_tokens=80)
+    for name in ("get_weather", "get_time"):
+        req.tools.add(name=name, parameters_json=json.dumps(
+            {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}))
+    req.tool_choice.mode = runtime_pb2.TOOL_CHOICE_MODE_REQUIRED
+    calls = [d for m in worker.stub.Chat(req) for d in m.tool_calls]
+    assert calls and calls[0].name in ("get_weather", "get_time")
+    assert "city" in json.loads(calls[0].arguments)
+
+
+def test_raw_completion(worker: WorkerProc) -> None:
+    msgs = list(worker.stub.Complete(runtime_pb2.CompleteRequest(
+        prompt="The capital of France is", params=run_spec_pb2.SamplingParams(temperature=0, max_tokens=8))))
+    assert "".join(m.text for m in msgs).strip()
+    assert msgs[-1].usage.completion_tokens == 8
+
+
+def test_bad_requests_get_status_codes(worker: WorkerProc) -> None:
+    with pytest.raises(grpc.RpcError) as e:
+        list(worker.stub.Chat(runtime_pb2.ChatRequest()))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    req = _chat("hi")
+    req.response_format.type = runtime_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+    req.response_format.schema_json = "{not json"
+    with pytest.raises(grpc.RpcError) as e:
+        list(worker.stub.Chat(req))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        list(worker.stub.Chat(_chat("word " * 3000)))  # longer than the 1024-token context
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "context" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        worker.stub.Embed(runtime_pb2.EmbedRequest(inputs=["x"]))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as e:
+        list(worker.stub.Transcribe(runtime_pb2.TranscribeRequest()))
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    # And it still serves.
+    assert list(worker.stub.Chat(_chat("hi", max_tokens=2)))[-1].usage.completion_tokens == 2
+
+
+def test_health_answers_during_generation_and_cancel_stops_it(worker: WorkerProc) -> None:
+    call = worker.stub.Chat(_chat("Write a very long essay about the ocean.", temperature=0, max_tokens=900))
+    it = iter(call)
+    next(it)
+    started = time.monotonic()
+    assert worker.stub.Health(runtime_pb2.HealthRequest(), timeout=1).state == runtime_pb2.WORKER_STATE_READY
+    assert worker.stub.GetStatus(runtime_pb2.GetStatusRequest(), timeout=1).in_flight == 1
+    assert time.monotonic() - started < 1
+    call.cancel()
+    deadline = time.monotonic() + 2
+    while worker.stub.GetStatus(runtime_pb2.GetStatusRequest()).in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    freed = time.monotonic() - started
+    assert worker.stub.GetStatus(runtime_pb2.GetStatusRequest()).in_flight == 0
+    assert freed < 1.0, f"cancelled generation held its slot for {freed:.2f}s"
+    # The next request is served right away.
+    assert list(worker.stub.Chat(_chat("hi", max_tokens=3)))[-1].usage.completion_tokens == 3
+
+
+def test_logs_stream(worker: WorkerProc) -> None:
+    lines = [r.line for r in worker.stub.StreamLogs(runtime_pb2.StreamLogsRequest(follow=False))]
+    assert any("loaded smollm2" in line for line in lines)
+
+
+def test_embeddings_mode(tmp_path: Path, record) -> None:
+    w = WorkerProc(tmp_path, record, mode=run_spec_pb2.MODE_EMBEDDINGS)
+    try:
+        resp = w.stub.Embed(runtime_pb2.EmbedRequest(inputs=["a cat", "a cat", "stock market"], normalize=True))
+        a, b, c = (list(e.values) for e in resp.embeddings)
+        assert a == b and len(a) == 576
+        assert abs(sum(x * x for x in a) - 1) < 1e-3
+        assert resp.usage.prompt_tokens > 0
+    finally:
+        w.close()
+
+
+def test_unload_frees_and_worker_exits_with_parent(tmp_path: Path, record) -> None:
+    # A middle process starts the worker and is then killed: the worker must exit by itself.
+    script = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-m', 'ohmygpu.runtimes.llamacpp.worker', '--socket', "
+        f"'{tmp_path}/orphan.sock', '--parent-pid', str(__import__('os').getpid())])\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    channel = grpc.insecure_channel(f"unix://{tmp_path}/orphan.sock")
+    grpc.channel_ready_future(channel).result(timeout=30)
+    channel.close()
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{child_pid}/stat") as f:
+            if f.read().split()[2] == "Z":
+                break
+        time.sleep(0.1)
+    else:
+        os.kill(child_pid, signal.SIGKILL)
+        pytest.fail("worker outlived its parent")
+
+
+def test_concurrent_requests_are_serialised_not_mixed(worker: WorkerProc) -> None:
+    results: dict[int, str] = {}
+
+    def run(i: int) -> None:
+        results[i] = "".join(m.content for m in worker.stub.Chat(_chat("Say the word apple.", temperature=0, max_tokens=12)))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(set(results.values())) == 1 and len(results) == 3
