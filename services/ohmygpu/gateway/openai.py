@@ -226,7 +226,7 @@ class OpenAIRoutes:
                             delta.update(id=d.id, type="function")
                             fn["name"] = d.name
                         deltas.append(delta)
-                    yield head + json.dumps({"tool_calls": deltas}) + "}" + tail
+                    yield head + json.dumps({"tool_calls": deltas}) + tail
                 if m.finish_reason:
                     reason = json.dumps(FINISH_NAMES[m.finish_reason])
                     yield head + '{}, "logprobs": null, "finish_reason": ' + reason + "}]}\n\n"
