@@ -1,7 +1,7 @@
 """Chat throughput: llama.cpp in-process vs through the daemon's OpenAI streaming endpoint.
 
-Same model, prompt, seed, thread count and max_tokens on both sides; each side runs alone (the
-other is not loaded), after one warm-up request. Prints tokens/s of generation (after the first
+Same model, prompt, seed, thread count and max_tokens on both sides; runs alternate between the
+two sides (never at the same time), after one warm-up request each. Prints tokens/s of generation (after the first
 token), time to first token, and the ratios. Targets (issue 2): daemon >= 0.95 of in-process
 tokens/s and under 15 ms added to the first token.
 
@@ -28,63 +28,65 @@ from tests.helpers import new_daemon, smollm2_path  # noqa: E402
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
 
 
-def in_process(path: Path, threads: int, max_tokens: int, seed: int, runs: int) -> list[tuple[float, float, int]]:
+def in_process_run(llm, max_tokens: int, seed: int) -> tuple[float, float, int]:
+    llm.reset()  # the daemon evaluates a seeded prompt from scratch too
+    started = time.perf_counter()
+    first = last = 0.0
+    tokens = 0
+    for chunk in llm.create_chat_completion(MESSAGES, temperature=0, seed=seed, max_tokens=max_tokens,
+                                            stream=True):
+        if chunk["choices"][0]["delta"].get("content"):
+            tokens += 1
+            last = time.perf_counter()
+            if not first:
+                first = last
+    return first - started, (tokens - 1) / (last - first), tokens
+
+
+def daemon_run(client: httpx.Client, max_tokens: int, seed: int) -> tuple[float, float, int]:
+    body = {"model": "bench", "messages": MESSAGES, "temperature": 0, "seed": seed,
+            "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}
+    started = time.perf_counter()
+    first = last = 0.0
+    pieces = usage = 0
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                usage = chunk["usage"]["completion_tokens"]
+            if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                pieces += 1
+                last = time.perf_counter()
+                if not first:
+                    first = last
+    return first - started, (pieces - 1) / (last - first), usage
+
+
+def measure(path: Path, threads: int, max_tokens: int, seed: int, runs: int):
+    """Alternate in-process and daemon runs, so drift in machine load hits both alike; only
+    one side generates at a time."""
     import llama_cpp
 
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
                           verbose=False)
-    out = []
-    for i in range(runs + 1):
-        llm.reset()  # the daemon evaluates a seeded prompt from scratch too
-        started = time.perf_counter()
-        first = 0.0
-        tokens = 0
-        for chunk in llm.create_chat_completion(MESSAGES, temperature=0, seed=seed, max_tokens=max_tokens,
-                                                stream=True):
-            delta = chunk["choices"][0]["delta"]
-            if delta.get("content"):
-                tokens += 1
-                if not first:
-                    first = time.perf_counter()
-        end = time.perf_counter()
-        if i:  # the first run warms caches
-            out.append((first - started, (tokens - 1) / (end - first), tokens))
-    llm.close()
-    return out
-
-
-def through_daemon(path: Path, threads: int, max_tokens: int, seed: int, runs: int) -> list[tuple[float, float, int]]:
     with tempfile.TemporaryDirectory() as tmp:
         d = new_daemon(Path(tmp), extra_env={"OMG_NUM_THREADS": str(threads)})
         d.start()
         try:
             assert d.omg("model", "add", str(path), "--name", "bench").returncode == 0
-            out = []
+            a, b = [], []
             with httpx.Client(base_url=d.http, timeout=300) as client:
-                for i in range(runs + 1):
-                    body = {"model": "bench", "messages": MESSAGES, "temperature": 0, "seed": seed,
-                            "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}
-                    started = time.perf_counter()
-                    first = 0.0
-                    pieces = 0
-                    usage = 0
-                    with client.stream("POST", "/v1/chat/completions", json=body) as r:
-                        for line in r.iter_lines():
-                            if not line.startswith("data: ") or line == "data: [DONE]":
-                                continue
-                            chunk = json.loads(line[6:])
-                            if chunk.get("usage"):
-                                usage = chunk["usage"]["completion_tokens"]
-                            if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                                pieces += 1
-                                if not first:
-                                    first = time.perf_counter()
-                                last = time.perf_counter()
-                    if i:
-                        out.append((first - started, (pieces - 1) / (last - first), usage))
-            return out
+                in_process_run(llm, max_tokens, seed)  # warm-up: load, caches
+                daemon_run(client, max_tokens, seed)
+                for _ in range(runs):
+                    a.append(in_process_run(llm, max_tokens, seed))
+                    b.append(daemon_run(client, max_tokens, seed))
+            return a, b
         finally:
             d.stop()
+            llm.close()
 
 
 def summary(label: str, rows: list[tuple[float, float, int]]) -> tuple[float, float]:
@@ -99,13 +101,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--runs", type=int, default=8)
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
     path = smollm2_path()
     print(f"model {path.name}, threads {args.threads}, max_tokens {args.max_tokens}, runs {args.runs}")
-    ttft_a, tps_a = summary("in-process", in_process(path, args.threads, args.max_tokens, args.seed, args.runs))
-    ttft_b, tps_b = summary("daemon", through_daemon(path, args.threads, args.max_tokens, args.seed, args.runs))
+    a, b = measure(path, args.threads, args.max_tokens, args.seed, args.runs)
+    ttft_a, tps_a = summary("in-process", a)
+    ttft_b, tps_b = summary("daemon", b)
     print(f"ratio tokens/s daemon/in-process {tps_b / tps_a:.3f} (target >= 0.95)")
     print(f"added to first token {1000 * (ttft_b - ttft_a):+.1f} ms (target < 15 ms)")
 

@@ -48,7 +48,8 @@ class DaemonProc:
         env = dict(os.environ)
         env.update(OMG_HOME=str(self.home), OMG_HTTP_ADDR=f"127.0.0.1:{self.http_port}",
                    OMG_GRPC_ADDR=f"127.0.0.1:{self.grpc_port}", OMG_NUM_THREADS="2",
-                   OMG_CONTEXT_LENGTH="2048", **self.extra_env)
+                   OMG_CONTEXT_LENGTH="2048")
+        env.update(self.extra_env)
         if self.token:
             env["OMG_TOKEN"] = self.token
         return env

@@ -89,7 +89,8 @@ class Orchestrator:
 
     async def _stream(self, name: str, call: Callable[[Worker], grpc.aio.UnaryStreamCall]) -> AsyncIterator[M]:
         worker = await self.worker_for(name)
-        await asyncio.to_thread(self.store.touch, name)
+        # Recording "last used" is a disk write: keep it off the path to the first token.
+        asyncio.get_running_loop().run_in_executor(None, self.store.touch, name)
         worker.in_flight += 1
         stream = call(worker)
         try:
