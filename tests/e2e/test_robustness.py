@@ -179,3 +179,28 @@ def test_token_required_when_set(tmp_path: Path, gguf_path: Path) -> None:
         assert r.returncode == 1 and "token" in r.stderr
     finally:
         d.stop()
+
+
+def test_daemon_runs_without_the_llamacpp_extra(tmp_path: Path, gguf_path: Path) -> None:
+    # Hide llama_cpp from every process of this daemon, as if the extra were not installed.
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'llama_cpp' or name.startswith('llama_cpp.'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, _Hide())\n")
+    d = new_daemon(tmp_path, extra_env={"PYTHONPATH": str(blocker)}).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "smol").returncode == 0
+        assert httpx.get(d.http + "/api/tags").json()["models"][0]["name"] == "smol"
+        r = httpx.post(d.http + "/v1/chat/completions", json={
+            "model": "smol", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 501
+        assert "pip install 'ohmygpu[llamacpp]'" in r.json()["error"]["message"]
+        r = httpx.post(d.http + "/api/chat", json={"model": "smol", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 501 and "ohmygpu[llamacpp]" in r.json()["error"]
+    finally:
+        d.stop()

@@ -89,8 +89,6 @@ class Orchestrator:
 
     async def _stream(self, name: str, call: Callable[[Worker], grpc.aio.UnaryStreamCall]) -> AsyncIterator[M]:
         worker = await self.worker_for(name)
-        # Recording "last used" is a disk write: keep it off the path to the first token.
-        asyncio.get_running_loop().run_in_executor(None, self.store.touch, name)
         worker.in_flight += 1
         stream = call(worker)
         try:
@@ -102,6 +100,8 @@ class Orchestrator:
             worker.in_flight -= 1
             worker.last_used = time.monotonic()
             stream.cancel()
+            # "Last used" is a disk write: done after the answer, never on its critical path.
+            asyncio.get_running_loop().run_in_executor(None, self.store.touch, name)
 
     async def _translate(self, worker: Worker, e: grpc.aio.AioRpcError) -> OmgError:
         """Turn a worker's gRPC error into ours; a dead worker is dropped."""

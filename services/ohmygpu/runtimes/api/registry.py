@@ -36,6 +36,14 @@ RUNTIMES: dict[str, RuntimeEntry] = {
 }
 
 
+def library_available(module: str) -> bool:
+    """Whether `module` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def runtime_for(record: assets_pb2.InstallRecord, *, preferred: str = "") -> RuntimeEntry:
     """The runtime that serves `record`; raises InvalidArgument or MissingExtra."""
     candidates = [RUNTIMES[preferred]] if preferred in RUNTIMES else list(RUNTIMES.values())
@@ -43,7 +51,7 @@ def runtime_for(record: assets_pb2.InstallRecord, *, preferred: str = "") -> Run
         raise InvalidArgument(f"unknown runtime '{preferred}'; known: {', '.join(RUNTIMES)}")
     for entry in candidates:
         if record.format in entry.formats:
-            if importlib.util.find_spec(entry.library) is None:
+            if not library_available(entry.library):
                 raise MissingExtra(entry.name, entry.extra)
             return entry
     fmt = assets_pb2.ArtifactFormat.Name(record.format)

@@ -304,10 +304,18 @@ class LlamaCppRuntime(runtime_pb2_grpc.RuntimeServicer):
             fut = loop.run_in_executor(self.executor, work)
             fut.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
             try:
-                while True:
+                done = False
+                while not done:
                     item = await queue.get()
                     if item is _DONE:
                         break
+                    # When the reader lags, send what has piled up as one message.
+                    while not queue.empty():
+                        more = queue.get_nowait()
+                        if more is _DONE:
+                            done = True
+                            break
+                        item += more
                     yield item, None
                 yield "", fut.result()
             finally:
