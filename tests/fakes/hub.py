@@ -14,6 +14,7 @@ pointed here downloads from it (tests/e2e/test_fake_hub.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import threading
 import time
@@ -43,7 +44,7 @@ class RepoFile:
     def lfs(self) -> bool:
         return len(self.data) >= LFS_THRESHOLD or self.path.endswith((".gguf", ".bin", ".safetensors"))
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
@@ -67,8 +68,12 @@ class FakeRepo:
         self.refs.setdefault("main", self.commit)
 
     def file(self, path: str) -> RepoFile | None:
-        data = self.files.get(path)
-        return RepoFile(path, data) if data is not None else None
+        if path not in self.files:
+            return None
+        cache = self.__dict__.setdefault("_file_cache", {})
+        if path not in cache:  # hashing 100 MB per request would dominate the tests
+            cache[path] = RepoFile(path, self.files[path])
+        return cache[path]
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from ohmygpu.api.v1 import chat_pb2_grpc, models_pb2_grpc, system_pb2_grpc
+from ohmygpu.api.v1 import chat_pb2_grpc, jobs_pb2_grpc, models_pb2_grpc, system_pb2_grpc
 from ohmygpu.core.settings import Settings
 
 T = TypeVar("T")
@@ -40,6 +40,7 @@ class Client:
         self.models = models_pb2_grpc.ModelServiceStub(self.channel)
         self.chat = chat_pb2_grpc.ChatServiceStub(self.channel)
         self.system = system_pb2_grpc.SystemServiceStub(self.channel)
+        self.jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()

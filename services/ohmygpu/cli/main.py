@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from ohmygpu.api.v1 import models_pb2, system_pb2
+from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.cli.client import EXIT_NO_DAEMON, EXIT_USAGE, CliError, Client
 from ohmygpu.core.errors import OmgError
@@ -127,6 +127,33 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
     raise CliError(f"unknown model action {args.action}", EXIT_USAGE)
 
 
+def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
+    from ohmygpu.cli.pull import run_pull
+
+    request = models_pb2.InstallModelRequest(source=args.source, name=args.name or "", include=args.include or [],
+                                             exclude=args.exclude or [], max_rate=args.max_rate or 0)
+    return run_pull(Client(settings), request, quiet=args.quiet)
+
+
+def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
+    client = Client(settings)
+    if args.action == "cancel":
+        job = client.call(client.jobs.CancelJob, jobs_pb2.CancelJobRequest(id=args.id))
+        print(f"{job.id}: {jobs_pb2.JobState.Name(job.state)}")
+        return 0
+    if args.action == "show":
+        _json(client.call(client.jobs.GetJob, jobs_pb2.GetJobRequest(id=args.id)))
+        return 0
+    resp = client.call(client.jobs.ListJobs, jobs_pb2.ListJobsRequest())
+    if args.json:
+        _json(resp)
+        return 0
+    _table([[j.id, j.model, jobs_pb2.JobState.Name(j.state).removeprefix("JOB_STATE_").lower(),
+             f"{j.completed_bytes / 1e6:.1f}/{j.total_bytes / 1e6:.1f} MB", j.error[:60]] for j in resp.jobs],
+           ["ID", "MODEL", "STATE", "PROGRESS", "ERROR"])
+    return 0
+
+
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     from ohmygpu.cli.chat import run_chat
 
@@ -210,6 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int)
     c.add_argument("--max-tokens", dest="max_tokens", type=int)
     c.set_defaults(func=cmd_chat)
+
+    for name in ("pull",):
+        pl = sub.add_parser(name, help="pull a model from the Hugging Face hub (org/repo[@rev] or hf.co/org/repo:QUANT)")
+        pl.add_argument("source")
+        pl.add_argument("--name", help="name to register it under (default: the source)")
+        pl.add_argument("--include", action="append", help="glob of files to pull (repeatable)")
+        pl.add_argument("--exclude", action="append", help="glob of files to skip (repeatable)")
+        pl.add_argument("--max-rate", dest="max_rate", type=int, help="bandwidth limit, bytes/s")
+        pl.add_argument("--quiet", action="store_true", help="no progress bars")
+        pl.set_defaults(func=cmd_pull)
+    j = sub.add_parser("job", help="pull jobs: list, show ID, cancel ID")
+    j.add_argument("action", nargs="?", default="list", choices=["list", "show", "cancel"])
+    j.add_argument("id", nargs="?")
+    j.add_argument("--json", action="store_true")
+    j.set_defaults(func=cmd_job)
 
     ps = sub.add_parser("ps", help="list loaded models")
     ps.add_argument("--json", action="store_true")

@@ -8,18 +8,18 @@ from ohmygpu.core.errors import InvalidName
 
 # Ollama-style names ("smollm2", "smollm2:135m", "hf.co/org/repo:Q4_K_M"): letters, digits and
 # . _ - : / only, no empty or dot-only path segments, at most 256 characters.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-:/]{0,255}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-:/@]{0,255}")
 
 
 def parse_model_name(value: str) -> str:
     """Return the model name if it is well formed; raise InvalidName otherwise."""
     if not isinstance(value, str) or _NAME.fullmatch(value) is None:
         raise InvalidName(
-            f"invalid model name {repr(value)[:80]}: use letters, digits and . _ - : / "
+            f"invalid model name {repr(value)[:80]}: use letters, digits and . _ - : / @ "
             "(at most 256 characters, starting with a letter or digit)",
             param="model",
         )
-    segments = value.split(":", 1)[0].split("/")
+    segments = value.split(":", 1)[0].split("@", 1)[0].split("/")
     if any(seg in ("", ".", "..") for seg in segments):
         raise InvalidName(f"invalid model name {value!r}: empty or dot path segment", param="model")
     return value
@@ -32,3 +32,56 @@ def default_name_for(filename: str) -> str:
         stem = stem[: -len(".gguf")]
     cleaned = re.sub(r"[^A-Za-z0-9._\-]", "-", stem).strip("-.").lower()
     return parse_model_name(cleaned or "model")
+
+
+_REPO_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,95}")
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/]{0,254}")
+_QUANT = re.compile(r"[A-Za-z0-9_\-.]{1,40}")
+_HUB_PREFIXES = ("hf.co/", "huggingface.co/", "https://huggingface.co/")
+
+
+def parse_repo_id(value: str) -> str:
+    """`org/name` as the hub allows it; raises InvalidName (no `..`, no extra slashes)."""
+    parts = value.split("/") if isinstance(value, str) else []
+    if len(parts) != 2 or not all(_REPO_PART.fullmatch(p) for p in parts) or ".." in value:
+        raise InvalidName(f"invalid repository id {repr(value)[:80]}: expected org/name", param="source")
+    return value
+
+
+def parse_revision(value: str) -> str:
+    """A branch, tag or commit; raises InvalidName for anything that could leave a directory."""
+    if (not isinstance(value, str) or _REVISION.fullmatch(value) is None or ".." in value
+            or "//" in value or value.endswith("/")):
+        raise InvalidName(f"invalid revision {repr(value)[:80]}", param="source")
+    return value
+
+
+def parse_repo_path(value: str) -> str:
+    """A file path inside a repository, from the hub or a user: relative, no `..`, no
+    backslash, NUL or drive; raises InvalidName."""
+    if (not isinstance(value, str) or not value or len(value) > 1000 or "\\" in value or "\x00" in value
+            or value.startswith("/") or re.match(r"^[A-Za-z]:", value)):
+        raise InvalidName(f"invalid file name {repr(value)[:80]} in repository", param="filename")
+    if any(seg in ("", ".", "..") for seg in value.split("/")):
+        raise InvalidName(f"invalid file name {repr(value)[:80]} in repository", param="filename")
+    return value
+
+
+def parse_source(value: str) -> tuple[str, str, str]:
+    """"org/repo", "org/repo@rev", "hf.co/org/repo:QUANT" -> (repo_id, revision, quant).
+
+    revision is "" for the default branch, quant "" when none was named. Raises InvalidName.
+    """
+    text = value.strip() if isinstance(value, str) else ""
+    for prefix in _HUB_PREFIXES:
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):]
+            break
+    quant = ""
+    head, sep, tail = text.rpartition(":")
+    if sep and "/" not in tail:
+        if not _QUANT.fullmatch(tail):
+            raise InvalidName(f"invalid quantization tag {tail!r}", param="source")
+        text, quant = head, tail
+    repo, _, revision = text.partition("@")
+    return parse_repo_id(repo), parse_revision(revision) if revision else "", quant

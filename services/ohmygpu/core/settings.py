@@ -55,6 +55,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("template_timeout_s", "OMG_TEMPLATE_TIMEOUT", 2.0, float,
             "seconds a chat template may take to render before the request fails"),
     Setting("log_level", "OMG_LOG_LEVEL", "info", str, "daemon log level"),
+    Setting("hf_endpoint", "HF_ENDPOINT", "https://huggingface.co", str,
+            "Hugging Face hub to pull from (or a mirror speaking its protocol)"),
+    Setting("hf_token", "HF_TOKEN", "", str,
+            "token for gated/private repos; default: the one `huggingface-cli login` saved"),
+    Setting("hf_hub_cache", "HF_HUB_CACHE", "", str,
+            "Hugging Face cache shared with other tools; default: $HF_HOME/hub or ~/.cache/huggingface/hub"),
+    Setting("max_rate", "OMG_MAX_RATE", 0, int, "download bandwidth limit in bytes/s; 0 is unlimited"),
+    Setting("pull_parallel", "OMG_PULL_PARALLEL", 4, int, "files downloaded at once per pull"),
 )
 
 
@@ -75,6 +83,11 @@ class Settings:
     worker_start_timeout_s: float
     template_timeout_s: float
     log_level: str
+    hf_endpoint: str
+    hf_token: str
+    hf_hub_cache: str
+    max_rate: int
+    pull_parallel: int
     sources: tuple[tuple[str, str], ...] = ()
 
     @classmethod
@@ -112,6 +125,10 @@ class Settings:
                 raise InvalidArgument(f"setting {s.name} ({source}): {raw!r} is not {s.kind.__name__}") from e
             sources.append((s.name, source))
         values["home"] = str(Path(values["home"]).expanduser())
+        if not values["hf_hub_cache"]:
+            hf_home = env.get("HF_HOME") or str(Path("~/.cache/huggingface").expanduser())
+            values["hf_hub_cache"] = str(Path(hf_home) / "hub")
+        values["hf_hub_cache"] = str(Path(values["hf_hub_cache"]).expanduser())
         if values["num_threads"] <= 0:
             values["num_threads"] = _default_threads()
         return cls(**values, sources=tuple(sources))
@@ -120,13 +137,24 @@ class Settings:
     def home_path(self) -> Path:
         return Path(self.home)
 
+    def hub_token(self) -> str | None:
+        """HF_TOKEN, else the token huggingface_hub saved at login, else None."""
+        if self.hf_token:
+            return self.hf_token
+        try:
+            from huggingface_hub import get_token
+
+            return get_token()
+        except ImportError:
+            return None
+
     def describe(self) -> list[dict[str, str]]:
         """Each setting with its value, source and meaning (for `omg config`)."""
         source = dict(self.sources)
         out = []
         for s in SETTINGS:
             value = getattr(self, s.name)
-            shown = "***" if s.name == "token" and value else str(value)
+            shown = "***" if s.name in ("token", "hf_token") and value else str(value)
             out.append({"name": s.name, "env": s.env, "value": shown,
                         "source": source.get(s.name, "default"), "help": s.help})
         return out

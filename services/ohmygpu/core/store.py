@@ -56,7 +56,7 @@ def gguf_info(header: GgufHeader) -> assets_pb2.GgufInfo:
     )
 
 
-def _kind_of(header: GgufHeader) -> int:
+def kind_of(header: GgufHeader) -> int:
     # Embedding-only architectures (BERT family) have no chat use; pooling_type marks them too.
     arch = header.architecture
     if arch in {"bert", "nomic-bert", "jina-bert-v2", "t5encoder"} or header.arch_value(
@@ -146,9 +146,9 @@ class ModelStore:
         record = assets_pb2.InstallRecord(
             name=model_name,
             ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path),
-                                    kind=_kind_of(header)),
+                                    kind=kind_of(header)),
             revision=assets_pb2.Revision(),
-            kind=_kind_of(header),
+            kind=kind_of(header),
             format=assets_pb2.ARTIFACT_FORMAT_GGUF,
             size_bytes=size,
             gguf=gguf_info(header),
@@ -167,6 +167,23 @@ class ModelStore:
                 "INSERT OR REPLACE INTO models(name, sha256, record, last_used) VALUES (?, ?, ?, 0)",
                 (model_name, digest, record.SerializeToString()),
             )
+        return record
+
+    def put(self, record: assets_pb2.InstallRecord) -> None:
+        """Insert or replace a record (pulls re-register the same name at a new revision)."""
+        name = parse_model_name(record.name)
+        digest = record.artifacts[0].sha256 if record.artifacts else ""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO models(name, sha256, record, last_used) VALUES (?, ?, ?, 0)",
+                (name, digest, record.SerializeToString()))
+
+    def alias(self, source: str, destination: str) -> assets_pb2.InstallRecord:
+        """Register `destination` as another name for `source`'s files (no bytes copied)."""
+        record = self.get(source)
+        record.name = parse_model_name(destination)
+        record.ClearField("last_used_at")
+        self.put(record)
         return record
 
     def delete(self, name: str) -> None:

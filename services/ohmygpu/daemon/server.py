@@ -22,13 +22,14 @@ from typing import IO
 import grpc
 import uvicorn
 
-from ohmygpu.api.v1 import chat_pb2_grpc, models_pb2_grpc, system_pb2_grpc
+from ohmygpu.api.v1 import chat_pb2_grpc, jobs_pb2_grpc, models_pb2_grpc, system_pb2_grpc
 from ohmygpu.core.errors import InvalidArgument, OmgError, Unavailable
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.grpc_errors import TokenInterceptor
 from ohmygpu.daemon.orchestrator import Orchestrator
-from ohmygpu.daemon.services import ChatServicer, ModelServicer, SystemServicer
+from ohmygpu.daemon.jobs import JobManager
+from ohmygpu.daemon.services import ChatServicer, JobServicer, ModelServicer, SystemServicer
 
 log = logging.getLogger("ohmygpu.daemon")
 
@@ -113,13 +114,16 @@ class Daemon:
         self._take_lock()
         store = ModelStore(self.home)
         orchestrator = Orchestrator(self.settings, store)
-        models = ModelServicer(store, orchestrator)
+        jobs = JobManager(self.settings, store)
+        models = ModelServicer(store, orchestrator, jobs)
+        job_service = JobServicer(jobs)
         chat = ChatServicer(orchestrator)
         system = SystemServicer(self.settings, store, orchestrator, self.stop_event.set)
         interceptors = [TokenInterceptor(self.settings.token)] if self.settings.token else []
         grpc_server = grpc.aio.server(interceptors=interceptors)
         models_pb2_grpc.add_ModelServiceServicer_to_server(models, grpc_server)
         chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, grpc_server)
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(job_service, grpc_server)
         system_pb2_grpc.add_SystemServiceServicer_to_server(system, grpc_server)
         http_sock = self._bind_http()
         try:
@@ -130,7 +134,7 @@ class Daemon:
             raise Unavailable(f"cannot listen for gRPC on {self.settings.grpc_addr}: address in use "
                               "or invalid; is another daemon running? set OMG_GRPC_ADDR") from None
         app = build_app(self.settings, orchestrator=orchestrator, store=store,
-                        services={"models": models, "chat": chat, "system": system})
+                        services={"models": models, "chat": chat, "system": system, "jobs": job_service})
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2)
         http_server = _Uvicorn(config)
@@ -142,6 +146,7 @@ class Daemon:
             "pid": os.getpid(), "http_addr": self.settings.http_addr,
             "grpc_addr": self.settings.grpc_addr}))
         http_task = asyncio.create_task(http_server.serve(sockets=[http_sock]))
+        jobs.resume_unfinished()
         log.warning("omg daemon pid %d: HTTP on %s, gRPC on %s, home %s", os.getpid(),
                     self.settings.http_addr, self.settings.grpc_addr, self.home)
         print(f"omg daemon listening: HTTP http://{self.settings.http_addr} "
@@ -152,6 +157,7 @@ class Daemon:
             log.warning("shutting down")
             http_server.should_exit = True
             await orchestrator.shutdown()
+            await jobs.close()
             await grpc_server.stop(grace=1.0)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(http_task, 5)

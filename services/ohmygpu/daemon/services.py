@@ -11,14 +11,15 @@ from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ohmygpu.api.v1 import (chat_pb2_grpc, models_pb2, models_pb2_grpc, system_pb2,
-                            system_pb2_grpc)
+from ohmygpu.api.v1 import (chat_pb2_grpc, jobs_pb2, jobs_pb2_grpc, models_pb2, models_pb2_grpc,
+                            system_pb2, system_pb2_grpc)
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.errors import InvalidArgument
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore, main_artifact
 from ohmygpu.core.version import __version__
 from ohmygpu.daemon import grpc_errors
+from ohmygpu.daemon.jobs import JobManager
 from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.runtime.v1 import runtime_pb2
 
@@ -26,9 +27,14 @@ from ohmygpu.runtime.v1 import runtime_pb2
 class ModelServicer(models_pb2_grpc.ModelServiceServicer):
     """Store management."""
 
-    def __init__(self, store: ModelStore, orchestrator: Orchestrator) -> None:
+    def __init__(self, store: ModelStore, orchestrator: Orchestrator, jobs: JobManager) -> None:
         self.store = store
         self.orchestrator = orchestrator
+        self.jobs = jobs
+
+    @grpc_errors.unary
+    async def InstallModel(self, request: models_pb2.InstallModelRequest, context) -> jobs_pb2.Job:
+        return await self.jobs.submit(request)
 
     @grpc_errors.unary
     async def ListModels(self, request: models_pb2.ListModelsRequest, context) -> models_pb2.ListModelsResponse:
@@ -62,6 +68,30 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
             await worker.stop()
         await asyncio.to_thread(self.store.delete, request.name)
         return models_pb2.DeleteModelResponse(freed_bytes=0)
+
+
+class JobServicer(jobs_pb2_grpc.JobServiceServicer):
+    """Pull jobs: state, progress, cancel, watch."""
+
+    def __init__(self, jobs: JobManager) -> None:
+        self.jobs = jobs
+
+    @grpc_errors.unary
+    async def GetJob(self, request: jobs_pb2.GetJobRequest, context) -> jobs_pb2.Job:
+        return await self.jobs.get(request.id)
+
+    @grpc_errors.unary
+    async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context) -> jobs_pb2.ListJobsResponse:
+        return jobs_pb2.ListJobsResponse(jobs=await self.jobs.list())
+
+    @grpc_errors.unary
+    async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context) -> jobs_pb2.Job:
+        return await self.jobs.cancel(request.id)
+
+    @grpc_errors.stream
+    async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context) -> AsyncIterator[jobs_pb2.Job]:
+        async for job in self.jobs.watch(request.id):
+            yield job
 
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):

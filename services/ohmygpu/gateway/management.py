@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ohmygpu.api.v1 import chat_pb2, models_pb2, system_pb2
+from ohmygpu.api.v1 import chat_pb2, jobs_pb2, models_pb2, system_pb2
 from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.gateway.body import read_json
 from ohmygpu.gateway.context import Gateway
@@ -31,6 +31,7 @@ SERVICES: dict[str, tuple[descriptor.ServiceDescriptor, str]] = {
     "ModelService": (models_pb2.DESCRIPTOR.services_by_name["ModelService"], "models"),
     "ChatService": (chat_pb2.DESCRIPTOR.services_by_name["ChatService"], "chat"),
     "SystemService": (system_pb2.DESCRIPTOR.services_by_name["SystemService"], "system"),
+    "JobService": (jobs_pb2.DESCRIPTOR.services_by_name["JobService"], "jobs"),
 }
 _VAR = re.compile(r"\{(\w+)(=([^}]*))?\}")
 
@@ -101,4 +102,6 @@ def management_routes(gw: Gateway) -> list[Route]:
             verb, template, body = rule
             routes.append(Route(starlette_path(template), _handler(gw, key, method, body),
                                 methods=[verb], name=f"{service.name}.{method.name}"))
+    # Custom methods ("/v1/jobs/{id}:cancel") first, so "{id}" of a plain route cannot swallow them.
+    routes.sort(key=lambda r: ":" not in r.path)
     return routes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ohmygpu.api.v1 import system_pb2
+from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.core.version import __version__
@@ -109,7 +110,53 @@ class OllamaRoutes:
             Route("/api/show", self.show, methods=["POST"]),
             Route("/api/version", self.version, methods=["GET"]),
             Route("/api/ps", self.ps, methods=["GET"]),
+            Route("/api/pull", self.pull, methods=["POST"]),
+            Route("/api/delete", self.delete, methods=["DELETE"]),
+            Route("/api/copy", self.copy, methods=["POST"]),
         ]
+
+    async def pull(self, request: Request) -> Response:
+        """Ollama's pull, backed by a pull job; progress as ollama's status objects."""
+        f = Fields(await read_json(request, self.gw.body_limit))
+        source = f.str("model") or f.str("name", required=True)
+        stream = f.bool("stream", True)
+        job: jobs_pb2.Job = await self.gw.call("models", "InstallModel", models_pb2.InstallModelRequest(source=source))
+        watcher = self.gw.services["jobs"].jobs.watch(job.id)
+        if stream:
+            return StreamingResponse(self._pull_ndjson(watcher), media_type="application/x-ndjson")
+        final = job
+        async for final in watcher:
+            pass
+        if final.state != jobs_pb2.JOB_STATE_DONE:
+            return JSONResponse({"error": final.error or "pull failed"}, status_code=500)
+        return JSONResponse({"status": "success"})
+
+    @staticmethod
+    async def _pull_ndjson(watcher: AsyncIterator[Any]) -> AsyncIterator[str]:
+        yield json.dumps({"status": "pulling manifest"}) + "\n"
+        async for job in watcher:
+            for fp in job.files:
+                digest = fp.sha256 or ("sha256:" + "0" * 64)
+                yield json.dumps({"status": f"pulling {digest.removeprefix('sha256:')[:12]}", "digest": digest,
+                                  "total": fp.total, "completed": fp.completed}) + "\n"
+            if job.state == jobs_pb2.JOB_STATE_DONE:
+                yield json.dumps({"status": "verifying sha256 digest"}) + "\n"
+                yield json.dumps({"status": "writing manifest"}) + "\n"
+                yield json.dumps({"status": "success"}) + "\n"
+            elif job.state in (jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED):
+                yield json.dumps({"error": job.error or "pull failed"}) + "\n"
+
+    async def delete(self, request: Request) -> Response:
+        f = Fields(await read_json(request, self.gw.body_limit))
+        name = f.str("model") or f.str("name", required=True)
+        await self.gw.call("models", "DeleteModel", models_pb2.DeleteModelRequest(name=name))
+        return Response(status_code=200)
+
+    async def copy(self, request: Request) -> Response:
+        f = Fields(await read_json(request, self.gw.body_limit))
+        source, destination = f.str("source", required=True), f.str("destination", required=True)
+        await asyncio.to_thread(self.gw.store.alias, source, destination)
+        return Response(status_code=200)
 
     async def version(self, request: Request) -> Response:
         return JSONResponse({"version": __version__})

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from ohmygpu.api.v1 import jobs_pb2 as ohmygpu_dot_api_dot_v1_dot_jobs__pb2
 from ohmygpu.assets.v1 import assets_pb2 as ohmygpu_dot_assets_dot_v1_dot_assets__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bohmygpu/api/v1/models.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1eohmygpu/assets/v1/assets.proto\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .ohmygpu.assets.v1.InstallRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"-\n\x0f\x41\x64\x64ModelRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\"\n\x12\x44\x65leteModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x13\x44\x65leteModelResponse\x12\x13\n\x0b\x66reed_bytes\x18\x01 \x01(\x04\x32\xd8\x03\n\x0cModelService\x12m\n\nListModels\x12!.ohmygpu.api.v1.ListModelsRequest\x1a\".ohmygpu.api.v1.ListModelsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/store/models\x12q\n\x08GetModel\x12\x1f.ohmygpu.api.v1.GetModelRequest\x1a .ohmygpu.assets.v1.InstallRecord\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/store/models/{name=**}\x12j\n\x08\x41\x64\x64Model\x12\x1f.ohmygpu.api.v1.AddModelRequest\x1a .ohmygpu.assets.v1.InstallRecord\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/store/models:\x01*\x12z\n\x0b\x44\x65leteModel\x12\".ohmygpu.api.v1.DeleteModelRequest\x1a#.ohmygpu.api.v1.DeleteModelResponse\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/v1/store/models/{name=**}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bohmygpu/api/v1/models.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19ohmygpu/api/v1/jobs.proto\x1a\x1eohmygpu/assets/v1/assets.proto\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .ohmygpu.assets.v1.InstallRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"-\n\x0f\x41\x64\x64ModelRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\"\n\x12\x44\x65leteModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x13\x44\x65leteModelResponse\x12\x13\n\x0b\x66reed_bytes\x18\x01 \x01(\x04\"g\n\x13InstallModelRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07include\x18\x03 \x03(\t\x12\x0f\n\x07\x65xclude\x18\x04 \x03(\t\x12\x10\n\x08max_rate\x18\x05 \x01(\x04\x32\xc1\x04\n\x0cModelService\x12m\n\nListModels\x12!.ohmygpu.api.v1.ListModelsRequest\x1a\".ohmygpu.api.v1.ListModelsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/store/models\x12q\n\x08GetModel\x12\x1f.ohmygpu.api.v1.GetModelRequest\x1a .ohmygpu.assets.v1.InstallRecord\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/store/models/{name=**}\x12j\n\x08\x41\x64\x64Model\x12\x1f.ohmygpu.api.v1.AddModelRequest\x1a .ohmygpu.assets.v1.InstallRecord\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/store/models:\x01*\x12g\n\x0cInstallModel\x12#.ohmygpu.api.v1.InstallModelRequest\x1a\x13.ohmygpu.api.v1.Job\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/models/install:\x01*\x12z\n\x0b\x44\x65leteModel\x12\".ohmygpu.api.v1.DeleteModelRequest\x1a#.ohmygpu.api.v1.DeleteModelResponse\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/v1/store/models/{name=**}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,20 +40,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSERVICE'].methods_by_name['GetModel']._serialized_options = b'\202\323\344\223\002\034\022\032/v1/store/models/{name=**}'
   _globals['_MODELSERVICE'].methods_by_name['AddModel']._loaded_options = None
   _globals['_MODELSERVICE'].methods_by_name['AddModel']._serialized_options = b'\202\323\344\223\002\025\"\020/v1/store/models:\001*'
+  _globals['_MODELSERVICE'].methods_by_name['InstallModel']._loaded_options = None
+  _globals['_MODELSERVICE'].methods_by_name['InstallModel']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/models/install:\001*'
   _globals['_MODELSERVICE'].methods_by_name['DeleteModel']._loaded_options = None
   _globals['_MODELSERVICE'].methods_by_name['DeleteModel']._serialized_options = b'\202\323\344\223\002\034*\032/v1/store/models/{name=**}'
-  _globals['_LISTMODELSREQUEST']._serialized_start=109
-  _globals['_LISTMODELSREQUEST']._serialized_end=167
-  _globals['_LISTMODELSRESPONSE']._serialized_start=169
-  _globals['_LISTMODELSRESPONSE']._serialized_end=264
-  _globals['_GETMODELREQUEST']._serialized_start=266
-  _globals['_GETMODELREQUEST']._serialized_end=297
-  _globals['_ADDMODELREQUEST']._serialized_start=299
-  _globals['_ADDMODELREQUEST']._serialized_end=344
-  _globals['_DELETEMODELREQUEST']._serialized_start=346
-  _globals['_DELETEMODELREQUEST']._serialized_end=380
-  _globals['_DELETEMODELRESPONSE']._serialized_start=382
-  _globals['_DELETEMODELRESPONSE']._serialized_end=424
-  _globals['_MODELSERVICE']._serialized_start=427
-  _globals['_MODELSERVICE']._serialized_end=899
+  _globals['_LISTMODELSREQUEST']._serialized_start=136
+  _globals['_LISTMODELSREQUEST']._serialized_end=194
+  _globals['_LISTMODELSRESPONSE']._serialized_start=196
+  _globals['_LISTMODELSRESPONSE']._serialized_end=291
+  _globals['_GETMODELREQUEST']._serialized_start=293
+  _globals['_GETMODELREQUEST']._serialized_end=324
+  _globals['_ADDMODELREQUEST']._serialized_start=326
+  _globals['_ADDMODELREQUEST']._serialized_end=371
+  _globals['_DELETEMODELREQUEST']._serialized_start=373
+  _globals['_DELETEMODELREQUEST']._serialized_end=407
+  _globals['_DELETEMODELRESPONSE']._serialized_start=409
+  _globals['_DELETEMODELRESPONSE']._serialized_end=451
+  _globals['_INSTALLMODELREQUEST']._serialized_start=453
+  _globals['_INSTALLMODELREQUEST']._serialized_end=556
+  _globals['_MODELSERVICE']._serialized_start=559
+  _globals['_MODELSERVICE']._serialized_end=1136
 # @@protoc_insertion_point(module_scope)

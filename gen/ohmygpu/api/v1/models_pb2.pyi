@@ -1,4 +1,5 @@
 from google.api import annotations_pb2 as _annotations_pb2
+from ohmygpu.api.v1 import jobs_pb2 as _jobs_pb2
 from ohmygpu.assets.v1 import assets_pb2 as _assets_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -49,3 +50,17 @@ class DeleteModelResponse(_message.Message):
     FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
     freed_bytes: int
     def __init__(self, freed_bytes: _Optional[int] = ...) -> None: ...
+
+class InstallModelRequest(_message.Message):
+    __slots__ = ("source", "name", "include", "exclude", "max_rate")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    MAX_RATE_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    name: str
+    include: _containers.RepeatedScalarFieldContainer[str]
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    max_rate: int
+    def __init__(self, source: _Optional[str] = ..., name: _Optional[str] = ..., include: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ..., max_rate: _Optional[int] = ...) -> None: ...

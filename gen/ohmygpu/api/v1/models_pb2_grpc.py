@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from ohmygpu.api.v1 import jobs_pb2 as ohmygpu_dot_api_dot_v1_dot_jobs__pb2
 from ohmygpu.api.v1 import models_pb2 as ohmygpu_dot_api_dot_v1_dot_models__pb2
 from ohmygpu.assets.v1 import assets_pb2 as ohmygpu_dot_assets_dot_v1_dot_assets__pb2
 
@@ -51,6 +52,11 @@ class ModelServiceStub:
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.AddModelRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_assets_dot_v1_dot_assets__pb2.InstallRecord.FromString,
                 _registered_method=True)
+        self.InstallModel = channel.unary_unary(
+                '/ohmygpu.api.v1.ModelService/InstallModel',
+                request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.InstallModelRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_api_dot_v1_dot_jobs__pb2.Job.FromString,
+                _registered_method=True)
         self.DeleteModel = channel.unary_unary(
                 '/ohmygpu.api.v1.ModelService/DeleteModel',
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelRequest.SerializeToString,
@@ -83,6 +89,13 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InstallModel(self, request, context):
+        """Starts a pull from the Hugging Face hub; returns the job, whose progress GetJob/WatchJob show.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteModel(self, request, context):
         """Removes a model from the store; a registered local file itself is left alone.
         """
@@ -107,6 +120,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.AddModel,
                     request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.AddModelRequest.FromString,
                     response_serializer=ohmygpu_dot_assets_dot_v1_dot_assets__pb2.InstallRecord.SerializeToString,
+            ),
+            'InstallModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.InstallModel,
+                    request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.InstallModelRequest.FromString,
+                    response_serializer=ohmygpu_dot_api_dot_v1_dot_jobs__pb2.Job.SerializeToString,
             ),
             'DeleteModel': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteModel,
@@ -196,6 +214,33 @@ class ModelService:
             '/ohmygpu.api.v1.ModelService/AddModel',
             ohmygpu_dot_api_dot_v1_dot_models__pb2.AddModelRequest.SerializeToString,
             ohmygpu_dot_assets_dot_v1_dot_assets__pb2.InstallRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstallModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.ModelService/InstallModel',
+            ohmygpu_dot_api_dot_v1_dot_models__pb2.InstallModelRequest.SerializeToString,
+            ohmygpu_dot_api_dot_v1_dot_jobs__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,214 @@
+"""Downloading one blob: hashed while written, verified before it becomes visible, resumable
+across crashes, never appended to from a server that ignored Range, and fetched once even when
+two pulls (tasks or processes) want it at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from ohmygpu.core.errors import InvalidArgument, OmgError, Unavailable
+from ohmygpu.core.hub import HubClient, RemoteFile
+
+_CHUNK = 1 << 20
+_RETRIES = 6
+
+
+class CorruptDownload(OmgError, ValueError):
+    """The bytes received do not hash to what the hub said; nothing was published."""
+
+    grpc_code = "DATA_LOSS"
+    http_status = 502
+    openai_type = "server_error"
+
+
+class InsufficientSpace(OmgError, OSError):
+    """Not enough free disk space for the pull."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+    http_status = 507
+    openai_type = "server_error"
+
+
+class RateLimiter:
+    """A token bucket shared by every file of a pull (bytes per second; 0 = unlimited)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.allowance = float(rate)
+        self.last = time.monotonic()
+
+    async def take(self, n: int) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        self.allowance = min(float(self.rate), self.allowance + (now - self.last) * self.rate)
+        self.last = now
+        self.allowance -= n
+        if self.allowance < 0:
+            await asyncio.sleep(-self.allowance / self.rate)
+
+
+class _Hashes:
+    def __init__(self, want_git: bool, size: int) -> None:
+        self.sha256 = hashlib.sha256()
+        self.git = hashlib.sha1(b"blob %d\0" % size) if want_git else None
+
+    def update(self, data: bytes) -> None:
+        self.sha256.update(data)
+        if self.git is not None:
+            self.git.update(data)
+
+
+def _hash_prefix(path: Path, hashes: _Hashes) -> int:
+    done = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            hashes.update(chunk)
+            done += len(chunk)
+    return done
+
+
+def check_space(directory: Path, needed: int) -> None:
+    """Raise InsufficientSpace when `directory`'s filesystem has less than `needed` bytes free."""
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if needed > free:
+        raise InsufficientSpace(f"the pull needs {needed / 1e9:.2f} GB but only {free / 1e9:.2f} GB are free")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class FetchResult:
+    sha256: str  # "sha256:<hex>" of what was published
+    downloaded: int  # bytes that crossed the network in this call
+    reused: bool  # the blob was already there (another pull, another process, the HF cache)
+
+
+class _FileLock:
+    """An exclusive flock, taken in a thread so the event loop never blocks on it. flock
+    is per open file, so it orders tasks of one process as well as separate processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = -1
+
+    async def __aenter__(self) -> _FileLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        await asyncio.to_thread(fcntl.flock, self.fd, fcntl.LOCK_EX)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+async def fetch(
+    hub: HubClient,
+    url: str,
+    remote: RemoteFile,
+    *,
+    blob: Path,
+    partial: Path,
+    progress: Callable[[int, int], None],
+    limiter: RateLimiter | None = None,
+    cancelled: asyncio.Event | None = None,
+) -> FetchResult:
+    """Make `blob` hold `remote`'s verified content, downloading only what is missing.
+
+    `progress(completed, downloaded_now)` is called as bytes arrive. Raises CorruptDownload,
+    Unavailable (network, after retries), our hub errors, asyncio.CancelledError.
+    """
+    if not (remote.sha256 or remote.git_sha1):
+        raise InvalidArgument(f"the hub gave no hash for {remote.path}; refusing an unverifiable download")
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = partial.with_name(partial.name + ".lock")
+    async with _FileLock(lock_path):
+        if blob.exists() and blob.stat().st_size == remote.size:
+            # Published by another pull while we waited, or already in the HF cache.
+            digest = await asyncio.to_thread(_verify_existing, blob, remote)
+            if digest is not None:
+                progress(remote.size, 0)
+                return FetchResult(digest, 0, True)
+        hashes = _Hashes(want_git=remote.sha256 is None, size=remote.size)
+        offset = await asyncio.to_thread(_hash_prefix, partial, hashes) if partial.exists() else 0
+        if offset > remote.size:
+            partial.unlink()
+            hashes, offset = _Hashes(remote.sha256 is None, remote.size), 0
+        downloaded = 0
+        progress(offset, 0)
+        failures = 0
+        while offset < remote.size:
+            if cancelled is not None and cancelled.is_set():
+                raise asyncio.CancelledError()
+            before = offset
+            headers = {"range": f"bytes={offset}-"} if offset else {}
+            error: object = "the connection ended early"
+            try:
+                async with hub.request("GET", url, what=remote.path, headers=headers) as r:
+                    if offset and r.status_code != 206:
+                        # The server ignored Range: start over rather than append the whole file.
+                        hashes, offset = _Hashes(remote.sha256 is None, remote.size), 0
+                    elif r.status_code == 206 and not r.headers.get("content-range", "").startswith(f"bytes {offset}-"):
+                        raise Unavailable(f"the server sent the wrong range for {remote.path}")
+                    with open(partial, "ab" if offset else "wb") as f:
+                        try:
+                            async for chunk in r.aiter_bytes(_CHUNK):
+                                if offset + len(chunk) > remote.size:
+                                    raise CorruptDownload(f"{remote.path}: the server sent more than {remote.size} bytes")
+                                f.write(chunk)
+                                hashes.update(chunk)
+                                offset += len(chunk)
+                                downloaded += len(chunk)
+                                progress(offset, len(chunk))
+                                if limiter is not None:
+                                    await limiter.take(len(chunk))
+                                if cancelled is not None and cancelled.is_set():
+                                    raise asyncio.CancelledError()
+                        finally:
+                            f.flush()
+                            os.fsync(f.fileno())  # what we have survives a crash, for resume
+            except (httpx.TransportError, Unavailable) as e:
+                error = e
+            if offset >= remote.size:
+                break
+            failures = 0 if offset > before else failures + 1
+            if failures > _RETRIES:
+                raise Unavailable(f"download of {remote.path} kept failing: {error}")
+            await asyncio.sleep(min(10.0, 0.2 * 2 ** failures))
+        digest = "sha256:" + hashes.sha256.hexdigest()
+        if (remote.sha256 and hashes.sha256.hexdigest() != remote.sha256) or (
+                hashes.git is not None and hashes.git.hexdigest() != remote.git_sha1):
+            partial.unlink(missing_ok=True)
+            raise CorruptDownload(f"{remote.path}: the downloaded bytes do not match the hub's hash; "
+                                  "nothing was kept (try again)")
+        os.replace(partial, blob)  # visible only now, complete and verified
+        _fsync_dir(blob.parent)
+        return FetchResult(digest, downloaded, False)
+
+
+def _verify_existing(blob: Path, remote: RemoteFile) -> str | None:
+    hashes = _Hashes(want_git=remote.sha256 is None, size=remote.size)
+    _hash_prefix(blob, hashes)
+    if remote.sha256 and hashes.sha256.hexdigest() != remote.sha256:
+        return None
+    if hashes.git is not None and hashes.git.hexdigest() != remote.git_sha1:
+        return None
+    return "sha256:" + hashes.sha256.hexdigest()

@@ -1,0 +1,82 @@
+"""The Hugging Face cache layout (`HF_HUB_CACHE`), so pulled files live once and every HF tool
+finds them: `models--org--name/{blobs/<etag>, snapshots/<commit>/<path> -> ../../blobs/<etag>,
+refs/<revision>}`. Blob names are the hub's etags: the sha256 for LFS files, the git blob sha1
+for small ones. Every path built here comes from validated names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ohmygpu.core.errors import InvalidName
+from ohmygpu.core.names import parse_repo_id, parse_repo_path, parse_revision
+
+_ETAG = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+PARTIAL_SUFFIX = ".omg-partial"
+
+
+def parse_etag(value: str) -> str:
+    """A blob name: 40 (git sha1) or 64 (sha256) lowercase hex; raises InvalidName."""
+    if not isinstance(value, str) or _ETAG.fullmatch(value) is None:
+        raise InvalidName(f"invalid blob id {repr(value)[:80]} from the hub")
+    return value
+
+
+def repo_folder(cache: Path, repo_id: str) -> Path:
+    org, name = parse_repo_id(repo_id).split("/")
+    return cache / f"models--{org}--{name}"
+
+
+def blob_path(cache: Path, repo_id: str, etag: str) -> Path:
+    return repo_folder(cache, repo_id) / "blobs" / parse_etag(etag)
+
+
+def partial_path(cache: Path, repo_id: str, etag: str) -> Path:
+    # Next to the blob (same filesystem, so publishing is an atomic rename); a name that
+    # huggingface_hub does not clean up (it drops its own `.incomplete` files on restart).
+    return blob_path(cache, repo_id, etag).with_name(parse_etag(etag) + PARTIAL_SUFFIX)
+
+
+def snapshot_path(cache: Path, repo_id: str, commit: str, filename: str) -> Path:
+    return repo_folder(cache, repo_id) / "snapshots" / parse_etag(commit) / parse_repo_path(filename)
+
+
+def link_snapshot(cache: Path, repo_id: str, commit: str, filename: str, etag: str) -> Path:
+    """Point snapshots/<commit>/<filename> at blobs/<etag> (relative symlink, as huggingface_hub
+    does); returns the snapshot path."""
+    target = blob_path(cache, repo_id, etag)
+    link = snapshot_path(cache, repo_id, commit, filename)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    relative = os.path.relpath(target, link.parent)
+    tmp = link.with_name(link.name + ".omg-link")
+    tmp.unlink(missing_ok=True)
+    os.symlink(relative, tmp)
+    os.replace(tmp, link)
+    return link
+
+
+def write_ref(cache: Path, repo_id: str, revision: str, commit: str) -> None:
+    """refs/<revision> = commit, for branch and tag names (not for commits themselves)."""
+    if not revision or revision == commit:
+        return
+    ref = repo_folder(cache, repo_id) / "refs" / parse_revision(revision)
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ref.with_name(ref.name + ".omg-tmp")
+    tmp.write_text(parse_etag(commit))
+    os.replace(tmp, ref)
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether `path`, with symlinks resolved, stays under `root` (the store never follows a
+    link out of itself)."""
+    try:
+        path.resolve(strict=False).relative_to(root.resolve(strict=False))
+        return True
+    except ValueError:
+        return False
+
+
+__all__ = ["InvalidName", "blob_path", "inside", "link_snapshot", "parse_etag", "partial_path",
+           "repo_folder", "snapshot_path", "write_ref"]

@@ -1,0 +1,238 @@
+"""A pull from the hub into the store: pick files, reuse what is already on disk, download the
+rest in parallel, lay them out as the Hugging Face cache does, register the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core import hfcache
+from ohmygpu.core.download import RateLimiter, check_space, fetch
+from ohmygpu.core.errors import InvalidArgument, NotFound
+from ohmygpu.core.gguf import read_header
+from ohmygpu.core.hub import HubClient, RemoteFile, RepoSnapshot
+from ohmygpu.core.names import parse_model_name, parse_source
+from ohmygpu.core.store import ModelStore, gguf_info, kind_of
+
+log = logging.getLogger("ohmygpu.pull")
+_SHARD = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.I)
+PREFERRED_QUANTS = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q4_0", "Q8_0")
+
+
+@dataclass
+class FileState:
+    filename: str
+    total: int
+    sha256: str = ""
+    completed: int = 0
+    state: str = "queued"
+
+
+@dataclass
+class PullProgress:
+    """What a pull has done so far; `changed` is called after every update."""
+
+    changed: Callable[[], None] = lambda: None
+    files: dict[str, FileState] = field(default_factory=dict)
+    downloaded: int = 0
+    stage: str = "pulling manifest"
+    started: float = field(default_factory=time.monotonic)
+    _window: list[tuple[float, int]] = field(default_factory=list)
+
+    def add_bytes(self, n: int) -> None:
+        self.downloaded += n
+        now = time.monotonic()
+        self._window.append((now, self.downloaded))
+        while self._window and now - self._window[0][0] > 3.0:
+            self._window.pop(0)
+
+    @property
+    def rate(self) -> float:
+        if len(self._window) < 2:
+            return 0.0
+        (t0, b0), (t1, b1) = self._window[0], self._window[-1]
+        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+
+    @property
+    def completed(self) -> int:
+        return sum(f.completed for f in self.files.values())
+
+    @property
+    def total(self) -> int:
+        return sum(f.total for f in self.files.values())
+
+
+def _quant_of(filename: str) -> str:
+    stem = filename.rsplit("/", 1)[-1][: -len(".gguf")]
+    stem = _SHARD.sub("", stem + ".gguf")[:-5] if _SHARD.search(filename) else stem
+    m = re.search(r"(?:^|[._-])((?:I?Q\d[A-Z0-9_]*)|F16|BF16|F32)$", stem, re.I)
+    return m.group(1).upper() if m else ""
+
+
+def select_files(snap: RepoSnapshot, *, quant: str, include: list[str], exclude: list[str]) -> list[RemoteFile]:
+    """The files a pull takes. For GGUF repos, one quantization (the asked one, else a sensible
+    default) plus the small non-weight files; raises NotFound naming the choices."""
+    files = list(snap.files)
+    if include:
+        files = [f for f in files if any(fnmatch.fnmatch(f.path, p) for p in include)]
+    if exclude:
+        files = [f for f in files if not any(fnmatch.fnmatch(f.path, p) for p in exclude)]
+    ggufs = [f for f in files if f.path.lower().endswith(".gguf")]
+    if ggufs and not include:
+        quants = {}
+        for f in ggufs:
+            quants.setdefault(_quant_of(f.path) or f.path, []).append(f)
+        choice = ""
+        if quant:
+            choice = next((q for q in quants if q.upper() == quant.upper()), "")
+            if not choice:
+                raise NotFound(f"no {quant} file in {snap.repo_id}; available: {', '.join(sorted(quants))}")
+        elif len(quants) == 1:
+            choice = next(iter(quants))
+        else:
+            choice = next((q for q in PREFERRED_QUANTS if q in quants), "") or min(
+                quants, key=lambda q: sum(f.size for f in quants[q]))
+            log.info("%s: picked %s of %s (name one with :QUANT)", snap.repo_id, choice, ", ".join(sorted(quants)))
+        weights = {f.path for f in ggufs}
+        files = [f for f in files if f.path not in weights or f in quants[choice]]
+    elif quant:
+        raise NotFound(f"{snap.repo_id} has no GGUF files, so no quantization '{quant}' to pick")
+    if not files:
+        raise NotFound(f"no files of {snap.repo_id} match the include/exclude patterns")
+    return files
+
+
+def _format_of(path: str) -> int:
+    lower = path.lower()
+    if lower.endswith(".gguf"):
+        return assets_pb2.ARTIFACT_FORMAT_GGUF
+    if lower.endswith(".safetensors"):
+        return assets_pb2.ARTIFACT_FORMAT_SAFETENSORS
+    return assets_pb2.ARTIFACT_FORMAT_OTHER
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".omg-link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)  # another filesystem: bytes twice, but correct
+    os.replace(tmp, dst)
+
+
+async def pull(
+    source: str,
+    *,
+    store: ModelStore,
+    hub: HubClient,
+    hf_cache: Path,
+    progress: PullProgress,
+    name: str = "",
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    max_rate: int = 0,
+    parallel: int = 4,
+    cancelled: asyncio.Event | None = None,
+) -> assets_pb2.InstallRecord:
+    """Pull `source` and register it as `name` (default: the source). Raises our errors."""
+    repo_id, revision, quant = parse_source(source)
+    model_name = parse_model_name(name or source.strip())
+    snap = await hub.snapshot(repo_id, revision)
+    files = select_files(snap, quant=quant, include=include or [], exclude=exclude or [])
+    for f in files:
+        progress.files[f.path] = FileState(f.path, f.size, f"sha256:{f.sha256}" if f.sha256 else "")
+    progress.stage = "pulling"
+    progress.changed()
+    known = {a.sha256: Path(a.local_path) for r in await asyncio.to_thread(store.list) for a in r.artifacts
+             if a.local_path}
+    missing = 0
+    for f in files:
+        blob = hfcache.blob_path(hf_cache, repo_id, f.etag)
+        if not blob.exists():
+            other = known.get(f"sha256:{f.sha256}") if f.sha256 else None
+            if other is not None and other.is_file() and other.stat().st_size == f.size:
+                # Same bytes already in the store (a local add, another repo): link, don't download.
+                await asyncio.to_thread(_link_or_copy, other.resolve(), blob)
+            else:
+                part = hfcache.partial_path(hf_cache, repo_id, f.etag)
+                missing += f.size - (part.stat().st_size if part.exists() else 0)
+    check_space(hfcache.repo_folder(hf_cache, repo_id), missing)
+    limiter = RateLimiter(max_rate) if max_rate else None
+    gate = asyncio.Semaphore(parallel)
+    digests: dict[str, str] = {}
+
+    async def one(f: RemoteFile) -> None:
+        state = progress.files[f.path]
+        async with gate:
+            state.state = "downloading"
+
+            def on_bytes(done: int, new: int) -> None:
+                state.completed = done
+                if new:
+                    progress.add_bytes(new)
+                progress.changed()
+
+            result = await fetch(hub, hub.file_url(repo_id, snap.commit, f.path), f,
+                                 blob=hfcache.blob_path(hf_cache, repo_id, f.etag),
+                                 partial=hfcache.partial_path(hf_cache, repo_id, f.etag),
+                                 progress=on_bytes, limiter=limiter, cancelled=cancelled)
+            digests[f.path] = result.sha256
+            state.sha256 = result.sha256
+            state.state = "reused" if result.reused else "done"
+            state.completed = f.size
+            hfcache.link_snapshot(hf_cache, repo_id, snap.commit, f.path, f.etag)
+            progress.changed()
+
+    await asyncio.gather(*(one(f) for f in files))
+    hfcache.write_ref(hf_cache, repo_id, revision or "main", snap.commit)
+    progress.stage = "verifying sha256 digest"
+    progress.changed()
+    return await asyncio.to_thread(_register, store, model_name, repo_id, revision, snap, files, digests, hf_cache)
+
+
+def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, snap: RepoSnapshot,
+              files: list[RemoteFile], digests: dict[str, str], hf_cache: Path) -> assets_pb2.InstallRecord:
+    record = assets_pb2.InstallRecord(
+        name=model_name,
+        ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_HF, repo=repo_id),
+        revision=assets_pb2.Revision(requested=revision, commit=snap.commit),
+    )
+    record.created_at.CopyFrom(_now())
+    main_format = assets_pb2.ARTIFACT_FORMAT_OTHER
+    for f in files:
+        path = hfcache.snapshot_path(hf_cache, repo_id, snap.commit, f.path)
+        fmt = _format_of(f.path)
+        record.artifacts.add(filename=f.path, size=f.size, sha256=digests[f.path], etag=f.etag,
+                             format=fmt, local_path=str(path))
+        record.size_bytes += f.size
+        if fmt == assets_pb2.ARTIFACT_FORMAT_GGUF and main_format != fmt:
+            main_format = fmt
+            header = read_header(path, display_name=f.path)
+            record.gguf.CopyFrom(gguf_info(header))
+            record.kind = kind_of(header)
+    record.format = main_format
+    record.ref.kind = record.kind
+    if main_format != assets_pb2.ARTIFACT_FORMAT_GGUF:
+        raise InvalidArgument(f"{repo_id} has no GGUF model file; this version serves GGUF models only")
+    store.put(record)
+    return record
+
+
+def _now() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts

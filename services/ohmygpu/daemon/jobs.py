@@ -1,0 +1,209 @@
+"""Pull jobs: queued, run, watched, cancelled, and resumed after a daemon restart.
+
+A job's request and state are in the index (SQLite) from the moment it is created; progress
+lives in memory and is served to watchers. On start, jobs that were queued or running when the
+daemon stopped are run again: their partial downloads resume where they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ohmygpu.api.v1 import jobs_pb2, models_pb2
+from ohmygpu.core.errors import NotFound, OmgError
+from ohmygpu.core.hub import HubClient
+from ohmygpu.core.names import parse_model_name, parse_source
+from ohmygpu.core.pull import PullProgress, pull
+from ohmygpu.core.settings import Settings
+from ohmygpu.core.store import ModelStore
+
+log = logging.getLogger("ohmygpu.jobs")
+_ENDED = {jobs_pb2.JOB_STATE_DONE, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED}
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, request BLOB NOT NULL, state INTEGER NOT NULL,
+    error TEXT NOT NULL DEFAULT '', model TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL
+);
+"""
+
+
+def _ts(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+class _Running:
+    def __init__(self) -> None:
+        self.progress = PullProgress()
+        self.cancel = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.version = 0
+        self.changed = asyncio.Event()
+
+
+class JobManager:
+    """Owns pull jobs; one instance per daemon."""
+
+    def __init__(self, settings: Settings, store: ModelStore) -> None:
+        self.settings = settings
+        self.store = store
+        self._db = sqlite3.connect(Path(settings.home) / "store.db", check_same_thread=False,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._running: dict[str, _Running] = {}
+        self._hub: HubClient | None = None
+
+    @property
+    def hub(self) -> HubClient:
+        if self._hub is None:
+            self._hub = HubClient(self.settings.hf_endpoint, self.settings.hub_token())
+        return self._hub
+
+    async def close(self) -> None:
+        for run in list(self._running.values()):
+            if run.task is not None:
+                run.task.cancel()
+        await asyncio.gather(*(r.task for r in self._running.values() if r.task), return_exceptions=True)
+        if self._hub is not None:
+            await self._hub.aclose()
+        self._db.close()
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _row(self, job_id: str) -> tuple | None:
+        with self._lock:
+            return self._db.execute("SELECT id, kind, request, state, error, model, created, updated "
+                                    "FROM jobs WHERE id = ?", (job_id,)).fetchone()
+
+    def _set_state(self, job_id: str, state: int, error: str = "") -> None:
+        with self._lock:
+            self._db.execute("UPDATE jobs SET state = ?, error = ?, updated = ? WHERE id = ?",
+                             (state, error, time.time(), job_id))
+
+    def _to_job(self, row: tuple) -> jobs_pb2.Job:
+        job_id, kind, _, state, error, model, created, updated = row
+        job = jobs_pb2.Job(id=job_id, kind=kind, state=state, model=model, error=error,
+                           created_at=_ts(created), updated_at=_ts(updated))
+        run = self._running.get(job_id)
+        if run is not None:
+            p = run.progress
+            for f in p.files.values():
+                job.files.add(filename=f.filename, completed=f.completed, total=f.total, sha256=f.sha256,
+                              state=f.state)
+            job.completed_bytes, job.total_bytes = p.completed, p.total
+            job.downloaded_bytes = p.downloaded
+            job.rate_bytes_per_second = p.rate
+            if p.rate > 0 and state == jobs_pb2.JOB_STATE_RUNNING:
+                job.eta_seconds = max(0.0, (p.total - p.completed) / p.rate)
+        return job
+
+    # -- API --------------------------------------------------------------------------------
+
+    async def submit(self, request: models_pb2.InstallModelRequest) -> jobs_pb2.Job:
+        """Validate and queue a pull; raises InvalidName/InvalidArgument before anything runs."""
+        parse_source(request.source)
+        model = parse_model_name(request.name or request.source.strip())
+        job_id = "job-" + uuid.uuid4().hex[:12]
+        now = time.time()
+        with self._lock:
+            self._db.execute("INSERT INTO jobs(id, kind, request, state, model, created, updated) "
+                             "VALUES (?, 'pull', ?, ?, ?, ?, ?)",
+                             (job_id, request.SerializeToString(), jobs_pb2.JOB_STATE_QUEUED, model, now, now))
+        self._start(job_id, request)
+        return await self.get(job_id)
+
+    def resume_unfinished(self) -> list[str]:
+        """Restart jobs a previous daemon left queued or running."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, request FROM jobs WHERE state IN (?, ?)",
+                                    (jobs_pb2.JOB_STATE_QUEUED, jobs_pb2.JOB_STATE_RUNNING)).fetchall()
+        for job_id, blob in rows:
+            log.warning("resuming %s after a restart", job_id)
+            self._start(job_id, models_pb2.InstallModelRequest.FromString(blob))
+        return [r[0] for r in rows]
+
+    def _start(self, job_id: str, request: models_pb2.InstallModelRequest) -> None:
+        run = _Running()
+
+        def changed() -> None:
+            run.version += 1
+            run.changed.set()
+
+        run.progress.changed = changed
+        self._running[job_id] = run
+        run.task = asyncio.get_running_loop().create_task(self._run(job_id, request, run))
+
+    async def _run(self, job_id: str, request: models_pb2.InstallModelRequest, run: _Running) -> None:
+        self._set_state(job_id, jobs_pb2.JOB_STATE_RUNNING)
+        run.progress.changed()
+        try:
+            await pull(request.source, store=self.store, hub=self.hub,
+                       hf_cache=Path(self.settings.hf_hub_cache), progress=run.progress,
+                       name=request.name, include=list(request.include), exclude=list(request.exclude),
+                       max_rate=request.max_rate or self.settings.max_rate,
+                       parallel=self.settings.pull_parallel, cancelled=run.cancel)
+            self._set_state(job_id, jobs_pb2.JOB_STATE_DONE)
+        except asyncio.CancelledError:
+            if run.cancel.is_set():
+                self._set_state(job_id, jobs_pb2.JOB_STATE_CANCELLED, "cancelled")
+            else:
+                raise  # the daemon is stopping: the job stays "running" and resumes next start
+        except OmgError as e:
+            self._set_state(job_id, jobs_pb2.JOB_STATE_FAILED, e.message)
+        except Exception as e:  # a bug must fail the job, not leave it running forever
+            log.exception("job %s crashed", job_id)
+            self._set_state(job_id, jobs_pb2.JOB_STATE_FAILED, f"internal error: {type(e).__name__}")
+        finally:
+            run.progress.changed()
+
+    async def get(self, job_id: str) -> jobs_pb2.Job:
+        row = await asyncio.to_thread(self._row, job_id)
+        if row is None:
+            raise NotFound(f"job '{job_id}' not found")
+        return self._to_job(row)
+
+    async def list(self) -> list[jobs_pb2.Job]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, kind, request, state, error, model, created, updated "
+                                    "FROM jobs ORDER BY created DESC LIMIT 200").fetchall()
+        return [self._to_job(r) for r in rows]
+
+    async def cancel(self, job_id: str) -> jobs_pb2.Job:
+        job = await self.get(job_id)
+        run = self._running.get(job_id)
+        if job.state not in _ENDED and run is not None and run.task is not None:
+            run.cancel.set()
+            run.task.cancel()
+            await asyncio.gather(run.task, return_exceptions=True)
+            if (await self.get(job_id)).state not in _ENDED:
+                self._set_state(job_id, jobs_pb2.JOB_STATE_CANCELLED, "cancelled")
+        return await self.get(job_id)
+
+    async def watch(self, job_id: str, *, interval: float = 0.25) -> AsyncIterator[jobs_pb2.Job]:
+        """The job now, then whenever it changes (at most every `interval`), until it ends."""
+        job = await self.get(job_id)
+        yield job
+        while job.state not in _ENDED:
+            run = self._running.get(job_id)
+            if run is None:
+                return
+            run.changed.clear()
+            try:
+                await asyncio.wait_for(run.changed.wait(), timeout=5.0)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.sleep(interval)
+            job = await self.get(job_id)
+            yield job

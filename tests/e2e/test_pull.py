@@ -1,0 +1,247 @@
+"""Pulls through the daemon from the fake hub: the model store's promises, end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes.hub import FakeHub, FakeRepo
+from tests.helpers import DaemonProc, new_daemon
+
+pytestmark = pytest.mark.slow
+REPO = "test-org/smol-GGUF"
+MODEL = f"hf.co/{REPO}:Q4_1"
+
+
+@pytest.fixture(scope="module")
+def model_bytes(gguf_path: Path) -> bytes:
+    return gguf_path.read_bytes()
+
+
+@pytest.fixture()
+def hub(model_bytes: bytes) -> Iterator[FakeHub]:
+    repos = [
+        FakeRepo(REPO, {"smol.Q4_1.gguf": model_bytes, "README.md": b"# smol\n", "params.json": b'{"x": 1}'}),
+        FakeRepo("test-org/gated-GGUF", {"g.Q4_1.gguf": model_bytes}, gated=True),
+        FakeRepo("test-org/evil", {"../../escape.gguf": b"x" * 10}),
+    ]
+    with FakeHub(repos) as h:
+        yield h
+
+
+def _daemon(tmp: Path, hub: FakeHub, **env: str) -> DaemonProc:
+    extra = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp / "hf"), "HF_HUB_DISABLE_XET": "1", **env}
+    return new_daemon(tmp, extra_env=extra)
+
+
+def _wait_job(d: DaemonProc, job_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{d.http}/v1/jobs/{job_id}").json()
+        if job["state"] in ("JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not end")
+
+
+def _install(d: DaemonProc, source: str, **kw: object) -> str:
+    r = httpx.post(f"{d.http}/v1/models/install", json={"source": source, **kw})
+    assert r.status_code == 200, r.text
+    return r.json()["id"]
+
+
+def _served_blob_bytes(hub: FakeHub) -> int:
+    return hub.bytes_served
+
+
+def test_pull_chat_and_hf_cache_layout(tmp_path: Path, hub: FakeHub, model_bytes: bytes) -> None:
+    d = _daemon(tmp_path, hub).start()
+    try:
+        r = d.omg("pull", MODEL, "--quiet")
+        assert r.returncode == 0, r.stderr
+        assert "pulled" in r.stdout
+        listed = json.loads(d.omg("model", "list", "--json").stdout)["models"]
+        rec = next(m for m in listed if m["name"] == MODEL)
+        assert rec["revision"]["commit"] == hub.repos[REPO].commit and rec["gguf"]["quantization"] == "Q4_1"
+        assert {a["filename"] for a in rec["artifacts"]} == {"smol.Q4_1.gguf", "README.md", "params.json"}
+        # Usable by name in the APIs.
+        client = openai.OpenAI(base_url=d.http + "/v1", api_key="x", max_retries=0)
+        answer = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        assert answer.usage.completion_tokens == 4
+        # huggingface_hub, offline, finds what we pulled.
+        code = ("import huggingface_hub as h; print(h.hf_hub_download(%r, 'smol.Q4_1.gguf', cache_dir=%r))"
+                % (REPO, str(tmp_path / "hf")))
+        env = dict(os.environ, HF_HUB_OFFLINE="1")
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        path = Path(out.stdout.strip().splitlines()[-1])
+        assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(model_bytes).digest()
+        assert not list((tmp_path / "hf").rglob("*.omg-partial"))
+        # A second pull moves no bytes.
+        served = hub.bytes_served
+        job = _wait_job(d, _install(d, MODEL, name="again"))
+        assert job["state"] == "JOB_STATE_DONE" and int(job.get("downloadedBytes", 0)) == 0
+        assert hub.bytes_served == served
+    finally:
+        d.stop()
+
+
+def test_pull_reuses_existing_hf_cache(tmp_path: Path, hub: FakeHub) -> None:
+    code = ("import huggingface_hub as h; h.snapshot_download(%r, cache_dir=%r)" % (REPO, str(tmp_path / "hf")))
+    env = dict(os.environ, HF_ENDPOINT=hub.endpoint, HF_HUB_DISABLE_XET="1")
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0
+    served = hub.bytes_served
+    d = _daemon(tmp_path, hub).start()
+    try:
+        job = _wait_job(d, _install(d, MODEL))
+        assert job["state"] == "JOB_STATE_DONE", job
+        assert hub.bytes_served == served  # nothing downloaded again
+        assert {f["state"] for f in job["files"]} == {"reused"}
+    finally:
+        d.stop()
+
+
+def test_kill_9_mid_download_resumes_after_restart(tmp_path: Path, hub: FakeHub, model_bytes: bytes) -> None:
+    hub.faults.bytes_per_second = 25_000_000  # ~4 s for the model: time to kill it midway
+    d = _daemon(tmp_path, hub).start()
+    job_id = _install(d, MODEL)
+    cache = tmp_path / "hf"
+    deadline = time.monotonic() + 30
+    partial: list[Path] = []
+    while time.monotonic() < deadline:
+        partial = [p for p in cache.rglob("*.omg-partial") if p.stat().st_size > 20_000_000]
+        if partial:
+            break
+        time.sleep(0.05)
+    assert partial, "no partial download appeared"
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    sha = hashlib.sha256(model_bytes).hexdigest()
+    assert not (cache / f"models--test-org--smol-GGUF/blobs/{sha}").exists()  # no half blob visible
+    kept = partial[0].stat().st_size
+    hub.faults.bytes_per_second = None
+    served_before = hub.bytes_served
+    # Kill the orphaned worker-less daemon's leftovers and restart on the same home.
+    d2 = DaemonProc(home=d.home, http_port=d.http_port, grpc_port=d.grpc_port, extra_env=d.extra_env).start()
+    try:
+        job = _wait_job(d2, job_id)
+        assert job["state"] == "JOB_STATE_DONE", job
+        assert hub.bytes_served - served_before <= len(model_bytes) - kept + (1 << 20)
+        blob = cache / f"models--test-org--smol-GGUF/blobs/{sha}"
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == sha
+    finally:
+        d2.stop()
+
+
+def test_flipped_byte_is_rejected_and_nothing_published(tmp_path: Path, hub: FakeHub) -> None:
+    hub.faults.flip_byte_at = 12345
+    d = _daemon(tmp_path, hub).start()
+    try:
+        job = _wait_job(d, _install(d, MODEL))
+        assert job["state"] == "JOB_STATE_FAILED" and "do not match" in job["error"]
+        assert not list((tmp_path / "hf").rglob("blobs/*" + "[0-9a-f]" * 4)) or all(
+            p.stat().st_size < 1000 for p in (tmp_path / "hf").rglob("blobs/*"))
+        assert not list((tmp_path / "hf").rglob("*.omg-partial"))
+        assert MODEL not in d.omg("model", "list").stdout
+    finally:
+        d.stop()
+
+
+def test_server_ignoring_range_and_dropped_connections(tmp_path: Path, hub: FakeHub, model_bytes: bytes) -> None:
+    sha = hashlib.sha256(model_bytes).hexdigest()
+    folder = tmp_path / "hf" / "models--test-org--smol-GGUF" / "blobs"
+    folder.mkdir(parents=True)
+    (folder / f"{sha}.omg-partial").write_bytes(model_bytes[:3_000_000])  # a previous partial
+    hub.faults.ignore_range = True
+    hub.faults.drop_after_bytes = 10_000_000
+    hub.faults.drop_times = 1
+    d = _daemon(tmp_path, hub).start()
+    try:
+        job = _wait_job(d, _install(d, MODEL))
+        assert job["state"] == "JOB_STATE_DONE", job
+        assert hashlib.sha256((folder / sha).read_bytes()).hexdigest() == sha
+    finally:
+        d.stop()
+
+
+def test_concurrent_pulls_download_once(tmp_path: Path, hub: FakeHub, model_bytes: bytes) -> None:
+    hub.faults.bytes_per_second = 60_000_000
+    d = _daemon(tmp_path, hub).start()
+    try:
+        served = hub.bytes_served
+        ids = [_install(d, MODEL, name=f"copy{i}") for i in range(2)]
+        jobs = [_wait_job(d, i) for i in ids]
+        assert all(j["state"] == "JOB_STATE_DONE" for j in jobs), jobs
+        assert hub.bytes_served - served < len(model_bytes) * 1.1
+    finally:
+        d.stop()
+
+
+def test_token_goes_only_to_the_hub(tmp_path: Path, hub: FakeHub) -> None:
+    d = _daemon(tmp_path, hub, HF_TOKEN=hub.token).start()
+    try:
+        job = _wait_job(d, _install(d, "hf.co/test-org/gated-GGUF:Q4_1"))
+        assert job["state"] == "JOB_STATE_DONE", job
+        cdn = [s for s in hub.seen if s.path.startswith("/blobs/")]
+        api = [s for s in hub.seen if s.path.startswith("/api/") or "/resolve/" in s.path]
+        assert cdn and all(s.authorization is None for s in cdn)
+        assert api and all(s.authorization == f"Bearer {hub.token}" for s in api)
+    finally:
+        d.stop()
+
+
+def test_pull_errors_are_actionable(tmp_path: Path, hub: FakeHub) -> None:
+    d = _daemon(tmp_path, hub).start()
+    try:
+        gated = _wait_job(d, _install(d, "test-org/gated-GGUF"))
+        assert gated["state"] == "JOB_STATE_FAILED" and "gated" in gated["error"] and "HF_TOKEN" in gated["error"]
+        missing = _wait_job(d, _install(d, "test-org/nope"))
+        assert missing["state"] == "JOB_STATE_FAILED" and "not found" in missing["error"]
+        rev = _wait_job(d, _install(d, f"{REPO}@no-such-branch"))
+        assert "revision not found" in rev["error"]
+        quant = _wait_job(d, _install(d, f"hf.co/{REPO}:Q9_X"))
+        assert "Q4_1" in quant["error"]  # the message lists what there is
+        evil = _wait_job(d, _install(d, "test-org/evil"))
+        assert evil["state"] == "JOB_STATE_FAILED" and "invalid file name" in evil["error"]
+        assert not (tmp_path / "escape.gguf").exists() and not list(tmp_path.rglob("escape.gguf"))
+        for bad in ("../../etc/passwd", "org/repo@../../x", "org/../x", "/abs/path", "org/repo:Q4\x00"):
+            r = httpx.post(f"{d.http}/v1/models/install", json={"source": bad})
+            assert r.status_code == 400, (bad, r.text)
+        hub.faults.rate_limit_429 = 2  # honoured with Retry-After, then it works
+        ok = _wait_job(d, _install(d, MODEL))
+        assert ok["state"] == "JOB_STATE_DONE", ok
+    finally:
+        d.stop()
+
+
+def test_ollama_pull_copy_delete(tmp_path: Path, hub: FakeHub) -> None:
+    d = _daemon(tmp_path, hub).start()
+    try:
+        with httpx.stream("POST", f"{d.http}/api/pull", json={"model": MODEL}, timeout=120) as r:
+            statuses = [json.loads(line) for line in r.iter_lines() if line]
+        assert statuses[0] == {"status": "pulling manifest"} and statuses[-1] == {"status": "success"}
+        progress = [s for s in statuses if "digest" in s]
+        assert progress and all(s["digest"].startswith("sha256:") and "total" in s for s in progress)
+        assert any(s["completed"] == s["total"] for s in progress)
+        assert {"status": "verifying sha256 digest"} in statuses
+        assert httpx.post(f"{d.http}/api/copy", json={"source": MODEL, "destination": "smol-alias"}).status_code == 200
+        tags = {m["name"]: m for m in httpx.get(f"{d.http}/api/tags").json()["models"]}
+        assert tags["smol-alias"]["digest"] == tags[MODEL]["digest"]
+        assert httpx.request("DELETE", f"{d.http}/api/delete", json={"model": "smol-alias"}).status_code == 200
+        r = httpx.request("DELETE", f"{d.http}/api/delete", json={"model": "smol-alias"})
+        assert r.status_code == 404 and "error" in r.json()
+        r = httpx.post(f"{d.http}/api/pull", json={"model": "test-org/nope", "stream": False}, timeout=60)
+        assert r.status_code == 500 and "not found" in r.json()["error"]
+    finally:
+        d.stop()
