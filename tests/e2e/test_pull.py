@@ -245,3 +245,45 @@ def test_ollama_pull_copy_delete(tmp_path: Path, hub: FakeHub) -> None:
         assert r.status_code == 500 and "not found" in r.json()["error"]
     finally:
         d.stop()
+
+
+def test_rm_gc_du_verify(tmp_path: Path, hub: FakeHub, model_bytes: bytes, gguf_path: Path) -> None:
+    d = _daemon(tmp_path, hub).start()
+    cache = tmp_path / "hf"
+    sha = hashlib.sha256(model_bytes).hexdigest()
+    blob = cache / f"models--test-org--smol-GGUF/blobs/{sha}"
+    try:
+        assert d.omg("pull", MODEL, "--quiet").returncode == 0
+        assert d.omg("pull", MODEL, "--name", "second", "--quiet").returncode == 0
+        # A local add of the same bytes shares the content too (dedup by sha256).
+        assert d.omg("model", "add", str(gguf_path), "--name", "local").returncode == 0
+        du = json.loads(d.omg("model", "du", "--json").stdout)
+        by_name = {m["name"]: m for m in du["models"]}
+        assert int(by_name[MODEL].get("uniqueBytes", 0)) == 0  # every byte shared
+        assert int(du["totalBytes"]) < 2 * len(model_bytes)
+        r = d.omg("model", "rm", "second")
+        assert r.returncode == 0 and "freed 0 B" in r.stdout and blob.exists()
+        assert d.omg("model", "rm", "local").returncode == 0 and gguf_path.exists()  # user's file kept
+        r = d.omg("model", "rm", MODEL)
+        assert r.returncode == 0 and "freed 0 B" not in r.stdout
+        assert not blob.exists()
+        # gc: an orphan blob and a stale partial are found, reported by --dry-run, then removed.
+        orphan = blob.parent / ("ab" * 32)
+        orphan.write_bytes(b"orphan")
+        stale = blob.parent / (("cd" * 32) + ".omg-partial")
+        stale.write_bytes(b"partial")
+        dry = d.omg("model", "gc", "--dry-run")
+        assert orphan.name in dry.stdout and stale.name in dry.stdout and orphan.exists()
+        assert d.omg("model", "gc").returncode == 0 and not orphan.exists() and not stale.exists()
+        # verify: a flipped byte in a pulled file is reported.
+        assert d.omg("pull", MODEL, "--quiet").returncode == 0
+        assert d.omg("model", "verify", MODEL).returncode == 0
+        with open(blob, "r+b") as f:
+            f.seek(1000)
+            byte = f.read(1)
+            f.seek(1000)
+            f.write(bytes([byte[0] ^ 1]))
+        bad = d.omg("model", "verify")
+        assert bad.returncode == 1 and "CORRUPT" in bad.stdout and "smol.Q4_1.gguf" in bad.stdout
+    finally:
+        d.stop()

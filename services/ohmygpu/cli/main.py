@@ -111,7 +111,9 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
             _json(rec)
             return 0
         g = rec.gguf
-        print(f"{rec.name}\n  kind          {assets_pb2.ModelKind.Name(rec.kind)}\n"
+        source = rec.ref.repo if rec.ref.provider == assets_pb2.PROVIDER_HF else "local file"
+        print(f"{rec.name}\n  source        {source} {rec.revision.commit}\n"
+              f"  kind          {assets_pb2.ModelKind.Name(rec.kind)}\n"
               f"  architecture  {g.architecture}\n  parameters    {g.parameter_count:,}\n"
               f"  quantization  {g.quantization}\n  context       {g.context_length}\n"
               f"  size          {_size(rec.size_bytes)}")
@@ -121,9 +123,39 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
             print("  chat template " + g.chat_template[:200].replace("\n", "\\n") + ("…" if len(g.chat_template) > 200 else ""))
         return 0
     if args.action == "rm":
-        client.call(client.models.DeleteModel, models_pb2.DeleteModelRequest(name=args.name))
-        print(f"removed {args.name}")
+        resp = client.call(client.models.DeleteModel, models_pb2.DeleteModelRequest(name=args.name), timeout=120)
+        print(f"removed {args.name} (freed {_size(resp.freed_bytes)})")
         return 0
+    if args.action == "gc":
+        gc = client.call(client.models.GarbageCollect, models_pb2.GarbageCollectRequest(dry_run=args.dry_run),
+                         timeout=600)
+        if args.json:
+            _json(gc)
+            return 0
+        for path in gc.removed:
+            print(("would remove " if args.dry_run else "removed ") + path)
+        print(f"{'would free' if args.dry_run else 'freed'} {_size(gc.freed_bytes)}")
+        return 0
+    if args.action == "du":
+        du = client.call(client.models.DiskUsage, models_pb2.DiskUsageRequest())
+        if args.json:
+            _json(du)
+            return 0
+        _table([[m.name, _size(m.size_bytes), _size(m.unique_bytes)] for m in du.models], ["NAME", "SIZE", "UNIQUE"])
+        print(f"total distinct content: {_size(du.total_bytes)}")
+        return 0
+    if args.action == "verify":
+        resp = client.call(client.models.VerifyModels, models_pb2.VerifyModelsRequest(name=args.name or ""),
+                           timeout=3600)
+        if args.json:
+            _json(resp)
+        bad = [c for c in resp.checks if not c.ok]
+        if not args.json:
+            for c in resp.checks:
+                print(f"{'ok     ' if c.ok else 'CORRUPT'}  {c.model}  {c.filename}" + (f"  ({c.problem})" if c.problem else ""))
+        return 1 if bad else 0
+    if args.action == "pull":
+        return cmd_pull(args, settings)
     raise CliError(f"unknown model action {args.action}", EXIT_USAGE)
 
 
@@ -221,8 +253,20 @@ def build_parser() -> argparse.ArgumentParser:
         msub.add_parser(name, help="list models")
     info = msub.add_parser("info", help="show a model's details")
     info.add_argument("name")
-    rm = msub.add_parser("rm", help="remove a model from the store")
+    rm = msub.add_parser("rm", help="remove a model and the bytes nothing else uses")
     rm.add_argument("name")
+    gc = msub.add_parser("gc", help="delete unreferenced blobs and stale partial downloads")
+    gc.add_argument("--dry-run", dest="dry_run", action="store_true", help="show what would go, delete nothing")
+    msub.add_parser("du", help="disk use per model")
+    ver = msub.add_parser("verify", help="re-hash files and report corruption")
+    ver.add_argument("name", nargs="?")
+    mp = msub.add_parser("pull", help="same as `omg pull`")
+    mp.add_argument("source")
+    mp.add_argument("--name")
+    mp.add_argument("--include", action="append")
+    mp.add_argument("--exclude", action="append")
+    mp.add_argument("--max-rate", dest="max_rate", type=int)
+    mp.add_argument("--quiet", action="store_true")
     for action in msub.choices.values():
         action.add_argument("--json", action="store_true", help="machine-readable output")
     m.set_defaults(func=cmd_model)

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ohmygpu.api.v1 import (chat_pb2_grpc, jobs_pb2, jobs_pb2_grpc, models_pb2, models_pb2_grpc,
                             system_pb2, system_pb2_grpc)
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core import maintenance
 from ohmygpu.core.errors import InvalidArgument
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore, main_artifact
@@ -31,6 +32,7 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         self.store = store
         self.orchestrator = orchestrator
         self.jobs = jobs
+        self.hf_cache = Path(jobs.settings.hf_hub_cache)
 
     @grpc_errors.unary
     async def InstallModel(self, request: models_pb2.InstallModelRequest, context) -> jobs_pb2.Job:
@@ -66,8 +68,27 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         worker = self.orchestrator.workers.pop(request.name, None)
         if worker is not None:
             await worker.stop()
-        await asyncio.to_thread(self.store.delete, request.name)
-        return models_pb2.DeleteModelResponse(freed_bytes=0)
+        freed = await asyncio.to_thread(maintenance.remove_model, self.store, request.name, self.hf_cache)
+        return models_pb2.DeleteModelResponse(freed_bytes=freed)
+
+    @grpc_errors.unary
+    async def VerifyModels(self, request: models_pb2.VerifyModelsRequest, context) -> models_pb2.VerifyModelsResponse:
+        checks = await asyncio.to_thread(maintenance.verify, self.store, request.name)
+        return models_pb2.VerifyModelsResponse(checks=[
+            models_pb2.ArtifactCheck(model=c.model, filename=c.filename, ok=c.ok, expected=c.expected,
+                                     actual=c.actual, problem=c.problem) for c in checks])
+
+    @grpc_errors.unary
+    async def GarbageCollect(self, request: models_pb2.GarbageCollectRequest, context) -> models_pb2.GarbageCollectResponse:
+        report = await asyncio.to_thread(maintenance.collect_garbage, self.store, self.hf_cache,
+                                         dry_run=request.dry_run)
+        return models_pb2.GarbageCollectResponse(removed=report.removed, freed_bytes=report.freed)
+
+    @grpc_errors.unary
+    async def DiskUsage(self, request: models_pb2.DiskUsageRequest, context) -> models_pb2.DiskUsageResponse:
+        rows, total = await asyncio.to_thread(maintenance.disk_usage, self.store)
+        return models_pb2.DiskUsageResponse(total_bytes=total, models=[
+            models_pb2.ModelUsage(name=n, size_bytes=s, unique_bytes=u) for n, s, u in rows])
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):

@@ -64,3 +64,67 @@ class InstallModelRequest(_message.Message):
     exclude: _containers.RepeatedScalarFieldContainer[str]
     max_rate: int
     def __init__(self, source: _Optional[str] = ..., name: _Optional[str] = ..., include: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ..., max_rate: _Optional[int] = ...) -> None: ...
+
+class VerifyModelsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ArtifactCheck(_message.Message):
+    __slots__ = ("model", "filename", "ok", "expected", "actual", "problem")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    filename: str
+    ok: bool
+    expected: str
+    actual: str
+    problem: str
+    def __init__(self, model: _Optional[str] = ..., filename: _Optional[str] = ..., ok: _Optional[bool] = ..., expected: _Optional[str] = ..., actual: _Optional[str] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class VerifyModelsResponse(_message.Message):
+    __slots__ = ("checks",)
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    checks: _containers.RepeatedCompositeFieldContainer[ArtifactCheck]
+    def __init__(self, checks: _Optional[_Iterable[_Union[ArtifactCheck, _Mapping]]] = ...) -> None: ...
+
+class GarbageCollectRequest(_message.Message):
+    __slots__ = ("dry_run",)
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
+
+class GarbageCollectResponse(_message.Message):
+    __slots__ = ("removed", "freed_bytes")
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    freed_bytes: int
+    def __init__(self, removed: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
+
+class DiskUsageRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelUsage(_message.Message):
+    __slots__ = ("name", "size_bytes", "unique_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    unique_bytes: int
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., unique_bytes: _Optional[int] = ...) -> None: ...
+
+class DiskUsageResponse(_message.Message):
+    __slots__ = ("models", "total_bytes")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelUsage]
+    total_bytes: int
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., total_bytes: _Optional[int] = ...) -> None: ...

@@ -57,6 +57,21 @@ class ModelServiceStub:
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.InstallModelRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_api_dot_v1_dot_jobs__pb2.Job.FromString,
                 _registered_method=True)
+        self.VerifyModels = channel.unary_unary(
+                '/ohmygpu.api.v1.ModelService/VerifyModels',
+                request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.VerifyModelsRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.VerifyModelsResponse.FromString,
+                _registered_method=True)
+        self.GarbageCollect = channel.unary_unary(
+                '/ohmygpu.api.v1.ModelService/GarbageCollect',
+                request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.GarbageCollectRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.GarbageCollectResponse.FromString,
+                _registered_method=True)
+        self.DiskUsage = channel.unary_unary(
+                '/ohmygpu.api.v1.ModelService/DiskUsage',
+                request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DiskUsageRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DiskUsageResponse.FromString,
+                _registered_method=True)
         self.DeleteModel = channel.unary_unary(
                 '/ohmygpu.api.v1.ModelService/DeleteModel',
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelRequest.SerializeToString,
@@ -96,6 +111,27 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyModels(self, request, context):
+        """Re-hashes the files of one model (or all) and reports any that differ from the index.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GarbageCollect(self, request, context):
+        """Deletes blobs nothing points to and stale partial downloads; dry_run only reports them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiskUsage(self, request, context):
+        """Disk use per model: its size, and the bytes only it uses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteModel(self, request, context):
         """Removes a model from the store; a registered local file itself is left alone.
         """
@@ -125,6 +161,21 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.InstallModel,
                     request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.InstallModelRequest.FromString,
                     response_serializer=ohmygpu_dot_api_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+            ),
+            'VerifyModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyModels,
+                    request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.VerifyModelsRequest.FromString,
+                    response_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.VerifyModelsResponse.SerializeToString,
+            ),
+            'GarbageCollect': grpc.unary_unary_rpc_method_handler(
+                    servicer.GarbageCollect,
+                    request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.GarbageCollectRequest.FromString,
+                    response_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.GarbageCollectResponse.SerializeToString,
+            ),
+            'DiskUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiskUsage,
+                    request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DiskUsageRequest.FromString,
+                    response_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DiskUsageResponse.SerializeToString,
             ),
             'DeleteModel': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteModel,
@@ -241,6 +292,87 @@ class ModelService:
             '/ohmygpu.api.v1.ModelService/InstallModel',
             ohmygpu_dot_api_dot_v1_dot_models__pb2.InstallModelRequest.SerializeToString,
             ohmygpu_dot_api_dot_v1_dot_jobs__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.ModelService/VerifyModels',
+            ohmygpu_dot_api_dot_v1_dot_models__pb2.VerifyModelsRequest.SerializeToString,
+            ohmygpu_dot_api_dot_v1_dot_models__pb2.VerifyModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GarbageCollect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.ModelService/GarbageCollect',
+            ohmygpu_dot_api_dot_v1_dot_models__pb2.GarbageCollectRequest.SerializeToString,
+            ohmygpu_dot_api_dot_v1_dot_models__pb2.GarbageCollectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiskUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.ModelService/DiskUsage',
+            ohmygpu_dot_api_dot_v1_dot_models__pb2.DiskUsageRequest.SerializeToString,
+            ohmygpu_dot_api_dot_v1_dot_models__pb2.DiskUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,155 @@
+"""Store upkeep: remove a model's bytes that nothing else uses, collect garbage, report disk use,
+re-verify content. Nothing is deleted outside the HF cache and OMG_HOME, and a file that a user
+registered in place (`omg model add`) is never deleted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.digests import sha256_file
+from ohmygpu.core.hfcache import PARTIAL_SUFFIX, inside
+from ohmygpu.core.store import ModelStore
+
+
+def _blob_of(artifact: assets_pb2.Artifact) -> Path | None:
+    """The real file behind an artifact of a pulled model (its snapshot link resolved)."""
+    path = Path(artifact.local_path)
+    return path.resolve() if path.is_symlink() or path.exists() else None
+
+
+def _pulled(record: assets_pb2.InstallRecord) -> bool:
+    return record.ref.provider == assets_pb2.PROVIDER_HF
+
+
+def remove_model(store: ModelStore, name: str, hf_cache: Path) -> int:
+    """Forget `name` and delete the pulled bytes no other model uses; returns bytes freed.
+    Raises ModelNotFound."""
+    record = store.get(name)
+    store.delete(name)
+    if not _pulled(record):
+        return 0  # registered in place: the user's file stays
+    still_used = {a.sha256 for r in store.list() for a in r.artifacts}
+    freed = 0
+    for artifact in record.artifacts:
+        if artifact.sha256 in still_used:
+            continue
+        link = Path(artifact.local_path)
+        blob = _blob_of(artifact)
+        if link.is_symlink() and inside(hf_cache, link.parent):
+            link.unlink()
+        if blob is not None and blob.is_file() and inside(hf_cache, blob) and not _linked_from_snapshots(blob):
+            freed += blob.stat().st_size
+            blob.unlink()
+    return freed
+
+
+def _linked_from_snapshots(blob: Path) -> bool:
+    """Whether any snapshot of the blob's repo (ours or another tool's) still points at it."""
+    snapshots = blob.parent.parent / "snapshots"
+    if not snapshots.is_dir():
+        return False
+    for link in snapshots.rglob("*"):
+        if link.is_symlink() and link.resolve() == blob:
+            return True
+    return False
+
+
+@dataclass
+class GcReport:
+    removed: list[str] = field(default_factory=list)
+    freed: int = 0
+
+
+def _partial_in_use(partial: Path) -> bool:
+    lock = partial.with_name(partial.name + ".lock")
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the lock if we took it
+    return False
+
+
+def collect_garbage(store: ModelStore, hf_cache: Path, *, dry_run: bool) -> GcReport:
+    """Blobs in the HF cache that no snapshot points to (useless to every tool) and partial
+    downloads no pull is writing."""
+    report = GcReport()
+    if not hf_cache.is_dir():
+        return report
+    referenced = {Path(a.local_path).resolve() for r in store.list() for a in r.artifacts if a.local_path}
+    for repo in sorted(hf_cache.glob("models--*")):
+        blobs = repo / "blobs"
+        if not blobs.is_dir() or repo.is_symlink():
+            continue
+        linked = {p.resolve() for p in (repo / "snapshots").rglob("*") if p.is_symlink()} \
+            if (repo / "snapshots").is_dir() else set()
+        for f in sorted(blobs.iterdir()):
+            if f.is_symlink() or not f.is_file():
+                continue
+            if f.name.endswith(PARTIAL_SUFFIX):
+                stale = not _partial_in_use(f)
+            elif f.name.endswith(".lock"):
+                partial = f.with_name(f.name[: -len(".lock")])
+                stale = not partial.exists() and not _partial_in_use(partial)
+            else:
+                stale = f.resolve() not in linked and f.resolve() not in referenced
+            if stale:
+                report.removed.append(str(f.relative_to(hf_cache)))
+                report.freed += f.stat().st_size
+                if not dry_run:
+                    f.unlink()
+    return report
+
+
+def disk_usage(store: ModelStore) -> tuple[list[tuple[str, int, int]], int]:
+    """(name, size, unique bytes) per model, and distinct bytes overall."""
+    users: dict[str, set[str]] = defaultdict(set)
+    sizes: dict[str, int] = {}
+    records = store.list()
+    for r in records:
+        for a in r.artifacts:
+            users[a.sha256].add(r.name)
+            sizes[a.sha256] = a.size
+    rows = []
+    for r in records:
+        unique = sum(sizes[a.sha256] for a in r.artifacts if users[a.sha256] == {r.name})
+        rows.append((r.name, r.size_bytes, unique))
+    return rows, sum(sizes.values())
+
+
+@dataclass
+class Check:
+    model: str
+    filename: str
+    expected: str
+    actual: str
+    problem: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
+
+
+def verify(store: ModelStore, name: str = "") -> list[Check]:
+    """Re-hash every file of one model (or all); raises ModelNotFound for an unknown name."""
+    records = [store.get(name)] if name else store.list()
+    checks = []
+    for r in records:
+        for a in r.artifacts:
+            try:
+                actual = sha256_file(Path(a.local_path))
+                problem = "" if actual == a.sha256 else "content changed: the file is corrupt or was replaced"
+            except OSError:
+                actual, problem = "", "file is missing or unreadable"
+            checks.append(Check(r.name, a.filename, a.sha256, actual, problem))
+    return checks
