@@ -318,3 +318,31 @@ class FakeHub:
                 if f is not None and f.lfs and f.sha256 == sha:
                     return self._body(f.data, request, {"ETag": f'"{sha}"', "Content-Type": "application/octet-stream"})
         return Response(status_code=404)
+
+
+def main() -> None:
+    """Serve files from the command line (benchmarks run the hub in its own process):
+    python -m tests.fakes.hub REPO_ID FILE [FILE ...] [--random NAME:BYTES]"""
+    import argparse
+    import os
+    from pathlib import Path
+
+    p = argparse.ArgumentParser()
+    p.add_argument("repo")
+    p.add_argument("files", nargs="*")
+    p.add_argument("--random", action="append", default=[], help="NAME:BYTES of random content")
+    args = p.parse_args()
+    files = {Path(f).name: Path(f).read_bytes() for f in args.files}
+    for spec in args.random:
+        name, size = spec.rsplit(":", 1)
+        files[name] = os.urandom(int(size))
+    repo = FakeRepo(args.repo, files)
+    for path in files:
+        _ = repo.file(path).sha256  # hash now, not during the timed downloads
+    with FakeHub([repo]) as hub:
+        print(hub.endpoint, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
