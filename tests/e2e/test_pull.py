@@ -287,3 +287,45 @@ def test_rm_gc_du_verify(tmp_path: Path, hub: FakeHub, model_bytes: bytes, gguf_
         assert bad.returncode == 1 and "CORRUPT" in bad.stdout and "smol.Q4_1.gguf" in bad.stdout
     finally:
         d.stop()
+
+
+def test_default_quant_is_picked_and_named(tmp_path: Path, model_bytes: bytes) -> None:
+    repo = FakeRepo("test-org/multi-GGUF", {"m.Q8_0.gguf": model_bytes, "m.Q4_K_M.gguf": model_bytes[:-1] + b"\x01",
+                                            "m.Q2_K.gguf": b"GGUF-not-really"})
+    with FakeHub([repo]) as hub:
+        d = _daemon(tmp_path, hub).start()
+        try:
+            job = _wait_job(d, _install(d, "hf.co/test-org/multi-GGUF"))
+            assert [f["filename"] for f in job["files"]] == ["m.Q4_K_M.gguf"]
+            assert "picked Q4_K_M" in job["message"] and "Q2_K" in job["message"] and "Q8_0" in job["message"]
+            low = _wait_job(d, _install(d, "hf.co/test-org/multi-GGUF:q8_0"))  # tags are case-insensitive
+            assert [f["filename"] for f in low["files"]] == ["m.Q8_0.gguf"] and low["state"] == "JOB_STATE_DONE"
+        finally:
+            d.stop()
+
+
+def test_two_daemons_sharing_an_hf_cache_download_once(tmp_path: Path, hub: FakeHub, model_bytes: bytes) -> None:
+    hub.faults.bytes_per_second = 50_000_000
+    shared = {"HF_HUB_CACHE": str(tmp_path / "shared-hf")}
+    a = _daemon(tmp_path / "a", hub, **shared).start()
+    b = _daemon(tmp_path / "b", hub, **shared).start()
+    try:
+        served = hub.bytes_served
+        ja, jb = _install(a, MODEL), _install(b, MODEL)
+        assert _wait_job(a, ja)["state"] == "JOB_STATE_DONE" and _wait_job(b, jb)["state"] == "JOB_STATE_DONE"
+        assert hub.bytes_served - served < len(model_bytes) * 1.1  # one process waited for the other
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_pull_links_content_already_added_locally(tmp_path: Path, hub: FakeHub, gguf_path: Path) -> None:
+    d = _daemon(tmp_path, hub).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "mine").returncode == 0
+        served = hub.bytes_served
+        job = _wait_job(d, _install(d, MODEL))
+        assert job["state"] == "JOB_STATE_DONE"
+        assert hub.bytes_served - served < 100_000  # only the small files crossed the network
+    finally:
+        d.stop()

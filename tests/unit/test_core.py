@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -136,3 +137,58 @@ def test_store_refuses_non_gguf_without_revealing_which(tmp_path: Path) -> None:
     assert len(messages) == 1, messages
     assert store.list() == []
     assert str(tmp_path) not in next(iter(messages))
+
+
+def test_disk_space_is_checked_before_download(tmp_path: Path) -> None:
+    from ohmygpu.core.download import InsufficientSpace, check_space
+
+    check_space(tmp_path, 1)
+    with pytest.raises(InsufficientSpace, match="GB"):
+        check_space(tmp_path, 1 << 60)
+
+
+@pytest.mark.parametrize("source,expected", [
+    ("org/repo", ("org/repo", "", "")),
+    ("org/repo@v1.0", ("org/repo", "v1.0", "")),
+    ("hf.co/org/repo:Q4_K_M", ("org/repo", "", "Q4_K_M")),
+    ("huggingface.co/org/repo@main:q8_0", ("org/repo", "main", "q8_0")),
+])
+def test_parse_source(source: str, expected: tuple[str, str, str]) -> None:
+    from ohmygpu.core.names import parse_source
+
+    assert parse_source(source) == expected
+
+
+@pytest.mark.parametrize("bad", ["../x", "org/../x", "org/repo@../../etc", "org/repo@/abs", "org", "a/b/c",
+                                 "org/repo:Q4/..", "org/re\x00po", "C:\\x/y"])
+def test_parse_source_rejects_traversal(bad: str) -> None:
+    from ohmygpu.core.names import parse_source
+
+    with pytest.raises(errors.InvalidName):
+        parse_source(bad)
+
+
+@pytest.mark.parametrize("bad", ["../a", "a/../b", "/etc/passwd", "a\\b", "C:/x", "a\x00", "", "a//b", "./a"])
+def test_repo_paths_from_the_hub_are_validated(bad: str) -> None:
+    from ohmygpu.core.names import parse_repo_path
+
+    with pytest.raises(errors.InvalidName):
+        parse_repo_path(bad)
+
+
+def test_hf_cache_links_stay_inside(tmp_path: Path) -> None:
+    from ohmygpu.core import hfcache
+
+    sha = "ab" * 32
+    commit = "cd" * 20
+    blob = hfcache.blob_path(tmp_path, "org/repo", sha)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"x")
+    link = hfcache.link_snapshot(tmp_path, "org/repo", commit, "sub/dir/file.bin", sha)
+    assert link.is_symlink() and link.read_bytes() == b"x" and not Path(os.readlink(link)).is_absolute()
+    assert hfcache.inside(tmp_path, link)
+    with pytest.raises(errors.InvalidName):
+        hfcache.blob_path(tmp_path, "org/repo", "../../../etc/passwd")
+    outside = tmp_path / "evil-link"
+    outside.symlink_to("/etc")
+    assert not hfcache.inside(tmp_path, outside / "passwd")

@@ -41,6 +41,8 @@ def run_pull(client: Client, request: models_pb2.InstallModelRequest, *, quiet: 
 
 
 def _finish(job: jobs_pb2.Job) -> int:
+    if job.message:
+        print(job.message, file=sys.stderr)
     if job.state == jobs_pb2.JOB_STATE_DONE:
         print(f"pulled {job.model} ({job.total_bytes / 1e6:.1f} MB, {job.downloaded_bytes / 1e6:.1f} MB downloaded)")
         return 0

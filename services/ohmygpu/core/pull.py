@@ -48,6 +48,7 @@ class PullProgress:
     files: dict[str, FileState] = field(default_factory=dict)
     downloaded: int = 0
     stage: str = "pulling manifest"
+    note: str = ""
     started: float = field(default_factory=time.monotonic)
     _window: list[tuple[float, int]] = field(default_factory=list)
 
@@ -81,7 +82,8 @@ def _quant_of(filename: str) -> str:
     return m.group(1).upper() if m else ""
 
 
-def select_files(snap: RepoSnapshot, *, quant: str, include: list[str], exclude: list[str]) -> list[RemoteFile]:
+def select_files(snap: RepoSnapshot, *, quant: str, include: list[str], exclude: list[str],
+                 progress: PullProgress | None = None) -> list[RemoteFile]:
     """The files a pull takes. For GGUF repos, one quantization (the asked one, else a sensible
     default) plus the small non-weight files; raises NotFound naming the choices."""
     files = list(snap.files)
@@ -104,7 +106,10 @@ def select_files(snap: RepoSnapshot, *, quant: str, include: list[str], exclude:
         else:
             choice = next((q for q in PREFERRED_QUANTS if q in quants), "") or min(
                 quants, key=lambda q: sum(f.size for f in quants[q]))
-            log.info("%s: picked %s of %s (name one with :QUANT)", snap.repo_id, choice, ", ".join(sorted(quants)))
+            note = f"picked {choice} of {', '.join(sorted(quants))}; name another with :QUANT"
+            log.info("%s: %s", snap.repo_id, note)
+            if progress is not None:
+                progress.note = note
         weights = {f.path for f in ggufs}
         files = [f for f in files if f.path not in weights or f in quants[choice]]
     elif quant:
@@ -152,7 +157,7 @@ async def pull(
     repo_id, revision, quant = parse_source(source)
     model_name = parse_model_name(name or source.strip())
     snap = await hub.snapshot(repo_id, revision)
-    files = select_files(snap, quant=quant, include=include or [], exclude=exclude or [])
+    files = select_files(snap, quant=quant, include=include or [], exclude=exclude or [], progress=progress)
     for f in files:
         progress.files[f.path] = FileState(f.path, f.size, f"sha256:{f.sha256}" if f.sha256 else "")
     progress.stage = "pulling"

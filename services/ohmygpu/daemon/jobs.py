@@ -104,6 +104,7 @@ class JobManager:
                               state=f.state)
             job.completed_bytes, job.total_bytes = p.completed, p.total
             job.downloaded_bytes = p.downloaded
+            job.message = p.note
             job.rate_bytes_per_second = p.rate
             if p.rate > 0 and state == jobs_pb2.JOB_STATE_RUNNING:
                 job.eta_seconds = max(0.0, (p.total - p.completed) / p.rate)
