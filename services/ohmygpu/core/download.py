@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
+import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,8 +132,13 @@ async def fetch(
     progress: Callable[[int, int], None],
     limiter: RateLimiter | None = None,
     cancelled: asyncio.Event | None = None,
+    segment_min: int = 64 << 20,
+    segments: int = 4,
 ) -> FetchResult:
     """Make `blob` hold `remote`'s verified content, downloading only what is missing.
+
+    Files of at least `segment_min` bytes are fetched as `segments` ranges at once (see
+    _fetch_segmented); smaller ones, and servers that ignore Range, as one stream.
 
     `progress(completed, downloaded_now)` is called as bytes arrive. Raises CorruptDownload,
     Unavailable (network, after retries), our hub errors, asyncio.CancelledError.
@@ -147,6 +154,12 @@ async def fetch(
             if digest is not None:
                 progress(remote.size, 0)
                 return FetchResult(digest, 0, True)
+        if segments > 1 and remote.size >= segment_min and remote.sha256:
+            result = await _fetch_segmented(hub, url, remote, blob=blob, partial=partial, progress=progress,
+                                            limiter=limiter, cancelled=cancelled, parts=segments)
+            if result is not None:
+                return result
+            # The server ignored Range: fall through to one stream from the start.
         hashes = _Hashes(want_git=remote.sha256 is None, size=remote.size)
         offset = await asyncio.to_thread(_hash_prefix, partial, hashes) if partial.exists() else 0
         if offset > remote.size:
@@ -193,15 +206,165 @@ async def fetch(
             if failures > _RETRIES:
                 raise Unavailable(f"download of {remote.path} kept failing: {error}")
             await asyncio.sleep(min(10.0, 0.2 * 2 ** failures))
-        digest = "sha256:" + hashes.sha256.hexdigest()
-        if (remote.sha256 and hashes.sha256.hexdigest() != remote.sha256) or (
-                hashes.git is not None and hashes.git.hexdigest() != remote.git_sha1):
-            partial.unlink(missing_ok=True)
-            raise CorruptDownload(f"{remote.path}: the downloaded bytes do not match the hub's hash; "
-                                  "nothing was kept (try again)")
-        os.replace(partial, blob)  # visible only now, complete and verified
-        _fsync_dir(blob.parent)
-        return FetchResult(digest, downloaded, False)
+        return _publish(remote, hashes, partial, blob, downloaded)
+
+
+def _publish(remote: RemoteFile, hashes: _Hashes, partial: Path, blob: Path, downloaded: int) -> FetchResult:
+    """Check the hash and make the blob visible by an atomic rename; raises CorruptDownload."""
+    digest = "sha256:" + hashes.sha256.hexdigest()
+    if (remote.sha256 and hashes.sha256.hexdigest() != remote.sha256) or (
+            hashes.git is not None and hashes.git.hexdigest() != remote.git_sha1):
+        partial.unlink(missing_ok=True)
+        _segments_file(partial).unlink(missing_ok=True)
+        raise CorruptDownload(f"{remote.path}: the downloaded bytes do not match the hub's hash; "
+                              "nothing was kept (try again)")
+    os.replace(partial, blob)  # visible only now, complete and verified
+    _segments_file(partial).unlink(missing_ok=True)
+    _fsync_dir(blob.parent)
+    return FetchResult(digest, downloaded, False)
+
+
+def _segments_file(partial: Path) -> Path:
+    return partial.with_name(partial.name + ".segments")
+
+
+class _IgnoredRange(Exception):
+    """The server answered a range request with the whole file."""
+
+
+async def _fetch_segmented(
+    hub: HubClient, url: str, remote: RemoteFile, *, blob: Path, partial: Path,
+    progress: Callable[[int, int], None], limiter: RateLimiter | None, cancelled: asyncio.Event | None,
+    parts: int,
+) -> FetchResult | None:
+    """Download a large file as `parts` ranges at once into one sparse partial file.
+
+    Each range's progress is saved beside the partial (after an fsync of the data), so a crash
+    resumes every range where it was. The sha256 is computed while the ranges arrive, by a
+    cursor that follows the contiguous prefix (from the page cache), so the file is hashed once.
+    Returns None when the server ignores Range (the caller then streams the file whole).
+    """
+    size = remote.size
+    step = -(-size // parts)
+    bounds = [(i, min(size, i + step)) for i in range(0, size, step)]
+    meta = _segments_file(partial)
+    done = [0] * len(bounds)
+    if meta.exists() and partial.exists():
+        try:
+            saved = json.loads(meta.read_text())
+            if saved.get("size") == size and [tuple(b) for b in saved["bounds"]] == bounds:
+                done = [min(int(d), e - s) for d, (s, e) in zip(saved["done"], bounds)]
+        except (ValueError, KeyError, TypeError):
+            done = [0] * len(bounds)
+    elif partial.exists():
+        # A prefix written by a single-stream download: it is the first range's progress.
+        done[0] = min(partial.stat().st_size, bounds[0][1])
+    fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
+    downloaded = 0
+    wake = asyncio.Event()
+    hashes = _Hashes(want_git=False, size=size)
+
+    last_save = [time.monotonic()]
+    save_lock = threading.Lock()  # ranges save from worker threads; one writer at a time
+
+    def save() -> None:
+        with save_lock:
+            claimed = list(done)
+            os.fsync(fd)  # the bytes first, then the claim that they are there
+            tmp = meta.with_name(meta.name + ".tmp")
+            tmp.write_text(json.dumps({"size": size, "bounds": bounds, "done": claimed}))
+            os.replace(tmp, meta)
+
+    async def segment(k: int) -> None:
+        nonlocal downloaded
+        start, end = bounds[k]
+        failures = 0
+        unsaved = 0
+        while done[k] < end - start:
+            if cancelled is not None and cancelled.is_set():
+                raise asyncio.CancelledError()
+            before = done[k]
+            error: object = "the connection ended early"
+            try:
+                async with hub.request("GET", url, what=remote.path,
+                                       headers={"range": f"bytes={start + done[k]}-{end - 1}"}) as r:
+                    if r.status_code != 206:
+                        raise _IgnoredRange()
+                    if not r.headers.get("content-range", "").startswith(f"bytes {start + done[k]}-"):
+                        raise Unavailable(f"the server sent the wrong range for {remote.path}")
+                    async for chunk in r.aiter_bytes(_CHUNK):
+                        chunk = chunk[: end - start - done[k]]
+                        os.pwrite(fd, chunk, start + done[k])  # into the page cache: no thread hop
+                        done[k] += len(chunk)
+                        downloaded += len(chunk)
+                        unsaved += len(chunk)
+                        wake.set()
+                        progress(sum(done), len(chunk))
+                        if unsaved >= 16 << 20 or time.monotonic() - last_save[0] > 0.5:
+                            last_save[0] = time.monotonic()
+                            await asyncio.to_thread(save)
+                            unsaved = 0
+                        if limiter is not None:
+                            await limiter.take(len(chunk))
+                        if cancelled is not None and cancelled.is_set():
+                            raise asyncio.CancelledError()
+                        if done[k] >= end - start:
+                            break
+            except (httpx.TransportError, Unavailable) as e:
+                error = e
+            if done[k] >= end - start:
+                break
+            failures = 0 if done[k] > before else failures + 1
+            if failures > _RETRIES:
+                raise Unavailable(f"download of {remote.path} kept failing: {error}")
+            await asyncio.sleep(min(10.0, 0.2 * 2 ** failures))
+
+    def read_and_hash(pos: int, n: int) -> int:
+        data = os.pread(fd, n, pos)
+        hashes.update(data)  # hashlib releases the GIL on large buffers
+        return len(data)
+
+    async def hash_cursor() -> None:
+        pos = 0
+        while pos < size:
+            k = next(i for i, (s, e) in enumerate(bounds) if s <= pos < e)
+            ready = bounds[k][0] + done[k]
+            if ready <= pos:
+                wake.clear()
+                await wake.wait()
+                continue
+            pos += await asyncio.to_thread(read_and_hash, pos, min(ready - pos, 8 * _CHUNK))
+
+    # Claim the layout before the first byte lands: a partial without its claim would be read,
+    # after a crash, as a contiguous prefix, holes and all.
+    await asyncio.to_thread(save)
+    progress(sum(done), 0)
+    keep = True
+    try:
+        tasks = [asyncio.ensure_future(segment(k)) for k in range(len(bounds))]
+        cursor = asyncio.ensure_future(hash_cursor())
+        try:
+            await asyncio.gather(*tasks)
+            await cursor
+        except _IgnoredRange:
+            for t in (*tasks, cursor):
+                t.cancel()
+            await asyncio.gather(*tasks, cursor, return_exceptions=True)
+            keep = False
+            os.ftruncate(fd, 0)
+            meta.unlink(missing_ok=True)
+            return None
+        except BaseException:
+            for t in (*tasks, cursor):
+                t.cancel()
+            await asyncio.gather(*tasks, cursor, return_exceptions=True)
+            raise
+        finally:
+            if keep and partial.exists():
+                await asyncio.to_thread(save)  # a crash or cancel resumes from here
+    finally:
+        os.close(fd)
+    return _publish(remote, hashes, partial, blob, downloaded)
 
 
 def _verify_existing(blob: Path, remote: RemoteFile) -> str | None:
