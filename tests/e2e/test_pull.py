@@ -340,3 +340,51 @@ def test_pull_links_content_already_added_locally(tmp_path: Path, hub: FakeHub, 
         assert hub.bytes_served - served < 100_000  # only the small files crossed the network
     finally:
         d.stop()
+
+
+def test_offline_hub_is_a_clear_error(tmp_path: Path) -> None:
+    from tests.helpers import free_port
+
+    d = new_daemon(tmp_path, extra_env={"HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+                                        "HF_HUB_CACHE": str(tmp_path / "hf")}).start()
+    try:
+        r = d.omg("pull", "org/repo", "--quiet")
+        assert r.returncode == 1 and "cannot reach the hub" in r.stderr
+    finally:
+        d.stop()
+
+
+def test_cli_progress_bars_in_a_terminal(tmp_path: Path, hub: FakeHub) -> None:
+    import pty
+    import re
+    import select
+
+    hub.faults.bytes_per_second = 40_000_000
+    d = _daemon(tmp_path, hub).start()
+    try:
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.environ.update(d.env)
+            os.environ["COLUMNS"] = "120"
+            os.execv(sys.executable, [sys.executable, "-m", "ohmygpu.cli.main", "pull", MODEL])
+        screen = b""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                screen += data
+        _, status = os.waitpid(pid, 0)
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+        assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+        assert "smol.Q4_1.gguf" in text and "total" in text  # a bar per file and one overall
+        assert re.search(r"\d+(\.\d+)?/\d+(\.\d+)? MB", text), text[-2000:]  # bytes done / total
+        assert "pulled" in text
+        os.close(fd)
+    finally:
+        d.stop()
