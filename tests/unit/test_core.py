@@ -140,7 +140,8 @@ def test_store_refuses_non_gguf_without_revealing_which(tmp_path: Path) -> None:
 
 
 def test_disk_space_is_checked_before_download(tmp_path: Path) -> None:
-    from ohmygpu.core.download import InsufficientSpace, check_space
+    from ohmygpu.core.download import check_space
+    from ohmygpu.core.errors import InsufficientSpace
 
     check_space(tmp_path, 1)
     with pytest.raises(InsufficientSpace, match="GB"):

@@ -19,27 +19,11 @@ from pathlib import Path
 
 import httpx
 
-from ohmygpu.core.errors import InvalidArgument, OmgError, Unavailable
+from ohmygpu.core.errors import CorruptDownload, InsufficientSpace, InvalidArgument, Unavailable
 from ohmygpu.core.hub import HubClient, RemoteFile
 
 _CHUNK = 1 << 20
 _RETRIES = 6
-
-
-class CorruptDownload(OmgError, ValueError):
-    """The bytes received do not hash to what the hub said; nothing was published."""
-
-    grpc_code = "DATA_LOSS"
-    http_status = 502
-    openai_type = "server_error"
-
-
-class InsufficientSpace(OmgError, OSError):
-    """Not enough free disk space for the pull."""
-
-    grpc_code = "RESOURCE_EXHAUSTED"
-    http_status = 507
-    openai_type = "server_error"
 
 
 class RateLimiter:

@@ -128,6 +128,26 @@ class Unavailable(OmgError):
     openai_type = "server_error"
 
 
+class RateLimited(Unavailable):
+    """The hub answered 429 more often than we retry."""
+
+
+class CorruptDownload(OmgError, ValueError):
+    """The bytes received do not hash to what the hub said; nothing was published."""
+
+    grpc_code = "DATA_LOSS"
+    http_status = 502
+    openai_type = "server_error"
+
+
+class InsufficientSpace(OmgError, OSError):
+    """Not enough free disk space for the pull."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+    http_status = 507
+    openai_type = "server_error"
+
+
 # gRPC status name -> error class, for clients turning a status back into an error.
 BY_GRPC_CODE: dict[str, type[OmgError]] = {
     "INVALID_ARGUMENT": InvalidArgument,

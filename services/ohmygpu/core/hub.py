@@ -16,17 +16,13 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
-from ohmygpu.core.errors import NotFound, OmgError, PermissionDenied, Unavailable
+from ohmygpu.core.errors import NotFound, OmgError, PermissionDenied, RateLimited, Unavailable
 from ohmygpu.core.hfcache import parse_etag
 from ohmygpu.core.names import parse_repo_id, parse_repo_path, parse_revision
 
 log = logging.getLogger("ohmygpu.hub")
 _MAX_ERROR_BODY = 4096
 _MAX_REDIRECTS = 5
-
-
-class RateLimited(Unavailable):
-    """The hub answered 429 more often than we retry."""
 
 
 @dataclass(frozen=True)
