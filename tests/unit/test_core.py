@@ -193,3 +193,21 @@ def test_hf_cache_links_stay_inside(tmp_path: Path) -> None:
     outside = tmp_path / "evil-link"
     outside.symlink_to("/etc")
     assert not hfcache.inside(tmp_path, outside / "passwd")
+
+
+@pytest.mark.parametrize("value,seconds", [
+    ("5m", 300.0), ("30s", 30.0), ("1h30m", 5400.0), ("500ms", 0.5), ("0", 0.0), ("0s", 0.0), (10, 10.0),
+    ("-1", None), ("-1m", None), (-5, None), ("2.5", 2.5),
+])
+def test_keep_alive_durations(value: object, seconds: float | None) -> None:
+    from ohmygpu.core.durations import parse_keep_alive
+
+    assert parse_keep_alive(value) == seconds
+
+
+@pytest.mark.parametrize("bad", ["forever", "5 m", "m5", "", "1d", "--1", "inf", "nan", "+5"])
+def test_keep_alive_rejects(bad: str) -> None:
+    from ohmygpu.core.durations import parse_keep_alive
+
+    with pytest.raises(errors.InvalidArgument, match="keep_alive"):
+        parse_keep_alive(bad)

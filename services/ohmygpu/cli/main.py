@@ -205,8 +205,14 @@ def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _json(resp)
         return 0
-    _table([[m.name, m.runtime, str(m.pid), m.device, _size(m.memory_bytes), str(m.in_flight)]
-            for m in resp.models], ["NAME", "RUNTIME", "PID", "DEVICE", "MEMORY", "IN FLIGHT"])
+    def until(m: Any) -> str:
+        if not m.HasField("expires_at"):
+            return "forever"
+        left = m.expires_at.seconds - time.time()
+        return "now" if left <= 0 else f"{int(left // 60)}m{int(left % 60):02d}s"
+
+    _table([[m.name, m.runtime, str(m.pid), m.device, _size(m.memory_bytes), str(m.in_flight), until(m)]
+            for m in resp.models], ["NAME", "RUNTIME", "PID", "DEVICE", "MEMORY", "IN FLIGHT", "UNTIL"])
     return 0
 
 

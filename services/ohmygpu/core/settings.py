@@ -55,6 +55,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("template_timeout_s", "OMG_TEMPLATE_TIMEOUT", 2.0, float,
             "seconds a chat template may take to render before the request fails"),
     Setting("log_level", "OMG_LOG_LEVEL", "info", str, "daemon log level"),
+    Setting("keep_alive", "OMG_KEEP_ALIVE", "5m", str,
+            "how long an idle model stays loaded (ollama syntax: 5m, 30s, 0 unloads at once, -1 never)"),
+    Setting("max_loaded_models", "OMG_MAX_LOADED_MODELS", 3, int,
+            "models loaded at once; loading one more unloads the least recently used idle one"),
     Setting("hf_endpoint", "HF_ENDPOINT", "https://huggingface.co", str,
             "Hugging Face hub to pull from (or a mirror speaking its protocol)"),
     Setting("hf_token", "HF_TOKEN", "", str,
@@ -83,6 +87,8 @@ class Settings:
     worker_start_timeout_s: float
     template_timeout_s: float
     log_level: str
+    keep_alive: str
+    max_loaded_models: int
     hf_endpoint: str
     hf_token: str
     hf_hub_cache: str

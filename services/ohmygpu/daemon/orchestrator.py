@@ -21,7 +21,8 @@ from typing import TypeVar
 import grpc
 
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core.errors import BY_GRPC_CODE, InvalidArgument, OmgError, WorkerFailed
+from ohmygpu.core.durations import parse_keep_alive
+from ohmygpu.core.errors import BY_GRPC_CODE, InvalidArgument, OmgError, Unavailable, WorkerFailed
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.run.v1 import run_spec_pb2
@@ -47,6 +48,8 @@ class Orchestrator:
         self._launcher = launcher or self._launch
         self.run_dir = socket_dir(settings.home_path)
         self.log_dir = settings.home_path / "logs"
+        self.default_keep_alive = parse_keep_alive(settings.keep_alive)
+        self._reaper: asyncio.Task[None] | None = None
 
     async def _launch(self, name: str, runtime: RuntimeEntry, record: assets_pb2.InstallRecord,
                       spec: run_spec_pb2.RunSpec) -> Worker:
@@ -83,11 +86,60 @@ class Orchestrator:
             if worker is not None:
                 log.warning("worker for %s %s; starting a new one", name, worker.exit_description())
                 await worker.stop()
+            await self._make_room(name)
             worker = await self._launcher(name, runtime, record, self._spec_for(record, runtime))
             self.workers[name] = worker
+            self._set_expiry(worker, "")
+            if self._reaper is None or self._reaper.done():
+                self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
             return worker
 
-    async def _stream(self, name: str, call: Callable[[Worker], grpc.aio.UnaryStreamCall]) -> AsyncIterator[M]:
+    async def _make_room(self, name: str) -> None:
+        """Unload least recently used idle models until one more fits under max_loaded_models;
+        raises Unavailable when every loaded model is busy."""
+        while True:
+            live = [w for n, w in self.workers.items() if w.alive and n != name]
+            if len(live) < max(1, self.settings.max_loaded_models):
+                return
+            idle = [w for w in live if w.in_flight == 0]
+            if not idle:
+                raise Unavailable(f"{len(live)} models are loaded and busy (OMG_MAX_LOADED_MODELS="
+                                  f"{self.settings.max_loaded_models}); try again shortly")
+            victim = min(idle, key=lambda w: w.last_used)
+            log.info("unloading %s (least recently used) to load %s", victim.model, name)
+            await self.unload(victim.model)
+
+    def set_keep_alive(self, worker: Worker, keep_alive: str) -> None:
+        """Apply a request's keep_alive (ollama syntax; empty: the default) to an idle worker."""
+        self._set_expiry(worker, keep_alive)
+
+    def _set_expiry(self, worker: Worker, keep_alive: str) -> None:
+        seconds = parse_keep_alive(keep_alive) if keep_alive else self.default_keep_alive
+        worker.expires_at = None if seconds is None else time.time() + seconds
+
+    async def unload(self, name: str) -> bool:
+        """Stop the worker serving `name`; returns whether one was loaded."""
+        worker = self.workers.pop(name, None)
+        if worker is None:
+            return False
+        await worker.stop()
+        log.info("unloaded %s", name)
+        return True
+
+    async def _reap_idle(self) -> None:
+        # keep_alive: unload idle models whose time is up. A worker with requests in flight is
+        # never unloaded; its expiry is set again when its last request ends.
+        while self.workers:
+            now = time.time()
+            for name, w in list(self.workers.items()):
+                if w.in_flight == 0 and w.expires_at is not None and now >= w.expires_at:
+                    await self.unload(name)
+            await asyncio.sleep(0.25)
+
+    async def _stream(self, name: str, call: Callable[[Worker], grpc.aio.UnaryStreamCall],
+                      keep_alive: str = "") -> AsyncIterator[M]:
+        if keep_alive:
+            parse_keep_alive(keep_alive)  # a bad value fails before any work
         worker = await self.worker_for(name)
         worker.in_flight += 1
         stream = call(worker)
@@ -100,6 +152,8 @@ class Orchestrator:
             worker.in_flight -= 1
             worker.last_used = time.monotonic()
             stream.cancel()
+            if worker.in_flight == 0:
+                self._set_expiry(worker, keep_alive)
             # "Last used" is a disk write: done after the answer, never on its critical path.
             asyncio.get_running_loop().run_in_executor(None, self.store.touch, name)
 
@@ -140,13 +194,13 @@ class Orchestrator:
         if not request.messages:
             raise InvalidArgument("messages must not be empty", param="messages")
         self._check(request.params)
-        async for message in self._stream(request.model, lambda w: w.stub.Chat(request)):
+        async for message in self._stream(request.model, lambda w: w.stub.Chat(request), request.keep_alive):
             yield message
 
     async def complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
         """Stream a raw completion; raises like chat."""
         self._check(request.params)
-        async for message in self._stream(request.model, lambda w: w.stub.Complete(request)):
+        async for message in self._stream(request.model, lambda w: w.stub.Complete(request), request.keep_alive):
             yield message
 
     async def embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
@@ -171,6 +225,8 @@ class Orchestrator:
 
     async def shutdown(self) -> None:
         """Stop every worker."""
+        if self._reaper is not None:
+            self._reaper.cancel()
         workers = list(self.workers.values())
         self.workers.clear()
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)

@@ -65,9 +65,7 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
     @grpc_errors.unary
     async def DeleteModel(self, request: models_pb2.DeleteModelRequest, context) -> models_pb2.DeleteModelResponse:
         await asyncio.to_thread(self.store.get, request.name)  # NotFound before stopping anything
-        worker = self.orchestrator.workers.pop(request.name, None)
-        if worker is not None:
-            await worker.stop()
+        await self.orchestrator.unload(request.name)
         freed = await asyncio.to_thread(maintenance.remove_model, self.store, request.name, self.hf_cache)
         return models_pb2.DeleteModelResponse(freed_bytes=freed)
 
@@ -169,6 +167,8 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
                 in_flight=worker.in_flight, context_length=worker.context_length,
                 size_bytes=size, digest=digest,
             ))
+            if worker.expires_at is not None:
+                out[-1].expires_at.CopyFrom(_timestamp(worker.expires_at))
         return out
 
     @grpc_errors.unary

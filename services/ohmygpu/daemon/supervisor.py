@@ -56,6 +56,7 @@ class Worker:
         self.context_length = 0
         self.in_flight = 0
         self.last_used = time.monotonic()
+        self.expires_at: float | None = None  # wall-clock unload time when idle; None: never
         self.exited = asyncio.Event()
 
     @property

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
@@ -15,6 +14,7 @@ from starlette.routing import Route
 
 from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.core.version import __version__
 from ohmygpu.gateway.body import Fields, read_json
@@ -25,22 +25,18 @@ from ohmygpu.gateway.streaming import FINISH_NAMES, primed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 
-_DURATION = re.compile(r"-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+|-?\d+(\.\d+)?")
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def keep_alive(value: Any) -> str:
-    """Validate ollama's keep_alive (Go duration or seconds); returns it as text."""
+    """Validate ollama's keep_alive (Go duration or seconds); returns it as text, "" if unset."""
     if value is None:
         return ""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value}s"
-    if isinstance(value, str) and _DURATION.fullmatch(value.strip()):
-        return value.strip()
-    raise InvalidArgument(f"invalid keep_alive {str(value)[:40]!r}: use a duration like 5m, 30s or -1")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise InvalidArgument("invalid keep_alive: use a duration like 5m, 30s or -1", param="keep_alive")
+    parse_keep_alive(value)
+    return f"{value}s" if isinstance(value, (int, float)) else value.strip()
 
 
 def options_params(body: Fields, limit: int) -> run_spec_pb2.SamplingParams:
@@ -196,9 +192,12 @@ class OllamaRoutes:
                 details = _details(await self.gw.get_record(m.name))
             except LookupError:
                 details = {}
+            # ollama shows a model kept forever with a far-future expiry.
+            expires = (m.expires_at.ToDatetime(timezone.utc).isoformat().replace("+00:00", "Z")
+                       if m.HasField("expires_at") else "9999-12-31T23:59:59Z")
             out.append({"name": m.name, "model": m.name, "size": m.memory_bytes,
                         "digest": m.digest.removeprefix("sha256:"), "details": details,
-                        "expires_at": "0001-01-01T00:00:00Z", "size_vram": m.vram_bytes,
+                        "expires_at": expires, "size_vram": m.vram_bytes,
                         "context_length": m.context_length})
         return JSONResponse({"models": out})
 
@@ -217,10 +216,10 @@ class OllamaRoutes:
             response_format=format_of(f), tools=tools, tool_choice=choice,
             keep_alive=keep_alive(f.data.get("keep_alive")))
         stream = f.bool("stream", True)
-        if not raw_messages:  # ollama: an empty conversation just loads the model
-            await self.gw.orchestrator.worker_for(model)
+        if not raw_messages:  # ollama: an empty conversation just loads (or unloads) the model
+            reason = await self._load_or_unload(model, req.keep_alive)
             return self._done_response(model, {"message": {"role": "assistant", "content": ""},
-                                               "done_reason": "load"}, stream)
+                                               "done_reason": reason}, stream)
         req.messages.extend(chat_messages(raw_messages))
         messages = await primed(self.gw.orchestrator.chat(req))
         load_ns = 0
@@ -240,6 +239,16 @@ class OllamaRoutes:
             message["tool_calls"] = calls
         return JSONResponse({"model": model, "created_at": _now(), "message": message, "done": True,
                              **_final_fields(final, load_ns)})
+
+    async def _load_or_unload(self, model: str, keep_alive: str) -> str:
+        orchestrator = self.gw.orchestrator
+        if keep_alive and parse_keep_alive(keep_alive) == 0:
+            await self.gw.get_record(model)  # 404 for an unknown model, as ollama does
+            await orchestrator.unload(model)
+            return "unload"
+        worker = await orchestrator.worker_for(model)
+        orchestrator.set_keep_alive(worker, keep_alive)
+        return "load"
 
     @staticmethod
     def _calls(m: runtime_pb2.ChatResponse) -> list[dict[str, Any]]:
@@ -294,9 +303,9 @@ class OllamaRoutes:
         params = options_params(f, self.gw.settings.max_tokens_limit)
         fmt = format_of(f)
         ka = keep_alive(f.data.get("keep_alive"))
-        if not prompt:  # ollama: an empty prompt just loads the model
-            await self.gw.orchestrator.worker_for(model)
-            return self._done_response(model, {"response": "", "done_reason": "load"}, stream)
+        if not prompt:  # ollama: an empty prompt just loads (or unloads) the model
+            reason = await self._load_or_unload(model, ka)
+            return self._done_response(model, {"response": "", "done_reason": reason}, stream)
         if raw:
             messages = await primed(self.gw.orchestrator.complete(runtime_pb2.CompleteRequest(
                 model=model, prompt=prompt, suffix=f.str("suffix"), params=params,

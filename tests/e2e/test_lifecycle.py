@@ -1,0 +1,91 @@
+"""keep_alive with ollama's meaning and a cap on loaded models, against real workers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import DaemonProc, new_daemon
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory: pytest.TempPathFactory, gguf_path: Path) -> Iterator[DaemonProc]:
+    d = new_daemon(tmp_path_factory.mktemp("lifecycle"),
+                   extra_env={"OMG_MAX_LOADED_MODELS": "1", "OMG_KEEP_ALIVE": "5m"}).start()
+    for name in ("alpha", "beta"):
+        assert d.omg("model", "add", str(gguf_path), "--name", name).returncode == 0
+    yield d
+    d.stop()
+
+
+def _ps(d: DaemonProc) -> dict[str, dict]:
+    return {m["name"]: m for m in httpx.get(d.http + "/api/ps").json()["models"]}
+
+
+def _generate(d: DaemonProc, model: str, **kw: object) -> dict:
+    r = httpx.post(d.http + "/api/generate", timeout=120,
+                   json={"model": model, "prompt": "Say hi", "stream": False, "options": {"num_predict": 3}, **kw})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _wait_unloaded(d: DaemonProc, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while name in _ps(d) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert name not in _ps(d)
+
+
+def test_max_loaded_models_evicts_least_recently_used(two_models: DaemonProc) -> None:
+    d = two_models
+    for _ in range(2):
+        assert _generate(d, "alpha")["eval_count"] == 3
+        assert set(_ps(d)) == {"alpha"}
+        assert _generate(d, "beta")["eval_count"] == 3  # answers stay right across evictions
+        assert set(_ps(d)) == {"beta"}
+
+
+def test_default_keep_alive_sets_expiry(two_models: DaemonProc) -> None:
+    d = two_models
+    _generate(d, "alpha")
+    expires = datetime.fromisoformat(_ps(d)["alpha"]["expires_at"].replace("Z", "+00:00"))
+    left = (expires - datetime.now(timezone.utc)).total_seconds()
+    assert 240 < left <= 300
+    assert "alpha" in d.omg("ps").stdout and "4m" in d.omg("ps").stdout
+
+
+def test_keep_alive_zero_unloads_after_the_request(two_models: DaemonProc) -> None:
+    d = two_models
+    _generate(d, "alpha", keep_alive=0)
+    _wait_unloaded(d, "alpha", 3)
+
+
+def test_keep_alive_negative_keeps_forever_and_short_one_expires(two_models: DaemonProc) -> None:
+    d = two_models
+    _generate(d, "alpha", keep_alive=-1)
+    assert _ps(d)["alpha"]["expires_at"].startswith("9999")
+    assert "forever" in d.omg("ps").stdout
+    _generate(d, "alpha", keep_alive="1s")
+    _wait_unloaded(d, "alpha", 4)
+
+
+def test_empty_prompt_loads_and_unloads(two_models: DaemonProc) -> None:
+    d = two_models
+    r = httpx.post(d.http + "/api/generate", json={"model": "beta", "keep_alive": "10m"}, timeout=60).json()
+    assert r["done_reason"] == "load" and "beta" in _ps(d)
+    r = httpx.post(d.http + "/api/chat", json={"model": "beta", "messages": [], "keep_alive": 0}, timeout=60).json()
+    assert r["done_reason"] == "unload" and "beta" not in _ps(d)
+    r = httpx.post(d.http + "/api/generate", json={"model": "ghost", "keep_alive": 0}, timeout=60)
+    assert r.status_code == 404
+
+
+def test_bad_keep_alive(two_models: DaemonProc) -> None:
+    r = httpx.post(two_models.http + "/api/generate", json={"model": "alpha", "prompt": "x", "keep_alive": "soon"})
+    assert r.status_code == 400 and "keep_alive" in r.json()["error"]
