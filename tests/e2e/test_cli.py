@@ -69,11 +69,13 @@ def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
 
 
 def test_interactive_chat_in_a_terminal(daemon: DaemonProc) -> None:
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the real CLI on a pseudo-terminal
-        os.environ.update(daemon.env)
-        os.execv(sys.executable, [sys.executable, "-m", "ohmygpu.cli.main", "chat", "smollm2",
-                                  "--max-tokens", "12", "--temperature", "0"])
+    # openpty and a spawned child rather than pty.fork: forking a process that runs gRPC
+    # threads can crash the child before it execs.
+    fd, tty = pty.openpty()
+    child = subprocess.Popen([sys.executable, "-m", "ohmygpu.cli.main", "chat", "smollm2",
+                              "--max-tokens", "12", "--temperature", "0"],
+                             env=daemon.env, stdin=tty, stdout=tty, stderr=tty, start_new_session=True)
+    os.close(tty)
     try:
         assert b">>>" in _read_until(fd, b">>>", 30)
         os.write(fd, b"Name a color.\r")
@@ -85,13 +87,10 @@ def test_interactive_chat_in_a_terminal(daemon: DaemonProc) -> None:
         reply = text.rsplit("Name a color.", 1)[-1].split(">>>", 1)[0]
         assert sum(c.isalpha() for c in reply) > 3, text
         os.write(fd, b"/bye\r")
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert child.wait(10) == 0
     finally:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
+        if child.poll() is None:
+            child.kill()
         os.close(fd)
 
 

@@ -362,11 +362,13 @@ def test_cli_progress_bars_in_a_terminal(tmp_path: Path, hub: FakeHub) -> None:
     hub.faults.bytes_per_second = 40_000_000
     d = _daemon(tmp_path, hub).start()
     try:
-        pid, fd = pty.fork()
-        if pid == 0:
-            os.environ.update(d.env)
-            os.environ["COLUMNS"] = "120"
-            os.execv(sys.executable, [sys.executable, "-m", "ohmygpu.cli.main", "pull", MODEL])
+        # A pseudo-terminal from openpty and a spawned child (not pty.fork: forking a process
+        # with gRPC and server threads can crash the child before it execs).
+        fd, tty = pty.openpty()
+        child = subprocess.Popen([sys.executable, "-m", "ohmygpu.cli.main", "pull", MODEL],
+                                 env={**d.env, "COLUMNS": "120"}, stdin=tty, stdout=tty, stderr=tty,
+                                 start_new_session=True)
+        os.close(tty)
         screen = b""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -379,9 +381,11 @@ def test_cli_progress_bars_in_a_terminal(tmp_path: Path, hub: FakeHub) -> None:
                 if not data:
                     break
                 screen += data
-        _, status = os.waitpid(pid, 0)
+            elif child.poll() is not None:
+                break
+        status = child.wait(10)
         text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
-        assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+        assert status == 0, text[-2000:]
         assert "smol.Q4_1.gguf" in text and "total" in text  # a bar per file and one overall
         assert re.search(r"\d+(\.\d+)?/\d+(\.\d+)? MB", text), text[-2000:]  # bytes done / total
         assert "pulled" in text
