@@ -89,3 +89,30 @@ def test_empty_prompt_loads_and_unloads(two_models: DaemonProc) -> None:
 def test_bad_keep_alive(two_models: DaemonProc) -> None:
     r = httpx.post(two_models.http + "/api/generate", json={"model": "alpha", "prompt": "x", "keep_alive": "soon"})
     assert r.status_code == 400 and "keep_alive" in r.json()["error"]
+
+
+def test_ram_budget_holding_one_model(tmp_path: Path, gguf_path: Path) -> None:
+    d = new_daemon(tmp_path, extra_env={"OMG_RAM_BUDGET_MB": "450", "OMG_MAX_LOADED_MODELS": "5"}).start()
+    try:
+        for name in ("one", "two"):
+            assert d.omg("model", "add", str(gguf_path), "--name", name).returncode == 0
+        for _ in range(2):
+            for name in ("one", "two"):
+                assert _generate(d, name)["eval_count"] == 3
+                assert set(_ps(d)) == {name}  # the other was evicted to stay in budget
+        info = d.omg("model", "info", "one").stdout
+        assert "memory        ~" in info and "KV cache" in info
+    finally:
+        d.stop()
+
+
+def test_model_that_can_never_fit(tmp_path: Path, gguf_path: Path) -> None:
+    d = new_daemon(tmp_path, extra_env={"OMG_RAM_BUDGET_MB": "64"}).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "one").returncode == 0
+        r = httpx.post(d.http + "/v1/chat/completions", json={"model": "one", "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 507 and "budget is 64 MiB" in r.json()["error"]["message"]
+        r = httpx.post(d.http + "/api/generate", json={"model": "one", "prompt": "x"})
+        assert r.status_code == 507 and "OMG_RAM_BUDGET_MB" in r.json()["error"]
+    finally:
+        d.stop()

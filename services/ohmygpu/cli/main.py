@@ -17,6 +17,7 @@ from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.cli.client import EXIT_USAGE, CliError, Client
 from ohmygpu.core.errors import OmgError
+from ohmygpu.core.estimate import estimate
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.version import __version__
 from ohmygpu.run.v1 import run_spec_pb2
@@ -117,6 +118,9 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
               f"  architecture  {g.architecture}\n  parameters    {g.parameter_count:,}\n"
               f"  quantization  {g.quantization}\n  context       {g.context_length}\n"
               f"  size          {_size(rec.size_bytes)}")
+        est = estimate(rec, context_length=settings.context_length)
+        print(f"  memory        ~{_size(est.total)} at {settings.context_length} tokens "
+              f"(weights {_size(est.weights)}, KV cache {_size(est.kv_cache)}, overhead {_size(est.overhead)})")
         for a in rec.artifacts:
             print(f"  file          {a.filename}  {a.sha256}")
         if g.chat_template:

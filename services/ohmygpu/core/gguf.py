@@ -46,6 +46,12 @@ class GgufHeader:
     array_lengths: dict[str, int] = field(default_factory=dict)
     parameter_count: int = 0
     tensor_count: int = 0
+    data_offset: int = 0  # where tensor data starts (aligned)
+    file_size: int = 0
+
+    @property
+    def tensor_data_bytes(self) -> int:
+        return max(0, self.file_size - self.data_offset)
 
     @property
     def architecture(self) -> str:
@@ -141,4 +147,8 @@ def read_header(path: Path, *, display_name: str | None = None) -> GgufHeader:
                 elements *= int(r.scalar("<Q"))
             r.read(4 + 8)  # ggml type, data offset
             header.parameter_count += elements
+        align = header.metadata.get("general.alignment", 32)
+        align = align if isinstance(align, int) and 0 < align <= 1 << 20 else 32
+        header.data_offset = -(-f.tell() // align) * align
+        header.file_size = path.stat().st_size
         return header

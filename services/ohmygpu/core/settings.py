@@ -59,6 +59,8 @@ SETTINGS: tuple[Setting, ...] = (
             "how long an idle model stays loaded (ollama syntax: 5m, 30s, 0 unloads at once, -1 never)"),
     Setting("max_loaded_models", "OMG_MAX_LOADED_MODELS", 3, int,
             "models loaded at once; loading one more unloads the least recently used idle one"),
+    Setting("ram_budget_mb", "OMG_RAM_BUDGET_MB", 0, int,
+            "memory models may use on the CPU, in MiB; 0: 90% of the RAM available at start"),
     Setting("hf_endpoint", "HF_ENDPOINT", "https://huggingface.co", str,
             "Hugging Face hub to pull from (or a mirror speaking its protocol)"),
     Setting("hf_token", "HF_TOKEN", "", str,
@@ -89,6 +91,7 @@ class Settings:
     log_level: str
     keep_alive: str
     max_loaded_models: int
+    ram_budget_mb: int
     hf_endpoint: str
     hf_token: str
     hf_hub_cache: str

@@ -53,6 +53,10 @@ def gguf_info(header: GgufHeader) -> assets_pb2.GgufInfo:
         block_count=as_int(header.arch_value("block_count")),
         chat_template=str(header.metadata.get("tokenizer.chat_template") or ""),
         gguf_version=header.version,
+        head_count=as_int(header.arch_value("attention.head_count")),
+        head_count_kv=as_int(header.arch_value("attention.head_count_kv") or header.arch_value("attention.head_count")),
+        tensor_data_bytes=header.tensor_data_bytes,
+        vocab_size=header.array_lengths.get("tokenizer.ggml.tokens", 0),
     )
 
 

@@ -22,12 +22,15 @@ import grpc
 
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.durations import parse_keep_alive
-from ohmygpu.core.errors import BY_GRPC_CODE, InvalidArgument, OmgError, Unavailable, WorkerFailed
+from ohmygpu.core.errors import BY_GRPC_CODE, InvalidArgument, OmgError, WorkerFailed
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from ohmygpu.runtimes.api.registry import RuntimeEntry, runtime_for
+from ohmygpu.core.estimate import estimate
+from ohmygpu.daemon.devices import Inventory, probe
+from ohmygpu.daemon.placement import Resident, choose_evictions
 from ohmygpu.daemon.supervisor import Worker
 
 log = logging.getLogger("ohmygpu.orchestrator")
@@ -40,7 +43,8 @@ Launcher = Callable[[str, RuntimeEntry, assets_pb2.InstallRecord, run_spec_pb2.R
 class Orchestrator:
     """Owns the workers and routes requests to them."""
 
-    def __init__(self, settings: Settings, store: ModelStore, *, launcher: Launcher | None = None) -> None:
+    def __init__(self, settings: Settings, store: ModelStore, *, launcher: Launcher | None = None,
+                 inventory: Callable[[], Inventory] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.workers: dict[str, Worker] = {}
@@ -49,6 +53,9 @@ class Orchestrator:
         self.run_dir = socket_dir(settings.home_path)
         self.log_dir = settings.home_path / "logs"
         self.default_keep_alive = parse_keep_alive(settings.keep_alive)
+        inv = (inventory or probe)()
+        self.ram_budget = (settings.ram_budget_mb << 20) if settings.ram_budget_mb > 0 \
+            else int(inv.ram_available * 0.9)
         self._reaper: asyncio.Task[None] | None = None
 
     async def _launch(self, name: str, runtime: RuntimeEntry, record: assets_pb2.InstallRecord,
@@ -86,7 +93,7 @@ class Orchestrator:
             if worker is not None:
                 log.warning("worker for %s %s; starting a new one", name, worker.exit_description())
                 await worker.stop()
-            await self._make_room(name)
+            await self._make_room(name, record)
             worker = await self._launcher(name, runtime, record, self._spec_for(record, runtime))
             self.workers[name] = worker
             self._set_expiry(worker, "")
@@ -94,20 +101,16 @@ class Orchestrator:
                 self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
             return worker
 
-    async def _make_room(self, name: str) -> None:
-        """Unload least recently used idle models until one more fits under max_loaded_models;
-        raises Unavailable when every loaded model is busy."""
-        while True:
-            live = [w for n, w in self.workers.items() if w.alive and n != name]
-            if len(live) < max(1, self.settings.max_loaded_models):
-                return
-            idle = [w for w in live if w.in_flight == 0]
-            if not idle:
-                raise Unavailable(f"{len(live)} models are loaded and busy (OMG_MAX_LOADED_MODELS="
-                                  f"{self.settings.max_loaded_models}); try again shortly")
-            victim = min(idle, key=lambda w: w.last_used)
-            log.info("unloading %s (least recently used) to load %s", victim.model, name)
-            await self.unload(victim.model)
+    async def _make_room(self, name: str, record: assets_pb2.InstallRecord) -> None:
+        """Unload least recently used idle models until `record` fits the memory budget and
+        max_loaded_models; raises NeverFits or Unavailable (see placement.choose_evictions)."""
+        need = estimate(record, context_length=self.settings.context_length).total
+        loaded = [Resident(n, w.memory_bytes, w.in_flight, w.last_used)
+                  for n, w in self.workers.items() if w.alive]
+        for victim in choose_evictions(name, need, loaded, budget=self.ram_budget,
+                                       max_loaded=max(1, self.settings.max_loaded_models)):
+            log.info("unloading %s (least recently used) to load %s", victim, name)
+            await self.unload(victim)
 
     def set_keep_alive(self, worker: Worker, keep_alive: str) -> None:
         """Apply a request's keep_alive (ollama syntax; empty: the default) to an idle worker."""

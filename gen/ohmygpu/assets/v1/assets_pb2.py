@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eohmygpu/assets/v1/assets.proto\x12\x11ohmygpu.assets.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x08ModelRef\x12-\n\x08provider\x18\x01 \x01(\x0e\x32\x1b.ohmygpu.assets.v1.Provider\x12\x0c\n\x04repo\x18\x02 \x01(\t\x12*\n\x04kind\x18\x03 \x01(\x0e\x32\x1c.ohmygpu.assets.v1.ModelKind\"-\n\x08Revision\x12\x11\n\trequested\x18\x01 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x02 \x01(\t\"\x8f\x01\n\x08\x41rtifact\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12\x31\n\x06\x66ormat\x18\x05 \x01(\x0e\x32!.ohmygpu.assets.v1.ArtifactFormat\x12\x12\n\nlocal_path\x18\x06 \x01(\t\"\xd1\x01\n\x08GgufInfo\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x17\n\x0fparameter_count\x18\x03 \x01(\x04\x12\x14\n\x0cquantization\x18\x04 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\r\x12\x18\n\x10\x65mbedding_length\x18\x06 \x01(\r\x12\x13\n\x0b\x62lock_count\x18\x07 \x01(\r\x12\x15\n\rchat_template\x18\x08 \x01(\t\x12\x14\n\x0cgguf_version\x18\t \x01(\r\"\xa6\x03\n\rInstallRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x03ref\x18\x02 \x01(\x0b\x32\x1b.ohmygpu.assets.v1.ModelRef\x12-\n\x08revision\x18\x03 \x01(\x0b\x32\x1b.ohmygpu.assets.v1.Revision\x12.\n\tartifacts\x18\x04 \x03(\x0b\x32\x1b.ohmygpu.assets.v1.Artifact\x12*\n\x04kind\x18\x05 \x01(\x0e\x32\x1c.ohmygpu.assets.v1.ModelKind\x12\x31\n\x06\x66ormat\x18\x06 \x01(\x0e\x32!.ohmygpu.assets.v1.ArtifactFormat\x12\x12\n\nsize_bytes\x18\x07 \x01(\x04\x12)\n\x04gguf\x18\x08 \x01(\x0b\x32\x1b.ohmygpu.assets.v1.GgufInfo\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp*[\n\x08Provider\x12\x18\n\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x0f\n\x0bPROVIDER_HF\x10\x01\x12\x12\n\x0ePROVIDER_LOCAL\x10\x02\x12\x10\n\x0cPROVIDER_URL\x10\x03*\x83\x01\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODEL_KIND_LLM\x10\x01\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x02\x12\x16\n\x12MODEL_KIND_WHISPER\x10\x03\x12\x14\n\x10MODEL_KIND_IMAGE\x10\x04*\xa0\x01\n\x0e\x41rtifactFormat\x12\x1f\n\x1b\x41RTIFACT_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41RTIFACT_FORMAT_GGUF\x10\x01\x12\x1f\n\x1b\x41RTIFACT_FORMAT_SAFETENSORS\x10\x02\x12\x17\n\x13\x41RTIFACT_FORMAT_CT2\x10\x03\x12\x19\n\x15\x41RTIFACT_FORMAT_OTHER\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eohmygpu/assets/v1/assets.proto\x12\x11ohmygpu.assets.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x08ModelRef\x12-\n\x08provider\x18\x01 \x01(\x0e\x32\x1b.ohmygpu.assets.v1.Provider\x12\x0c\n\x04repo\x18\x02 \x01(\t\x12*\n\x04kind\x18\x03 \x01(\x0e\x32\x1c.ohmygpu.assets.v1.ModelKind\"-\n\x08Revision\x12\x11\n\trequested\x18\x01 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x02 \x01(\t\"\x8f\x01\n\x08\x41rtifact\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12\x31\n\x06\x66ormat\x18\x05 \x01(\x0e\x32!.ohmygpu.assets.v1.ArtifactFormat\x12\x12\n\nlocal_path\x18\x06 \x01(\t\"\xab\x02\n\x08GgufInfo\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x17\n\x0fparameter_count\x18\x03 \x01(\x04\x12\x14\n\x0cquantization\x18\x04 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\r\x12\x18\n\x10\x65mbedding_length\x18\x06 \x01(\r\x12\x13\n\x0b\x62lock_count\x18\x07 \x01(\r\x12\x15\n\rchat_template\x18\x08 \x01(\t\x12\x14\n\x0cgguf_version\x18\t \x01(\r\x12\x12\n\nhead_count\x18\n \x01(\r\x12\x15\n\rhead_count_kv\x18\x0b \x01(\r\x12\x19\n\x11tensor_data_bytes\x18\x0c \x01(\x04\x12\x12\n\nvocab_size\x18\r \x01(\r\"\xa6\x03\n\rInstallRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x03ref\x18\x02 \x01(\x0b\x32\x1b.ohmygpu.assets.v1.ModelRef\x12-\n\x08revision\x18\x03 \x01(\x0b\x32\x1b.ohmygpu.assets.v1.Revision\x12.\n\tartifacts\x18\x04 \x03(\x0b\x32\x1b.ohmygpu.assets.v1.Artifact\x12*\n\x04kind\x18\x05 \x01(\x0e\x32\x1c.ohmygpu.assets.v1.ModelKind\x12\x31\n\x06\x66ormat\x18\x06 \x01(\x0e\x32!.ohmygpu.assets.v1.ArtifactFormat\x12\x12\n\nsize_bytes\x18\x07 \x01(\x04\x12)\n\x04gguf\x18\x08 \x01(\x0b\x32\x1b.ohmygpu.assets.v1.GgufInfo\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp*[\n\x08Provider\x12\x18\n\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x0f\n\x0bPROVIDER_HF\x10\x01\x12\x12\n\x0ePROVIDER_LOCAL\x10\x02\x12\x10\n\x0cPROVIDER_URL\x10\x03*\x83\x01\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODEL_KIND_LLM\x10\x01\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x02\x12\x16\n\x12MODEL_KIND_WHISPER\x10\x03\x12\x14\n\x10MODEL_KIND_IMAGE\x10\x04*\xa0\x01\n\x0e\x41rtifactFormat\x12\x1f\n\x1b\x41RTIFACT_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41RTIFACT_FORMAT_GGUF\x10\x01\x12\x1f\n\x1b\x41RTIFACT_FORMAT_SAFETENSORS\x10\x02\x12\x17\n\x13\x41RTIFACT_FORMAT_CT2\x10\x03\x12\x19\n\x15\x41RTIFACT_FORMAT_OTHER\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ohmygpu.assets.v1.assets_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROVIDER']._serialized_start=1033
-  _globals['_PROVIDER']._serialized_end=1124
-  _globals['_MODELKIND']._serialized_start=1127
-  _globals['_MODELKIND']._serialized_end=1258
-  _globals['_ARTIFACTFORMAT']._serialized_start=1261
-  _globals['_ARTIFACTFORMAT']._serialized_end=1421
+  _globals['_PROVIDER']._serialized_start=1123
+  _globals['_PROVIDER']._serialized_end=1214
+  _globals['_MODELKIND']._serialized_start=1217
+  _globals['_MODELKIND']._serialized_end=1348
+  _globals['_ARTIFACTFORMAT']._serialized_start=1351
+  _globals['_ARTIFACTFORMAT']._serialized_end=1511
   _globals['_MODELREF']._serialized_start=86
   _globals['_MODELREF']._serialized_end=201
   _globals['_REVISION']._serialized_start=203
@@ -45,7 +45,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ARTIFACT']._serialized_start=251
   _globals['_ARTIFACT']._serialized_end=394
   _globals['_GGUFINFO']._serialized_start=397
-  _globals['_GGUFINFO']._serialized_end=606
-  _globals['_INSTALLRECORD']._serialized_start=609
-  _globals['_INSTALLRECORD']._serialized_end=1031
+  _globals['_GGUFINFO']._serialized_end=696
+  _globals['_INSTALLRECORD']._serialized_start=699
+  _globals['_INSTALLRECORD']._serialized_end=1121
 # @@protoc_insertion_point(module_scope)

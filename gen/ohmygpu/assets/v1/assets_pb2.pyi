@@ -82,7 +82,7 @@ class Artifact(_message.Message):
     def __init__(self, filename: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., etag: _Optional[str] = ..., format: _Optional[_Union[ArtifactFormat, str]] = ..., local_path: _Optional[str] = ...) -> None: ...
 
 class GgufInfo(_message.Message):
-    __slots__ = ("architecture", "name", "parameter_count", "quantization", "context_length", "embedding_length", "block_count", "chat_template", "gguf_version")
+    __slots__ = ("architecture", "name", "parameter_count", "quantization", "context_length", "embedding_length", "block_count", "chat_template", "gguf_version", "head_count", "head_count_kv", "tensor_data_bytes", "vocab_size")
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,10 @@ class GgufInfo(_message.Message):
     BLOCK_COUNT_FIELD_NUMBER: _ClassVar[int]
     CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     GGUF_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    HEAD_COUNT_KV_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_DATA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     architecture: str
     name: str
     parameter_count: int
@@ -101,7 +105,11 @@ class GgufInfo(_message.Message):
     block_count: int
     chat_template: str
     gguf_version: int
-    def __init__(self, architecture: _Optional[str] = ..., name: _Optional[str] = ..., parameter_count: _Optional[int] = ..., quantization: _Optional[str] = ..., context_length: _Optional[int] = ..., embedding_length: _Optional[int] = ..., block_count: _Optional[int] = ..., chat_template: _Optional[str] = ..., gguf_version: _Optional[int] = ...) -> None: ...
+    head_count: int
+    head_count_kv: int
+    tensor_data_bytes: int
+    vocab_size: int
+    def __init__(self, architecture: _Optional[str] = ..., name: _Optional[str] = ..., parameter_count: _Optional[int] = ..., quantization: _Optional[str] = ..., context_length: _Optional[int] = ..., embedding_length: _Optional[int] = ..., block_count: _Optional[int] = ..., chat_template: _Optional[str] = ..., gguf_version: _Optional[int] = ..., head_count: _Optional[int] = ..., head_count_kv: _Optional[int] = ..., tensor_data_bytes: _Optional[int] = ..., vocab_size: _Optional[int] = ...) -> None: ...
 
 class InstallRecord(_message.Message):
     __slots__ = ("name", "ref", "revision", "artifacts", "kind", "format", "size_bytes", "gguf", "created_at", "last_used_at")

@@ -1,0 +1,36 @@
+"""Memory a model needs before it loads: weights + KV cache for its context and slots + runtime
+overhead. An estimate for placement; the worker's measured use replaces it once loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ohmygpu.assets.v1 import assets_pb2
+
+_RUNTIME_BASE = 64 << 20  # interpreter, llama.cpp, gRPC
+_BATCH = 512  # llama.cpp's default n_batch: logits and compute buffers scale with it
+_KV_BYTES = 2  # f16 cache entries
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int
+    kv_cache: int
+    overhead: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.overhead
+
+
+def estimate(record: assets_pb2.InstallRecord, *, context_length: int, parallel: int = 1) -> MemoryEstimate:
+    """Bytes `record` needs at `context_length` tokens per slot and `parallel` slots."""
+    g = record.gguf
+    n_ctx = min(context_length, g.context_length) if g.context_length else context_length
+    weights = g.tensor_data_bytes or record.size_bytes
+    head_dim = g.embedding_length // g.head_count if g.head_count else 0
+    kv = 2 * g.block_count * n_ctx * max(1, parallel) * (g.head_count_kv or g.head_count) * head_dim * _KV_BYTES
+    if not head_dim:  # metadata missing: assume the cache is as large as a tenth of the weights
+        kv = weights // 10
+    overhead = _RUNTIME_BASE + g.vocab_size * 4 * _BATCH + g.embedding_length * 4 * _BATCH * 8
+    return MemoryEstimate(weights=weights, kv_cache=kv, overhead=overhead)
