@@ -116,3 +116,54 @@ def test_model_that_can_never_fit(tmp_path: Path, gguf_path: Path) -> None:
         assert r.status_code == 507 and "OMG_RAM_BUDGET_MB" in r.json()["error"]
     finally:
         d.stop()
+
+
+def test_bounded_queue_answers_busy_and_forgets_gone_clients(tmp_path: Path, gguf_path: Path) -> None:
+    import threading
+
+    d = new_daemon(tmp_path, extra_env={"OMG_MAX_QUEUE": "1"}).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "m").returncode == 0
+        _generate(d, "m")  # loaded
+        # A grammar that demands 400 numbers: a generation that cannot end early.
+        long_body = {"model": "m", "prompt": "Count.", "options": {"num_predict": 3000},
+                     "format": {"type": "array", "minItems": 400, "items": {"type": "integer"}}}
+        first = httpx.stream("POST", d.http + "/api/generate", json=long_body, timeout=120)
+        r1 = first.__enter__()
+        lines = r1.iter_lines()  # kept referenced: a dropped iterator closes the stream
+        first_line = next(lines)  # generating: it holds the only slot
+        assert "\"done\": false" in first_line, first_line
+        # A second request waits in the queue (its client then goes away)...
+        waiter_done = threading.Event()
+
+        def waiter() -> None:
+            try:
+                httpx.post(d.http + "/api/generate", json={"model": "m", "prompt": "hi", "stream": False},
+                           timeout=1.0)
+            except httpx.TimeoutException:
+                pass
+            waiter_done.set()
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.4)
+        # ...so a third is refused at once, in each dialect's format.
+        busy = httpx.post(d.http + "/api/generate", json={"model": "m", "prompt": "hi", "stream": False})
+        assert busy.status_code == 503 and "server busy" in busy.json()["error"]
+        assert busy.headers["retry-after"]
+        busy = httpx.post(d.http + "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+        assert busy.status_code == 503 and busy.json()["error"]["type"] == "server_error"
+        waiter_done.wait(5)
+        t.join()
+        time.sleep(0.3)
+        # The waiter's client left: its place in the queue is free again.
+        queued = threading.Thread(target=lambda: httpx.post(d.http + "/api/generate", timeout=120, json={
+            "model": "m", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}))
+        queued.start()
+        time.sleep(0.4)
+        first.__exit__(None, None, None)  # the long generation's client leaves: the slot frees
+        queued.join(60)
+        assert not queued.is_alive()
+        assert _generate(d, "m")["eval_count"] == 3
+    finally:
+        d.stop()

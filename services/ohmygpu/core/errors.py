@@ -128,6 +128,14 @@ class Unavailable(OmgError):
     openai_type = "server_error"
 
 
+class ServerBusy(OmgError):
+    """The request queue is full (ollama's OLLAMA_MAX_QUEUE); retry after a moment."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+    http_status = 503
+    openai_type = "server_error"
+
+
 class RateLimited(Unavailable):
     """The hub answered 429 more often than we retry."""
 

@@ -59,6 +59,10 @@ SETTINGS: tuple[Setting, ...] = (
             "how long an idle model stays loaded (ollama syntax: 5m, 30s, 0 unloads at once, -1 never)"),
     Setting("max_loaded_models", "OMG_MAX_LOADED_MODELS", 3, int,
             "models loaded at once; loading one more unloads the least recently used idle one"),
+    Setting("num_parallel", "OMG_NUM_PARALLEL", 1, int,
+            "requests one model serves at once; more wait in its queue"),
+    Setting("max_queue", "OMG_MAX_QUEUE", 512, int,
+            "requests that may wait, per model and overall; past it: 503 server busy"),
     Setting("ram_budget_mb", "OMG_RAM_BUDGET_MB", 0, int,
             "memory models may use on the CPU, in MiB; 0: 90% of the RAM available at start"),
     Setting("hf_endpoint", "HF_ENDPOINT", "https://huggingface.co", str,
@@ -91,6 +95,8 @@ class Settings:
     log_level: str
     keep_alive: str
     max_loaded_models: int
+    num_parallel: int
+    max_queue: int
     ram_budget_mb: int
     hf_endpoint: str
     hf_token: str

@@ -9,6 +9,7 @@ request starts a new one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -22,7 +23,7 @@ import grpc
 
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.durations import parse_keep_alive
-from ohmygpu.core.errors import BY_GRPC_CODE, InvalidArgument, OmgError, WorkerFailed
+from ohmygpu.core.errors import BY_GRPC_CODE, InvalidArgument, OmgError, ServerBusy, WorkerFailed
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.run.v1 import run_spec_pb2
@@ -57,6 +58,8 @@ class Orchestrator:
         self.ram_budget = (settings.ram_budget_mb << 20) if settings.ram_budget_mb > 0 \
             else int(inv.ram_available * 0.9)
         self._reaper: asyncio.Task[None] | None = None
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._waiting: dict[str, int] = {}
 
     async def _launch(self, name: str, runtime: RuntimeEntry, record: assets_pb2.InstallRecord,
                       spec: run_spec_pb2.RunSpec) -> Worker:
@@ -139,10 +142,39 @@ class Orchestrator:
                     await self.unload(name)
             await asyncio.sleep(0.25)
 
+    @contextlib.asynccontextmanager
+    async def _slot(self, name: str) -> AsyncIterator[None]:
+        """A serving slot of model `name`, after waiting in its bounded queue. A client that goes
+        away while waiting is cancelled here and leaves the queue at once."""
+        waiting = self._waiting.get(name, 0)
+        limit = self.settings.max_queue
+        if waiting >= limit or sum(self._waiting.values()) >= limit:
+            raise ServerBusy("server busy, please try again.  maximum pending requests exceeded")
+        slots = self._slots.setdefault(name, asyncio.Semaphore(max(1, self.settings.num_parallel)))
+        self._waiting[name] = waiting + 1
+        try:
+            await slots.acquire()
+        finally:
+            self._waiting[name] -= 1
+        try:
+            yield
+        finally:
+            slots.release()
+
+    def queued(self, name: str) -> int:
+        """Requests waiting for a slot of `name`."""
+        return self._waiting.get(name, 0)
+
     async def _stream(self, name: str, call: Callable[[Worker], grpc.aio.UnaryStreamCall],
                       keep_alive: str = "") -> AsyncIterator[M]:
         if keep_alive:
             parse_keep_alive(keep_alive)  # a bad value fails before any work
+        async with self._slot(name):
+            async for message in self._stream_in_slot(name, call, keep_alive):
+                yield message
+
+    async def _stream_in_slot(self, name: str, call: Callable[[Worker], grpc.aio.UnaryStreamCall],
+                              keep_alive: str) -> AsyncIterator[M]:
         worker = await self.worker_for(name)
         worker.in_flight += 1
         stream = call(worker)
