@@ -204,3 +204,55 @@ def test_daemon_runs_without_the_llamacpp_extra(tmp_path: Path, gguf_path: Path)
         assert r.status_code == 501 and "ohmygpu[llamacpp]" in r.json()["error"]
     finally:
         d.stop()
+
+
+def _worker_pid(d: DaemonProc, model: str) -> int:
+    return int(next(line.split()[2] for line in d.omg("ps").stdout.splitlines()[1:] if line.startswith(model)))
+
+
+def test_hung_worker_is_killed_and_replaced(tmp_path: Path, gguf_path: Path) -> None:
+    d = new_daemon(tmp_path, extra_env={"OMG_HEALTH_INTERVAL": "0.5", "OMG_HEALTH_TIMEOUT": "1"}).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "m").returncode == 0
+        client = openai.OpenAI(base_url=d.http + "/v1", api_key="x", max_retries=0, timeout=60)
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        pid = _worker_pid(d, "m")
+        stream = client.chat.completions.create(model="m", stream=True, max_tokens=1500,
+                                                messages=[{"role": "user", "content": "Write a very long story."}])
+        started = time.monotonic()
+        with pytest.raises(openai.APIError) as e:
+            for i, _ in enumerate(stream):
+                if i == 2:
+                    os.kill(pid, signal.SIGSTOP)  # hung: alive, but answers nothing
+        assert "worker" in str(e.value.message) and time.monotonic() - started < 20
+        with pytest.raises(ProcessLookupError):  # killed, not left stopped
+            for _ in range(50):
+                os.kill(pid, 0)
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().split()[2] == "Z":
+                        raise ProcessLookupError
+                time.sleep(0.1)
+        r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        assert r.usage.completion_tokens == 2 and _worker_pid(d, "m") != pid
+    finally:
+        d.stop()
+
+
+def test_model_crashing_repeatedly_is_marked_failed(tmp_path: Path, gguf_path: Path) -> None:
+    d = new_daemon(tmp_path, extra_env={"OMG_MAX_CRASHES": "2"}).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "m").returncode == 0
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        assert httpx.post(d.http + "/v1/chat/completions", json=body, timeout=60).status_code == 200
+        os.kill(_worker_pid(d, "m"), signal.SIGKILL)
+        time.sleep(0.5)
+        assert httpx.post(d.http + "/v1/chat/completions", json=body, timeout=60).status_code == 200  # restarted
+        os.kill(_worker_pid(d, "m"), signal.SIGKILL)
+        time.sleep(0.5)
+        r = httpx.post(d.http + "/v1/chat/completions", json=body, timeout=60)
+        assert r.status_code == 500 and "marked failed" in r.json()["error"]["message"]
+        assert "crashed 2 times" in r.json()["error"]["message"]
+        # Other requests and the daemon itself carry on.
+        assert httpx.get(d.http + "/api/tags").status_code == 200
+    finally:
+        d.stop()

@@ -63,6 +63,12 @@ SETTINGS: tuple[Setting, ...] = (
             "requests one model serves at once; more wait in its queue"),
     Setting("max_queue", "OMG_MAX_QUEUE", 512, int,
             "requests that may wait, per model and overall; past it: 503 server busy"),
+    Setting("health_interval_s", "OMG_HEALTH_INTERVAL", 2.0, float,
+            "seconds between health checks of each worker"),
+    Setting("health_timeout_s", "OMG_HEALTH_TIMEOUT", 3.0, float,
+            "a worker that misses two health answers this long is hung and is killed"),
+    Setting("max_crashes", "OMG_MAX_CRASHES", 3, int,
+            "crashes within 10 minutes after which a model is marked failed instead of restarted"),
     Setting("ram_budget_mb", "OMG_RAM_BUDGET_MB", 0, int,
             "memory models may use on the CPU, in MiB; 0: 90% of the RAM available at start"),
     Setting("hf_endpoint", "HF_ENDPOINT", "https://huggingface.co", str,
@@ -97,6 +103,9 @@ class Settings:
     max_loaded_models: int
     num_parallel: int
     max_queue: int
+    health_interval_s: float
+    health_timeout_s: float
+    max_crashes: int
     ram_budget_mb: int
     hf_endpoint: str
     hf_token: str

@@ -59,6 +59,9 @@ class Orchestrator:
             else int(inv.ram_available * 0.9)
         self._reaper: asyncio.Task[None] | None = None
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._patrol: asyncio.Task[None] | None = None
+        self._crashes: dict[str, list[float]] = {}
+        self.failed: dict[str, str] = {}  # model -> why it is no longer restarted
         self._waiting: dict[str, int] = {}
 
     async def _launch(self, name: str, runtime: RuntimeEntry, record: assets_pb2.InstallRecord,
@@ -86,6 +89,9 @@ class Orchestrator:
         worker = self.workers.get(name)
         if worker is not None and worker.alive:
             return worker
+        if name in self.failed:
+            raise WorkerFailed(f"model '{name}' is marked failed and is not restarted: {self.failed[name]}; "
+                               "restart the daemon to try again", model=name)
         record = await asyncio.to_thread(self.store.get, name)
         runtime = runtime_for(record)
         lock = self._starting.setdefault(name, asyncio.Lock())
@@ -95,14 +101,50 @@ class Orchestrator:
                 return worker
             if worker is not None:
                 log.warning("worker for %s %s; starting a new one", name, worker.exit_description())
+                self._record_crash(name, f"worker {worker.exit_description()}")
                 await worker.stop()
+                if name in self.failed:
+                    raise WorkerFailed(f"model '{name}' is marked failed: {self.failed[name]}", model=name)
             await self._make_room(name, record)
             worker = await self._launcher(name, runtime, record, self._spec_for(record, runtime))
             self.workers[name] = worker
             self._set_expiry(worker, "")
+            loop = asyncio.get_running_loop()
             if self._reaper is None or self._reaper.done():
-                self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+                self._reaper = loop.create_task(self._reap_idle())
+            if self._patrol is None or self._patrol.done():
+                self._patrol = loop.create_task(self._health_patrol())
             return worker
+
+    def _record_crash(self, name: str, reason: str) -> None:
+        """Count a crash; past max_crashes within 10 minutes the model is marked failed."""
+        now = time.monotonic()
+        recent = [t for t in self._crashes.get(name, []) if now - t < 600] + [now]
+        self._crashes[name] = recent
+        if len(recent) >= max(1, self.settings.max_crashes):
+            self.failed[name] = f"its worker crashed {len(recent)} times in 10 minutes (last: {reason})"
+            log.error("model %s marked failed: %s", name, self.failed[name])
+
+    async def _health_patrol(self) -> None:
+        # A worker whose event loop does not answer Health twice in a row is hung (SIGSTOP,
+        # a deadlock, swapping to death): kill its process tree; requests in flight then fail
+        # and the next request starts a fresh worker.
+        misses: dict[str, int] = {}
+        while self.workers:
+            for name, w in list(self.workers.items()):
+                if not w.alive or w.stub is None:
+                    continue
+                try:
+                    await w.stub.Health(runtime_pb2.HealthRequest(), timeout=self.settings.health_timeout_s)
+                    misses[w.id] = 0
+                except grpc.aio.AioRpcError:
+                    misses[w.id] = misses.get(w.id, 0) + 1
+                    if misses[w.id] >= 2 and self.workers.get(name) is w:
+                        log.error("worker %s for %s is hung (no health answer); killing it", w.id, name)
+                        del self.workers[name]
+                        self._record_crash(name, "hung: no health answer")
+                        await w.stop(grace_s=0.5)
+            await asyncio.sleep(self.settings.health_interval_s)
 
     async def _make_room(self, name: str, record: assets_pb2.InstallRecord) -> None:
         """Unload least recently used idle models until `record` fits the memory budget and
@@ -204,6 +246,7 @@ class Orchestrator:
             if not worker.alive:
                 if self.workers.get(worker.model) is worker:
                     del self.workers[worker.model]
+                    self._record_crash(worker.model, f"worker {worker.exit_description()}")
                 await worker.stop()
                 return WorkerFailed(
                     f"the worker serving '{worker.model}' {worker.exit_description()} during the "
@@ -260,8 +303,9 @@ class Orchestrator:
 
     async def shutdown(self) -> None:
         """Stop every worker."""
-        if self._reaper is not None:
-            self._reaper.cancel()
+        for task in (self._reaper, self._patrol):
+            if task is not None:
+                task.cancel()
         workers = list(self.workers.values())
         self.workers.clear()
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
