@@ -190,6 +190,27 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    from ohmygpu.api.v1 import events_pb2, events_pb2_grpc
+    from ohmygpu.events.v1 import events_pb2 as ev
+
+    client = Client(settings)
+    stub = events_pb2_grpc.EventServiceStub(client.channel)
+    call = client.stream(stub.StreamEvents, events_pb2.StreamEventsRequest())
+    try:
+        for e in client.iterate(call):
+            if args.json:
+                print(json.dumps(json_format.MessageToDict(e)), flush=True)
+                continue
+            when = e.time.ToDatetime().strftime("%H:%M:%S")
+            kind = ev.EventKind.Name(e.kind).removeprefix("EVENT_KIND_").lower()
+            progress = f"  {e.progress.completed}/{e.progress.total} {e.progress.unit}" if e.progress.total else ""
+            print(f"{when}  {kind:<8} {e.subject:<28} {e.message}{progress}", flush=True)
+    except KeyboardInterrupt:
+        call.cancel()
+    return 0
+
+
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     from ohmygpu.cli.chat import run_chat
 
@@ -306,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("id", nargs="?")
     j.add_argument("--json", action="store_true")
     j.set_defaults(func=cmd_job)
+
+    evs = sub.add_parser("events", help="print the daemon's events live (loads, unloads, pulls, crashes)")
+    evs.add_argument("--json", action="store_true")
+    evs.set_defaults(func=cmd_events)
 
     ps = sub.add_parser("ps", help="list loaded models")
     ps.add_argument("--json", action="store_true")

@@ -25,6 +25,8 @@ from ohmygpu.core.names import parse_model_name, parse_source
 from ohmygpu.core.pull import PullProgress, pull
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
+from ohmygpu.daemon.events import EventBus
+from ohmygpu.events.v1 import events_pb2
 
 log = logging.getLogger("ohmygpu.jobs")
 _ENDED = {jobs_pb2.JOB_STATE_DONE, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED}
@@ -54,7 +56,8 @@ class _Running:
 class JobManager:
     """Owns pull jobs; one instance per daemon."""
 
-    def __init__(self, settings: Settings, store: ModelStore) -> None:
+    def __init__(self, settings: Settings, store: ModelStore, events: EventBus | None = None) -> None:
+        self.events = events or EventBus()
         self.settings = settings
         self.store = store
         self._db = sqlite3.connect(Path(settings.home) / "store.db", check_same_thread=False,
@@ -137,10 +140,18 @@ class JobManager:
 
     def _start(self, job_id: str, request: models_pb2.InstallModelRequest) -> None:
         run = _Running()
+        last = [0.0]
 
         def changed() -> None:
             run.version += 1
             run.changed.set()
+            now = time.monotonic()
+            if now - last[0] >= 0.5:  # progress events at most twice a second per job
+                last[0] = now
+                p = run.progress
+                self.events.publish(events_pb2.EVENT_KIND_DOWNLOAD, f"pulling {request.source}",
+                                    subject=f"job:{job_id}", completed=p.completed, total=p.total,
+                                    unit="bytes", rate=f"{p.rate:.0f}")
 
         run.progress.changed = changed
         self._running[job_id] = run
@@ -156,6 +167,9 @@ class JobManager:
                        max_rate=request.max_rate or self.settings.max_rate,
                        parallel=self.settings.pull_parallel, cancelled=run.cancel)
             self._set_state(job_id, jobs_pb2.JOB_STATE_DONE)
+            p = run.progress
+            self.events.publish(events_pb2.EVENT_KIND_DOWNLOAD, f"pulled {request.source}", subject=f"job:{job_id}",
+                                completed=p.total, total=p.total, unit="bytes", state="done")
         except asyncio.CancelledError:
             if run.cancel.is_set():
                 self._set_state(job_id, jobs_pb2.JOB_STATE_CANCELLED, "cancelled")
@@ -163,6 +177,8 @@ class JobManager:
                 raise  # the daemon is stopping: the job stays "running" and resumes next start
         except OmgError as e:
             self._set_state(job_id, jobs_pb2.JOB_STATE_FAILED, e.message)
+            self.events.publish(events_pb2.EVENT_KIND_ERROR, f"pull of {request.source} failed: {e.message}",
+                                subject=f"job:{job_id}", level=events_pb2.LEVEL_ERROR)
         except Exception as e:  # a bug must fail the job, not leave it running forever
             log.exception("job %s crashed", job_id)
             self._set_state(job_id, jobs_pb2.JOB_STATE_FAILED, f"internal error: {type(e).__name__}")

@@ -31,6 +31,8 @@ from ohmygpu.runtime.v1 import runtime_pb2
 from ohmygpu.runtimes.api.registry import RuntimeEntry, runtime_for
 from ohmygpu.core.estimate import estimate
 from ohmygpu.daemon.devices import Inventory, probe
+from ohmygpu.daemon.events import EventBus
+from ohmygpu.events.v1 import events_pb2
 from ohmygpu.daemon.placement import Resident, choose_evictions
 from ohmygpu.daemon.supervisor import Worker
 
@@ -45,7 +47,8 @@ class Orchestrator:
     """Owns the workers and routes requests to them."""
 
     def __init__(self, settings: Settings, store: ModelStore, *, launcher: Launcher | None = None,
-                 inventory: Callable[[], Inventory] | None = None) -> None:
+                 inventory: Callable[[], Inventory] | None = None, events: EventBus | None = None) -> None:
+        self.events = events or EventBus()
         self.settings = settings
         self.store = store
         self.workers: dict[str, Worker] = {}
@@ -106,8 +109,18 @@ class Orchestrator:
                 if name in self.failed:
                     raise WorkerFailed(f"model '{name}' is marked failed: {self.failed[name]}", model=name)
             await self._make_room(name, record)
-            worker = await self._launcher(name, runtime, record, self._spec_for(record, runtime))
+            self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loading {name}", subject=f"model:{name}",
+                                runtime=runtime.name)
+            try:
+                worker = await self._launcher(name, runtime, record, self._spec_for(record, runtime))
+            except OmgError as e:
+                self.events.publish(events_pb2.EVENT_KIND_ERROR, f"loading {name} failed: {e.message}",
+                                    subject=f"model:{name}", level=events_pb2.LEVEL_ERROR)
+                raise
             self.workers[name] = worker
+            self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loaded {name} in {worker.load_ns / 1e9:.2f}s",
+                                subject=f"model:{name}", completed=1, total=1, unit="model",
+                                pid=str(worker.pid), memory_bytes=str(worker.memory_bytes))
             self._set_expiry(worker, "")
             loop = asyncio.get_running_loop()
             if self._reaper is None or self._reaper.done():
@@ -121,9 +134,13 @@ class Orchestrator:
         now = time.monotonic()
         recent = [t for t in self._crashes.get(name, []) if now - t < 600] + [now]
         self._crashes[name] = recent
+        self.events.publish(events_pb2.EVENT_KIND_CRASH, f"worker for {name}: {reason}", subject=f"model:{name}",
+                            level=events_pb2.LEVEL_ERROR)
         if len(recent) >= max(1, self.settings.max_crashes):
             self.failed[name] = f"its worker crashed {len(recent)} times in 10 minutes (last: {reason})"
             log.error("model %s marked failed: %s", name, self.failed[name])
+            self.events.publish(events_pb2.EVENT_KIND_ALERT, f"{name} marked failed: {self.failed[name]}",
+                                subject=f"model:{name}", level=events_pb2.LEVEL_ERROR)
 
     async def _health_patrol(self) -> None:
         # A worker whose event loop does not answer Health twice in a row is hung (SIGSTOP,
@@ -155,7 +172,7 @@ class Orchestrator:
         for victim in choose_evictions(name, need, loaded, budget=self.ram_budget,
                                        max_loaded=max(1, self.settings.max_loaded_models)):
             log.info("unloading %s (least recently used) to load %s", victim, name)
-            await self.unload(victim)
+            await self.unload(victim, reason=f"evicted to load {name}")
 
     def set_keep_alive(self, worker: Worker, keep_alive: str) -> None:
         """Apply a request's keep_alive (ollama syntax; empty: the default) to an idle worker."""
@@ -165,13 +182,15 @@ class Orchestrator:
         seconds = parse_keep_alive(keep_alive) if keep_alive else self.default_keep_alive
         worker.expires_at = None if seconds is None else time.time() + seconds
 
-    async def unload(self, name: str) -> bool:
+    async def unload(self, name: str, *, reason: str = "requested") -> bool:
         """Stop the worker serving `name`; returns whether one was loaded."""
         worker = self.workers.pop(name, None)
         if worker is None:
             return False
         await worker.stop()
-        log.info("unloaded %s", name)
+        log.info("unloaded %s (%s)", name, reason)
+        self.events.publish(events_pb2.EVENT_KIND_UNLOAD, f"unloaded {name}: {reason}", subject=f"model:{name}",
+                            reason=reason)
         return True
 
     async def _reap_idle(self) -> None:
@@ -181,7 +200,7 @@ class Orchestrator:
             now = time.time()
             for name, w in list(self.workers.items()):
                 if w.in_flight == 0 and w.expires_at is not None and now >= w.expires_at:
-                    await self.unload(name)
+                    await self.unload(name, reason="keep_alive expired")
             await asyncio.sleep(0.25)
 
     @contextlib.asynccontextmanager
@@ -191,6 +210,8 @@ class Orchestrator:
         waiting = self._waiting.get(name, 0)
         limit = self.settings.max_queue
         if waiting >= limit or sum(self._waiting.values()) >= limit:
+            self.events.publish(events_pb2.EVENT_KIND_ALERT, f"queue full for {name}; request refused",
+                                subject=f"model:{name}", level=events_pb2.LEVEL_WARNING)
             raise ServerBusy("server busy, please try again.  maximum pending requests exceeded")
         slots = self._slots.setdefault(name, asyncio.Semaphore(max(1, self.settings.num_parallel)))
         self._waiting[name] = waiting + 1

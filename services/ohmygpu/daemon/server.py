@@ -22,14 +22,15 @@ from typing import IO
 import grpc
 import uvicorn
 
-from ohmygpu.api.v1 import chat_pb2_grpc, jobs_pb2_grpc, models_pb2_grpc, system_pb2_grpc
+from ohmygpu.api.v1 import chat_pb2_grpc, events_pb2_grpc, jobs_pb2_grpc, models_pb2_grpc, system_pb2_grpc
 from ohmygpu.core.errors import InvalidArgument, OmgError, Unavailable
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.grpc_errors import TokenInterceptor
 from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.daemon.jobs import JobManager
-from ohmygpu.daemon.services import ChatServicer, JobServicer, ModelServicer, SystemServicer
+from ohmygpu.daemon.events import EventBus
+from ohmygpu.daemon.services import ChatServicer, EventServicer, JobServicer, ModelServicer, SystemServicer
 
 log = logging.getLogger("ohmygpu.daemon")
 
@@ -113,8 +114,10 @@ class Daemon:
         self._check_exposure()
         self._take_lock()
         store = ModelStore(self.home)
-        orchestrator = Orchestrator(self.settings, store)
-        jobs = JobManager(self.settings, store)
+        bus = EventBus()
+        orchestrator = Orchestrator(self.settings, store, events=bus)
+        jobs = JobManager(self.settings, store, events=bus)
+        event_service = EventServicer(bus)
         models = ModelServicer(store, orchestrator, jobs)
         job_service = JobServicer(jobs)
         chat = ChatServicer(orchestrator)
@@ -124,6 +127,7 @@ class Daemon:
         models_pb2_grpc.add_ModelServiceServicer_to_server(models, grpc_server)
         chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, grpc_server)
         jobs_pb2_grpc.add_JobServiceServicer_to_server(job_service, grpc_server)
+        events_pb2_grpc.add_EventServiceServicer_to_server(event_service, grpc_server)
         system_pb2_grpc.add_SystemServiceServicer_to_server(system, grpc_server)
         http_sock = self._bind_http()
         try:
@@ -134,7 +138,8 @@ class Daemon:
             raise Unavailable(f"cannot listen for gRPC on {self.settings.grpc_addr}: address in use "
                               "or invalid; is another daemon running? set OMG_GRPC_ADDR") from None
         app = build_app(self.settings, orchestrator=orchestrator, store=store,
-                        services={"models": models, "chat": chat, "system": system, "jobs": job_service})
+                        services={"models": models, "chat": chat, "system": system, "jobs": job_service,
+                                  "events": event_service})
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2)
         http_server = _Uvicorn(config)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ohmygpu.api.v1 import (chat_pb2_grpc, jobs_pb2, jobs_pb2_grpc, models_pb2, models_pb2_grpc,
-                            system_pb2, system_pb2_grpc)
+from ohmygpu.api.v1 import (chat_pb2_grpc, events_pb2, events_pb2_grpc, jobs_pb2, jobs_pb2_grpc, models_pb2,
+                            models_pb2_grpc, system_pb2, system_pb2_grpc)
+from ohmygpu.daemon.events import EventBus
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import maintenance
 from ohmygpu.core.errors import InvalidArgument
@@ -111,6 +112,18 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context) -> AsyncIterator[jobs_pb2.Job]:
         async for job in self.jobs.watch(request.id):
             yield job
+
+
+class EventServicer(events_pb2_grpc.EventServiceServicer):
+    """The event stream."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+
+    @grpc_errors.stream
+    async def StreamEvents(self, request: events_pb2.StreamEventsRequest, context) -> AsyncIterator:
+        async for event in self.bus.subscribe(after_id=request.after_id, kinds=set(request.kinds)):
+            yield event
 
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):

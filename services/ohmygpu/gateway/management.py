@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ohmygpu.api.v1 import chat_pb2, jobs_pb2, models_pb2, system_pb2
+from ohmygpu.api.v1 import chat_pb2, events_pb2, jobs_pb2, models_pb2, system_pb2
 from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.gateway.body import read_json
 from ohmygpu.gateway.context import Gateway
@@ -32,6 +32,7 @@ SERVICES: dict[str, tuple[descriptor.ServiceDescriptor, str]] = {
     "ChatService": (chat_pb2.DESCRIPTOR.services_by_name["ChatService"], "chat"),
     "SystemService": (system_pb2.DESCRIPTOR.services_by_name["SystemService"], "system"),
     "JobService": (jobs_pb2.DESCRIPTOR.services_by_name["JobService"], "jobs"),
+    "EventService": (events_pb2.DESCRIPTOR.services_by_name["EventService"], "events"),
 }
 _VAR = re.compile(r"\{(\w+)(=([^}]*))?\}")
 
@@ -77,6 +78,10 @@ def _handler(gw: Gateway, servicer_key: str, method: descriptor.MethodDescriptor
         fn = getattr(type(servicer), method.name).__wrapped__
         if not streaming:
             return JSONResponse(_to_json(await fn(servicer, message, None)))
+        if "text/event-stream" in request.headers.get("accept", ""):
+            # Server-sent events for browsers and EventSource clients; the stream stays open.
+            return StreamingResponse(_sse(fn(servicer, message, None)), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
         messages = await primed(fn(servicer, message, None))
         return StreamingResponse(_ndjson(messages), media_type="application/x-ndjson")
 
@@ -89,6 +94,16 @@ async def _ndjson(messages: AsyncIterator[Any]) -> AsyncIterator[str]:
             yield json.dumps({"result": _to_json(m)}) + "\n"
     except OmgError as e:
         yield json.dumps({"error": json.loads(stream_error_line(e, "management"))}) + "\n"
+
+
+async def _sse(messages: AsyncIterator[Any]) -> AsyncIterator[str]:
+    try:
+        async for m in messages:
+            data = _to_json(m)
+            kind = data.get("kind", "message")
+            yield f"id: {data.get('id', '')}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
+    except OmgError as e:
+        yield f"event: error\ndata: {stream_error_line(e, 'management')}\n\n"
 
 
 def management_routes(gw: Gateway) -> list[Route]:
