@@ -190,6 +190,50 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from ohmygpu.api.v1 import runs_pb2, runs_pb2_grpc
+
+    client = Client(settings)
+    stub = runs_pb2_grpc.RunServiceStub(client.channel)
+    target = args.target
+    if target in ("ls", "list"):
+        resp = client.call(stub.ListRuns, runs_pb2.ListRunsRequest())
+        if args.json:
+            _json(resp)
+            return 0
+        _table([[r.id, r.model, runs_pb2.RunState.Name(r.state).removeprefix("RUN_STATE_").lower(),
+                 str(r.pid or ""), str(r.spec.resources.context_length or ""), r.error[:50]] for r in resp.runs],
+               ["ID", "MODEL", "STATE", "PID", "CONTEXT", "ERROR"])
+        return 0
+    if target in ("stop", "logs"):
+        if not args.extra:
+            raise CliError(f"usage: omg run {target} RUN_ID", EXIT_USAGE)
+        if target == "stop":
+            run = client.call(stub.StopRun, runs_pb2.StopRunRequest(id=args.extra), timeout=60)
+            print(f"{run.id}: {runs_pb2.RunState.Name(run.state).removeprefix('RUN_STATE_').lower()}")
+            return 0
+        call = client.stream(stub.StreamRunLogs, runs_pb2.StreamRunLogsRequest(id=args.extra, follow=args.follow))
+        try:
+            for line in client.iterate(call):
+                print(line.line, flush=True)
+        except KeyboardInterrupt:
+            call.cancel()
+        return 0
+    spec = run_spec_pb2.RunSpec(model=assets_pb2.ModelRef(repo=target))
+    if args.ctx:
+        spec.resources.context_length = args.ctx
+    if args.threads:
+        spec.resources.cpu_threads = args.threads
+    if args.gpu_layers is not None:
+        spec.resources.gpu_layers = args.gpu_layers
+    run = client.call(stub.CreateRun, runs_pb2.CreateRunRequest(spec=spec), timeout=settings.worker_start_timeout_s + 10)
+    if args.json:
+        _json(run)
+    else:
+        print(f"{run.id}: {run.model} pinned (pid {run.pid}); stop with `omg run stop {run.id}`")
+    return 0
+
+
 def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     from ohmygpu.api.v1 import events_pb2, events_pb2_grpc
     from ohmygpu.events.v1 import events_pb2 as ev
@@ -328,6 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--json", action="store_true")
     j.set_defaults(func=cmd_job)
 
+    rn = sub.add_parser("run", help="pin a model with load options (omg run MODEL), or: run ls | stop ID | logs ID")
+    rn.add_argument("target", help="a model to run, or ls / stop / logs")
+    rn.add_argument("extra", nargs="?", help="the run id, for stop and logs")
+    rn.add_argument("--ctx", type=int, help="context length")
+    rn.add_argument("--threads", type=int, help="CPU threads")
+    rn.add_argument("--gpu-layers", dest="gpu_layers", type=int, help="layers on the GPU (-1: all)")
+    rn.add_argument("-f", "--follow", action="store_true", help="with logs: keep streaming")
+    rn.add_argument("--json", action="store_true")
+    rn.set_defaults(func=cmd_run)
     evs = sub.add_parser("events", help="print the daemon's events live (loads, unloads, pulls, crashes)")
     evs.add_argument("--json", action="store_true")
     evs.set_defaults(func=cmd_events)

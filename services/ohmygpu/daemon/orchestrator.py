@@ -65,6 +65,7 @@ class Orchestrator:
         self._patrol: asyncio.Task[None] | None = None
         self._crashes: dict[str, list[float]] = {}
         self.failed: dict[str, str] = {}  # model -> why it is no longer restarted
+        self.pins: dict[str, run_spec_pb2.RunSpec] = {}  # model -> the run that pins it
         self._waiting: dict[str, int] = {}
 
     async def _launch(self, name: str, runtime: RuntimeEntry, record: assets_pb2.InstallRecord,
@@ -73,7 +74,9 @@ class Orchestrator:
         await worker.start(record, spec, timeout_s=self.settings.worker_start_timeout_s)
         return worker
 
-    def _spec_for(self, record: assets_pb2.InstallRecord, runtime: RuntimeEntry) -> run_spec_pb2.RunSpec:
+    def _spec_for(self, record: assets_pb2.InstallRecord, runtime: RuntimeEntry,
+                  run: run_spec_pb2.RunSpec | None = None) -> run_spec_pb2.RunSpec:
+        """The RunSpec a worker loads with: daemon defaults, overridden by a run's resources."""
         spec = run_spec_pb2.RunSpec(
             model=record.ref, revision=record.revision, runtime=runtime.name,
             mode=run_spec_pb2.MODE_CHAT,
@@ -81,17 +84,35 @@ class Orchestrator:
                 device="cpu", cpu_threads=self.settings.num_threads,
                 context_length=self.settings.context_length),
         )
+        if run is not None:
+            res = run.resources
+            if res.context_length:
+                spec.resources.context_length = res.context_length
+            if res.cpu_threads:
+                spec.resources.cpu_threads = res.cpu_threads
+            if res.HasField("gpu_layers"):
+                spec.resources.gpu_layers = res.gpu_layers
+            if run.mode:
+                spec.mode = run.mode
+            spec.run_id = run.run_id
         spec.extensions["template_timeout_s"].number_value = self.settings.template_timeout_s
         return spec
 
-    async def worker_for(self, name: str) -> Worker:
-        """The live worker serving model `name`, started if needed.
+    @staticmethod
+    def _load_key(spec: run_spec_pb2.RunSpec) -> tuple[object, ...]:
+        r = spec.resources
+        return (spec.mode, r.context_length, r.cpu_threads, r.gpu_layers if r.HasField("gpu_layers") else None)
 
-        Raises ModelNotFound, MissingExtra, WorkerFailed.
+    async def worker_for(self, name: str, *, run: run_spec_pb2.RunSpec | None = None) -> Worker:
+        """The live worker serving model `name`, started if needed. With `run`, the worker must
+        have the run's load options: one loaded with others is reloaded (only then).
+
+        Raises ModelNotFound, MissingExtra, WorkerFailed, NeverFits, Unavailable.
         """
         worker = self.workers.get(name)
-        if worker is not None and worker.alive:
+        if worker is not None and worker.alive and run is None:
             return worker
+        run = run or self.pins.get(name)  # a restarted pinned model keeps its run's options
         if name in self.failed:
             raise WorkerFailed(f"model '{name}' is marked failed and is not restarted: {self.failed[name]}; "
                                "restart the daemon to try again", model=name)
@@ -99,9 +120,13 @@ class Orchestrator:
         runtime = runtime_for(record)
         lock = self._starting.setdefault(name, asyncio.Lock())
         async with lock:
+            spec = self._spec_for(record, runtime, run)
             worker = self.workers.get(name)
             if worker is not None and worker.alive:
-                return worker
+                if run is None or worker.load_key == self._load_key(spec):
+                    return worker
+                await self.unload(name, reason="reloading with new load options")
+                worker = None
             if worker is not None:
                 log.warning("worker for %s %s; starting a new one", name, worker.exit_description())
                 self._record_crash(name, f"worker {worker.exit_description()}")
@@ -112,11 +137,13 @@ class Orchestrator:
             self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loading {name}", subject=f"model:{name}",
                                 runtime=runtime.name)
             try:
-                worker = await self._launcher(name, runtime, record, self._spec_for(record, runtime))
+                worker = await self._launcher(name, runtime, record, spec)
             except OmgError as e:
                 self.events.publish(events_pb2.EVENT_KIND_ERROR, f"loading {name} failed: {e.message}",
                                     subject=f"model:{name}", level=events_pb2.LEVEL_ERROR)
                 raise
+            worker.load_key = self._load_key(spec)
+            worker.pinned = name in self.pins
             self.workers[name] = worker
             self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loaded {name} in {worker.load_ns / 1e9:.2f}s",
                                 subject=f"model:{name}", completed=1, total=1, unit="model",
@@ -128,6 +155,65 @@ class Orchestrator:
             if self._patrol is None or self._patrol.done():
                 self._patrol = loop.create_task(self._health_patrol())
             return worker
+
+    async def pin(self, name: str, run: run_spec_pb2.RunSpec) -> Worker:
+        """Load `name` with the run's options and keep it loaded until unpinned."""
+        worker = await self.worker_for(name, run=run)
+        self.pins[name] = run
+        worker.pinned = True
+        worker.expires_at = None
+        return worker
+
+    async def unpin(self, name: str) -> None:
+        """End a pin: the model is unloaded."""
+        self.pins.pop(name, None)
+        worker = self.workers.get(name)
+        if worker is not None:
+            worker.pinned = False
+        await self.unload(name, reason="run stopped")
+
+    async def _make_room(self, name: str, record: assets_pb2.InstallRecord) -> None:
+        """Unload least recently used idle models until `record` fits the memory budget and
+        max_loaded_models; raises NeverFits or Unavailable (see placement.choose_evictions)."""
+        need = estimate(record, context_length=self.settings.context_length).total
+        loaded = [Resident(n, w.memory_bytes, w.in_flight, w.last_used, w.pinned)
+                  for n, w in self.workers.items() if w.alive]
+        for victim in choose_evictions(name, need, loaded, budget=self.ram_budget,
+                                       max_loaded=max(1, self.settings.max_loaded_models)):
+            log.info("unloading %s (least recently used) to load %s", victim, name)
+            await self.unload(victim, reason=f"evicted to load {name}")
+
+    def set_keep_alive(self, worker: Worker, keep_alive: str) -> None:
+        """Apply a request's keep_alive (ollama syntax; empty: the default) to an idle worker."""
+        self._set_expiry(worker, keep_alive)
+
+    def _set_expiry(self, worker: Worker, keep_alive: str) -> None:
+        if worker.pinned:
+            worker.expires_at = None  # a run keeps its model until the run stops
+            return
+        seconds = parse_keep_alive(keep_alive) if keep_alive else self.default_keep_alive
+        worker.expires_at = None if seconds is None else time.time() + seconds
+
+    async def unload(self, name: str, *, reason: str = "requested") -> bool:
+        """Stop the worker serving `name`; returns whether one was loaded."""
+        worker = self.workers.pop(name, None)
+        if worker is None:
+            return False
+        await worker.stop()
+        log.info("unloaded %s (%s)", name, reason)
+        self.events.publish(events_pb2.EVENT_KIND_UNLOAD, f"unloaded {name}: {reason}", subject=f"model:{name}",
+                            reason=reason)
+        return True
+
+    async def _reap_idle(self) -> None:
+        # keep_alive: unload idle models whose time is up. A worker with requests in flight is
+        # never unloaded; its expiry is set again when its last request ends.
+        while self.workers:
+            now = time.time()
+            for name, w in list(self.workers.items()):
+                if w.in_flight == 0 and not w.pinned and w.expires_at is not None and now >= w.expires_at:
+                    await self.unload(name, reason="keep_alive expired")
+            await asyncio.sleep(0.25)
 
     def _record_crash(self, name: str, reason: str) -> None:
         """Count a crash; past max_crashes within 10 minutes the model is marked failed."""
@@ -162,46 +248,6 @@ class Orchestrator:
                         self._record_crash(name, "hung: no health answer")
                         await w.stop(grace_s=0.5)
             await asyncio.sleep(self.settings.health_interval_s)
-
-    async def _make_room(self, name: str, record: assets_pb2.InstallRecord) -> None:
-        """Unload least recently used idle models until `record` fits the memory budget and
-        max_loaded_models; raises NeverFits or Unavailable (see placement.choose_evictions)."""
-        need = estimate(record, context_length=self.settings.context_length).total
-        loaded = [Resident(n, w.memory_bytes, w.in_flight, w.last_used)
-                  for n, w in self.workers.items() if w.alive]
-        for victim in choose_evictions(name, need, loaded, budget=self.ram_budget,
-                                       max_loaded=max(1, self.settings.max_loaded_models)):
-            log.info("unloading %s (least recently used) to load %s", victim, name)
-            await self.unload(victim, reason=f"evicted to load {name}")
-
-    def set_keep_alive(self, worker: Worker, keep_alive: str) -> None:
-        """Apply a request's keep_alive (ollama syntax; empty: the default) to an idle worker."""
-        self._set_expiry(worker, keep_alive)
-
-    def _set_expiry(self, worker: Worker, keep_alive: str) -> None:
-        seconds = parse_keep_alive(keep_alive) if keep_alive else self.default_keep_alive
-        worker.expires_at = None if seconds is None else time.time() + seconds
-
-    async def unload(self, name: str, *, reason: str = "requested") -> bool:
-        """Stop the worker serving `name`; returns whether one was loaded."""
-        worker = self.workers.pop(name, None)
-        if worker is None:
-            return False
-        await worker.stop()
-        log.info("unloaded %s (%s)", name, reason)
-        self.events.publish(events_pb2.EVENT_KIND_UNLOAD, f"unloaded {name}: {reason}", subject=f"model:{name}",
-                            reason=reason)
-        return True
-
-    async def _reap_idle(self) -> None:
-        # keep_alive: unload idle models whose time is up. A worker with requests in flight is
-        # never unloaded; its expiry is set again when its last request ends.
-        while self.workers:
-            now = time.time()
-            for name, w in list(self.workers.items()):
-                if w.in_flight == 0 and w.expires_at is not None and now >= w.expires_at:
-                    await self.unload(name, reason="keep_alive expired")
-            await asyncio.sleep(0.25)
 
     @contextlib.asynccontextmanager
     async def _slot(self, name: str) -> AsyncIterator[None]:

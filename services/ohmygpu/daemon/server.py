@@ -22,7 +22,9 @@ from typing import IO
 import grpc
 import uvicorn
 
-from ohmygpu.api.v1 import chat_pb2_grpc, events_pb2_grpc, jobs_pb2_grpc, models_pb2_grpc, system_pb2_grpc
+from ohmygpu.api.v1 import (chat_pb2_grpc, events_pb2_grpc, jobs_pb2_grpc, models_pb2_grpc, runs_pb2_grpc,
+                            system_pb2_grpc)
+from ohmygpu.daemon.runs import RunManager
 from ohmygpu.core.errors import InvalidArgument, OmgError, Unavailable
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
@@ -30,7 +32,8 @@ from ohmygpu.daemon.grpc_errors import TokenInterceptor
 from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.daemon.jobs import JobManager
 from ohmygpu.daemon.events import EventBus
-from ohmygpu.daemon.services import ChatServicer, EventServicer, JobServicer, ModelServicer, SystemServicer
+from ohmygpu.daemon.services import (ChatServicer, EventServicer, JobServicer, ModelServicer, RunServicer,
+                                     SystemServicer)
 
 log = logging.getLogger("ohmygpu.daemon")
 
@@ -118,6 +121,8 @@ class Daemon:
         orchestrator = Orchestrator(self.settings, store, events=bus)
         jobs = JobManager(self.settings, store, events=bus)
         event_service = EventServicer(bus)
+        runs = RunManager(self.home, orchestrator)
+        run_service = RunServicer(runs)
         models = ModelServicer(store, orchestrator, jobs)
         job_service = JobServicer(jobs)
         chat = ChatServicer(orchestrator)
@@ -128,6 +133,7 @@ class Daemon:
         chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, grpc_server)
         jobs_pb2_grpc.add_JobServiceServicer_to_server(job_service, grpc_server)
         events_pb2_grpc.add_EventServiceServicer_to_server(event_service, grpc_server)
+        runs_pb2_grpc.add_RunServiceServicer_to_server(run_service, grpc_server)
         system_pb2_grpc.add_SystemServiceServicer_to_server(system, grpc_server)
         http_sock = self._bind_http()
         try:
@@ -139,7 +145,7 @@ class Daemon:
                               "or invalid; is another daemon running? set OMG_GRPC_ADDR") from None
         app = build_app(self.settings, orchestrator=orchestrator, store=store,
                         services={"models": models, "chat": chat, "system": system, "jobs": job_service,
-                                  "events": event_service})
+                                  "events": event_service, "runs": run_service})
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2)
         http_server = _Uvicorn(config)
@@ -152,6 +158,7 @@ class Daemon:
             "grpc_addr": self.settings.grpc_addr}))
         http_task = asyncio.create_task(http_server.serve(sockets=[http_sock]))
         jobs.resume_unfinished()
+        restore = asyncio.create_task(runs.restore())  # pinned runs load in the background
         log.warning("omg daemon pid %d: HTTP on %s, gRPC on %s, home %s", os.getpid(),
                     self.settings.http_addr, self.settings.grpc_addr, self.home)
         print(f"omg daemon listening: HTTP http://{self.settings.http_addr} "
@@ -161,8 +168,10 @@ class Daemon:
         finally:
             log.warning("shutting down")
             http_server.should_exit = True
+            restore.cancel()
             await orchestrator.shutdown()
             await jobs.close()
+            runs.close()
             await grpc_server.stop(grace=1.0)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(http_task, 5)

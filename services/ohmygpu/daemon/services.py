@@ -13,7 +13,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ohmygpu.api.v1 import (chat_pb2_grpc, events_pb2, events_pb2_grpc, jobs_pb2, jobs_pb2_grpc, models_pb2,
                             models_pb2_grpc, system_pb2, system_pb2_grpc)
+from ohmygpu.api.v1 import runs_pb2, runs_pb2_grpc
 from ohmygpu.daemon.events import EventBus
+from ohmygpu.daemon.runs import RunManager
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import maintenance
 from ohmygpu.core.errors import InvalidArgument
@@ -112,6 +114,34 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context) -> AsyncIterator[jobs_pb2.Job]:
         async for job in self.jobs.watch(request.id):
             yield job
+
+
+class RunServicer(runs_pb2_grpc.RunServiceServicer):
+    """Runs: pinned models with their load options."""
+
+    def __init__(self, runs: RunManager) -> None:
+        self.runs = runs
+
+    @grpc_errors.unary
+    async def CreateRun(self, request: runs_pb2.CreateRunRequest, context) -> runs_pb2.Run:
+        return await self.runs.create(request.spec)
+
+    @grpc_errors.unary
+    async def ListRuns(self, request: runs_pb2.ListRunsRequest, context) -> runs_pb2.ListRunsResponse:
+        return runs_pb2.ListRunsResponse(runs=await self.runs.list())
+
+    @grpc_errors.unary
+    async def GetRun(self, request: runs_pb2.GetRunRequest, context) -> runs_pb2.Run:
+        return await self.runs.get(request.id)
+
+    @grpc_errors.unary
+    async def StopRun(self, request: runs_pb2.StopRunRequest, context) -> runs_pb2.Run:
+        return await self.runs.stop(request.id)
+
+    @grpc_errors.stream
+    async def StreamRunLogs(self, request: runs_pb2.StreamRunLogsRequest, context) -> AsyncIterator:
+        async for line in self.runs.logs(request.id, follow=request.follow):
+            yield runs_pb2.RunLogLine(line=line)
 
 
 class EventServicer(events_pb2_grpc.EventServiceServicer):

@@ -57,6 +57,8 @@ class Worker:
         self.in_flight = 0
         self.last_used = time.monotonic()
         self.expires_at: float | None = None  # wall-clock unload time when idle; None: never
+        self.pinned = False  # a run holds it: never evicted or expired
+        self.load_key: tuple[object, ...] = ()  # the load options it was started with
         self.exited = asyncio.Event()
 
     @property

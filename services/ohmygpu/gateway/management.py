@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ohmygpu.api.v1 import chat_pb2, events_pb2, jobs_pb2, models_pb2, system_pb2
+from ohmygpu.api.v1 import chat_pb2, events_pb2, jobs_pb2, models_pb2, runs_pb2, system_pb2
 from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.gateway.body import read_json
 from ohmygpu.gateway.context import Gateway
@@ -33,6 +33,7 @@ SERVICES: dict[str, tuple[descriptor.ServiceDescriptor, str]] = {
     "SystemService": (system_pb2.DESCRIPTOR.services_by_name["SystemService"], "system"),
     "JobService": (jobs_pb2.DESCRIPTOR.services_by_name["JobService"], "jobs"),
     "EventService": (events_pb2.DESCRIPTOR.services_by_name["EventService"], "events"),
+    "RunService": (runs_pb2.DESCRIPTOR.services_by_name["RunService"], "runs"),
 }
 _VAR = re.compile(r"\{(\w+)(=([^}]*))?\}")
 
@@ -67,6 +68,8 @@ def _handler(gw: Gateway, servicer_key: str, method: descriptor.MethodDescriptor
         data: dict[str, Any] = {}
         if body_rule == "*":
             data.update(await read_json(request, gw.body_limit))
+        elif body_rule:  # the body is one field of the request message
+            data[body_rule] = await read_json(request, gw.body_limit)
         for key, value in request.query_params.items():
             data.setdefault(key, value)
         data.update(request.path_params)
