@@ -211,7 +211,7 @@ def _worker_pid(d: DaemonProc, model: str) -> int:
 
 
 def test_hung_worker_is_killed_and_replaced(tmp_path: Path, gguf_path: Path) -> None:
-    d = new_daemon(tmp_path, extra_env={"OMG_HEALTH_INTERVAL": "0.5", "OMG_HEALTH_TIMEOUT": "1"}).start()
+    d = new_daemon(tmp_path, extra_env={"OMG_HEALTH_INTERVAL": "0.5", "OMG_HEALTH_TIMEOUT": "2"}).start()
     try:
         assert d.omg("model", "add", str(gguf_path), "--name", "m").returncode == 0
         client = openai.OpenAI(base_url=d.http + "/v1", api_key="x", max_retries=0, timeout=60)
@@ -224,9 +224,10 @@ def test_hung_worker_is_killed_and_replaced(tmp_path: Path, gguf_path: Path) -> 
             for i, _ in enumerate(stream):
                 if i == 2:
                     os.kill(pid, signal.SIGSTOP)  # hung: alive, but answers nothing
-        assert "worker" in str(e.value.message) and time.monotonic() - started < 20
+        assert "worker" in str(e.value.message), e.value.message
+        assert time.monotonic() - started < 30
         with pytest.raises(ProcessLookupError):  # killed, not left stopped
-            for _ in range(50):
+            for _ in range(100):
                 os.kill(pid, 0)
                 with open(f"/proc/{pid}/stat") as f:
                     if f.read().split()[2] == "Z":
@@ -256,3 +257,29 @@ def test_model_crashing_repeatedly_is_marked_failed(tmp_path: Path, gguf_path: P
         assert httpx.get(d.http + "/api/tags").status_code == 200
     finally:
         d.stop()
+
+
+def test_no_orphan_worker_survives_its_daemon(tmp_path: Path, gguf_path: Path) -> None:
+    d = new_daemon(tmp_path).start()
+    assert d.omg("model", "add", str(gguf_path), "--name", "m").returncode == 0
+    assert httpx.post(d.http + "/api/generate", json={"model": "m", "prompt": "hi", "stream": False,
+                                                      "options": {"num_predict": 1}}, timeout=60).status_code == 200
+    pid = _worker_pid(d, "m")
+    d.proc.send_signal(signal.SIGKILL)  # the daemon dies without any chance to clean up
+    d.proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split()[2] == "Z":
+                    break
+        except (ProcessLookupError, FileNotFoundError):
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the worker outlived its daemon")
+    # A new daemon on the same home starts cleanly (the lock died with the old one).
+    d.start()
+    d.stop()

@@ -78,3 +78,46 @@ def test_shaped_inventory_is_injectable() -> None:
     two = Inventory(cpu_count=16, ram_total=64 << 30, ram_available=60 << 30,
                     gpus=(Gpu(0, "A", 24 << 30, 24 << 30, 0), Gpu(1, "B", 24 << 30, 20 << 30, 4 << 30)))
     assert sum(g.free for g in two.gpus) == 44 << 30
+
+
+GiB = 1 << 30
+from ohmygpu.daemon.placement import place_on_device  # noqa: E402
+
+
+def gpu(i: int, total_gb: int, free_gb: float) -> Gpu:
+    return Gpu(i, f"gpu{i}", total_gb * GiB, int(free_gb * GiB), total_gb * GiB - int(free_gb * GiB))
+
+
+def test_cpu_only_machine_places_on_cpu() -> None:
+    assert place_on_device(4 * GiB, 32, ()).device == "cpu"
+
+
+def test_whole_model_goes_to_the_roomiest_gpu() -> None:
+    two = (gpu(0, 24, 10), gpu(1, 24, 20))
+    p = place_on_device(8 * GiB, 32, two)
+    assert p.device == "cuda:1" and p.gpu_layers == -1 and p.vram == 8 * GiB
+
+
+def test_partial_offload_when_it_does_not_fit() -> None:
+    small = (gpu(0, 8, 8),)
+    p = place_on_device(16 * GiB, 32, small, reserve=0)
+    assert p.device == "cuda:0" and 0 < p.gpu_layers < 32 and p.vram <= 8 * GiB
+    assert place_on_device(16 * GiB, 32, small, allow_partial=False).device == "cpu"
+
+
+def test_budget_reserve_and_what_we_already_use() -> None:
+    one = (gpu(0, 24, 24),)
+    assert place_on_device(6 * GiB, 32, one, vram_budget=8 * GiB, used_by_us={0: 4 * GiB}).gpu_layers != -1
+    assert place_on_device(6 * GiB, 32, one, vram_budget=8 * GiB).gpu_layers == -1
+    assert place_on_device(int(23.8 * GiB), 32, one, reserve=1 * GiB).gpu_layers != -1
+
+
+def test_requested_device() -> None:
+    two = (gpu(0, 24, 20), gpu(1, 24, 2))
+    assert place_on_device(4 * GiB, 32, two, requested="cpu").device == "cpu"
+    p = place_on_device(1 * GiB, 32, two, requested="cuda:1", reserve=0)
+    assert p.device == "cuda:1" and p.gpu_layers == -1
+    with pytest.raises(NeverFits, match="cuda:7 does not exist"):
+        place_on_device(GiB, 32, two, requested="cuda:7")
+    with pytest.raises(NeverFits, match="cuda:1 has"):
+        place_on_device(30 * GiB, 32, (gpu(0, 24, 20), gpu(1, 24, 0.1)), requested="cuda:1", reserve=0)

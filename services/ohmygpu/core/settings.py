@@ -71,6 +71,12 @@ SETTINGS: tuple[Setting, ...] = (
             "crashes within 10 minutes after which a model is marked failed instead of restarted"),
     Setting("ram_budget_mb", "OMG_RAM_BUDGET_MB", 0, int,
             "memory models may use on the CPU, in MiB; 0: 90% of the RAM available at start"),
+    Setting("vram_budget_mb", "OMG_VRAM_BUDGET_MB", 0, int,
+            "GPU memory our models may use per GPU, in MiB; 0: all that is free"),
+    Setting("vram_reserve_mb", "OMG_VRAM_RESERVE_MB", 512, int,
+            "GPU memory always left free for other programs, in MiB"),
+    Setting("partial_offload", "OMG_PARTIAL_OFFLOAD", 1, int,
+            "1: put as many layers on the GPU as fit when a model does not fit whole; 0: use the CPU"),
     Setting("hf_endpoint", "HF_ENDPOINT", "https://huggingface.co", str,
             "Hugging Face hub to pull from (or a mirror speaking its protocol)"),
     Setting("hf_token", "HF_TOKEN", "", str,
@@ -107,6 +113,9 @@ class Settings:
     health_timeout_s: float
     max_crashes: int
     ram_budget_mb: int
+    vram_budget_mb: int
+    vram_reserve_mb: int
+    partial_offload: int
     hf_endpoint: str
     hf_token: str
     hf_hub_cache: str

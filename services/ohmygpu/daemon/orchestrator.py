@@ -33,7 +33,7 @@ from ohmygpu.core.estimate import estimate
 from ohmygpu.daemon.devices import Inventory, probe
 from ohmygpu.daemon.events import EventBus
 from ohmygpu.events.v1 import events_pb2
-from ohmygpu.daemon.placement import Resident, choose_evictions
+from ohmygpu.daemon.placement import DevicePlacement, Resident, choose_evictions, place_on_device
 from ohmygpu.daemon.supervisor import Worker
 
 log = logging.getLogger("ohmygpu.orchestrator")
@@ -57,7 +57,8 @@ class Orchestrator:
         self.run_dir = socket_dir(settings.home_path)
         self.log_dir = settings.home_path / "logs"
         self.default_keep_alive = parse_keep_alive(settings.keep_alive)
-        inv = (inventory or probe)()
+        self.inventory = inventory or probe
+        inv = self.inventory()
         self.ram_budget = (settings.ram_budget_mb << 20) if settings.ram_budget_mb > 0 \
             else int(inv.ram_available * 0.9)
         self._reaper: asyncio.Task[None] | None = None
@@ -81,7 +82,7 @@ class Orchestrator:
             model=record.ref, revision=record.revision, runtime=runtime.name,
             mode=run_spec_pb2.MODE_CHAT,
             resources=run_spec_pb2.Resources(
-                device="cpu", cpu_threads=self.settings.num_threads,
+                cpu_threads=self.settings.num_threads,
                 context_length=self.settings.context_length),
         )
         if run is not None:
@@ -92,6 +93,8 @@ class Orchestrator:
                 spec.resources.cpu_threads = res.cpu_threads
             if res.HasField("gpu_layers"):
                 spec.resources.gpu_layers = res.gpu_layers
+            if res.device:
+                spec.resources.device = res.device
             if run.mode:
                 spec.mode = run.mode
             spec.run_id = run.run_id
@@ -134,16 +137,19 @@ class Orchestrator:
                 if name in self.failed:
                     raise WorkerFailed(f"model '{name}' is marked failed: {self.failed[name]}", model=name)
             await self._make_room(name, record)
-            self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loading {name}", subject=f"model:{name}",
-                                runtime=runtime.name)
+            key = self._load_key(spec)  # what was asked, before placement fills in the device
+            placement = await self._place(record, spec)
+            self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loading {name} on {placement.device}",
+                                subject=f"model:{name}", runtime=runtime.name)
             try:
                 worker = await self._launcher(name, runtime, record, spec)
             except OmgError as e:
                 self.events.publish(events_pb2.EVENT_KIND_ERROR, f"loading {name} failed: {e.message}",
                                     subject=f"model:{name}", level=events_pb2.LEVEL_ERROR)
                 raise
-            worker.load_key = self._load_key(spec)
+            worker.load_key = key
             worker.pinned = name in self.pins
+            worker.device, worker.vram_estimate = placement.device, placement.vram
             self.workers[name] = worker
             self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loaded {name} in {worker.load_ns / 1e9:.2f}s",
                                 subject=f"model:{name}", completed=1, total=1, unit="model",
@@ -155,6 +161,25 @@ class Orchestrator:
             if self._patrol is None or self._patrol.done():
                 self._patrol = loop.create_task(self._health_patrol())
             return worker
+
+    async def _place(self, record: assets_pb2.InstallRecord, spec: run_spec_pb2.RunSpec) -> DevicePlacement:
+        """Choose the device (and GPU layers) for a load and write them into `spec`. A RunSpec's
+        own gpu_layers wins over the computed split."""
+        inv = await asyncio.to_thread(self.inventory)
+        need = estimate(record, context_length=spec.resources.context_length).total
+        used: dict[int, int] = {}
+        for w in self.workers.values():
+            if w.alive and w.device.startswith("cuda:"):
+                used[int(w.device[5:])] = used.get(int(w.device[5:]), 0) + w.vram_estimate
+        requested = spec.resources.device if spec.resources.device not in ("", "cpu") else ""
+        placement = place_on_device(
+            need, record.gguf.block_count, inv.gpus, requested=requested,
+            vram_budget=self.settings.vram_budget_mb << 20, reserve=self.settings.vram_reserve_mb << 20,
+            used_by_us=used, allow_partial=bool(self.settings.partial_offload))
+        spec.resources.device = placement.device
+        if not spec.resources.HasField("gpu_layers"):
+            spec.resources.gpu_layers = placement.gpu_layers
+        return placement
 
     async def pin(self, name: str, run: run_spec_pb2.RunSpec) -> Worker:
         """Load `name` with the run's options and keep it loaded until unpinned."""

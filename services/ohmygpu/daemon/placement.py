@@ -53,3 +53,54 @@ def choose_evictions(name: str, need: int, loaded: list[Resident], *, budget: in
         raise Unavailable(f"model '{name}' needs {need / 2**20:.0f} MiB; loaded models that are busy or pinned "
                           f"use {used / 2**20:.0f} of {budget / 2**20:.0f} MiB; try again shortly")
     return evict
+
+
+@dataclass(frozen=True)
+class DevicePlacement:
+    """Where a model runs: a device and how many of its layers go to the GPU."""
+
+    device: str  # "cpu" or "cuda:N"
+    gpu_layers: int  # -1: all, 0: none, k: the first k layers (partial offload)
+    vram: int  # bytes expected on the GPU
+
+
+def place_on_device(need: int, layers: int, gpus: tuple, *, requested: str = "", vram_budget: int = 0,
+                    reserve: int = 512 << 20, used_by_us: dict[int, int] | None = None,
+                    allow_partial: bool = True) -> DevicePlacement:
+    """Pick a GPU that holds the whole model (the one with the most room), else the first `k`
+    layers on the roomiest GPU when partial offload is allowed, else the CPU.
+
+    `need` is the estimated total bytes, `layers` the model's block count, `gpus` the
+    inventory's GPUs. `vram_budget` (0: none) caps what our models may use per GPU, `reserve`
+    is kept free for others. `requested` "cpu" or "cuda:N" restricts the choice; raises
+    NeverFits when a requested GPU cannot take even one layer.
+    """
+    used_by_us = used_by_us or {}
+    if requested == "cpu" or not gpus:
+        return DevicePlacement("cpu", 0, 0)
+    candidates = list(gpus)
+    if requested.startswith("cuda:"):
+        index = int(requested.split(":", 1)[1]) if requested.split(":", 1)[1].isdigit() else -1
+        candidates = [g for g in gpus if g.index == index]
+        if not candidates:
+            raise NeverFits(f"device {requested} does not exist; this machine has "
+                            f"{', '.join(f'cuda:{g.index}' for g in gpus)}")
+
+    def room(g: object) -> int:
+        free = g.free - reserve  # type: ignore[attr-defined]
+        if vram_budget:
+            free = min(free, vram_budget - used_by_us.get(g.index, 0))  # type: ignore[attr-defined]
+        return max(0, free)
+
+    best = max(candidates, key=room)
+    if room(best) >= need:
+        return DevicePlacement(f"cuda:{best.index}", -1, need)
+    per_layer = need / max(1, layers + 1)  # +1: the output layer and buffers count as one more
+    k = int(room(best) // per_layer) - 1
+    if allow_partial and k >= 1:
+        return DevicePlacement(f"cuda:{best.index}", min(k, layers), int((k + 1) * per_layer))
+    if requested.startswith("cuda:"):
+        raise NeverFits(f"the model needs about {need / 2**20:.0f} MiB; {requested} has "
+                        f"{room(best) / 2**20:.0f} MiB free for it"
+                        + ("" if allow_partial else " (partial offload is off: OMG_PARTIAL_OFFLOAD)"))
+    return DevicePlacement("cpu", 0, 0)

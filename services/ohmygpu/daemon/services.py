@@ -203,7 +203,7 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
             except LookupError:
                 size, digest = 0, ""
             out.append(system_pb2.LoadedModel(
-                name=worker.model, runtime=worker.runtime.name, pid=worker.pid, device="cpu",
+                name=worker.model, runtime=worker.runtime.name, pid=worker.pid, device=worker.device,
                 memory_bytes=status.memory_bytes if status else worker.memory_bytes,
                 vram_bytes=status.vram_bytes if status else 0,
                 state=status.state if status else runtime_pb2.WORKER_STATE_UNSPECIFIED,
