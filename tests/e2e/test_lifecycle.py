@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -102,6 +103,16 @@ def test_ram_budget_holding_one_model(tmp_path: Path, gguf_path: Path) -> None:
                 assert set(_ps(d)) == {name}  # the other was evicted to stay in budget
         info = d.omg("model", "info", "one").stdout
         assert "memory        ~" in info and "KV cache" in info
+        # The event stream saw the evictions.
+        evictions = []
+        with httpx.stream("GET", d.http + "/v1/events", timeout=10) as r:
+            for line in r.iter_lines():
+                event = json.loads(line)["result"]
+                if event["kind"] == "EVENT_KIND_UNLOAD" and "evicted to load" in event["message"]:
+                    evictions.append(event)
+                if len(evictions) >= 3:
+                    break
+        assert evictions[0]["subject"] == "model:one"
     finally:
         d.stop()
 

@@ -47,8 +47,10 @@ class Orchestrator:
     """Owns the workers and routes requests to them."""
 
     def __init__(self, settings: Settings, store: ModelStore, *, launcher: Launcher | None = None,
-                 inventory: Callable[[], Inventory] | None = None, events: EventBus | None = None) -> None:
+                 inventory: Callable[[], Inventory] | None = None, events: EventBus | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.events = events or EventBus()
+        self.clock = clock  # wall clock for keep_alive; injected by tests
         self.settings = settings
         self.store = store
         self.workers: dict[str, Worker] = {}
@@ -217,7 +219,7 @@ class Orchestrator:
             worker.expires_at = None  # a run keeps its model until the run stops
             return
         seconds = parse_keep_alive(keep_alive) if keep_alive else self.default_keep_alive
-        worker.expires_at = None if seconds is None else time.time() + seconds
+        worker.expires_at = None if seconds is None else self.clock() + seconds
 
     async def unload(self, name: str, *, reason: str = "requested") -> bool:
         """Stop the worker serving `name`; returns whether one was loaded."""
@@ -234,11 +236,17 @@ class Orchestrator:
         # keep_alive: unload idle models whose time is up. A worker with requests in flight is
         # never unloaded; its expiry is set again when its last request ends.
         while self.workers:
-            now = time.time()
-            for name, w in list(self.workers.items()):
-                if w.in_flight == 0 and not w.pinned and w.expires_at is not None and now >= w.expires_at:
-                    await self.unload(name, reason="keep_alive expired")
+            await self.reap_expired()
             await asyncio.sleep(0.25)
+
+    async def reap_expired(self) -> list[str]:
+        """Unload idle, unpinned models whose keep_alive has run out; returns their names."""
+        now = self.clock()
+        expired = [name for name, w in self.workers.items()
+                   if w.in_flight == 0 and not w.pinned and w.expires_at is not None and now >= w.expires_at]
+        for name in expired:
+            await self.unload(name, reason="keep_alive expired")
+        return expired
 
     def _record_crash(self, name: str, reason: str) -> None:
         """Count a crash; past max_crashes within 10 minutes the model is marked failed."""
