@@ -325,6 +325,15 @@ class Orchestrator:
                 yield message
         except grpc.aio.AioRpcError as e:
             raise await self._translate(worker, e) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our own request was cancelled (the client went away)
+            # The call was cancelled under us: the supervisor stopped this worker (hung, crashed)
+            # and closed its channel. The client gets an error, not a dropped connection.
+            raise WorkerFailed(f"the worker serving '{worker.model}' was stopped during the request "
+                               f"({worker.exit_description()}); the next request starts a new one",
+                               model=worker.model) from None
         finally:
             worker.in_flight -= 1
             worker.last_used = time.monotonic()
