@@ -176,5 +176,14 @@ def test_bounded_queue_answers_busy_and_forgets_gone_clients(tmp_path: Path, ggu
         queued.join(60)
         assert not queued.is_alive()
         assert _generate(d, "m")["eval_count"] == 3
+        # The event stream saw the queue grow and shrink, and the refusal.
+        kinds = []
+        with httpx.stream("GET", d.http + "/v1/events", timeout=10) as r:
+            for line in r.iter_lines():
+                event = json.loads(line)["result"]
+                kinds.append((event["kind"], event.get("attributes", {}).get("waiting")))
+                if sum(k == "EVENT_KIND_QUEUE" for k, _ in kinds) >= 3:
+                    break
+        assert ("EVENT_KIND_QUEUE", "1") in kinds and ("EVENT_KIND_QUEUE", "0") in kinds
     finally:
         d.stop()

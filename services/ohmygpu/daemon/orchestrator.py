@@ -293,11 +293,18 @@ class Orchestrator:
                                 subject=f"model:{name}", level=events_pb2.LEVEL_WARNING)
             raise ServerBusy("server busy, please try again.  maximum pending requests exceeded")
         slots = self._slots.setdefault(name, asyncio.Semaphore(max(1, self.settings.num_parallel)))
+        queued = slots.locked()
+        if queued:  # it will wait: the queue grows
+            self.events.publish(events_pb2.EVENT_KIND_QUEUE, f"{name}: {waiting + 1} waiting",
+                                subject=f"model:{name}", waiting=str(waiting + 1))
         self._waiting[name] = waiting + 1
         try:
             await slots.acquire()
         finally:
             self._waiting[name] -= 1
+            if queued:  # it waited: the queue shrinks
+                self.events.publish(events_pb2.EVENT_KIND_QUEUE, f"{name}: {self._waiting[name]} waiting",
+                                    subject=f"model:{name}", waiting=str(self._waiting[name]))
         try:
             yield
         finally:
