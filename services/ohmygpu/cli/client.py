@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-
 from ohmygpu.api.v1 import chat_pb2_grpc, jobs_pb2_grpc, models_pb2_grpc, system_pb2_grpc
 from ohmygpu.core.settings import Settings
 

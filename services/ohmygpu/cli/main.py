@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
-
 from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.cli.client import EXIT_USAGE, CliError, Client
+from ohmygpu.cli.client import EXIT_USAGE, Client, CliError
 from ohmygpu.core.errors import OmgError
 from ohmygpu.core.estimate import estimate
 from ohmygpu.core.settings import Settings

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from ohmygpu.api.v1 import jobs_pb2, models_pb2
-from ohmygpu.cli.client import CliError, Client
+from ohmygpu.cli.client import Client, CliError
 
 
 def run_pull(client: Client, request: models_pb2.InstallModelRequest, *, quiet: bool = False) -> int:
@@ -17,8 +17,14 @@ def run_pull(client: Client, request: models_pb2.InstallModelRequest, *, quiet: 
         for last in client.iterate(call):
             pass
         return _finish(last)
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())

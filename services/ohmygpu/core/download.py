@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
 from ohmygpu.core.errors import CorruptDownload, InsufficientSpace, InvalidArgument, Unavailable
 from ohmygpu.core.hub import HubClient, RemoteFile
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
-
 from ohmygpu.core.errors import NotFound, OmgError, PermissionDenied, RateLimited, Unavailable
 from ohmygpu.core.hfcache import parse_etag
 from ohmygpu.core.names import parse_repo_id, parse_repo_path, parse_revision

@@ -15,14 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import hfcache
 from ohmygpu.core.download import RateLimiter, check_space, fetch
 from ohmygpu.core.errors import InvalidArgument, NotFound
 from ohmygpu.core.gguf import read_header
 from ohmygpu.core.hub import HubClient, RemoteFile, RepoSnapshot
+from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.names import parse_model_name, parse_source
 from ohmygpu.core.store import ModelStore, gguf_info, kind_of
 
@@ -216,7 +215,7 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
         ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_HF, repo=repo_id),
         revision=assets_pb2.Revision(requested=revision, commit=snap.commit),
     )
-    record.created_at.CopyFrom(_now())
+    record.created_at.CopyFrom(timestamp())
     main_format = assets_pb2.ARTIFACT_FORMAT_OTHER
     for f in files:
         path = hfcache.snapshot_path(hf_cache, repo_id, snap.commit, f.path)
@@ -235,9 +234,3 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
         raise InvalidArgument(f"{repo_id} has no GGUF model file; this version serves GGUF models only")
     store.put(record)
     return record
-
-
-def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts

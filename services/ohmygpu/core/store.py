@@ -7,18 +7,16 @@ sha256; registering the same content under a second name reuses its artifacts.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.digests import sha256_file
 from ohmygpu.core.errors import AlreadyExists, InvalidModelFile, ModelNotFound
 from ohmygpu.core.gguf import GgufHeader, read_header
+from ohmygpu.core.index_db import open_index, timestamp
 from ohmygpu.core.names import default_name_for, parse_model_name
 
 _SCHEMA = """
@@ -30,12 +28,6 @@ CREATE TABLE IF NOT EXISTS models (
 );
 CREATE INDEX IF NOT EXISTS models_sha256 ON models(sha256);
 """
-
-
-def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 def gguf_info(header: GgufHeader) -> assets_pb2.GgufInfo:
@@ -74,15 +66,9 @@ class ModelStore:
     """The index of installed models. Thread-safe; every method may block on disk."""
 
     def __init__(self, home: Path) -> None:
-        home.mkdir(parents=True, exist_ok=True)
         self.home = home
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(home / "store.db", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL with synchronous=NORMAL cannot corrupt the index; it may lose the last commit on
-        # power loss, which for "last used" stamps is fine, and it spares an fsync per request.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_index(home, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -156,7 +142,7 @@ class ModelStore:
             format=assets_pb2.ARTIFACT_FORMAT_GGUF,
             size_bytes=size,
             gguf=gguf_info(header),
-            created_at=_now(),
+            created_at=timestamp(),
         )
         record.artifacts.add(filename=path.name, size=size, sha256=digest,
                              format=assets_pb2.ARTIFACT_FORMAT_GGUF, local_path=str(path))

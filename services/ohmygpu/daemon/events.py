@@ -10,7 +10,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from ohmygpu.events.v1 import events_pb2
 
 log = logging.getLogger("ohmygpu.events")

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-
 from ohmygpu.core.errors import OmgError
 
 

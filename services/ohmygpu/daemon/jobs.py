@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from ohmygpu.api.v1 import jobs_pb2, models_pb2
 from ohmygpu.core.errors import NotFound, OmgError
 from ohmygpu.core.hub import HubClient
+from ohmygpu.core.index_db import open_index, timestamp
 from ohmygpu.core.names import parse_model_name, parse_source
 from ohmygpu.core.pull import PullProgress, pull
 from ohmygpu.core.settings import Settings
@@ -36,12 +34,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT NOT NULL DEFAULT '', model TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL
 );
 """
-
-
-def _ts(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
 
 
 class _Running:
@@ -60,10 +52,7 @@ class JobManager:
         self.events = events or EventBus()
         self.settings = settings
         self.store = store
-        self._db = sqlite3.connect(Path(settings.home) / "store.db", check_same_thread=False,
-                                   isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_index(Path(settings.home), _SCHEMA)
         self._lock = threading.Lock()
         self._running: dict[str, _Running] = {}
         self._hub: HubClient | None = None
@@ -98,7 +87,7 @@ class JobManager:
     def _to_job(self, row: tuple) -> jobs_pb2.Job:
         job_id, kind, _, state, error, model, created, updated = row
         job = jobs_pb2.Job(id=job_id, kind=kind, state=state, model=model, error=error,
-                           created_at=_ts(created), updated_at=_ts(updated))
+                           created_at=timestamp(created), updated_at=timestamp(updated))
         run = self._running.get(job_id)
         if run is not None:
             p = run.progress

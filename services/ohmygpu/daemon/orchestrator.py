@@ -20,21 +20,20 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
-
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import BY_GRPC_CODE, InvalidArgument, OmgError, ServerBusy, WorkerFailed
+from ohmygpu.core.estimate import estimate
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
+from ohmygpu.daemon.devices import Inventory, probe
+from ohmygpu.daemon.events import EventBus
+from ohmygpu.daemon.placement import DevicePlacement, Resident, choose_evictions, place_on_device
+from ohmygpu.daemon.supervisor import Worker
+from ohmygpu.events.v1 import events_pb2
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from ohmygpu.runtimes.api.registry import RuntimeEntry, runtime_for
-from ohmygpu.core.estimate import estimate
-from ohmygpu.daemon.devices import Inventory, probe
-from ohmygpu.daemon.events import EventBus
-from ohmygpu.events.v1 import events_pb2
-from ohmygpu.daemon.placement import DevicePlacement, Resident, choose_evictions, place_on_device
-from ohmygpu.daemon.supervisor import Worker
 
 log = logging.getLogger("ohmygpu.orchestrator")
 M = TypeVar("M")

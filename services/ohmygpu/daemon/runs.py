@@ -7,17 +7,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from ohmygpu.api.v1 import runs_pb2
 from ohmygpu.core.errors import AlreadyExists, InvalidArgument, NotFound, OmgError
+from ohmygpu.core.index_db import open_index, timestamp
 from ohmygpu.core.names import parse_model_name
 from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.run.v1 import run_spec_pb2
@@ -32,20 +30,12 @@ CREATE TABLE IF NOT EXISTS runs (
 _COLUMNS = "id, spec, model, state, error, log_path, created, updated"
 
 
-def _ts(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
 class RunManager:
     """Owns runs; one per daemon."""
 
     def __init__(self, home: Path, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
-        self._db = sqlite3.connect(home / "store.db", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_index(home, _SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -66,7 +56,7 @@ class RunManager:
     def _to_run(self, row: tuple) -> runs_pb2.Run:
         run_id, spec, model, state, error, _, created, updated = row
         run = runs_pb2.Run(id=run_id, spec=run_spec_pb2.RunSpec.FromString(spec), state=state, model=model,
-                           error=error, created_at=_ts(created), updated_at=_ts(updated))
+                           error=error, created_at=timestamp(created), updated_at=timestamp(updated))
         worker = self.orchestrator.workers.get(model)
         if state == runs_pb2.RUN_STATE_RUNNING and worker is not None and worker.alive:
             run.pid = worker.pid

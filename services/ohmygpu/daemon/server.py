@@ -21,19 +21,30 @@ from typing import IO
 
 import grpc
 import uvicorn
-
-from ohmygpu.api.v1 import (chat_pb2_grpc, events_pb2_grpc, jobs_pb2_grpc, models_pb2_grpc, runs_pb2_grpc,
-                            system_pb2_grpc)
-from ohmygpu.daemon.runs import RunManager
+from ohmygpu.api.v1 import (
+    chat_pb2_grpc,
+    events_pb2_grpc,
+    jobs_pb2_grpc,
+    models_pb2_grpc,
+    runs_pb2_grpc,
+    system_pb2_grpc,
+)
 from ohmygpu.core.errors import InvalidArgument, OmgError, Unavailable
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
-from ohmygpu.daemon.grpc_errors import TokenInterceptor
-from ohmygpu.daemon.orchestrator import Orchestrator
-from ohmygpu.daemon.jobs import JobManager
 from ohmygpu.daemon.events import EventBus
-from ohmygpu.daemon.services import (ChatServicer, EventServicer, JobServicer, ModelServicer, RunServicer,
-                                     SystemServicer)
+from ohmygpu.daemon.grpc_errors import TokenInterceptor
+from ohmygpu.daemon.jobs import JobManager
+from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.runs import RunManager
+from ohmygpu.daemon.services import (
+    ChatServicer,
+    EventServicer,
+    JobServicer,
+    ModelServicer,
+    RunServicer,
+    SystemServicer,
+)
 
 log = logging.getLogger("ohmygpu.daemon")
 

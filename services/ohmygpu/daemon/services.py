@@ -9,22 +9,31 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from ohmygpu.api.v1 import (chat_pb2_grpc, events_pb2, events_pb2_grpc, jobs_pb2, jobs_pb2_grpc, models_pb2,
-                            models_pb2_grpc, system_pb2, system_pb2_grpc)
-from ohmygpu.api.v1 import runs_pb2, runs_pb2_grpc
-from ohmygpu.daemon.events import EventBus
-from ohmygpu.daemon.runs import RunManager
+from ohmygpu.api.v1 import (
+    chat_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    runs_pb2,
+    runs_pb2_grpc,
+    system_pb2,
+    system_pb2_grpc,
+)
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import maintenance
 from ohmygpu.core.errors import InvalidArgument
+from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore, main_artifact
 from ohmygpu.core.version import __version__
 from ohmygpu.daemon import grpc_errors
+from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.jobs import JobManager
 from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.runs import RunManager
 from ohmygpu.runtime.v1 import runtime_pb2
 
 
@@ -173,12 +182,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             yield message
 
 
-def _timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
 class SystemServicer(system_pb2_grpc.SystemServiceServicer):
     """Version, status, loaded models, shutdown."""
 
@@ -211,14 +214,14 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
                 size_bytes=size, digest=digest,
             ))
             if worker.expires_at is not None:
-                out[-1].expires_at.CopyFrom(_timestamp(worker.expires_at))
+                out[-1].expires_at.CopyFrom(timestamp(worker.expires_at))
         return out
 
     @grpc_errors.unary
     async def GetStatus(self, request, context) -> system_pb2.GetStatusResponse:
         return system_pb2.GetStatusResponse(
             version=__version__, http_addr=self.settings.http_addr, grpc_addr=self.settings.grpc_addr,
-            home=self.settings.home, pid=os.getpid(), started_at=_timestamp(self.started_at),
+            home=self.settings.home, pid=os.getpid(), started_at=timestamp(self.started_at),
             loaded=await self._loaded(), model_count=len(await asyncio.to_thread(self.store.list)),
         )
 

@@ -18,7 +18,6 @@ import uuid
 from pathlib import Path
 
 import grpc
-
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.errors import WorkerFailed
 from ohmygpu.run.v1 import run_spec_pb2

@@ -11,14 +11,13 @@ import logging
 import socket
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from ohmygpu.core.errors import InvalidArgument, NotFound, OmgError, PermissionDenied, Unauthenticated
+from ohmygpu.core.errors import (
+    InvalidArgument,
+    NotFound,
+    OmgError,
+    PermissionDenied,
+    Unauthenticated,
+)
 from ohmygpu.core.settings import Settings, split_list
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.grpc_errors import token_matches
@@ -29,6 +28,12 @@ from ohmygpu.gateway.errors import error_response
 from ohmygpu.gateway.management import management_routes
 from ohmygpu.gateway.ollama import OllamaRoutes
 from ohmygpu.gateway.openai import OpenAIRoutes
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("ohmygpu.gateway")
 

@@ -7,9 +7,8 @@ import json
 import math
 from typing import Any
 
-from starlette.requests import Request
-
 from ohmygpu.core.errors import InvalidArgument, PayloadTooLarge
+from starlette.requests import Request
 
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:

@@ -6,9 +6,8 @@ import json
 import logging
 
 import grpc
-from starlette.responses import JSONResponse, Response
-
 from ohmygpu.core.errors import OmgError
+from starlette.responses import JSONResponse, Response
 
 log = logging.getLogger("ohmygpu.gateway")
 

@@ -15,16 +15,15 @@ from typing import Any
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor, json_format, message_factory
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
-
 from ohmygpu.api.v1 import chat_pb2, events_pb2, jobs_pb2, models_pb2, runs_pb2, system_pb2
 from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.gateway.body import read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.streaming import primed
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 # proto service -> key of its servicer in Gateway.services
 SERVICES: dict[str, tuple[descriptor.ServiceDescriptor, str]] = {

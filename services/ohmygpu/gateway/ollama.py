@@ -8,10 +8,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
-
 from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.durations import parse_keep_alive
@@ -24,6 +20,10 @@ from ohmygpu.gateway.openai import chat_messages, tools_of
 from ohmygpu.gateway.streaming import FINISH_NAMES, primed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -8,10 +8,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
-
 from ohmygpu.core.errors import InvalidArgument, ModelNotFound, OmgError
 from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
@@ -19,6 +15,9 @@ from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.streaming import FINISH_NAMES, primed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
-
 from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 
 log = logging.getLogger("ohmygpu.worker")

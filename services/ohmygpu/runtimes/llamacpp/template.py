@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from ohmygpu.core.errors import InvalidArgument
 
 T = TypeVar("T")

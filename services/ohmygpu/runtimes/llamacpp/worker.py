@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.run.v1 import run_spec_pb2
