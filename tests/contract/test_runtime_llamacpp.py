@@ -16,7 +16,6 @@ from pathlib import Path
 import grpc
 import jsonschema
 import pytest
-
 from ohmygpu.core.store import ModelStore
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
@@ -25,15 +24,17 @@ pytestmark = pytest.mark.slow
 
 
 class WorkerProc:
-    def __init__(self, tmp: Path, record, *, mode: int = run_spec_pb2.MODE_CHAT) -> None:
+    def __init__(self, tmp: Path, record, *, mode: int = run_spec_pb2.MODE_CHAT,
+                 module: str = "ohmygpu.runtimes.llamacpp.worker", context_length: int = 1024) -> None:
         self.sock = f"/tmp/omg-test-{os.getpid()}-{id(self)}.sock"
-        self.proc = subprocess.Popen([sys.executable, "-m", "ohmygpu.runtimes.llamacpp.worker",
+        self.proc = subprocess.Popen([sys.executable, "-m", module,
                                       "--socket", self.sock, "--parent-pid", str(os.getpid())],
                                      stderr=open(tmp / "worker.log", "ab"))
         self.channel = grpc.insecure_channel(f"unix://{self.sock}")
         grpc.channel_ready_future(self.channel).result(timeout=30)
         self.stub = runtime_pb2_grpc.RuntimeStub(self.channel)
-        spec = run_spec_pb2.RunSpec(mode=mode, resources=run_spec_pb2.Resources(cpu_threads=2, context_length=1024))
+        spec = run_spec_pb2.RunSpec(mode=mode, resources=run_spec_pb2.Resources(cpu_threads=2,
+                                                                                      context_length=context_length))
         self.progress = list(self.stub.Load(runtime_pb2.LoadRequest(spec=spec, model=record), timeout=60))
 
     def close(self) -> None:
@@ -218,13 +219,27 @@ def test_logs_stream(worker: WorkerProc) -> None:
 
 
 def test_embeddings_mode(tmp_path: Path, record) -> None:
-    w = WorkerProc(tmp_path, record, mode=run_spec_pb2.MODE_EMBEDDINGS)
+    w = WorkerProc(tmp_path, record, mode=run_spec_pb2.MODE_EMBEDDINGS, context_length=128)
     try:
         resp = w.stub.Embed(runtime_pb2.EmbedRequest(inputs=["a cat", "a cat", "stock market"], normalize=True))
         a, b, c = (list(e.values) for e in resp.embeddings)
         assert a == b and len(a) == 576
         assert abs(sum(x * x for x in a) - 1) < 1e-3
-        assert resp.usage.prompt_tokens > 0
+        assert resp.usage.prompt_tokens > 0 and resp.timings.prompt_eval_ns > 0
+        # Longer than the context: cut to it by default, an error when truncation is off.
+        long_text = "word " * 300
+        cut = w.stub.Embed(runtime_pb2.EmbedRequest(inputs=[long_text], normalize=True))
+        assert cut.usage.prompt_tokens == 128
+        with pytest.raises(grpc.RpcError) as e:
+            w.stub.Embed(runtime_pb2.EmbedRequest(inputs=[long_text], truncate=False))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "context window of 128" in e.value.details()
+        # dimensions keeps a prefix and normalises again; more than the model has is refused.
+        short = w.stub.Embed(runtime_pb2.EmbedRequest(inputs=["a cat"], normalize=True, dimensions=16))
+        values = list(short.embeddings[0].values)
+        assert len(values) == 16 and abs(sum(x * x for x in values) - 1) < 1e-3
+        with pytest.raises(grpc.RpcError) as e:
+            w.stub.Embed(runtime_pb2.EmbedRequest(inputs=["a cat"], dimensions=5000))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         w.close()
 

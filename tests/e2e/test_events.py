@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import new_daemon
+from tests.helpers import new_daemon, worker_pid
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_events_over_sse_grpc_and_cli(tmp_path: Path, gguf_path: Path) -> None:
         assert "keep_alive" in unload["message"]
         # A crash is observed too.
         assert httpx.post(d.http + "/api/generate", json={**body, "keep_alive": "5m"}, timeout=60).status_code == 200
-        pid = int(next(line.split()[2] for line in d.omg("ps").stdout.splitlines()[1:] if line.startswith("m")))
+        pid = worker_pid(d, "m")
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.3)
         httpx.post(d.http + "/api/generate", json=body, timeout=60)

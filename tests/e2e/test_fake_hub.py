@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from tests.fakes.hub import FakeHub, FakeRepo
 
 

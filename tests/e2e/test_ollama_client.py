@@ -19,9 +19,8 @@ def client(daemon: DaemonProc) -> ollama.Client:
 
 
 def test_version_tags_show(client: ollama.Client) -> None:
-    from ohmygpu.core.version import __version__
-
     import httpx
+    from ohmygpu.core.version import __version__
 
     assert httpx.get(str(client._client.base_url) + "/api/version").json() == {"version": __version__}
     models = client.list().models

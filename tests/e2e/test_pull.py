@@ -392,3 +392,23 @@ def test_cli_progress_bars_in_a_terminal(tmp_path: Path, hub: FakeHub) -> None:
         os.close(fd)
     finally:
         d.stop()
+
+
+def test_pull_a_faster_whisper_repo_and_transcribe(tmp_path: Path, whisper_path: Path,
+                                                   audio: dict[str, Path]) -> None:
+    files = {p.name: p.read_bytes() for p in whisper_path.iterdir() if p.is_file()}
+    with FakeHub([FakeRepo("Systran/faster-whisper-tiny.en", files)]) as whisper_hub:
+        d = _daemon(tmp_path, whisper_hub).start()
+        try:
+            r = d.omg("pull", "Systran/faster-whisper-tiny.en", "--quiet")
+            assert r.returncode == 0, r.stderr
+            rec = json.loads(d.omg("model", "info", "Systran/faster-whisper-tiny.en", "--json").stdout)
+            assert rec["kind"] == "MODEL_KIND_WHISPER" and rec["format"] == "ARTIFACT_FORMAT_CT2"
+            main = next(a for a in rec["artifacts"] if a["filename"] == "model.bin")
+            assert main["format"] == "ARTIFACT_FORMAT_CT2"
+            with open(audio["wav"], "rb") as f:
+                resp = httpx.post(f"{d.http}/v1/audio/transcriptions", files={"file": f},
+                                  data={"model": "Systran/faster-whisper-tiny.en"}, timeout=60)
+            assert resp.status_code == 200 and "fox" in resp.json()["text"].lower(), resp.text
+        finally:
+            d.stop()

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import DaemonProc, free_port, new_daemon
+from tests.helpers import DaemonProc, free_port, new_daemon, worker_pid
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +113,7 @@ def test_management_api_from_http_rules(daemon: DaemonProc, gguf_path: Path) -> 
 def test_worker_killed_mid_stream(daemon: DaemonProc) -> None:
     client = openai.OpenAI(base_url=daemon.http + "/v1", api_key="x", max_retries=0)
     _alive(daemon)
-    pid = int(next(line.split()[2] for line in daemon.omg("ps").stdout.splitlines()[1:] if line.startswith("smollm2")))
+    pid = worker_pid(daemon, "smollm2")
     stream = client.chat.completions.create(model="smollm2", stream=True, max_tokens=1500, temperature=0,
                                             messages=[{"role": "user", "content": "Write a very long story."}])
     got = []
@@ -125,7 +125,7 @@ def test_worker_killed_mid_stream(daemon: DaemonProc) -> None:
     assert "worker" in str(e.value.message) and len(got) >= 3
     # The next request starts a new worker and succeeds.
     _alive(daemon)
-    new_pid = int(next(line.split()[2] for line in daemon.omg("ps").stdout.splitlines()[1:] if line.startswith("smollm2")))
+    new_pid = worker_pid(daemon, "smollm2")
     assert new_pid != pid
 
 
@@ -207,7 +207,7 @@ def test_daemon_runs_without_the_llamacpp_extra(tmp_path: Path, gguf_path: Path)
 
 
 def _worker_pid(d: DaemonProc, model: str) -> int:
-    return int(next(line.split()[2] for line in d.omg("ps").stdout.splitlines()[1:] if line.startswith(model)))
+    return worker_pid(d, model)
 
 
 def test_hung_worker_is_killed_and_replaced(tmp_path: Path, gguf_path: Path) -> None:

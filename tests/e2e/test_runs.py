@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import DaemonProc, new_daemon
+from tests.helpers import DaemonProc, new_daemon, worker_pid
 
 pytestmark = pytest.mark.slow
 
@@ -89,4 +89,4 @@ def test_reload_only_when_load_options_change(tmp_path: Path, gguf_path: Path) -
 
 
 def _ps_pid(d: DaemonProc) -> str:
-    return next(line.split()[2] for line in d.omg("ps").stdout.splitlines()[1:] if line.startswith("a "))
+    return str(worker_pid(d, "a"))

@@ -54,7 +54,6 @@ def test_buf_format_is_clean() -> None:
 
 def test_every_field_and_message_is_commented() -> None:
     from google.protobuf import descriptor_pb2
-
     from ohmygpu.api.v1 import chat_pb2, models_pb2, system_pb2
     from ohmygpu.assets.v1 import assets_pb2
     from ohmygpu.events.v1 import events_pb2

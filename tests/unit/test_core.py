@@ -7,7 +7,6 @@ import struct
 from pathlib import Path
 
 import pytest
-
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import errors
 from ohmygpu.core.digests import hex_of, parse_digest, sha256_file

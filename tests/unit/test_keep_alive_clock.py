@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.devices import Inventory

@@ -6,7 +6,6 @@ import json
 import time
 
 import pytest
-
 from ohmygpu.core.errors import InvalidArgument
 from ohmygpu.runtime.v1 import runtime_pb2
 from ohmygpu.runtimes.llamacpp import structured

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from ohmygpu.core.errors import Unavailable
 from ohmygpu.core.estimate import estimate
 from ohmygpu.core.store import ModelStore

@@ -8,7 +8,14 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from ohmygpu.api.v1 import chat_pb2_grpc, jobs_pb2_grpc, models_pb2_grpc, system_pb2_grpc
+from ohmygpu.api.v1 import (
+    audio_pb2_grpc,
+    chat_pb2_grpc,
+    embeddings_pb2_grpc,
+    jobs_pb2_grpc,
+    models_pb2_grpc,
+    system_pb2_grpc,
+)
 from ohmygpu.core.settings import Settings
 
 T = TypeVar("T")
@@ -40,6 +47,8 @@ class Client:
         self.chat = chat_pb2_grpc.ChatServiceStub(self.channel)
         self.system = system_pb2_grpc.SystemServiceStub(self.channel)
         self.jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
+        self.audio = audio_pb2_grpc.AudioServiceStub(self.channel)
+        self.embeddings = embeddings_pb2_grpc.EmbeddingServiceStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()

@@ -14,9 +14,11 @@ from typing import Any
 from google.protobuf import json_format
 from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.cli import speech
 from ohmygpu.cli.client import EXIT_USAGE, Client, CliError
 from ohmygpu.core.errors import OmgError
 from ohmygpu.core.estimate import estimate
+from ohmygpu.core.kinds import kind_name
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.version import __version__
 from ohmygpu.run.v1 import run_spec_pb2
@@ -111,14 +113,17 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
             _json(rec)
             return 0
         g = rec.gguf
-        source = rec.ref.repo if rec.ref.provider == assets_pb2.PROVIDER_HF else "local file"
+        source = rec.ref.repo if rec.ref.provider == assets_pb2.PROVIDER_HF else f"local ({rec.ref.repo})"
+        fmt = assets_pb2.ArtifactFormat.Name(rec.format).removeprefix("ARTIFACT_FORMAT_").lower()
         print(f"{rec.name}\n  source        {source} {rec.revision.commit}\n"
-              f"  kind          {assets_pb2.ModelKind.Name(rec.kind)}\n"
-              f"  architecture  {g.architecture}\n  parameters    {g.parameter_count:,}\n"
-              f"  quantization  {g.quantization}\n  context       {g.context_length}\n"
-              f"  size          {_size(rec.size_bytes)}")
+              f"  kind          {kind_name(rec.kind)}\n  format        {fmt}")
+        if rec.HasField("gguf"):
+            print(f"  architecture  {g.architecture}\n  parameters    {g.parameter_count:,}\n"
+                  f"  quantization  {g.quantization}\n  context       {g.context_length}")
+        print(f"  size          {_size(rec.size_bytes)}")
         est = estimate(rec, context_length=settings.context_length)
-        print(f"  memory        ~{_size(est.total)} at {settings.context_length} tokens "
+        at = f" at {settings.context_length} tokens" if rec.HasField("gguf") else ""
+        print(f"  memory        ~{_size(est.total)}{at} "
               f"(weights {_size(est.weights)}, KV cache {_size(est.kv_cache)}, overhead {_size(est.overhead)})")
         for a in rec.artifacts:
             print(f"  file          {a.filename}  {a.sha256}")
@@ -279,8 +284,10 @@ def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
         left = m.expires_at.seconds - time.time()
         return "now" if left <= 0 else f"{int(left // 60)}m{int(left % 60):02d}s"
 
-    _table([[m.name, m.runtime, str(m.pid), m.device, _size(m.memory_bytes), str(m.in_flight), until(m)]
-            for m in resp.models], ["NAME", "RUNTIME", "PID", "DEVICE", "MEMORY", "IN FLIGHT", "UNTIL"])
+    modes = {run_spec_pb2.MODE_EMBEDDINGS: "embeddings", run_spec_pb2.MODE_TRANSCRIPTION: "transcription"}
+    _table([[m.name, modes.get(m.mode, "chat"), m.runtime, str(m.pid), m.device, _size(m.memory_bytes),
+             str(m.in_flight), until(m)]
+            for m in resp.models], ["NAME", "MODE", "RUNTIME", "PID", "DEVICE", "MEMORY", "IN FLIGHT", "UNTIL"])
     return 0
 
 
@@ -320,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("model", help="manage the model store")
     msub = m.add_subparsers(dest="action", required=True)
-    add = msub.add_parser("add", help="register a local GGUF file in place (no copy)")
+    add = msub.add_parser("add", help="register a local GGUF file or model directory (faster-whisper) in place")
     add.add_argument("path")
     add.add_argument("--name", help="name to use (default: from the file name)")
     for name in ("list", "ls"):
@@ -384,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     evs.add_argument("--json", action="store_true")
     evs.set_defaults(func=cmd_events)
 
+    speech.add_parsers(sub)
     ps = sub.add_parser("ps", help="list loaded models")
     ps.add_argument("--json", action="store_true")
     ps.set_defaults(func=cmd_ps)

@@ -25,6 +25,8 @@ class MemoryEstimate:
 
 def estimate(record: assets_pb2.InstallRecord, *, context_length: int, parallel: int = 1) -> MemoryEstimate:
     """Bytes `record` needs at `context_length` tokens per slot and `parallel` slots."""
+    if record.format != assets_pb2.ARTIFACT_FORMAT_GGUF:
+        return _estimate_other(record)
     g = record.gguf
     n_ctx = min(context_length, g.context_length) if g.context_length else context_length
     weights = g.tensor_data_bytes or record.size_bytes
@@ -34,3 +36,13 @@ def estimate(record: assets_pb2.InstallRecord, *, context_length: int, parallel:
         kv = weights // 10
     overhead = _RUNTIME_BASE + g.vocab_size * 4 * _BATCH + g.embedding_length * 4 * _BATCH * 8
     return MemoryEstimate(weights=weights, kv_cache=kv, overhead=overhead)
+
+
+_CT2_OVERHEAD = 160 << 20  # interpreter, CTranslate2, PyAV, 30 s mel windows and beams
+
+
+def _estimate_other(record: assets_pb2.InstallRecord) -> MemoryEstimate:
+    # CTranslate2 and safetensors models: the weight files as they are (int8 on CPU only makes
+    # them smaller), no KV cache worth counting at whisper's 448-token decoder.
+    weights = sum(a.size for a in record.artifacts if a.format == record.format) or record.size_bytes
+    return MemoryEstimate(weights=weights, kv_cache=0, overhead=_CT2_OVERHEAD)

@@ -22,6 +22,7 @@ from ohmygpu.core.errors import InvalidArgument, NotFound
 from ohmygpu.core.gguf import read_header
 from ohmygpu.core.hub import HubClient, RemoteFile, RepoSnapshot
 from ohmygpu.core.index_db import timestamp
+from ohmygpu.core.kinds import classify_files, format_of
 from ohmygpu.core.names import parse_model_name, parse_source
 from ohmygpu.core.store import ModelStore, gguf_info, kind_of
 
@@ -118,15 +119,6 @@ def select_files(snap: RepoSnapshot, *, quant: str, include: list[str], exclude:
     return files
 
 
-def _format_of(path: str) -> int:
-    lower = path.lower()
-    if lower.endswith(".gguf"):
-        return assets_pb2.ARTIFACT_FORMAT_GGUF
-    if lower.endswith(".safetensors"):
-        return assets_pb2.ARTIFACT_FORMAT_SAFETENSORS
-    return assets_pb2.ARTIFACT_FORMAT_OTHER
-
-
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".omg-link")
@@ -216,21 +208,26 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
         revision=assets_pb2.Revision(requested=revision, commit=snap.commit),
     )
     record.created_at.CopyFrom(timestamp())
-    main_format = assets_pb2.ARTIFACT_FORMAT_OTHER
+    paths: dict[str, Path] = {}
     for f in files:
         path = hfcache.snapshot_path(hf_cache, repo_id, snap.commit, f.path)
-        fmt = _format_of(f.path)
+        paths[f.path] = path
         record.artifacts.add(filename=f.path, size=f.size, sha256=digests[f.path], etag=f.etag,
-                             format=fmt, local_path=str(path))
+                             format=format_of(f.path), local_path=str(path))
         record.size_bytes += f.size
-        if fmt == assets_pb2.ARTIFACT_FORMAT_GGUF and main_format != fmt:
-            main_format = fmt
-            header = read_header(path, display_name=f.path)
-            record.gguf.CopyFrom(gguf_info(header))
-            record.kind = kind_of(header)
-    record.format = main_format
+    gguf = next((f.path for f in files if f.path.lower().endswith(".gguf")), "")
+    if gguf:
+        header = read_header(paths[gguf], display_name=gguf)
+        record.gguf.CopyFrom(gguf_info(header))
+        record.kind, record.format = kind_of(header), assets_pb2.ARTIFACT_FORMAT_GGUF
+    else:
+        record.kind, record.format, main = classify_files(paths)
+        if not main:
+            raise InvalidArgument(f"{repo_id} has no model weights this version knows (GGUF, a CTranslate2 "
+                                  "model.bin, safetensors)")
+        for artifact in record.artifacts:  # configs and tokenizers stay OTHER; the weights get the format
+            artifact.format = record.format if artifact.filename == main else \
+                assets_pb2.ARTIFACT_FORMAT_OTHER
     record.ref.kind = record.kind
-    if main_format != assets_pb2.ARTIFACT_FORMAT_GGUF:
-        raise InvalidArgument(f"{repo_id} has no GGUF model file; this version serves GGUF models only")
     store.put(record)
     return record

@@ -77,6 +77,13 @@ SETTINGS: tuple[Setting, ...] = (
             "GPU memory always left free for other programs, in MiB"),
     Setting("partial_offload", "OMG_PARTIAL_OFFLOAD", 1, int,
             "1: put as many layers on the GPU as fit when a model does not fit whole; 0: use the CPU"),
+    Setting("max_audio_mb", "OMG_MAX_AUDIO_MB", 512, int,
+            "largest audio upload for transcription, in MiB"),
+    Setting("whisper_compute_type", "OMG_WHISPER_COMPUTE_TYPE", "auto", str,
+            "CTranslate2 compute type for whisper (auto: int8 on CPU, float16 on GPU)"),
+    Setting("whisper_beam_size", "OMG_WHISPER_BEAM_SIZE", 5, int, "default beam width for transcription"),
+    Setting("default_whisper_model", "OMG_WHISPER_MODEL", "", str,
+            "model `omg transcribe` uses without --model (empty: the store's only whisper model)"),
     Setting("hf_endpoint", "HF_ENDPOINT", "https://huggingface.co", str,
             "Hugging Face hub to pull from (or a mirror speaking its protocol)"),
     Setting("hf_token", "HF_TOKEN", "", str,
@@ -116,6 +123,10 @@ class Settings:
     vram_budget_mb: int
     vram_reserve_mb: int
     partial_offload: int
+    max_audio_mb: int
+    whisper_compute_type: str
+    whisper_beam_size: int
+    default_whisper_model: str
     hf_endpoint: str
     hf_token: str
     hf_hub_cache: str

@@ -17,6 +17,7 @@ from ohmygpu.core.digests import sha256_file
 from ohmygpu.core.errors import AlreadyExists, InvalidModelFile, ModelNotFound
 from ohmygpu.core.gguf import GgufHeader, read_header
 from ohmygpu.core.index_db import open_index, timestamp
+from ohmygpu.core.kinds import classify_files, format_of
 from ohmygpu.core.names import default_name_for, parse_model_name
 
 _SCHEMA = """
@@ -28,6 +29,7 @@ CREATE TABLE IF NOT EXISTS models (
 );
 CREATE INDEX IF NOT EXISTS models_sha256 ON models(sha256);
 """
+_MAX_DIR_FILES = 200
 
 
 def gguf_info(header: GgufHeader) -> assets_pb2.GgufInfo:
@@ -109,43 +111,35 @@ class ModelStore:
         name: str | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> assets_pb2.InstallRecord:
-        """Register a local GGUF in place, by sha256.
+        """Register a local model in place, by sha256: a GGUF file, or a directory holding a
+        CTranslate2 model (faster-whisper) or a transformers model.
 
-        Raises InvalidModelFile when `path` is missing, unreadable, not a regular file or not a
-        GGUF (one message for all, so the endpoint is no oracle for which files exist),
-        InvalidName for a bad name, AlreadyExists when the name holds other content.
+        Raises InvalidModelFile when `path` is missing, unreadable or not a model (one message
+        for all, so the endpoint is no oracle for which files exist), InvalidName for a bad
+        name, AlreadyExists when the name holds other content.
         """
         shown = path.name or str(path)
         unusable = InvalidModelFile(
-            f"cannot register {shown}: not a readable GGUF model file "
-            "(the path must be absolute and name an existing .gguf file)"
+            f"cannot register {shown}: not a readable model (the path must be absolute and name "
+            "an existing .gguf file or a model directory such as a faster-whisper one)"
         )
         if not path.is_absolute():
             raise unusable
         try:
-            if not path.is_file():
+            if path.is_dir():
+                record, digest = self._dir_record(path, progress)
+            elif path.is_file():
+                record, digest = self._gguf_record(path, shown, progress)
+            else:
                 raise unusable
-            header = read_header(path, display_name=shown)
-            size = path.stat().st_size
         except (OSError, InvalidModelFile) as e:
             # One answer for missing, unreadable and malformed files: the endpoint must not tell
             # a remote caller which paths exist (ollama CVE-2024-39719).
             raise unusable from e
         model_name = parse_model_name(name) if name else default_name_for(path.name)
-        digest = sha256_file(path, progress=progress)
-        record = assets_pb2.InstallRecord(
-            name=model_name,
-            ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path),
-                                    kind=kind_of(header)),
-            revision=assets_pb2.Revision(),
-            kind=kind_of(header),
-            format=assets_pb2.ARTIFACT_FORMAT_GGUF,
-            size_bytes=size,
-            gguf=gguf_info(header),
-            created_at=timestamp(),
-        )
-        record.artifacts.add(filename=path.name, size=size, sha256=digest,
-                             format=assets_pb2.ARTIFACT_FORMAT_GGUF, local_path=str(path))
+        record.name = model_name
+        record.ref.kind = record.kind
+        record.created_at.CopyFrom(timestamp())
         with self._lock:
             row = self._db.execute("SELECT sha256 FROM models WHERE name = ?", (model_name,)).fetchone()
             if row is not None and row[0] != digest:
@@ -158,6 +152,43 @@ class ModelStore:
                 (model_name, digest, record.SerializeToString()),
             )
         return record
+
+    @staticmethod
+    def _gguf_record(path: Path, shown: str, progress: Callable[[int], None] | None,
+                     ) -> tuple[assets_pb2.InstallRecord, str]:
+        header = read_header(path, display_name=shown)
+        size = path.stat().st_size
+        digest = sha256_file(path, progress=progress)
+        record = assets_pb2.InstallRecord(
+            ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)),
+            kind=kind_of(header), format=assets_pb2.ARTIFACT_FORMAT_GGUF, size_bytes=size,
+            gguf=gguf_info(header),
+        )
+        record.artifacts.add(filename=path.name, size=size, sha256=digest,
+                             format=assets_pb2.ARTIFACT_FORMAT_GGUF, local_path=str(path))
+        return record, digest
+
+    @staticmethod
+    def _dir_record(path: Path, progress: Callable[[int], None] | None,
+                    ) -> tuple[assets_pb2.InstallRecord, str]:
+        files = {p.name: p for p in sorted(path.iterdir())
+                 if p.is_file() and not p.name.startswith(".")}
+        if len(files) > _MAX_DIR_FILES:
+            raise InvalidModelFile(f"{path.name} holds more than {_MAX_DIR_FILES} files")
+        kind, fmt, main = classify_files(files)
+        if not main:
+            raise InvalidModelFile(f"{path.name} holds no model weights")
+        record = assets_pb2.InstallRecord(
+            ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)),
+            kind=kind, format=fmt)
+        # The main file first: its digest identifies the model.
+        for fname in [main] + [n for n in files if n != main]:
+            p = files[fname]
+            size = p.stat().st_size
+            record.artifacts.add(filename=fname, size=size, sha256=sha256_file(p, progress=progress),
+                                 format=fmt if fname == main else format_of(fname), local_path=str(p))
+            record.size_bytes += size
+        return record, record.artifacts[0].sha256
 
     def put(self, record: assets_pb2.InstallRecord) -> None:
         """Insert or replace a record (pulls re-register the same name at a new revision)."""

@@ -21,15 +21,18 @@ from typing import TypeVar
 
 import grpc
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.audio import probe as probe_audio
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import BY_GRPC_CODE, InvalidArgument, OmgError, ServerBusy, WorkerFailed
 from ohmygpu.core.estimate import estimate
+from ohmygpu.core.kinds import kind_name
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.devices import Inventory, probe
 from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.placement import DevicePlacement, Resident, choose_evictions, place_on_device
 from ohmygpu.daemon.supervisor import Worker
+from ohmygpu.daemon.uploads import Uploads
 from ohmygpu.events.v1 import events_pb2
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
@@ -69,6 +72,7 @@ class Orchestrator:
         self.failed: dict[str, str] = {}  # model -> why it is no longer restarted
         self.pins: dict[str, run_spec_pb2.RunSpec] = {}  # model -> the run that pins it
         self._waiting: dict[str, int] = {}
+        self.uploads = Uploads(settings.home_path)
 
     async def _launch(self, name: str, runtime: RuntimeEntry, record: assets_pb2.InstallRecord,
                       spec: run_spec_pb2.RunSpec) -> Worker:
@@ -100,6 +104,8 @@ class Orchestrator:
                 spec.mode = run.mode
             spec.run_id = run.run_id
         spec.extensions["template_timeout_s"].number_value = self.settings.template_timeout_s
+        if runtime.name == "whisper":
+            spec.extensions["compute_type"].string_value = self.settings.whisper_compute_type
         return spec
 
     @staticmethod
@@ -107,53 +113,60 @@ class Orchestrator:
         r = spec.resources
         return (spec.mode, r.context_length, r.cpu_threads, r.gpu_layers if r.HasField("gpu_layers") else None)
 
-    async def worker_for(self, name: str, *, run: run_spec_pb2.RunSpec | None = None) -> Worker:
-        """The live worker serving model `name`, started if needed. With `run`, the worker must
-        have the run's load options: one loaded with others is reloaded (only then).
+    async def worker_for(self, name: str, *, run: run_spec_pb2.RunSpec | None = None,
+                         mode: int = run_spec_pb2.MODE_UNSPECIFIED) -> Worker:
+        """The live worker serving model `name` in `mode` (unspecified: the model's own mode),
+        started if needed. With `run`, the worker must have the run's load options: one loaded
+        with others is reloaded (only then).
 
-        Raises ModelNotFound, MissingExtra, WorkerFailed, NeverFits, Unavailable.
+        Raises ModelNotFound, InvalidArgument (a model of the wrong kind for `mode`),
+        MissingExtra, WorkerFailed, NeverFits, Unavailable.
         """
-        worker = self.workers.get(name)
+        record = await asyncio.to_thread(self.store.get, name)
+        mode = check_mode(record, mode or (run.mode if run is not None else 0))
+        key = worker_key(record, mode)
+        worker = self.workers.get(key)
         if worker is not None and worker.alive and run is None:
             return worker
-        run = run or self.pins.get(name)  # a restarted pinned model keeps its run's options
-        if name in self.failed:
-            raise WorkerFailed(f"model '{name}' is marked failed and is not restarted: {self.failed[name]}; "
+        run = run or self.pins.get(key)  # a restarted pinned model keeps its run's options
+        if key in self.failed:
+            raise WorkerFailed(f"model '{name}' is marked failed and is not restarted: {self.failed[key]}; "
                                "restart the daemon to try again", model=name)
-        record = await asyncio.to_thread(self.store.get, name)
         runtime = runtime_for(record)
-        lock = self._starting.setdefault(name, asyncio.Lock())
+        lock = self._starting.setdefault(key, asyncio.Lock())
         async with lock:
             spec = self._spec_for(record, runtime, run)
-            worker = self.workers.get(name)
+            spec.mode = mode
+            worker = self.workers.get(key)
             if worker is not None and worker.alive:
                 if run is None or worker.load_key == self._load_key(spec):
                     return worker
-                await self.unload(name, reason="reloading with new load options")
+                await self.unload(key, reason="reloading with new load options")
                 worker = None
             if worker is not None:
-                log.warning("worker for %s %s; starting a new one", name, worker.exit_description())
-                self._record_crash(name, f"worker {worker.exit_description()}")
+                log.warning("worker for %s %s; starting a new one", key, worker.exit_description())
+                self._record_crash(key, f"worker {worker.exit_description()}")
                 await worker.stop()
-                if name in self.failed:
-                    raise WorkerFailed(f"model '{name}' is marked failed: {self.failed[name]}", model=name)
-            await self._make_room(name, record)
-            key = self._load_key(spec)  # what was asked, before placement fills in the device
+                if key in self.failed:
+                    raise WorkerFailed(f"model '{name}' is marked failed: {self.failed[key]}", model=name)
+            await self._make_room(key, record)
+            load_key = self._load_key(spec)  # what was asked, before placement fills in the device
             placement = await self._place(record, spec)
-            self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loading {name} on {placement.device}",
-                                subject=f"model:{name}", runtime=runtime.name)
+            self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loading {key} on {placement.device}",
+                                subject=f"model:{key}", runtime=runtime.name)
             try:
                 worker = await self._launcher(name, runtime, record, spec)
             except OmgError as e:
-                self.events.publish(events_pb2.EVENT_KIND_ERROR, f"loading {name} failed: {e.message}",
-                                    subject=f"model:{name}", level=events_pb2.LEVEL_ERROR)
+                self.events.publish(events_pb2.EVENT_KIND_ERROR, f"loading {key} failed: {e.message}",
+                                    subject=f"model:{key}", level=events_pb2.LEVEL_ERROR)
                 raise
-            worker.load_key = key
-            worker.pinned = name in self.pins
+            worker.load_key = load_key
+            worker.key, worker.mode = key, mode
+            worker.pinned = key in self.pins
             worker.device, worker.vram_estimate = placement.device, placement.vram
-            self.workers[name] = worker
-            self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loaded {name} in {worker.load_ns / 1e9:.2f}s",
-                                subject=f"model:{name}", completed=1, total=1, unit="model",
+            self.workers[key] = worker
+            self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loaded {key} in {worker.load_ns / 1e9:.2f}s",
+                                subject=f"model:{key}", completed=1, total=1, unit="model",
                                 pid=str(worker.pid), memory_bytes=str(worker.memory_bytes))
             self._set_expiry(worker, "")
             loop = asyncio.get_running_loop()
@@ -185,18 +198,18 @@ class Orchestrator:
     async def pin(self, name: str, run: run_spec_pb2.RunSpec) -> Worker:
         """Load `name` with the run's options and keep it loaded until unpinned."""
         worker = await self.worker_for(name, run=run)
-        self.pins[name] = run
+        self.pins[worker.key] = run
         worker.pinned = True
         worker.expires_at = None
         return worker
 
     async def unpin(self, name: str) -> None:
         """End a pin: the model is unloaded."""
-        self.pins.pop(name, None)
-        worker = self.workers.get(name)
-        if worker is not None:
-            worker.pinned = False
-        await self.unload(name, reason="run stopped")
+        for key in (name, name + EMBEDDINGS_SUFFIX):
+            self.pins.pop(key, None)
+        for key in self._keys_of(name):
+            self.workers[key].pinned = False
+            await self.unload(key, reason="run stopped")
 
     async def _make_room(self, name: str, record: assets_pb2.InstallRecord) -> None:
         """Unload least recently used idle models until `record` fits the memory budget and
@@ -220,16 +233,23 @@ class Orchestrator:
         seconds = parse_keep_alive(keep_alive) if keep_alive else self.default_keep_alive
         worker.expires_at = None if seconds is None else self.clock() + seconds
 
+    def _keys_of(self, name: str) -> list[str]:
+        """Keys of the workers serving model `name` (its own mode, and embeddings of an LLM)."""
+        return [k for k in (name, name + EMBEDDINGS_SUFFIX) if k in self.workers] if \
+            not name.endswith(EMBEDDINGS_SUFFIX) else [name] if name in self.workers else []
+
     async def unload(self, name: str, *, reason: str = "requested") -> bool:
-        """Stop the worker serving `name`; returns whether one was loaded."""
-        worker = self.workers.pop(name, None)
-        if worker is None:
-            return False
-        await worker.stop()
-        log.info("unloaded %s (%s)", name, reason)
-        self.events.publish(events_pb2.EVENT_KIND_UNLOAD, f"unloaded {name}: {reason}", subject=f"model:{name}",
-                            reason=reason)
-        return True
+        """Stop the workers serving `name` (a model name or a worker key); returns whether one was loaded."""
+        keys = self._keys_of(name)
+        for key in keys:
+            worker = self.workers.pop(key, None)
+            if worker is None:
+                continue
+            await worker.stop()
+            log.info("unloaded %s (%s)", key, reason)
+            self.events.publish(events_pb2.EVENT_KIND_UNLOAD, f"unloaded {key}: {reason}",
+                                subject=f"model:{key}", reason=reason)
+        return bool(keys)
 
     async def _reap_idle(self) -> None:
         # keep_alive: unload idle models whose time is up. A worker with requests in flight is
@@ -313,22 +333,28 @@ class Orchestrator:
         """Requests waiting for a slot of `name`."""
         return self._waiting.get(name, 0)
 
-    async def _stream(self, name: str, call: Callable[[Worker], grpc.aio.UnaryStreamCall],
+    async def _stream(self, name: str, mode: int, call: Callable[[Worker], grpc.aio.Call],
                       keep_alive: str = "") -> AsyncIterator[M]:
         if keep_alive:
             parse_keep_alive(keep_alive)  # a bad value fails before any work
-        async with self._slot(name):
-            async for message in self._stream_in_slot(name, call, keep_alive):
+        # The kind check comes before the queue: a wrong model is a 400 at once, not after a wait.
+        record = await asyncio.to_thread(self.store.get, name)
+        mode = check_mode(record, mode)
+        async with self._slot(worker_key(record, mode)):
+            async for message in self._stream_in_slot(name, mode, call, keep_alive):
                 yield message
 
-    async def _stream_in_slot(self, name: str, call: Callable[[Worker], grpc.aio.UnaryStreamCall],
+    async def _stream_in_slot(self, name: str, mode: int, call: Callable[[Worker], grpc.aio.Call],
                               keep_alive: str) -> AsyncIterator[M]:
-        worker = await self.worker_for(name)
+        worker = await self.worker_for(name, mode=mode)
         worker.in_flight += 1
         stream = call(worker)
         try:
-            async for message in stream:
-                yield message
+            if isinstance(stream, grpc.aio.UnaryUnaryCall):
+                yield await stream
+            else:
+                async for message in stream:
+                    yield message
         except grpc.aio.AioRpcError as e:
             raise await self._translate(worker, e) from None
         except asyncio.CancelledError:
@@ -359,9 +385,9 @@ class Orchestrator:
             except asyncio.TimeoutError:
                 pass
             if not worker.alive:
-                if self.workers.get(worker.model) is worker:
-                    del self.workers[worker.model]
-                    self._record_crash(worker.model, f"worker {worker.exit_description()}")
+                if self.workers.get(worker.key) is worker:
+                    del self.workers[worker.key]
+                    self._record_crash(worker.key, f"worker {worker.exit_description()}")
                 await worker.stop()
                 return WorkerFailed(
                     f"the worker serving '{worker.model}' {worker.exit_description()} during the "
@@ -387,21 +413,64 @@ class Orchestrator:
         if not request.messages:
             raise InvalidArgument("messages must not be empty", param="messages")
         self._check(request.params)
-        async for message in self._stream(request.model, lambda w: w.stub.Chat(request), request.keep_alive):
+        async for message in self._stream(request.model, run_spec_pb2.MODE_CHAT,
+                                          lambda w: w.stub.Chat(request), request.keep_alive):
             yield message
 
     async def complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
         """Stream a raw completion; raises like chat."""
         self._check(request.params)
-        async for message in self._stream(request.model, lambda w: w.stub.Complete(request), request.keep_alive):
+        async for message in self._stream(request.model, run_spec_pb2.MODE_COMPLETION,
+                                          lambda w: w.stub.Complete(request), request.keep_alive):
             yield message
 
     async def embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
-        worker = await self.worker_for(request.model)
-        try:
-            return await worker.stub.Embed(request)
-        except grpc.aio.AioRpcError as e:
-            raise await self._translate(worker, e) from None
+        """Embed a batch of texts; raises InvalidArgument (empty input, a whisper model), ..."""
+        if not request.inputs:
+            raise InvalidArgument("input must not be empty", param="input")
+        if any(not text for text in request.inputs):
+            raise InvalidArgument("input must not contain empty strings", param="input")
+        async for response in self._stream(request.model, run_spec_pb2.MODE_EMBEDDINGS,
+                                           lambda w: w.stub.Embed(request), request.keep_alive):
+            return response
+        raise WorkerFailed(f"worker for '{request.model}' gave no embeddings", model=request.model)
+
+    async def transcribe(self, request: runtime_pb2.TranscribeRequest, audio: Path,
+                         ) -> AsyncIterator[runtime_pb2.TranscribeResponse]:
+        """Stream the transcription of the audio file `audio` (a daemon-owned upload): its info,
+        then segments. Raises InvalidArgument for audio that does not decode or is empty, or a
+        model that is not a whisper model; the check runs before any model loads."""
+        if request.HasField("temperature") and not 0 <= request.temperature <= 1:
+            raise InvalidArgument("temperature must be between 0 and 1", param="temperature")
+        if request.beam_size > 20:
+            raise InvalidArgument("beam_size must be at most 20", param="beam_size")
+        request.model = await asyncio.to_thread(self.whisper_model, request.model)
+        record = await asyncio.to_thread(self.store.get, request.model)
+        check_mode(record, run_spec_pb2.MODE_TRANSCRIPTION)
+        await asyncio.to_thread(probe_audio, audio)
+        request.audio_path = str(audio)
+        request.ClearField("audio")
+        if not request.beam_size:
+            request.beam_size = max(1, self.settings.whisper_beam_size)
+        async for message in self._stream(request.model, run_spec_pb2.MODE_TRANSCRIPTION,
+                                          lambda w: w.stub.Transcribe(request), request.keep_alive):
+            yield message
+
+    def whisper_model(self, name: str) -> str:
+        """The model a transcription uses: `name`; for an empty name or OpenAI's "whisper-1"
+        (unless a model has that name), OMG_WHISPER_MODEL or else the store's first whisper model."""
+        if name and name != "whisper-1":
+            return name
+        records = self.store.list()
+        if name and any(r.name == name for r in records):
+            return name
+        if self.settings.default_whisper_model:
+            return self.settings.default_whisper_model
+        whispers = [r.name for r in records if r.kind == assets_pb2.MODEL_KIND_WHISPER]
+        if not whispers:
+            raise InvalidArgument("no whisper model is installed; pull one (`omg pull Systran/faster-whisper-base`) "
+                                  "or add a faster-whisper directory (`omg model add DIR`)", param="model")
+        return whispers[0]
 
     async def loaded(self) -> list[tuple[Worker, runtime_pb2.GetStatusResponse | None]]:
         """Live workers with their status (None when a worker does not answer in time)."""
@@ -424,6 +493,54 @@ class Orchestrator:
         workers = list(self.workers.values())
         self.workers.clear()
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+
+
+EMBEDDINGS_SUFFIX = "#embeddings"  # '#' is never part of a model name, so keys cannot collide
+_NATURAL_MODE = {
+    assets_pb2.MODEL_KIND_LLM: run_spec_pb2.MODE_CHAT,
+    assets_pb2.MODEL_KIND_UNSPECIFIED: run_spec_pb2.MODE_CHAT,  # records from before kinds
+    assets_pb2.MODEL_KIND_EMBEDDING: run_spec_pb2.MODE_EMBEDDINGS,
+    assets_pb2.MODEL_KIND_WHISPER: run_spec_pb2.MODE_TRANSCRIPTION,
+    assets_pb2.MODEL_KIND_IMAGE: run_spec_pb2.MODE_IMAGE,
+}
+_WHAT = {
+    run_spec_pb2.MODE_CHAT: "chat", run_spec_pb2.MODE_COMPLETION: "complete text",
+    run_spec_pb2.MODE_EMBEDDINGS: "embed text", run_spec_pb2.MODE_TRANSCRIPTION: "transcribe audio",
+    run_spec_pb2.MODE_IMAGE: "generate images",
+}
+_A_KIND = {
+    assets_pb2.MODEL_KIND_LLM: "an LLM", assets_pb2.MODEL_KIND_EMBEDDING: "an embedding model",
+    assets_pb2.MODEL_KIND_WHISPER: "a whisper (speech-to-text) model", assets_pb2.MODEL_KIND_IMAGE: "an image model",
+}
+_USE = {
+    assets_pb2.MODEL_KIND_WHISPER: "use it with /v1/audio/transcriptions or `omg transcribe`",
+    assets_pb2.MODEL_KIND_EMBEDDING: "use it with /v1/embeddings, /api/embed or `omg embed`",
+    assets_pb2.MODEL_KIND_LLM: "use it with /v1/chat/completions, /api/chat or `omg chat`",
+}
+
+
+def check_mode(record: assets_pb2.InstallRecord, mode: int) -> int:
+    """The mode a request for `record` runs in (unspecified: the model's own); raises
+    InvalidArgument naming the model's kind when the model cannot serve `mode`."""
+    natural = _NATURAL_MODE.get(record.kind, run_spec_pb2.MODE_CHAT)
+    if not mode:
+        return natural
+    if mode == run_spec_pb2.MODE_COMPLETION:
+        mode = run_spec_pb2.MODE_CHAT  # one worker serves chat and raw completion
+    # A generative model embeds too (mean-pooled hidden states), as ollama allows.
+    if mode == natural or (natural == run_spec_pb2.MODE_CHAT and mode == run_spec_pb2.MODE_EMBEDDINGS):
+        return mode
+    kind = _A_KIND.get(record.kind, f"a model of kind {kind_name(record.kind)}")
+    use = _USE.get(record.kind, "see `omg model info` for what it is")
+    raise InvalidArgument(f"model '{record.name}' is {kind} and cannot {_WHAT.get(mode, 'do that')}; "
+                          f"{use}", param="model")
+
+
+def worker_key(record: assets_pb2.InstallRecord, mode: int) -> str:
+    """Workers are keyed by model name, except an LLM loaded for embeddings (a second worker:
+    llama.cpp's embedding mode cannot generate), so chat and embeddings of one model coexist."""
+    natural = _NATURAL_MODE.get(record.kind, run_spec_pb2.MODE_CHAT)
+    return record.name if mode == natural else record.name + EMBEDDINGS_SUFFIX
 
 
 def socket_dir(home: Path) -> Path:

@@ -22,7 +22,9 @@ from typing import IO
 import grpc
 import uvicorn
 from ohmygpu.api.v1 import (
+    audio_pb2_grpc,
     chat_pb2_grpc,
+    embeddings_pb2_grpc,
     events_pb2_grpc,
     jobs_pb2_grpc,
     models_pb2_grpc,
@@ -38,7 +40,9 @@ from ohmygpu.daemon.jobs import JobManager
 from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.daemon.runs import RunManager
 from ohmygpu.daemon.services import (
+    AudioServicer,
     ChatServicer,
+    EmbeddingServicer,
     EventServicer,
     JobServicer,
     ModelServicer,
@@ -137,11 +141,18 @@ class Daemon:
         models = ModelServicer(store, orchestrator, jobs)
         job_service = JobServicer(jobs)
         chat = ChatServicer(orchestrator)
+        embeddings = EmbeddingServicer(orchestrator)
+        audio = AudioServicer(orchestrator, self.settings.max_audio_mb << 20)
         system = SystemServicer(self.settings, store, orchestrator, self.stop_event.set)
         interceptors = [TokenInterceptor(self.settings.token)] if self.settings.token else []
-        grpc_server = grpc.aio.server(interceptors=interceptors)
+        # Audio arrives in one message: the limit follows OMG_MAX_AUDIO_MB (plus room for fields).
+        max_message = (max(self.settings.max_audio_mb, self.settings.max_body_mb) + 1) << 20
+        grpc_server = grpc.aio.server(interceptors=interceptors, options=[
+            ("grpc.max_receive_message_length", max_message)])
         models_pb2_grpc.add_ModelServiceServicer_to_server(models, grpc_server)
         chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, grpc_server)
+        embeddings_pb2_grpc.add_EmbeddingServiceServicer_to_server(embeddings, grpc_server)
+        audio_pb2_grpc.add_AudioServiceServicer_to_server(audio, grpc_server)
         jobs_pb2_grpc.add_JobServiceServicer_to_server(job_service, grpc_server)
         events_pb2_grpc.add_EventServiceServicer_to_server(event_service, grpc_server)
         runs_pb2_grpc.add_RunServiceServicer_to_server(run_service, grpc_server)
@@ -156,6 +167,7 @@ class Daemon:
                               "or invalid; is another daemon running? set OMG_GRPC_ADDR") from None
         app = build_app(self.settings, orchestrator=orchestrator, store=store,
                         services={"models": models, "chat": chat, "system": system, "jobs": job_service,
+                                  "embeddings": embeddings, "audio": audio,
                                   "events": event_service, "runs": run_service})
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2)

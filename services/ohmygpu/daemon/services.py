@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from ohmygpu.api.v1 import (
+    audio_pb2_grpc,
     chat_pb2_grpc,
+    embeddings_pb2_grpc,
     events_pb2,
     events_pb2_grpc,
     jobs_pb2,
@@ -24,7 +26,7 @@ from ohmygpu.api.v1 import (
 )
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import maintenance
-from ohmygpu.core.errors import InvalidArgument
+from ohmygpu.core.errors import InvalidArgument, PayloadTooLarge
 from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore, main_artifact
@@ -182,6 +184,43 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             yield message
 
 
+class EmbeddingServicer(embeddings_pb2_grpc.EmbeddingServiceServicer):
+    """Embeddings by model name."""
+
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+
+    @grpc_errors.unary
+    async def Embed(self, request: runtime_pb2.EmbedRequest, context) -> runtime_pb2.EmbedResponse:
+        return await self.orchestrator.embed(request)
+
+
+class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
+    """Speech to text by model name; the audio comes as bytes and is held in a private file
+    while the worker reads it."""
+
+    def __init__(self, orchestrator: Orchestrator, limit: int) -> None:
+        self.orchestrator = orchestrator
+        self.limit = limit
+
+    @grpc_errors.stream
+    async def Transcribe(self, request: runtime_pb2.TranscribeRequest, context,
+                         ) -> AsyncIterator[runtime_pb2.TranscribeResponse]:
+        if request.audio_path:
+            # A client-chosen path would let a remote caller make the daemon read any file.
+            raise InvalidArgument("audio_path is for the daemon's own use; send the file's bytes in 'audio'",
+                                  param="audio_path")
+        if not request.audio:
+            raise InvalidArgument("the audio file is empty", param="audio")
+        if len(request.audio) > self.limit:
+            raise PayloadTooLarge(f"audio of {len(request.audio)} bytes is over the {self.limit} byte limit "
+                                  "(OMG_MAX_AUDIO_MB)")
+        with self.orchestrator.uploads.holding(request.audio) as path:
+            request.ClearField("audio")
+            async for message in self.orchestrator.transcribe(request, path):
+                yield message
+
+
 class SystemServicer(system_pb2_grpc.SystemServiceServicer):
     """Version, status, loaded models, shutdown."""
 
@@ -211,7 +250,7 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
                 vram_bytes=status.vram_bytes if status else 0,
                 state=status.state if status else runtime_pb2.WORKER_STATE_UNSPECIFIED,
                 in_flight=worker.in_flight, context_length=worker.context_length,
-                size_bytes=size, digest=digest,
+                size_bytes=size, digest=digest, mode=worker.mode,
             ))
             if worker.expires_at is not None:
                 out[-1].expires_at.CopyFrom(timestamp(worker.expires_at))

@@ -42,6 +42,8 @@ class Worker:
 
     def __init__(self, model: str, runtime: RuntimeEntry, run_dir: Path, log_dir: Path) -> None:
         self.model = model
+        self.key = model  # the orchestrator's key: the model name, "+#embeddings" for an LLM embedding
+        self.mode = run_spec_pb2.MODE_CHAT  # what it serves, set by the orchestrator
         self.runtime = runtime
         self.id = uuid.uuid4().hex[:8]
         self.socket_path = run_dir / f"w-{self.id}.sock"

@@ -23,7 +23,9 @@ from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.grpc_errors import token_matches
 from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.daemon.server import is_loopback, split_addr
+from ohmygpu.gateway.audio import AudioRoutes
 from ohmygpu.gateway.context import Gateway
+from ohmygpu.gateway.embeddings import EmbeddingRoutes
 from ohmygpu.gateway.errors import error_response
 from ohmygpu.gateway.management import management_routes
 from ohmygpu.gateway.ollama import OllamaRoutes
@@ -121,6 +123,7 @@ def build_app(settings: Settings, *, orchestrator: Orchestrator, store: ModelSto
 
     routes = [Route("/", _root, methods=["GET", "HEAD"])]
     routes += OpenAIRoutes(gw).routes() + OllamaRoutes(gw).routes() + management_routes(gw)
+    routes += EmbeddingRoutes(gw).routes() + AudioRoutes(gw).routes()
     middleware = [Middleware(SecurityMiddleware, settings=settings)]
     origins = split_list(settings.cors_origins)
     if origins:

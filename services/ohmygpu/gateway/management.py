@@ -15,7 +15,16 @@ from typing import Any
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor, json_format, message_factory
-from ohmygpu.api.v1 import chat_pb2, events_pb2, jobs_pb2, models_pb2, runs_pb2, system_pb2
+from ohmygpu.api.v1 import (
+    audio_pb2,
+    chat_pb2,
+    embeddings_pb2,
+    events_pb2,
+    jobs_pb2,
+    models_pb2,
+    runs_pb2,
+    system_pb2,
+)
 from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.gateway.body import read_json
 from ohmygpu.gateway.context import Gateway
@@ -33,6 +42,8 @@ SERVICES: dict[str, tuple[descriptor.ServiceDescriptor, str]] = {
     "JobService": (jobs_pb2.DESCRIPTOR.services_by_name["JobService"], "jobs"),
     "EventService": (events_pb2.DESCRIPTOR.services_by_name["EventService"], "events"),
     "RunService": (runs_pb2.DESCRIPTOR.services_by_name["RunService"], "runs"),
+    "EmbeddingService": (embeddings_pb2.DESCRIPTOR.services_by_name["EmbeddingService"], "embeddings"),
+    "AudioService": (audio_pb2.DESCRIPTOR.services_by_name["AudioService"], "audio"),
 }
 _VAR = re.compile(r"\{(\w+)(=([^}]*))?\}")
 

@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from ohmygpu.run.v1 import run_spec_pb2 as ohmygpu_dot_run_dot_v1_dot_run__spec__pb2
 from ohmygpu.runtime.v1 import runtime_pb2 as ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bohmygpu/api/v1/system.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ohmygpu/runtime/v1/runtime.proto\"\x13\n\x11GetVersionRequest\"%\n\x12GetVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\"\x12\n\x10GetStatusRequest\"\xd7\x01\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x11\n\thttp_addr\x18\x02 \x01(\t\x12\x11\n\tgrpc_addr\x18\x03 \x01(\t\x12\x0c\n\x04home\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\r\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06loaded\x18\x07 \x03(\x0b\x32\x1b.ohmygpu.api.v1.LoadedModel\x12\x13\n\x0bmodel_count\x18\x08 \x01(\r\"\xa2\x02\n\x0bLoadedModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07runtime\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12\x12\n\nvram_bytes\x18\x06 \x01(\x04\x12.\n\x05state\x18\x07 \x01(\x0e\x32\x1f.ohmygpu.runtime.v1.WorkerState\x12\x11\n\tin_flight\x18\x08 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\t \x01(\r\x12.\n\nexpires_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsize_bytes\x18\x0b \x01(\x04\x12\x0e\n\x06\x64igest\x18\x0c \x01(\t\"\x13\n\x11ListLoadedRequest\"A\n\x12ListLoadedResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.ohmygpu.api.v1.LoadedModel\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse2\xb0\x03\n\rSystemService\x12h\n\nGetVersion\x12!.ohmygpu.api.v1.GetVersionRequest\x1a\".ohmygpu.api.v1.GetVersionResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/version\x12\x64\n\tGetStatus\x12 .ohmygpu.api.v1.GetStatusRequest\x1a!.ohmygpu.api.v1.GetStatusResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/status\x12g\n\nListLoaded\x12!.ohmygpu.api.v1.ListLoadedRequest\x1a\".ohmygpu.api.v1.ListLoadedResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/loaded\x12\x66\n\x08Shutdown\x12\x1f.ohmygpu.api.v1.ShutdownRequest\x1a .ohmygpu.api.v1.ShutdownResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/shutdown:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bohmygpu/api/v1/system.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dohmygpu/run/v1/run_spec.proto\x1a ohmygpu/runtime/v1/runtime.proto\"\x13\n\x11GetVersionRequest\"%\n\x12GetVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\"\x12\n\x10GetStatusRequest\"\xd7\x01\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x11\n\thttp_addr\x18\x02 \x01(\t\x12\x11\n\tgrpc_addr\x18\x03 \x01(\t\x12\x0c\n\x04home\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\r\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06loaded\x18\x07 \x03(\x0b\x32\x1b.ohmygpu.api.v1.LoadedModel\x12\x13\n\x0bmodel_count\x18\x08 \x01(\r\"\xc6\x02\n\x0bLoadedModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07runtime\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12\x12\n\nvram_bytes\x18\x06 \x01(\x04\x12.\n\x05state\x18\x07 \x01(\x0e\x32\x1f.ohmygpu.runtime.v1.WorkerState\x12\x11\n\tin_flight\x18\x08 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\t \x01(\r\x12.\n\nexpires_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsize_bytes\x18\x0b \x01(\x04\x12\x0e\n\x06\x64igest\x18\x0c \x01(\t\x12\"\n\x04mode\x18\r \x01(\x0e\x32\x14.ohmygpu.run.v1.Mode\"\x13\n\x11ListLoadedRequest\"A\n\x12ListLoadedResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.ohmygpu.api.v1.LoadedModel\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse2\xb0\x03\n\rSystemService\x12h\n\nGetVersion\x12!.ohmygpu.api.v1.GetVersionRequest\x1a\".ohmygpu.api.v1.GetVersionResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/version\x12\x64\n\tGetStatus\x12 .ohmygpu.api.v1.GetStatusRequest\x1a!.ohmygpu.api.v1.GetStatusResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/status\x12g\n\nListLoaded\x12!.ohmygpu.api.v1.ListLoadedRequest\x1a\".ohmygpu.api.v1.ListLoadedResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/loaded\x12\x66\n\x08Shutdown\x12\x1f.ohmygpu.api.v1.ShutdownRequest\x1a .ohmygpu.api.v1.ShutdownResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/shutdown:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,24 +43,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SYSTEMSERVICE'].methods_by_name['ListLoaded']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/loaded'
   _globals['_SYSTEMSERVICE'].methods_by_name['Shutdown']._loaded_options = None
   _globals['_SYSTEMSERVICE'].methods_by_name['Shutdown']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/shutdown:\001*'
-  _globals['_GETVERSIONREQUEST']._serialized_start=144
-  _globals['_GETVERSIONREQUEST']._serialized_end=163
-  _globals['_GETVERSIONRESPONSE']._serialized_start=165
-  _globals['_GETVERSIONRESPONSE']._serialized_end=202
-  _globals['_GETSTATUSREQUEST']._serialized_start=204
-  _globals['_GETSTATUSREQUEST']._serialized_end=222
-  _globals['_GETSTATUSRESPONSE']._serialized_start=225
-  _globals['_GETSTATUSRESPONSE']._serialized_end=440
-  _globals['_LOADEDMODEL']._serialized_start=443
-  _globals['_LOADEDMODEL']._serialized_end=733
-  _globals['_LISTLOADEDREQUEST']._serialized_start=735
-  _globals['_LISTLOADEDREQUEST']._serialized_end=754
-  _globals['_LISTLOADEDRESPONSE']._serialized_start=756
-  _globals['_LISTLOADEDRESPONSE']._serialized_end=821
-  _globals['_SHUTDOWNREQUEST']._serialized_start=823
-  _globals['_SHUTDOWNREQUEST']._serialized_end=840
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=842
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=860
-  _globals['_SYSTEMSERVICE']._serialized_start=863
-  _globals['_SYSTEMSERVICE']._serialized_end=1295
+  _globals['_GETVERSIONREQUEST']._serialized_start=175
+  _globals['_GETVERSIONREQUEST']._serialized_end=194
+  _globals['_GETVERSIONRESPONSE']._serialized_start=196
+  _globals['_GETVERSIONRESPONSE']._serialized_end=233
+  _globals['_GETSTATUSREQUEST']._serialized_start=235
+  _globals['_GETSTATUSREQUEST']._serialized_end=253
+  _globals['_GETSTATUSRESPONSE']._serialized_start=256
+  _globals['_GETSTATUSRESPONSE']._serialized_end=471
+  _globals['_LOADEDMODEL']._serialized_start=474
+  _globals['_LOADEDMODEL']._serialized_end=800
+  _globals['_LISTLOADEDREQUEST']._serialized_start=802
+  _globals['_LISTLOADEDREQUEST']._serialized_end=821
+  _globals['_LISTLOADEDRESPONSE']._serialized_start=823
+  _globals['_LISTLOADEDRESPONSE']._serialized_end=888
+  _globals['_SHUTDOWNREQUEST']._serialized_start=890
+  _globals['_SHUTDOWNREQUEST']._serialized_end=907
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=909
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=927
+  _globals['_SYSTEMSERVICE']._serialized_start=930
+  _globals['_SYSTEMSERVICE']._serialized_end=1362
 # @@protoc_insertion_point(module_scope)

@@ -2,6 +2,7 @@ import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from ohmygpu.run.v1 import run_spec_pb2 as _run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2 as _runtime_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -46,7 +47,7 @@ class GetStatusResponse(_message.Message):
     def __init__(self, version: _Optional[str] = ..., http_addr: _Optional[str] = ..., grpc_addr: _Optional[str] = ..., home: _Optional[str] = ..., pid: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_count: _Optional[int] = ...) -> None: ...
 
 class LoadedModel(_message.Message):
-    __slots__ = ("name", "runtime", "pid", "device", "memory_bytes", "vram_bytes", "state", "in_flight", "context_length", "expires_at", "size_bytes", "digest")
+    __slots__ = ("name", "runtime", "pid", "device", "memory_bytes", "vram_bytes", "state", "in_flight", "context_length", "expires_at", "size_bytes", "digest", "mode")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +60,7 @@ class LoadedModel(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     name: str
     runtime: str
     pid: int
@@ -71,7 +73,8 @@ class LoadedModel(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     size_bytes: int
     digest: str
-    def __init__(self, name: _Optional[str] = ..., runtime: _Optional[str] = ..., pid: _Optional[int] = ..., device: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., vram_bytes: _Optional[int] = ..., state: _Optional[_Union[_runtime_pb2.WorkerState, str]] = ..., in_flight: _Optional[int] = ..., context_length: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size_bytes: _Optional[int] = ..., digest: _Optional[str] = ...) -> None: ...
+    mode: _run_spec_pb2.Mode
+    def __init__(self, name: _Optional[str] = ..., runtime: _Optional[str] = ..., pid: _Optional[int] = ..., device: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., vram_bytes: _Optional[int] = ..., state: _Optional[_Union[_runtime_pb2.WorkerState, str]] = ..., in_flight: _Optional[int] = ..., context_length: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size_bytes: _Optional[int] = ..., digest: _Optional[str] = ..., mode: _Optional[_Union[_run_spec_pb2.Mode, str]] = ...) -> None: ...
 
 class ListLoadedRequest(_message.Message):
     __slots__ = ()

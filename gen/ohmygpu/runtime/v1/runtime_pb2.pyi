@@ -300,16 +300,20 @@ class CompleteResponse(_message.Message):
     def __init__(self, text: _Optional[str] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("model", "inputs", "normalize", "dimensions")
+    __slots__ = ("model", "inputs", "normalize", "dimensions", "keep_alive", "truncate")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     model: str
     inputs: _containers.RepeatedScalarFieldContainer[str]
     normalize: bool
     dimensions: int
-    def __init__(self, model: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., dimensions: _Optional[int] = ...) -> None: ...
+    keep_alive: str
+    truncate: bool
+    def __init__(self, model: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., dimensions: _Optional[int] = ..., keep_alive: _Optional[str] = ..., truncate: _Optional[bool] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("values",)
@@ -318,15 +322,17 @@ class Embedding(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("embeddings", "usage")
+    __slots__ = ("embeddings", "usage", "timings")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
     usage: Usage
-    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    timings: Timings
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class TranscribeRequest(_message.Message):
-    __slots__ = ("model", "audio", "language", "initial_prompt", "temperature", "translate", "word_timestamps")
+    __slots__ = ("model", "audio", "language", "initial_prompt", "temperature", "translate", "word_timestamps", "audio_path", "beam_size", "vad_filter", "keep_alive")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -334,6 +340,10 @@ class TranscribeRequest(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TRANSLATE_FIELD_NUMBER: _ClassVar[int]
     WORD_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_PATH_FIELD_NUMBER: _ClassVar[int]
+    BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VAD_FILTER_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
     model: str
     audio: bytes
     language: str
@@ -341,28 +351,66 @@ class TranscribeRequest(_message.Message):
     temperature: float
     translate: bool
     word_timestamps: bool
-    def __init__(self, model: _Optional[str] = ..., audio: _Optional[bytes] = ..., language: _Optional[str] = ..., initial_prompt: _Optional[str] = ..., temperature: _Optional[float] = ..., translate: _Optional[bool] = ..., word_timestamps: _Optional[bool] = ...) -> None: ...
+    audio_path: str
+    beam_size: int
+    vad_filter: bool
+    keep_alive: str
+    def __init__(self, model: _Optional[str] = ..., audio: _Optional[bytes] = ..., language: _Optional[str] = ..., initial_prompt: _Optional[str] = ..., temperature: _Optional[float] = ..., translate: _Optional[bool] = ..., word_timestamps: _Optional[bool] = ..., audio_path: _Optional[str] = ..., beam_size: _Optional[int] = ..., vad_filter: _Optional[bool] = ..., keep_alive: _Optional[str] = ...) -> None: ...
 
 class Word(_message.Message):
-    __slots__ = ("word", "start", "end")
+    __slots__ = ("word", "start", "end", "probability")
     WORD_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     word: str
     start: float
     end: float
-    def __init__(self, word: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
+    probability: float
+    def __init__(self, word: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., probability: _Optional[float] = ...) -> None: ...
 
-class TranscribeResponse(_message.Message):
-    __slots__ = ("text", "start", "end", "words", "language")
-    TEXT_FIELD_NUMBER: _ClassVar[int]
+class TranscriptionInfo(_message.Message):
+    __slots__ = ("language", "language_probability", "duration", "duration_after_vad")
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    DURATION_AFTER_VAD_FIELD_NUMBER: _ClassVar[int]
+    language: str
+    language_probability: float
+    duration: float
+    duration_after_vad: float
+    def __init__(self, language: _Optional[str] = ..., language_probability: _Optional[float] = ..., duration: _Optional[float] = ..., duration_after_vad: _Optional[float] = ...) -> None: ...
+
+class Segment(_message.Message):
+    __slots__ = ("id", "start", "end", "text", "words", "avg_logprob", "compression_ratio", "no_speech_prob", "temperature", "tokens", "seek")
+    ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     WORDS_FIELD_NUMBER: _ClassVar[int]
-    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
-    text: str
+    AVG_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_RATIO_FIELD_NUMBER: _ClassVar[int]
+    NO_SPEECH_PROB_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SEEK_FIELD_NUMBER: _ClassVar[int]
+    id: int
     start: float
     end: float
+    text: str
     words: _containers.RepeatedCompositeFieldContainer[Word]
-    language: str
-    def __init__(self, text: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., language: _Optional[str] = ...) -> None: ...
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    temperature: float
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    seek: int
+    def __init__(self, id: _Optional[int] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., text: _Optional[str] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., avg_logprob: _Optional[float] = ..., compression_ratio: _Optional[float] = ..., no_speech_prob: _Optional[float] = ..., temperature: _Optional[float] = ..., tokens: _Optional[_Iterable[int]] = ..., seek: _Optional[int] = ...) -> None: ...
+
+class TranscribeResponse(_message.Message):
+    __slots__ = ("info", "segment")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    info: TranscriptionInfo
+    segment: Segment
+    def __init__(self, info: _Optional[_Union[TranscriptionInfo, _Mapping]] = ..., segment: _Optional[_Union[Segment, _Mapping]] = ...) -> None: ...

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.errors import InvalidArgument, MissingExtra
+from ohmygpu.core.kinds import kind_name
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class RuntimeEntry:
     extra: str  # pip extra that installs its library
     library: str  # top-level module the worker imports
     formats: tuple[int, ...]  # ArtifactFormat values it loads
+    kinds: tuple[int, ...]  # ModelKind values it serves
 
 
 RUNTIMES: dict[str, RuntimeEntry] = {
@@ -32,6 +34,15 @@ RUNTIMES: dict[str, RuntimeEntry] = {
         extra="llamacpp",
         library="llama_cpp",
         formats=(assets_pb2.ARTIFACT_FORMAT_GGUF,),
+        kinds=(assets_pb2.MODEL_KIND_LLM, assets_pb2.MODEL_KIND_EMBEDDING, assets_pb2.MODEL_KIND_UNSPECIFIED),
+    ),
+    "whisper": RuntimeEntry(
+        name="whisper",
+        worker_module="ohmygpu.runtimes.whisper.worker",
+        extra="whisper",
+        library="faster_whisper",
+        formats=(assets_pb2.ARTIFACT_FORMAT_CT2,),
+        kinds=(assets_pb2.MODEL_KIND_WHISPER,),
     ),
 }
 
@@ -50,9 +61,10 @@ def runtime_for(record: assets_pb2.InstallRecord, *, preferred: str = "") -> Run
     if preferred and preferred not in RUNTIMES:
         raise InvalidArgument(f"unknown runtime '{preferred}'; known: {', '.join(RUNTIMES)}")
     for entry in candidates:
-        if record.format in entry.formats:
+        if record.format in entry.formats and record.kind in entry.kinds:
             if not library_available(entry.library):
                 raise MissingExtra(entry.name, entry.extra)
             return entry
-    fmt = assets_pb2.ArtifactFormat.Name(record.format)
-    raise InvalidArgument(f"no runtime serves model '{record.name}' ({fmt})")
+    fmt = assets_pb2.ArtifactFormat.Name(record.format).removeprefix("ARTIFACT_FORMAT_").lower()
+    raise InvalidArgument(f"no runtime of this version serves model '{record.name}' "
+                          f"(a {kind_name(record.kind)} model in {fmt} format)")

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -113,7 +114,10 @@ class LlamaCppRuntime(runtime_pb2_grpc.RuntimeServicer):
 
         kwargs: dict[str, Any] = {}
         if embedding:
-            kwargs.update(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
+            # One micro-batch holds a whole input (non-causal encoders need that); inputs share
+            # the context as parallel sequences, so a batch of short texts is one decode.
+            kwargs.update(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                          n_batch=n_ctx, n_ubatch=n_ctx)
         return llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=self.threads,
                                n_threads_batch=self.threads, n_gpu_layers=gpu_layers,
                                verbose=False, **kwargs)
@@ -327,13 +331,41 @@ class LlamaCppRuntime(runtime_pb2_grpc.RuntimeServicer):
         if self.llm is None or not self.llm.context_params.embeddings:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 "this model was not loaded for embeddings")
+        truncate = request.truncate if request.HasField("truncate") else True
+        dims = request.dimensions
+        if dims and dims > self.llm.n_embd():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"dimensions must be at most {self.llm.n_embd()} for this model")
+        inputs = list(request.inputs)
+
+        def work() -> tuple[list[list[float]], int, int]:
+            started = time.perf_counter_ns()
+            if not truncate:
+                limit = self.llm.n_batch
+                for i, text in enumerate(inputs):
+                    n = len(self.llm.tokenize(text.encode("utf-8")))
+                    if n > limit:
+                        raise InvalidArgument(f"input {i} has {n} tokens, more than the context window of "
+                                              f"{limit}; shorten it or allow truncation", param="input")
+            # Normalised after any truncation to `dimensions` (Matryoshka-style shortening).
+            vectors, tokens = self.llm.embed(inputs, normalize=False, truncate=True, return_count=True)
+            return vectors, tokens, time.perf_counter_ns() - started
+
         async with self.lock:
-            inputs = list(request.inputs)
-            vectors = await self._on_llama_thread(lambda: self.llm.embed(inputs, normalize=request.normalize))
-            tokens = sum(len(self.llm.tokenize(t.encode("utf-8"))) for t in inputs)
-        out = runtime_pb2.EmbedResponse(usage=runtime_pb2.Usage(prompt_tokens=tokens))
+            self.in_flight += 1
+            try:
+                vectors, tokens, elapsed = await self._on_llama_thread(work)
+            except OmgError as e:
+                await _abort(context, e)
+            finally:
+                self.in_flight -= 1
+        out = runtime_pb2.EmbedResponse(usage=runtime_pb2.Usage(prompt_tokens=tokens),
+                                        timings=runtime_pb2.Timings(prompt_eval_ns=elapsed))
         for v in vectors:
-            values = v[: request.dimensions] if request.dimensions else v
+            values = v[:dims] if dims else v
+            if request.normalize:
+                norm = math.sqrt(sum(x * x for x in values)) or 1.0
+                values = [x / norm for x in values]
             out.embeddings.add(values=values)
         return out
 

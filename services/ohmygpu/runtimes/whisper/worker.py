@@ -1,0 +1,209 @@
+"""The faster-whisper worker: one process, one CTranslate2 whisper model, serving the Runtime
+contract's Transcribe.
+
+Started by the daemon as `python -m ohmygpu.runtimes.whisper.worker --socket PATH`. Decoding
+runs on one dedicated thread (CTranslate2 keeps its own intra-op pool sized by cpu_threads);
+segments cross to the event loop through an asyncio queue as faster-whisper yields them, so the
+client sees the first segment while later windows are still being decoded, Health answers
+throughout, and a cancelled stream stops decoding at the next segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.run.v1 import run_spec_pb2
+from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
+from ohmygpu.runtimes.api.worker_server import LogRing, rss_bytes, run_worker
+
+log = logging.getLogger("ohmygpu.worker.whisper")
+_DONE = object()
+_DEFAULT_BEAM = 5
+
+
+def compute_type_for(device: str, requested: str) -> str:
+    """CTranslate2 compute type: as asked, else int8 on CPU and float16 on a GPU."""
+    if requested and requested != "auto":
+        return requested
+    return "float16" if device.startswith("cuda") else "int8"
+
+
+class WhisperRuntime(runtime_pb2_grpc.RuntimeServicer):
+    """Runtime servicer over one faster_whisper.WhisperModel."""
+
+    def __init__(self, logs: LogRing) -> None:
+        self.logs = logs
+        self.model: Any = None
+        self.model_name = ""
+        self.state = runtime_pb2.WORKER_STATE_IDLE
+        self.threads = 0
+        self.device = "cpu"
+        self.compute_type = ""
+        self.lock = asyncio.Lock()
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        self.in_flight = 0
+
+    async def GetCapabilities(self, request, context):
+        import ctranslate2
+        import faster_whisper
+
+        return runtime_pb2.GetCapabilitiesResponse(
+            runtime="whisper", version=f"faster-whisper {faster_whisper.__version__}",
+            modes=[run_spec_pb2.MODE_TRANSCRIPTION], formats=[assets_pb2.ARTIFACT_FORMAT_CT2],
+            gpu=ctranslate2.get_cuda_device_count() > 0,
+        )
+
+    async def Load(self, request: runtime_pb2.LoadRequest, context) -> AsyncIterator[runtime_pb2.LoadResponse]:
+        record = request.model
+        bins = [a.local_path for a in record.artifacts if a.format == assets_pb2.ARTIFACT_FORMAT_CT2]
+        if not bins:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no CTranslate2 model.bin to load")
+        res = request.spec.resources
+        self.threads = res.cpu_threads or (os.cpu_count() or 1)
+        self.device = res.device or "cpu"
+        ext = request.spec.extensions
+        requested = ext["compute_type"].string_value if "compute_type" in ext else ""
+        self.compute_type = compute_type_for(self.device, requested)
+        self.state = runtime_pb2.WORKER_STATE_LOADING
+        yield runtime_pb2.LoadResponse(progress=0.0, stage="reading weights")
+        started = time.perf_counter()
+        try:
+            self.model = await self._on_thread(self._load, str(Path(bins[0]).parent))
+        except (ValueError, RuntimeError, OSError) as e:
+            self.state = runtime_pb2.WORKER_STATE_FAILED
+            log.error("load failed: %s", e)
+            await context.abort(grpc.StatusCode.INTERNAL, f"faster-whisper could not load the model: {e}")
+        self.model_name = record.name
+        self.state = runtime_pb2.WORKER_STATE_READY
+        log.info("loaded %s in %.2fs (device=%s, compute_type=%s, threads=%d)", record.name,
+                 time.perf_counter() - started, self.device, self.compute_type, self.threads)
+        yield runtime_pb2.LoadResponse(progress=1.0, stage="ready", done=True, memory_bytes=rss_bytes())
+
+    def _load(self, directory: str) -> Any:
+        from faster_whisper import WhisperModel
+
+        device, _, index = self.device.partition(":")
+        return WhisperModel(directory, device=device, device_index=int(index or 0),
+                            compute_type=self.compute_type, cpu_threads=self.threads)
+
+    async def _on_thread(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def Unload(self, request, context):
+        async with self.lock:
+            self.model = None
+            self.model_name = ""
+            self.state = runtime_pb2.WORKER_STATE_IDLE
+        return runtime_pb2.UnloadResponse(memory_bytes=rss_bytes())
+
+    async def Health(self, request, context):
+        return runtime_pb2.HealthResponse(state=self.state)
+
+    async def GetStatus(self, request, context):
+        return runtime_pb2.GetStatusResponse(
+            state=self.state, model=self.model_name, memory_bytes=rss_bytes(),
+            in_flight=self.in_flight, threads=self.threads, pid=os.getpid())
+
+    async def StreamLogs(self, request, context):
+        async for line in self.logs.stream(request.follow):
+            yield runtime_pb2.StreamLogsResponse(line=line)
+
+    async def Chat(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the whisper runtime does not chat")
+        yield runtime_pb2.ChatResponse()  # pragma: no cover - makes this an async generator
+
+    async def Complete(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the whisper runtime does not complete text")
+        yield runtime_pb2.CompleteResponse()  # pragma: no cover
+
+    async def Embed(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the whisper runtime does not embed text")
+
+    async def Transcribe(self, request: runtime_pb2.TranscribeRequest, context,
+                         ) -> AsyncIterator[runtime_pb2.TranscribeResponse]:
+        if self.model is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no model loaded")
+        if not request.audio and not request.audio_path:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no audio given")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        async with self.lock:
+            self.in_flight += 1
+            fut = loop.run_in_executor(self.executor, self._transcribe, request, emit, cancelled)
+            fut.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
+            try:
+                while (item := await queue.get()) is not _DONE:
+                    yield item
+                error = fut.exception()
+                if isinstance(error, _BadAudio):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+                if error is not None:
+                    log.error("transcription failed: %r", error)
+                    await context.abort(grpc.StatusCode.INTERNAL, f"transcription failed: {error}")
+            finally:
+                cancelled.set()
+                self.in_flight -= 1
+                if not fut.done():
+                    await asyncio.wait([fut])
+
+    def _transcribe(self, request: runtime_pb2.TranscribeRequest, emit: Any,
+                    cancelled: threading.Event) -> None:
+        import io
+
+        from faster_whisper import decode_audio
+
+        source: Any = request.audio_path or io.BytesIO(request.audio)
+        try:
+            audio = decode_audio(source, sampling_rate=self.model.feature_extractor.sampling_rate)
+        except Exception as e:  # PyAV raises many types for undecodable input
+            raise _BadAudio(f"the audio cannot be decoded: {e}") from None
+        if audio.size == 0:
+            raise _BadAudio("the audio is empty (0 seconds of sound)")
+        temperature: Any = request.temperature if request.HasField("temperature") else \
+            [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+        segments, info = self.model.transcribe(
+            audio, language=request.language or None,
+            task="translate" if request.translate else "transcribe",
+            beam_size=request.beam_size or _DEFAULT_BEAM, temperature=temperature,
+            initial_prompt=request.initial_prompt or None, word_timestamps=request.word_timestamps,
+            vad_filter=request.vad_filter)
+        emit(runtime_pb2.TranscribeResponse(info=runtime_pb2.TranscriptionInfo(
+            language=info.language, language_probability=info.language_probability,
+            duration=info.duration, duration_after_vad=info.duration_after_vad)))
+        for seg in segments:  # a generator: each window is decoded when asked for
+            out = runtime_pb2.Segment(
+                id=seg.id - 1, start=seg.start, end=seg.end, text=seg.text, avg_logprob=seg.avg_logprob,
+                compression_ratio=seg.compression_ratio, no_speech_prob=seg.no_speech_prob,
+                temperature=seg.temperature or 0.0, tokens=seg.tokens, seek=seg.seek)
+            for w in seg.words or []:
+                out.words.add(word=w.word, start=w.start, end=w.end, probability=w.probability)
+            emit(runtime_pb2.TranscribeResponse(segment=out))
+            if cancelled.is_set():
+                return
+
+
+class _BadAudio(ValueError):
+    """The upload is not decodable audio (a client error, not a worker failure)."""
+
+
+def main() -> None:
+    run_worker(WhisperRuntime)
+
+
+if __name__ == "__main__":
+    main()
