@@ -114,7 +114,8 @@ class Orchestrator:
         return (spec.mode, r.context_length, r.cpu_threads, r.gpu_layers if r.HasField("gpu_layers") else None)
 
     async def worker_for(self, name: str, *, run: run_spec_pb2.RunSpec | None = None,
-                         mode: int = run_spec_pb2.MODE_UNSPECIFIED) -> Worker:
+                         mode: int = run_spec_pb2.MODE_UNSPECIFIED,
+                         record: assets_pb2.InstallRecord | None = None) -> Worker:
         """The live worker serving model `name` in `mode` (unspecified: the model's own mode),
         started if needed. With `run`, the worker must have the run's load options: one loaded
         with others is reloaded (only then).
@@ -122,7 +123,8 @@ class Orchestrator:
         Raises ModelNotFound, InvalidArgument (a model of the wrong kind for `mode`),
         MissingExtra, WorkerFailed, NeverFits, Unavailable.
         """
-        record = await asyncio.to_thread(self.store.get, name)
+        if record is None:
+            record = await asyncio.to_thread(self.store.get, name)
         mode = check_mode(record, mode or (run.mode if run is not None else 0))
         key = worker_key(record, mode)
         worker = self.workers.get(key)
@@ -341,12 +343,13 @@ class Orchestrator:
         record = await asyncio.to_thread(self.store.get, name)
         mode = check_mode(record, mode)
         async with self._slot(worker_key(record, mode)):
-            async for message in self._stream_in_slot(name, mode, call, keep_alive):
+            async for message in self._stream_in_slot(record, mode, call, keep_alive):
                 yield message
 
-    async def _stream_in_slot(self, name: str, mode: int, call: Callable[[Worker], grpc.aio.Call],
-                              keep_alive: str) -> AsyncIterator[M]:
-        worker = await self.worker_for(name, mode=mode)
+    async def _stream_in_slot(self, record: assets_pb2.InstallRecord, mode: int,
+                              call: Callable[[Worker], grpc.aio.Call], keep_alive: str) -> AsyncIterator[M]:
+        name = record.name
+        worker = await self.worker_for(name, mode=mode, record=record)
         worker.in_flight += 1
         stream = call(worker)
         try:
