@@ -168,3 +168,20 @@ def worker_pid(d: DaemonProc, model: str, mode: str = "") -> int:
     loaded = json.loads(d.omg("ps", "--json").stdout).get("models", [])
     return next(int(m["pid"]) for m in loaded
                 if m["name"] == model and (not mode or m.get("mode", "MODE_CHAT") == mode))
+
+
+def gguf_with_uint32(src: Path, key: str, value: int) -> bytes:
+    """`src`'s bytes with one more uint32 metadata entry (tensor data realigned): how tests make
+    an embedding GGUF (a pooling type in the header) from the one shipped chat model."""
+    import struct
+
+    from ohmygpu.core.gguf import read_header
+
+    h = read_header(src)
+    data = src.read_bytes()
+    (n_kv,) = struct.unpack_from("<Q", data, 16)
+    entry = struct.pack("<Q", len(key)) + key.encode() + struct.pack("<II", 4, value)  # 4: GGUF uint32
+    out = data[:16] + struct.pack("<Q", n_kv + 1) + data[24:h.kv_end] + entry + data[h.kv_end:h.info_end]
+    align = int(h.metadata.get("general.alignment", 32))
+    out += b"\0" * (-len(out) % align)
+    return out + data[h.data_offset:]

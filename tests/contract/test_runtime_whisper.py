@@ -107,3 +107,21 @@ def test_other_calls_are_unimplemented(whisper: WorkerProc) -> None:
     with pytest.raises(grpc.RpcError) as e:
         whisper.stub.Embed(runtime_pb2.EmbedRequest(inputs=["x"]))
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_vad_filter_skips_silence(whisper: WorkerProc, audio: dict[str, Path], tmp_path: Path) -> None:
+    import wave
+
+    with wave.open(str(audio["wav"]), "rb") as src:
+        params, frames = src.getparams(), src.readframes(src.getnframes())
+    padded = tmp_path / "padded.wav"
+    silence = b"\0" * (params.sampwidth * params.framerate * 8)  # 8 s before the speech
+    with wave.open(str(padded), "wb") as out:
+        out.setparams(params)
+        out.writeframes(silence + frames)
+    msgs = list(whisper.stub.Transcribe(_request(padded, vad_filter=True), timeout=60))
+    info = msgs[0].info
+    assert info.duration > 14 and info.duration_after_vad < info.duration - 6
+    segments = [m.segment for m in msgs[1:]]
+    assert segments and segments[0].start >= 7  # timestamps stay on the original timeline
+    assert word_error_rate(SENTENCE, "".join(s.text for s in segments)) < 0.3

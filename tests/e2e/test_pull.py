@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.fakes.hub import FakeHub, FakeRepo
-from tests.helpers import DaemonProc, new_daemon
+from tests.helpers import DaemonProc, gguf_with_uint32, new_daemon
 
 pytestmark = pytest.mark.slow
 REPO = "test-org/smol-GGUF"
@@ -410,5 +410,27 @@ def test_pull_a_faster_whisper_repo_and_transcribe(tmp_path: Path, whisper_path:
                 resp = httpx.post(f"{d.http}/v1/audio/transcriptions", files={"file": f},
                                   data={"model": "Systran/faster-whisper-tiny.en"}, timeout=60)
             assert resp.status_code == 200 and "fox" in resp.json()["text"].lower(), resp.text
+        finally:
+            d.stop()
+
+
+def test_pull_a_gguf_embedding_model(tmp_path: Path, gguf_path: Path) -> None:
+    # SmolLM2 with a pooling type in its header reads as an embedding model (as BERT GGUFs do).
+    embed_gguf = gguf_with_uint32(gguf_path, "llama.pooling_type", 1)
+    with FakeHub([FakeRepo("test-org/embed-GGUF", {"embed.Q4_1.gguf": embed_gguf})]) as embed_hub:
+        d = _daemon(tmp_path, embed_hub).start()
+        try:
+            assert d.omg("pull", "hf.co/test-org/embed-GGUF", "--name", "emb", "--quiet").returncode == 0
+            rec = json.loads(d.omg("model", "info", "emb", "--json").stdout)
+            assert rec["kind"] == "MODEL_KIND_EMBEDDING"
+            client = openai.OpenAI(base_url=d.http + "/v1", api_key="x", max_retries=0)
+            vectors = client.embeddings.create(model="emb", input=["a cat", "a cat"], encoding_format="float").data
+            assert vectors[0].embedding == vectors[1].embedding and len(vectors[0].embedding) == 576
+            assert httpx.post(f"{d.http}/api/embed", json={"model": "emb", "input": "x"}).status_code == 200
+            with pytest.raises(openai.BadRequestError) as e:
+                client.chat.completions.create(model="emb", messages=[{"role": "user", "content": "hi"}])
+            assert "embedding model" in str(e.value)
+            modes = {m["mode"] for m in json.loads(d.omg("ps", "--json").stdout)["models"]}
+            assert modes == {"MODE_EMBEDDINGS"}  # its own worker, in its natural mode
         finally:
             d.stop()

@@ -47,6 +47,8 @@ class GgufHeader:
     parameter_count: int = 0
     tensor_count: int = 0
     data_offset: int = 0  # where tensor data starts (aligned)
+    kv_end: int = 0  # where the metadata section ends (the tensor infos start)
+    info_end: int = 0  # where the tensor infos end (before the alignment padding)
     file_size: int = 0
 
     @property
@@ -137,6 +139,7 @@ def read_header(path: Path, *, display_name: str | None = None) -> GgufHeader:
             key = r.string()
             vtype = int(r.scalar("<I"))
             header.metadata[key] = r.value(vtype, key, header)
+        header.kv_end = f.tell()
         for _ in range(n_tensors):
             r.string()  # tensor name
             n_dims = int(r.scalar("<I"))
@@ -149,6 +152,7 @@ def read_header(path: Path, *, display_name: str | None = None) -> GgufHeader:
             header.parameter_count += elements
         align = header.metadata.get("general.alignment", 32)
         align = align if isinstance(align, int) and 0 < align <= 1 << 20 else 32
-        header.data_offset = -(-f.tell() // align) * align
+        header.info_end = f.tell()
+        header.data_offset = -(-header.info_end // align) * align
         header.file_size = path.stat().st_size
         return header
