@@ -185,3 +185,36 @@ def gguf_with_uint32(src: Path, key: str, value: int) -> bytes:
     align = int(h.metadata.get("general.alignment", 32))
     out += b"\0" * (-len(out) % align)
     return out + data[h.data_offset:]
+
+
+def run_in_pty(args: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
+    """Run `omg ARGS` on a pseudo-terminal; returns its exit status and the screen text without
+    ANSI escapes. openpty plus a spawned child, not pty.fork: forking a process with gRPC and
+    server threads can crash the child before it execs."""
+    import pty
+    import re
+    import select
+
+    fd, tty = pty.openpty()
+    child = subprocess.Popen([sys.executable, "-m", "ohmygpu.cli.main", *args], env={**env, "COLUMNS": "120"},
+                             stdin=tty, stdout=tty, stderr=tty, start_new_session=True)
+    os.close(tty)
+    screen = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                screen += data
+            elif child.poll() is not None:
+                break
+        status = child.wait(10)
+    finally:
+        os.close(fd)
+    return status, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))

@@ -15,7 +15,7 @@ import pytest
 from ohmygpu.api.v1 import audio_pb2_grpc
 from ohmygpu.runtime.v1 import runtime_pb2
 
-from tests.helpers import PARAGRAPH, SENTENCE, DaemonProc, new_daemon, word_error_rate
+from tests.helpers import PARAGRAPH, SENTENCE, DaemonProc, new_daemon, run_in_pty, word_error_rate
 
 pytestmark = pytest.mark.slow
 
@@ -187,6 +187,11 @@ def test_cli_transcribe(sd: DaemonProc, audio: dict[str, Path]) -> None:
     assert r.stdout.startswith("1\n00:00:00,") and "fox" in r.stdout.lower()
     r = sd.omg("transcribe", str(audio["wav"]), "--format", "verbose_json", "--word-timestamps")
     assert r.returncode == 0 and json.loads(r.stdout)["words"][0]["word"] == "The"
+    # On a terminal: a progress bar in seconds of audio, then the transcript.
+    status, screen = run_in_pty(["transcribe", str(audio["long"])], sd.env)
+    assert status == 0 and "transcribing" in screen and re.search(r"[1-9]\d*/3\d s", screen), screen[-1500:]
+    printed = [line for line in screen.replace("\r\n", "\n").split("\n") if line.strip()][-1].split("\r")[-1]
+    assert word_error_rate(PARAGRAPH, printed) < 0.3, printed
     r = sd.omg("transcribe", str(audio["random"]))
     assert r.returncode == 1 and "not audio" in r.stderr
     r = sd.omg("transcribe", str(audio["wav"]), "--model", "smollm2")

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.fakes.hub import FakeHub, FakeRepo
-from tests.helpers import DaemonProc, gguf_with_uint32, new_daemon
+from tests.helpers import DaemonProc, gguf_with_uint32, new_daemon, run_in_pty
 
 pytestmark = pytest.mark.slow
 REPO = "test-org/smol-GGUF"
@@ -355,41 +355,16 @@ def test_offline_hub_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_cli_progress_bars_in_a_terminal(tmp_path: Path, hub: FakeHub) -> None:
-    import pty
     import re
-    import select
 
     hub.faults.bytes_per_second = 40_000_000
     d = _daemon(tmp_path, hub).start()
     try:
-        # A pseudo-terminal from openpty and a spawned child (not pty.fork: forking a process
-        # with gRPC and server threads can crash the child before it execs).
-        fd, tty = pty.openpty()
-        child = subprocess.Popen([sys.executable, "-m", "ohmygpu.cli.main", "pull", MODEL],
-                                 env={**d.env, "COLUMNS": "120"}, stdin=tty, stdout=tty, stderr=tty,
-                                 start_new_session=True)
-        os.close(tty)
-        screen = b""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:
-                    break
-                if not data:
-                    break
-                screen += data
-            elif child.poll() is not None:
-                break
-        status = child.wait(10)
-        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+        status, text = run_in_pty(["pull", MODEL], d.env)
         assert status == 0, text[-2000:]
         assert "smol.Q4_1.gguf" in text and "total" in text  # a bar per file and one overall
         assert re.search(r"\d+(\.\d+)?/\d+(\.\d+)? MB", text), text[-2000:]  # bytes done / total
         assert "pulled" in text
-        os.close(fd)
     finally:
         d.stop()
 

@@ -47,16 +47,17 @@ def run_transcribe(client: Client, args: argparse.Namespace) -> int:
 def _with_progress(client: Client, call: object, transcript: Transcript) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("transcribing"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
-               TimeRemainingColumn())
+    columns = (TextColumn("transcribing"), BarColumn(), TextColumn("{task.description}"), TimeRemainingColumn())
     with Progress(*columns, transient=True) as bars:
-        task = bars.add_task("audio", total=None)
+        task = bars.add_task("decoding audio", total=None)  # the total is known with the first message
+        total = 0.0
         for message in client.iterate(call):
             segment = transcript.add(message)
             if message.HasField("info"):
-                bars.update(task, total=message.info.duration)
+                total = message.info.duration
+                bars.update(task, total=total, description=f"0/{total:.0f} s")
             elif segment is not None:
-                bars.update(task, completed=segment.end)
+                bars.update(task, completed=segment.end, description=f"{segment.end:.0f}/{total:.0f} s")
 
 
 def run_embed(client: Client, args: argparse.Namespace) -> int:
