@@ -1,9 +1,9 @@
 """Concurrency: 1, 2, 4 and 8 streaming clients on one model through the daemon; aggregate
-tokens/s, p50/p95 time to first token (which includes queue wait: one model serves one request
-at a time today, OMG_NUM_PARALLEL=1), and the model switch latency (evict + load) between two
+tokens/s, p50/p95 time to first token (which includes queue wait beyond the model's parallel
+slots, --parallel = OMG_NUM_PARALLEL), and the model switch latency (evict + load) between two
 models under OMG_MAX_LOADED_MODELS=1.
 
-    python bench/concurrency.py [--max-tokens 64]
+    python bench/concurrency.py [--max-tokens 64] [--parallel 1]
 """
 
 from __future__ import annotations
@@ -51,13 +51,16 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--parallel", type=int, default=1, help="slots per model (OMG_NUM_PARALLEL)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        d = new_daemon(Path(tmp), extra_env={"OMG_MAX_LOADED_MODELS": "1"}).start()
+        d = new_daemon(Path(tmp), extra_env={"OMG_MAX_LOADED_MODELS": "1",
+                                             "OMG_NUM_PARALLEL": str(args.parallel)}).start()
         try:
             for name in ("a", "b"):
                 assert d.omg("model", "add", str(smollm2_path()), "--name", name).returncode == 0
             stream_once(d.http, "a", 4, [])  # load
+            print(f"OMG_NUM_PARALLEL={args.parallel}")
             print(f"{'clients':>7} {'agg tok/s':>10} {'p50 ttft':>9} {'p95 ttft':>9}")
             for n in (1, 2, 4, 8):
                 results: list[tuple[float, int, float]] = []

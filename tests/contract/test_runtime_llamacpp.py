@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 class WorkerProc:
     def __init__(self, tmp: Path, record, *, mode: int = run_spec_pb2.MODE_CHAT,
-                 module: str = "ohmygpu.runtimes.llamacpp.worker", context_length: int = 1024) -> None:
+                 module: str = "ohmygpu.runtimes.llamacpp.worker", context_length: int = 1024,
+                 parallel: int = 0) -> None:
         self.sock = f"/tmp/omg-test-{os.getpid()}-{id(self)}.sock"
         self.proc = subprocess.Popen([sys.executable, "-m", module,
                                       "--socket", self.sock, "--parent-pid", str(os.getpid())],
@@ -33,8 +34,8 @@ class WorkerProc:
         self.channel = grpc.insecure_channel(f"unix://{self.sock}")
         grpc.channel_ready_future(self.channel).result(timeout=30)
         self.stub = runtime_pb2_grpc.RuntimeStub(self.channel)
-        spec = run_spec_pb2.RunSpec(mode=mode, resources=run_spec_pb2.Resources(cpu_threads=2,
-                                                                                      context_length=context_length))
+        spec = run_spec_pb2.RunSpec(mode=mode, resources=run_spec_pb2.Resources(
+            cpu_threads=2, context_length=context_length, max_concurrency=parallel))
         self.progress = list(self.stub.Load(runtime_pb2.LoadRequest(spec=spec, model=record), timeout=60))
 
     def close(self) -> None:
@@ -287,3 +288,38 @@ def test_concurrent_requests_are_serialised_not_mixed(worker: WorkerProc) -> Non
     for t in threads:
         t.join(60)
     assert len(set(results.values())) == 1 and len(results) == 3
+
+
+def test_parallel_slots_share_the_weights(tmp_path: Path, record, worker: WorkerProc) -> None:
+    w = WorkerProc(tmp_path, record, parallel=2)
+    try:
+        # A second context costs its KV cache and buffers, not a second copy of the weights.
+        extra = w.progress[-1].memory_bytes - worker.progress[-1].memory_bytes
+        assert extra < record.size_bytes, extra
+        assert [p.stage for p in w.progress if "context" in p.stage] == ["context 2 of 2"]
+        request = _chat("Count from one to twenty in words.", temperature=0, seed=7, max_tokens=40)
+        alone = "".join(m.content for m in w.stub.Chat(request))
+        arrivals: dict[int, list[float]] = {0: [], 1: []}
+        texts: dict[int, str] = {}
+
+        def run(i: int) -> None:
+            pieces = []
+            for m in w.stub.Chat(request):
+                arrivals[i].append(time.monotonic())
+                pieces.append(m.content)
+            texts[i] = "".join(pieces)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        peak = 0
+        while any(t.is_alive() for t in threads):
+            peak = max(peak, w.stub.GetStatus(runtime_pb2.GetStatusRequest()).in_flight)
+            time.sleep(0.01)
+        assert peak == 2  # both served at once, not queued
+        # Interleaved: each stream had tokens before the other ended.
+        assert arrivals[0][0] < arrivals[1][-1] and arrivals[1][0] < arrivals[0][-1]
+        # Each slot is its own context: same seed, same answer as alone.
+        assert texts[0] == texts[1] == alone
+    finally:
+        w.close()

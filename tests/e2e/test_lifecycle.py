@@ -187,3 +187,43 @@ def test_bounded_queue_answers_busy_and_forgets_gone_clients(tmp_path: Path, ggu
         assert ("EVENT_KIND_QUEUE", "1") in kinds and ("EVENT_KIND_QUEUE", "0") in kinds
     finally:
         d.stop()
+
+
+def test_parallel_slots_serve_requests_at_once(tmp_path: Path, gguf_path: Path) -> None:
+    import threading
+
+    d = new_daemon(tmp_path, extra_env={"OMG_NUM_PARALLEL": "2"}).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "m").returncode == 0
+        body = {"model": "m", "prompt": "Write a long story about a ship.", "stream": True,
+                "options": {"num_predict": 40, "temperature": 0.7}}
+        firsts: list[float] = []
+        ends: list[float] = []
+
+        def stream() -> None:
+            with httpx.stream("POST", f"{d.http}/api/generate", json=body, timeout=120) as r:
+                first = True
+                for _line in r.iter_lines():
+                    if first:
+                        firsts.append(time.monotonic())
+                        first = False
+                ends.append(time.monotonic())
+
+        assert httpx.post(f"{d.http}/api/generate", json={"model": "m"}, timeout=60).status_code == 200  # load
+        threads = [threading.Thread(target=stream) for _ in range(3)]
+        for t in threads:
+            t.start()
+        peak = 0
+        while any(t.is_alive() for t in threads):
+            loaded = httpx.get(f"{d.http}/v1/loaded").json().get("models", [])
+            peak = max([peak] + [m.get("inFlight", 0) for m in loaded])
+            time.sleep(0.02)
+        assert peak == 2  # two slots at once, the third request queued
+        firsts.sort()
+        ends.sort()
+        assert firsts[1] < ends[0]  # the second started before the first ended
+        assert firsts[2] > ends[0] - 0.5  # the third waited for a slot
+        info = json.loads(d.omg("ps", "--json").stdout)["models"][0]
+        assert info["name"] == "m"
+    finally:
+        d.stop()

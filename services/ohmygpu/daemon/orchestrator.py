@@ -88,7 +88,8 @@ class Orchestrator:
             mode=run_spec_pb2.MODE_CHAT,
             resources=run_spec_pb2.Resources(
                 cpu_threads=self.settings.num_threads,
-                context_length=self.settings.context_length),
+                context_length=self.settings.context_length,
+                max_concurrency=max(1, self.settings.num_parallel)),
         )
         if run is not None:
             res = run.resources
@@ -100,6 +101,8 @@ class Orchestrator:
                 spec.resources.gpu_layers = res.gpu_layers
             if res.device:
                 spec.resources.device = res.device
+            if res.max_concurrency:
+                spec.resources.max_concurrency = res.max_concurrency
             if run.mode:
                 spec.mode = run.mode
             spec.run_id = run.run_id
@@ -111,7 +114,8 @@ class Orchestrator:
     @staticmethod
     def _load_key(spec: run_spec_pb2.RunSpec) -> tuple[object, ...]:
         r = spec.resources
-        return (spec.mode, r.context_length, r.cpu_threads, r.gpu_layers if r.HasField("gpu_layers") else None)
+        return (spec.mode, r.context_length, r.cpu_threads, r.max_concurrency,
+                r.gpu_layers if r.HasField("gpu_layers") else None)
 
     async def worker_for(self, name: str, *, run: run_spec_pb2.RunSpec | None = None,
                          mode: int = run_spec_pb2.MODE_UNSPECIFIED,
@@ -182,7 +186,8 @@ class Orchestrator:
         """Choose the device (and GPU layers) for a load and write them into `spec`. A RunSpec's
         own gpu_layers wins over the computed split."""
         inv = await asyncio.to_thread(self.inventory)
-        need = estimate(record, context_length=spec.resources.context_length).total
+        need = estimate(record, context_length=spec.resources.context_length,
+                        parallel=spec.resources.max_concurrency).total
         used: dict[int, int] = {}
         for w in self.workers.values():
             if w.alive and w.device.startswith("cuda:"):
@@ -201,6 +206,8 @@ class Orchestrator:
         """Load `name` with the run's options and keep it loaded until unpinned."""
         worker = await self.worker_for(name, run=run)
         self.pins[worker.key] = run
+        if not self._waiting.get(worker.key):
+            self._slots.pop(worker.key, None)  # re-made at the run's width on the next request
         worker.pinned = True
         worker.expires_at = None
         return worker
@@ -216,7 +223,8 @@ class Orchestrator:
     async def _make_room(self, name: str, record: assets_pb2.InstallRecord) -> None:
         """Unload least recently used idle models until `record` fits the memory budget and
         max_loaded_models; raises NeverFits or Unavailable (see placement.choose_evictions)."""
-        need = estimate(record, context_length=self.settings.context_length).total
+        need = estimate(record, context_length=self.settings.context_length,
+                        parallel=self.settings.num_parallel).total
         loaded = [Resident(n, w.memory_bytes, w.in_flight, w.last_used, w.pinned)
                   for n, w in self.workers.items() if w.alive]
         for victim in choose_evictions(name, need, loaded, budget=self.ram_budget,
@@ -313,7 +321,10 @@ class Orchestrator:
             self.events.publish(events_pb2.EVENT_KIND_ALERT, f"queue full for {name}; request refused",
                                 subject=f"model:{name}", level=events_pb2.LEVEL_WARNING)
             raise ServerBusy("server busy, please try again.  maximum pending requests exceeded")
-        slots = self._slots.setdefault(name, asyncio.Semaphore(max(1, self.settings.num_parallel)))
+        # As many at once as the worker has slots: a pinned run's max_concurrency, else OMG_NUM_PARALLEL.
+        pinned = self.pins.get(name)
+        width = (pinned.resources.max_concurrency if pinned is not None else 0) or self.settings.num_parallel
+        slots = self._slots.setdefault(name, asyncio.Semaphore(max(1, width)))
         queued = slots.locked()
         if queued:  # it will wait: the queue grows
             self.events.publish(events_pb2.EVENT_KIND_QUEUE, f"{name}: {waiting + 1} waiting",

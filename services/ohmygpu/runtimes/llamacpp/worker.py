@@ -1,9 +1,10 @@
 """The llama.cpp worker: one process, one GGUF model, serving the Runtime contract.
 
-Started by the daemon as `python -m ohmygpu.runtimes.llamacpp.worker --socket PATH`. Requests
-run one at a time on the model's single context (an asyncio lock); generation runs in a thread
-and its text pieces cross to the event loop through an asyncio queue, so Health answers while a
-generation is running and a cancelled stream stops generation at the next token.
+Started by the daemon as `python -m ohmygpu.runtimes.llamacpp.worker --socket PATH`. The model
+has N parallel slots (RunSpec max_concurrency; see slots.py), each a context of its own over the
+same weights; a request takes a free slot or waits. Generation runs on the slot's thread and its
+text pieces cross to the event loop through an asyncio queue, so Health answers while
+generations run and a cancelled stream stops generation at the next token.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from ohmygpu.runtimes.api.worker_server import LogRing, rss_bytes, run_worker
 from ohmygpu.runtimes.llamacpp import structured
 from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling, generate
+from ohmygpu.runtimes.llamacpp.slots import Slot, SlotPool, fork_context, make_executor, threads_per_slot
 from ohmygpu.runtimes.llamacpp.template import CHATML, ChatTemplate
 
 log = logging.getLogger("ohmygpu.worker.llamacpp")
@@ -47,11 +49,12 @@ class LlamaCppRuntime(runtime_pb2_grpc.RuntimeServicer):
         self.model_name = ""
         self.state = runtime_pb2.WORKER_STATE_IDLE
         self.threads = 0
-        self.lock = asyncio.Lock()
-        # Every llama.cpp call runs on this one thread. ggml uses OpenMP, which keeps a thread
-        # team per calling thread; calls from a pool's changing threads pile up teams that
-        # spin against each other (measured: generation fell from ~105 to ~37 tokens/s).
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+        self.pool: SlotPool | None = None
+        # Every llama.cpp call on a context runs on that slot's one thread. ggml uses OpenMP,
+        # which keeps a thread team per calling thread; calls from a pool's changing threads
+        # pile up teams that spin against each other (measured: ~105 -> ~37 tokens/s).
+        # Chat templates render on their own thread, so a prompt is ready while slots are busy.
+        self.template_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="template")
         self.in_flight = 0
         self.grammar_cache: dict[str, Any] = {}
 
@@ -83,11 +86,21 @@ class LlamaCppRuntime(runtime_pb2_grpc.RuntimeServicer):
             n_ctx = min(n_ctx, record.gguf.context_length)
         gpu_layers = res.gpu_layers if res.HasField("gpu_layers") else 0
         embedding = request.spec.mode == run_spec_pb2.MODE_EMBEDDINGS
+        parallel = max(1, min(res.max_concurrency or 1, 64))
         self.state = runtime_pb2.WORKER_STATE_LOADING
         yield runtime_pb2.LoadResponse(progress=0.0, stage="reading weights")
         started = time.perf_counter()
         try:
-            self.llm = await self._on_llama_thread(self._load, paths[0], n_ctx, gpu_layers, embedding)
+            first = make_executor(0)
+            self.llm = await asyncio.get_running_loop().run_in_executor(
+                first, self._load, paths[0], n_ctx, gpu_layers, embedding, threads_per_slot(self.threads, parallel))
+            slots = [Slot(0, self.llm, first)]
+            for i in range(1, parallel):
+                executor = make_executor(i)
+                slots.append(Slot(i, await asyncio.get_running_loop().run_in_executor(
+                    executor, fork_context, self.llm), executor))
+                yield runtime_pb2.LoadResponse(progress=i / parallel, stage=f"context {i + 1} of {parallel}")
+            self.pool = SlotPool(slots)
         except (ValueError, RuntimeError, OSError) as e:
             self.state = runtime_pb2.WORKER_STATE_FAILED
             log.error("load failed: %s", e)
@@ -102,14 +115,11 @@ class LlamaCppRuntime(runtime_pb2_grpc.RuntimeServicer):
         self.template = ChatTemplate(template_src, bos_token=bos, eos_token=eos, timeout_s=timeout)
         self.model_name = record.name
         self.state = runtime_pb2.WORKER_STATE_READY
-        log.info("loaded %s in %.2fs (n_ctx=%d, threads=%d, gpu_layers=%d)", record.name,
-                 time.perf_counter() - started, n_ctx, self.threads, gpu_layers)
+        log.info("loaded %s in %.2fs (n_ctx=%d, threads=%d, gpu_layers=%d, slots=%d)", record.name,
+                 time.perf_counter() - started, n_ctx, self.threads, gpu_layers, parallel)
         yield runtime_pb2.LoadResponse(progress=1.0, stage="ready", done=True, memory_bytes=rss_bytes())
 
-    async def _on_llama_thread(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-
-    def _load(self, path: str, n_ctx: int, gpu_layers: int, embedding: bool) -> Any:
+    def _load(self, path: str, n_ctx: int, gpu_layers: int, embedding: bool, threads: int) -> Any:
         import llama_cpp
 
         kwargs: dict[str, Any] = {}
@@ -118,18 +128,19 @@ class LlamaCppRuntime(runtime_pb2_grpc.RuntimeServicer):
             # the context as parallel sequences, so a batch of short texts is one decode.
             kwargs.update(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
                           n_batch=n_ctx, n_ubatch=n_ctx)
-        return llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=self.threads,
-                               n_threads_batch=self.threads, n_gpu_layers=gpu_layers,
+        return llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=threads,
+                               n_threads_batch=threads, n_gpu_layers=gpu_layers,
                                verbose=False, **kwargs)
 
     async def Unload(self, request, context):
-        async with self.lock:
-            if self.llm is not None:
-                self.llm.close()
-            self.llm = None
-            self.template = None
-            self.model_name = ""
-            self.state = runtime_pb2.WORKER_STATE_IDLE
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await pool.drain()  # wait until every slot is free, then free them all
+            await asyncio.to_thread(pool.close)
+        self.llm = None
+        self.template = None
+        self.model_name = ""
+        self.state = runtime_pb2.WORKER_STATE_IDLE
         return runtime_pb2.UnloadResponse(memory_bytes=rss_bytes())
 
     async def Health(self, request, context):
@@ -238,7 +249,8 @@ class LlamaCppRuntime(runtime_pb2_grpc.RuntimeServicer):
             else:
                 messages.insert(0, {"role": "system", "content": note})
         template = self.template
-        prompt = await self._on_llama_thread(lambda: template.render(messages, tools=tools))
+        prompt = await asyncio.get_running_loop().run_in_executor(
+            self.template_executor, lambda: template.render(messages, tools=tools))
         return plan, prompt
 
     async def Complete(self, request: runtime_pb2.CompleteRequest, context) -> AsyncIterator[runtime_pb2.CompleteResponse]:
@@ -293,18 +305,20 @@ class LlamaCppRuntime(runtime_pb2_grpc.RuntimeServicer):
         def emit(piece: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, piece)
 
-        def work() -> GenerationResult:
+        def work(llm: Any) -> GenerationResult:
             # Templates already carry the BOS text; raw completions need the model's BOS added.
-            tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
-            if len(tokens) >= self.llm.n_ctx():
+            tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+            if len(tokens) >= llm.n_ctx():
                 raise InvalidArgument(
                     f"the prompt has {len(tokens)} tokens, more than the context window of "
-                    f"{self.llm.n_ctx()}", param="messages")
-            return generate(self.llm, tokens, sampling, grammar=grammar, emit=emit, cancelled=cancelled)
+                    f"{llm.n_ctx()}", param="messages")
+            return generate(llm, tokens, sampling, grammar=grammar, emit=emit, cancelled=cancelled)
 
-        async with self.lock:
+        if self.pool is None:
+            raise InvalidArgument("no model loaded")
+        async with self.pool.acquire() as slot:
             self.in_flight += 1
-            fut = loop.run_in_executor(self.executor, work)
+            fut = slot.submit(work, slot.llm)
             fut.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
             try:
                 done = False
@@ -338,23 +352,24 @@ class LlamaCppRuntime(runtime_pb2_grpc.RuntimeServicer):
                                 f"dimensions must be at most {self.llm.n_embd()} for this model")
         inputs = list(request.inputs)
 
-        def work() -> tuple[list[list[float]], int, int]:
+        def work(llm: Any) -> tuple[list[list[float]], int, int]:
             started = time.perf_counter_ns()
             if not truncate:
-                limit = self.llm.n_batch
+                limit = llm.n_batch
                 for i, text in enumerate(inputs):
-                    n = len(self.llm.tokenize(text.encode("utf-8")))
+                    n = len(llm.tokenize(text.encode("utf-8")))
                     if n > limit:
                         raise InvalidArgument(f"input {i} has {n} tokens, more than the context window of "
                                               f"{limit}; shorten it or allow truncation", param="input")
             # Normalised after any truncation to `dimensions` (Matryoshka-style shortening).
-            vectors, tokens = self.llm.embed(inputs, normalize=False, truncate=True, return_count=True)
+            vectors, tokens = llm.embed(inputs, normalize=False, truncate=True, return_count=True)
             return vectors, tokens, time.perf_counter_ns() - started
 
-        async with self.lock:
+        assert self.pool is not None
+        async with self.pool.acquire() as slot:
             self.in_flight += 1
             try:
-                vectors, tokens, elapsed = await self._on_llama_thread(work)
+                vectors, tokens, elapsed = await slot.call(work, slot.llm)
             except OmgError as e:
                 await _abort(context, e)
             finally:
