@@ -218,3 +218,75 @@ def run_in_pty(args: list[str], env: dict[str, str], timeout: float = 60) -> tup
     finally:
         os.close(fd)
     return status, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+
+
+class PtySession:
+    """`omg ARGS` on a pseudo-terminal for interactive tests: send keys, wait for text on screen."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        import pty
+
+        self.fd, tty = pty.openpty()
+        def controlling_tty() -> None:  # so Ctrl-C on the terminal is a SIGINT, as for a user
+            import fcntl
+            import termios
+
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "ohmygpu.cli.main", *args],
+                                     env={**env, "COLUMNS": "120", "LINES": "40", "TERM": "xterm",
+                                          "PROMPT_TOOLKIT_NO_CPR": "1"},
+                                     stdin=tty, stdout=tty, stderr=tty, preexec_fn=controlling_tty)
+        os.close(tty)
+        self.screen = ""
+
+    def send(self, keys: str) -> None:
+        os.write(self.fd, keys.encode())
+
+    def read_for(self, seconds: float) -> None:
+        import select
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.fd], [], [], 0.05)
+            if ready:
+                try:
+                    data = os.read(self.fd, 65536)
+                except OSError:
+                    return
+                self.screen += _strip_ansi(data.decode(errors="replace"))
+
+    def expect(self, text: str, timeout: float = 30) -> str:
+        """Wait until `text` appears after what was already consumed; returns the screen so far."""
+        import select
+
+        deadline = time.monotonic() + timeout
+        while text not in self.screen:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not on screen: ...{self.screen[-1500:]!r}")
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(self.fd, 65536)
+                except OSError:
+                    break
+                self.screen += _strip_ansi(data.decode(errors="replace"))
+        screen = self.screen
+        self.screen = screen[screen.index(text) + len(text):]  # consume through the match
+        return screen
+
+    def close(self) -> int:
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            os.close(self.fd)
+
+
+def _strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]", "", text)

@@ -304,6 +304,36 @@ def cmd_version(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def complete_models(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """Model names from the daemon, for shell completion (nothing when it does not answer)."""
+    try:
+        settings = Settings.load(overrides={"home": parsed_args.home, "grpc_addr": parsed_args.grpc_addr,
+                                            "token": parsed_args.token})
+        client = Client(settings)
+        resp = client.models.ListModels(models_pb2.ListModelsRequest(), timeout=1, metadata=client.metadata)
+        return [m.name for m in resp.models if m.name.startswith(prefix)]
+    except Exception:  # completion must never print an error into the shell
+        return []
+
+
+def cmd_completion(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        import argcomplete
+    except ImportError:
+        raise CliError("shell completion needs argcomplete: pip install argcomplete") from None
+    print(argcomplete.shellcode(["omg"], shell=args.shell))
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        import mcp  # noqa: F401
+        from ohmygpu.cli.mcp_server import run_mcp
+    except ImportError:
+        raise CliError("omg mcp needs the MCP SDK: pip install 'ohmygpu[mcp]'") from None
+    return run_mcp(settings)
+
+
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     rows = settings.describe()
     if args.json:
@@ -319,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", help="state directory (OMG_HOME)")
     p.add_argument("--grpc-addr", help="daemon gRPC address (OMG_GRPC_ADDR)")
     p.add_argument("--token", help="daemon token (OMG_TOKEN)")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command")
 
     s = sub.add_parser("serve", help="run the daemon in the foreground, or status/stop it")
     s.add_argument("action", nargs="?", choices=["status", "stop"], help="query or stop a running daemon")
@@ -335,9 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("list", "ls"):
         msub.add_parser(name, help="list models")
     info = msub.add_parser("info", help="show a model's details")
-    info.add_argument("name")
+    info.add_argument("name").completer = complete_models  # type: ignore[attr-defined]
     rm = msub.add_parser("rm", help="remove a model and the bytes nothing else uses")
-    rm.add_argument("name")
+    rm.add_argument("name").completer = complete_models  # type: ignore[attr-defined]
     gc = msub.add_parser("gc", help="delete unreferenced blobs and stale partial downloads")
     gc.add_argument("--dry-run", dest="dry_run", action="store_true", help="show what would go, delete nothing")
     msub.add_parser("du", help="disk use per model")
@@ -355,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_model)
 
     c = sub.add_parser("chat", help="chat with a model (interactive without a prompt)")
-    c.add_argument("model")
+    c.add_argument("model").completer = complete_models  # type: ignore[attr-defined]
     c.add_argument("prompt", nargs="*", help="one-shot prompt; omit for an interactive session")
     c.add_argument("--system", help="system message")
     c.add_argument("--temperature", type=float)
@@ -395,6 +425,20 @@ def build_parser() -> argparse.ArgumentParser:
     evs.set_defaults(func=cmd_events)
 
     speech.add_parsers(sub)
+    st = sub.add_parser("status", help="the daemon's state (same as serve status)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=lambda a, s: cmd_serve(argparse.Namespace(action="status", json=a.json), s))
+    lg = sub.add_parser("logs", help="a run's worker log (same as run logs ID)")
+    lg.add_argument("run")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep streaming")
+    lg.set_defaults(func=lambda a, s: cmd_run(argparse.Namespace(target="logs", extra=a.run, follow=a.follow,
+                                                                   json=False, ctx=None, threads=None,
+                                                                   gpu_layers=None, parallel=None), s))
+    comp = sub.add_parser("completion", help="print the shell completion script: omg completion bash|zsh|fish")
+    comp.add_argument("shell", choices=["bash", "zsh", "fish"])
+    comp.set_defaults(func=cmd_completion)
+    mc = sub.add_parser("mcp", help="serve the daemon's models as MCP tools on stdio (Claude Desktop, ...)")
+    mc.set_defaults(func=cmd_mcp)
     ps = sub.add_parser("ps", help="list loaded models")
     ps.add_argument("--json", action="store_true")
     ps.set_defaults(func=cmd_ps)
@@ -407,7 +451,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if argv is None:
+        try:  # answers the shell's completion request and exits; does nothing otherwise
+            import argcomplete
+
+            argcomplete.autocomplete(parser)
+        except ImportError:
+            pass
+    args = parser.parse_args(argv)
+    if args.command is None:  # `omg` alone: the REPL
+        from ohmygpu.cli.repl import Repl
+
+        settings = Settings.load(overrides={"home": args.home, "grpc_addr": args.grpc_addr, "token": args.token})
+        shared = [a for flag, value in (("--home", args.home), ("--grpc-addr", args.grpc_addr),
+                                         ("--token", args.token)) if value for a in (flag, value)]
+
+        def run_command(words: list[str]) -> int:
+            try:
+                return main(shared + words)
+            except SystemExit as e:  # argparse's usage errors must not end the REPL
+                return int(e.code or 0)
+
+        return Repl(settings, run_command).run()
     overrides = {"home": args.home, "grpc_addr": args.grpc_addr, "token": args.token,
                  "http_addr": getattr(args, "http_addr", None)}
     try:

@@ -28,7 +28,13 @@ from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from ohmygpu.runtimes.api.worker_server import LogRing, rss_bytes, run_worker
 from ohmygpu.runtimes.llamacpp import structured
 from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling, generate
-from ohmygpu.runtimes.llamacpp.slots import Slot, SlotPool, fork_context, make_executor, threads_per_slot
+from ohmygpu.runtimes.llamacpp.slots import (
+    Slot,
+    SlotPool,
+    fork_context,
+    make_executor,
+    threads_per_slot,
+)
 from ohmygpu.runtimes.llamacpp.template import CHATML, ChatTemplate
 
 log = logging.getLogger("ohmygpu.worker.llamacpp")

@@ -1,0 +1,147 @@
+"""`omg mcp`: the daemon's models as MCP tools over stdio (the official `mcp` SDK), for MCP
+clients such as Claude Desktop. A gRPC client of the daemon and nothing more; it starts when the
+daemon is down and says so in each answer. Every failure comes back as an MCP tool error with
+the daemon's message, never as a crash of the server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
+from ohmygpu.cli.client import Client, CliError
+from ohmygpu.core.kinds import kind_name
+from ohmygpu.core.settings import Settings
+from ohmygpu.core.transcripts import Transcript
+from ohmygpu.run.v1 import run_spec_pb2
+from ohmygpu.runtime.v1 import runtime_pb2
+from pydantic import Field
+
+T = TypeVar("T")
+_ROLES = ("system", "user", "assistant")
+
+
+def build_server(settings: Settings) -> MCPServer:
+    """The MCP server with its tools (not started)."""
+    server = MCPServer("ohmygpu", instructions=(
+        "Local AI models served by the ohmygpu daemon (omg): chat with a local LLM, list and pull "
+        "models, transcribe audio files. Use list_models to see what is installed."))
+
+    async def daemon(work: Callable[[Client], T]) -> T:
+        """Run blocking gRPC work in a thread; daemon errors become tool errors."""
+        def call() -> T:
+            client = Client(settings)
+            try:
+                return work(client)
+            finally:
+                client.close()
+        try:
+            return await anyio.to_thread.run_sync(call)
+        except CliError as e:
+            raise ToolError(e.message) from None
+
+    @server.tool(description="List the models installed in the local ohmygpu store: name, kind "
+                             "(llm, embedding, whisper), size and quantization.")
+    async def list_models() -> list[dict[str, Any]]:
+        resp = await daemon(lambda c: c.call(c.models.ListModels, models_pb2.ListModelsRequest()))
+        return [{"name": m.name, "kind": kind_name(m.kind), "size_bytes": m.size_bytes,
+                 "quantization": m.gguf.quantization or None} for m in resp.models]
+
+    @server.tool(description="The ohmygpu daemon's state: version, address, loaded models with their "
+                             "device and memory. Says so when the daemon is not running.")
+    async def status() -> dict[str, Any]:
+        def work(c: Client) -> dict[str, Any]:
+            v = c.call(c.system.GetVersion, system_pb2.GetVersionRequest(), timeout=5)
+            loaded = c.call(c.system.ListLoaded, system_pb2.ListLoadedRequest(), timeout=5)
+            return {"running": True, "version": v.version, "address": settings.grpc_addr,
+                    "loaded": [{"name": m.name, "mode": run_spec_pb2.Mode.Name(m.mode).removeprefix("MODE_").lower(),
+                                "device": m.device, "memory_bytes": m.memory_bytes, "in_flight": m.in_flight}
+                               for m in loaded.models]}
+        try:
+            return await daemon(work)
+        except ToolError as e:  # a down daemon is an answer here, not a failure
+            return {"running": False, "address": settings.grpc_addr, "message": str(e)}
+
+    @server.tool(description="Chat with a local model. Give either `prompt` (one user message) or "
+                             "`messages` (the conversation so far); returns the model's answer.")
+    async def chat(
+        model: Annotated[str, Field(description="model name, as list_models shows it")],
+        prompt: Annotated[str | None, Field(description="a single user message")] = None,
+        messages: Annotated[list[dict[str, str]] | None, Field(
+            description="conversation: objects with role (system, user, assistant) and content")] = None,
+        system: Annotated[str | None, Field(description="a system prompt to put first")] = None,
+        temperature: Annotated[float | None, Field(ge=0, le=2, description="sampling temperature")] = None,
+        max_tokens: Annotated[int | None, Field(ge=1, le=32768, description="most tokens to generate")] = None,
+    ) -> str:
+        if (prompt is None) == (messages is None):
+            raise ToolError("give exactly one of prompt or messages")
+        conversation = [runtime_pb2.ChatMessage(role="system", content=system)] if system else []
+        for i, m in enumerate(messages or [{"role": "user", "content": prompt or ""}]):
+            if m.get("role") not in _ROLES or not isinstance(m.get("content"), str):
+                raise ToolError(f"messages[{i}] needs role (system, user or assistant) and content")
+            conversation.append(runtime_pb2.ChatMessage(role=m["role"], content=m["content"]))
+        params = run_spec_pb2.SamplingParams()
+        if temperature is not None:
+            params.temperature = temperature
+        if max_tokens is not None:
+            params.max_tokens = max_tokens
+        request = runtime_pb2.ChatRequest(model=model, messages=conversation, params=params)
+
+        def work(c: Client) -> str:
+            return "".join(m.content for m in c.iterate(c.stream(c.chat.Chat, request)))
+        return await daemon(work)
+
+    @server.tool(description="Download a model from the Hugging Face hub into the local store "
+                             "(org/repo, org/repo@revision or hf.co/org/repo:QUANT) and wait for it.")
+    async def pull_model(
+        source: Annotated[str, Field(description="what to pull, e.g. hf.co/org/repo-GGUF:Q4_K_M")],
+        name: Annotated[str | None, Field(description="name to register it under")] = None,
+        wait_seconds: Annotated[int, Field(ge=0, le=3600, description="how long to wait for the pull")] = 600,
+    ) -> dict[str, Any]:
+        def work(c: Client) -> dict[str, Any]:
+            job = c.call(c.models.InstallModel, models_pb2.InstallModelRequest(source=source, name=name or ""))
+            deadline = time.monotonic() + wait_seconds
+            while job.state in (jobs_pb2.JOB_STATE_QUEUED, jobs_pb2.JOB_STATE_RUNNING) and time.monotonic() < deadline:
+                time.sleep(0.5)
+                job = c.call(c.jobs.GetJob, jobs_pb2.GetJobRequest(id=job.id))
+            state = jobs_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+            if job.state == jobs_pb2.JOB_STATE_FAILED:
+                raise CliError(f"pull of {source} failed: {job.error}")
+            return {"job": job.id, "state": state, "model": job.model, "total_bytes": job.total_bytes,
+                    "completed_bytes": job.completed_bytes, "message": job.message}
+        return await daemon(work)
+
+    @server.tool(description="Transcribe an audio file on this machine (wav, mp3, flac, ogg, m4a, webm) "
+                             "with a local whisper model; returns the text, or subtitles with format srt/vtt.")
+    async def transcribe(
+        path: Annotated[str, Field(description="absolute path of the audio file")],
+        model: Annotated[str | None, Field(description="whisper model; default: the installed one")] = None,
+        language: Annotated[str | None, Field(description="language code; detected when not given")] = None,
+        format: Annotated[str, Field(pattern="^(text|srt|vtt|json|verbose_json)$")] = "text",
+    ) -> str:
+        file = Path(path).expanduser()
+        try:
+            audio = file.read_bytes()
+        except OSError as e:
+            raise ToolError(f"cannot read {file}: {e.strerror}") from None
+        request = runtime_pb2.TranscribeRequest(model=model or "", audio=audio, language=language or "")
+
+        def work(c: Client) -> str:
+            transcript = Transcript()
+            for message in c.iterate(c.stream(c.audio.Transcribe, request)):
+                transcript.add(message)
+            return transcript.render(format)
+        return await daemon(work)
+
+    return server
+
+
+def run_mcp(settings: Settings) -> int:
+    """Serve MCP on stdin/stdout until the client closes it."""
+    build_server(settings).run("stdio")
+    return 0
