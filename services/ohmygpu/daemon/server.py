@@ -93,6 +93,19 @@ class Daemon:
                     f"{name} {getattr(self.settings, name)} is reachable from other machines; "
                     "set OMG_TOKEN (or --token) so that only clients with the token get in")
 
+    def _grpc_credentials(self) -> grpc.ServerCredentials | None:
+        """TLS for gRPC when OMG_TLS_CERT/OMG_TLS_KEY are set; raises InvalidArgument when unreadable."""
+        if not self.settings.tls_cert and not self.settings.tls_key:
+            return None
+        if not (self.settings.tls_cert and self.settings.tls_key):
+            raise InvalidArgument("TLS needs both OMG_TLS_CERT and OMG_TLS_KEY")
+        try:
+            cert = Path(self.settings.tls_cert).read_bytes()
+            key = Path(self.settings.tls_key).read_bytes()
+        except OSError as e:
+            raise InvalidArgument(f"cannot read the TLS certificate or key: {e.strerror} ({e.filename})") from None
+        return grpc.ssl_server_credentials([(key, cert)])
+
     def _take_lock(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         f = open(self.home / "daemon.lock", "a+")
@@ -130,6 +143,7 @@ class Daemon:
         from ohmygpu.gateway.app import build_app
 
         self._check_exposure()
+        self._grpc_credentials()  # a bad TLS setting fails before anything starts
         self._take_lock()
         store = ModelStore(self.home)
         bus = EventBus()
@@ -159,7 +173,11 @@ class Daemon:
         system_pb2_grpc.add_SystemServiceServicer_to_server(system, grpc_server)
         http_sock = self._bind_http()
         try:
-            if grpc_server.add_insecure_port(self.settings.grpc_addr) == 0:
+            if self._grpc_credentials() is not None:
+                bound = grpc_server.add_secure_port(self.settings.grpc_addr, self._grpc_credentials())
+            else:
+                bound = grpc_server.add_insecure_port(self.settings.grpc_addr)
+            if bound == 0:
                 raise RuntimeError("port 0")
         except RuntimeError:
             http_sock.close()
@@ -169,8 +187,10 @@ class Daemon:
                         services={"models": models, "chat": chat, "system": system, "jobs": job_service,
                                   "embeddings": embeddings, "audio": audio,
                                   "events": event_service, "runs": run_service})
+        tls = {"ssl_certfile": self.settings.tls_cert, "ssl_keyfile": self.settings.tls_key} \
+            if self.settings.tls_cert else {}
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2)
+                                timeout_graceful_shutdown=2, **tls)
         http_server = _Uvicorn(config)
         await grpc_server.start()
         loop = asyncio.get_running_loop()
@@ -184,7 +204,8 @@ class Daemon:
         restore = asyncio.create_task(runs.restore())  # pinned runs load in the background
         log.warning("omg daemon pid %d: HTTP on %s, gRPC on %s, home %s", os.getpid(),
                     self.settings.http_addr, self.settings.grpc_addr, self.home)
-        print(f"omg daemon listening: HTTP http://{self.settings.http_addr} "
+        scheme = "https" if self.settings.tls_cert else "http"
+        print(f"omg daemon listening: HTTP {scheme}://{self.settings.http_addr} "
               f"gRPC {self.settings.grpc_addr}", flush=True)
         try:
             await self.stop_event.wait()
