@@ -409,3 +409,34 @@ def test_pull_a_gguf_embedding_model(tmp_path: Path, gguf_path: Path) -> None:
             assert modes == {"MODE_EMBEDDINGS"}  # its own worker, in its natural mode
         finally:
             d.stop()
+
+
+def test_search_the_hub(tmp_path: Path, model_bytes: bytes) -> None:
+    repos = [
+        FakeRepo("bartowski/SmolLM2-135M-Instruct-GGUF", {"s.Q4_K_M.gguf": b"a", "s.Q8_0.gguf": b"b", "README.md": b""},
+                 downloads=5000, likes=12, pipeline_tag="text-generation"),
+        FakeRepo("someone/smollm2-notes", {"README.md": b"x"}, downloads=7),
+        FakeRepo("Systran/faster-whisper-tiny", {"model.bin": b"x", "config.json": b"{}"}, downloads=900,
+                 pipeline_tag="automatic-speech-recognition"),
+    ]
+    with FakeHub(repos) as search_hub:
+        # huggingface_hub's own client reads the fake hub's search answer.
+        code = ("import huggingface_hub as h; print([m.id for m in h.HfApi(endpoint=%r).list_models("
+                "search='smollm2', sort='downloads', full=True)])" % search_hub.endpoint)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "bartowski/SmolLM2-135M-Instruct-GGUF" in out.stdout
+        d = _daemon(tmp_path, search_hub).start()
+        try:
+            r = d.omg("search", "smollm2", "--json")
+            assert r.returncode == 0, r.stderr
+            hits = json.loads(r.stdout)["hits"]
+            assert [h["repo"] for h in hits] == ["bartowski/SmolLM2-135M-Instruct-GGUF", "someone/smollm2-notes"]
+            assert hits[0]["quantizations"] == ["Q4_K_M", "Q8_0"] and int(hits[0]["downloads"]) == 5000
+            table = d.omg("search", "whisper").stdout
+            assert "Systran/faster-whisper-tiny" in table and "automatic-speech-recognition" in table
+            assert d.omg("search", "nothing-like-this").returncode == 1
+            r = httpx.get(f"{d.http}/v1/store:search", params={"query": "smol", "limit": 1})
+            assert r.status_code == 200 and len(r.json()["hits"]) == 1
+        finally:
+            d.stop()

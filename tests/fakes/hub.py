@@ -61,6 +61,9 @@ class FakeRepo:
     refs: dict[str, str] = field(default_factory=dict)  # branch/tag -> commit
     private: bool = False
     gated: bool = False
+    downloads: int = 0
+    likes: int = 0
+    pipeline_tag: str = ""
 
     def __post_init__(self) -> None:
         if not self.commit:
@@ -226,6 +229,7 @@ class FakeHub:
 
     def _hub_app(self) -> Starlette:
         return Starlette(routes=[
+            Route("/api/models", self._search, methods=["GET"]),
             Route("/api/models/{rest:path}", self._api_models, methods=["GET"]),
             Route("/{rest:path}", self._resolve, methods=["GET", "HEAD"]),
         ])
@@ -240,6 +244,20 @@ class FakeHub:
                 entry["lfs"] = {"sha256": f.sha256, "size": len(f.data), "pointerSize": 134}
             out.append(entry)
         return out
+
+    async def _search(self, request: Request) -> Response:
+        # GET /api/models?search=&limit=&sort=downloads&direction=-1&full=true, as the hub answers it.
+        self._record(request)
+        query = request.query_params.get("search", "").lower()
+        limit = int(request.query_params.get("limit", "1000"))
+        found = [r for r in self.repos.values() if query in r.repo_id.lower() and not r.private]
+        found.sort(key=lambda r: r.downloads, reverse=True)
+        full = request.query_params.get("full") in ("true", "True", "1")
+        return JSONResponse([{
+            "_id": r.repo_id, "id": r.repo_id, "modelId": r.repo_id, "downloads": r.downloads, "likes": r.likes,
+            "private": False, "tags": [], "pipeline_tag": r.pipeline_tag or None,
+            **({"siblings": [{"rfilename": p} for p in sorted(r.files)]} if full else {}),
+        } for r in found[:limit]])
 
     async def _api_models(self, request: Request) -> Response:
         self._record(request)

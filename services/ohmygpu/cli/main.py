@@ -304,6 +304,22 @@ def cmd_version(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    client = Client(settings)
+    resp = client.call(client.models.SearchModels,
+                       models_pb2.SearchModelsRequest(query=" ".join(args.query), limit=args.limit), timeout=60)
+    if args.json:
+        _json(resp)
+        return 0
+    if not resp.hits:
+        print("nothing found")
+        return 1
+    _table([[h.repo, f"{h.downloads:,}", f"{h.likes:,}", h.pipeline_tag or "-",
+             ", ".join(h.quantizations) or "-"] for h in resp.hits],
+           ["REPO", "DOWNLOADS", "LIKES", "TASK", "GGUF QUANTIZATIONS"])
+    return 0
+
+
 def complete_models(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
     """Model names from the daemon, for shell completion (nothing when it does not answer)."""
     try:
@@ -426,6 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     evs.set_defaults(func=cmd_events)
 
     speech.add_parsers(sub)
+    se = sub.add_parser("search", help="search the Hugging Face hub: downloads, likes, GGUF quantizations")
+    se.add_argument("query", nargs="+")
+    se.add_argument("--limit", type=int, default=20)
+    se.add_argument("--json", action="store_true", help="machine-readable output")
+    se.set_defaults(func=cmd_search)
     st = sub.add_parser("status", help="the daemon's state (same as serve status)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=lambda a, s: cmd_serve(argparse.Namespace(action="status", json=a.json), s))

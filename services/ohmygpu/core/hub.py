@@ -12,12 +12,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import httpx
 from ohmygpu.core.errors import NotFound, OmgError, PermissionDenied, RateLimited, Unavailable
 from ohmygpu.core.hfcache import parse_etag
-from ohmygpu.core.names import parse_repo_id, parse_repo_path, parse_revision
+from ohmygpu.core.names import parse_repo_id, parse_repo_path, parse_revision, quant_of
 
 log = logging.getLogger("ohmygpu.hub")
 _MAX_ERROR_BODY = 4096
@@ -65,6 +65,17 @@ def hub_error(response: httpx.Response, what: str) -> OmgError:
     if status == 403:
         return PermissionDenied(f"access denied by the hub: {what}")
     return Unavailable(f"the hub answered {status} for {what}")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One repository a hub search found."""
+
+    repo_id: str
+    downloads: int
+    likes: int
+    quantizations: list[str]
+    pipeline_tag: str
 
 
 class HubClient:
@@ -146,6 +157,26 @@ class HubClient:
         except (ValueError, KeyError, TypeError) as e:
             raise Unavailable(f"the hub sent an answer we cannot read for {repo_id}@{rev}: {e}") from None
         return RepoSnapshot(repo_id=repo_id, revision=revision, commit=commit, files=files)
+
+    async def search(self, query: str, limit: int = 20) -> list[SearchResult]:
+        """Repositories whose id contains `query`, most downloaded first, with their GGUF
+        quantizations (from the file list the hub sends with full=true)."""
+        params = {"search": query, "limit": str(max(1, min(limit, 100))), "sort": "downloads",
+                  "direction": "-1", "full": "true"}
+        url = f"{self.endpoint}/api/models?{urlencode(params)}"
+        async with self.request("GET", url, what=f"search {query!r}") as r:
+            body = await r.aread()
+        try:
+            out = []
+            for item in httpx.Response(200, content=body).json():
+                files = [str(s.get("rfilename", "")) for s in item.get("siblings") or []]
+                quants = sorted({quant_of(f) for f in files if f.lower().endswith(".gguf")} - {""})
+                out.append(SearchResult(repo_id=str(item.get("id") or item.get("modelId")),
+                                        downloads=int(item.get("downloads") or 0), likes=int(item.get("likes") or 0),
+                                        quantizations=quants, pipeline_tag=str(item.get("pipeline_tag") or "")))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise Unavailable(f"the hub sent a search answer we cannot read: {e}") from None
+        return out
 
     def file_url(self, repo_id: str, commit: str, path: str) -> str:
         return f"{self.endpoint}/{parse_repo_id(repo_id)}/resolve/{parse_etag(commit)}/{quote(parse_repo_path(path))}"

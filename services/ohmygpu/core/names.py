@@ -85,3 +85,14 @@ def parse_source(value: str) -> tuple[str, str, str]:
         text, quant = head, tail
     repo, _, revision = text.partition("@")
     return parse_repo_id(repo), parse_revision(revision) if revision else "", quant
+
+
+_SHARD = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.I)
+
+
+def quant_of(filename: str) -> str:
+    """The quantization a GGUF file name says ("model.Q4_K_M.gguf" -> "Q4_K_M"), or ""."""
+    stem = filename.rsplit("/", 1)[-1][: -len(".gguf")]
+    stem = _SHARD.sub("", stem + ".gguf")[:-5] if _SHARD.search(filename) else stem
+    m = re.search(r"(?:^|[._-])((?:I?Q\d[A-Z0-9_]*)|F16|BF16|F32)$", stem, re.I)
+    return m.group(1).upper() if m else ""

@@ -8,7 +8,6 @@ import asyncio
 import fnmatch
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -23,11 +22,10 @@ from ohmygpu.core.gguf import read_header
 from ohmygpu.core.hub import HubClient, RemoteFile, RepoSnapshot
 from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.kinds import classify_files, format_of
-from ohmygpu.core.names import parse_model_name, parse_source
+from ohmygpu.core.names import parse_model_name, parse_source, quant_of
 from ohmygpu.core.store import ModelStore, gguf_info, kind_of
 
 log = logging.getLogger("ohmygpu.pull")
-_SHARD = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.I)
 PREFERRED_QUANTS = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q4_0", "Q8_0")
 
 
@@ -75,13 +73,6 @@ class PullProgress:
         return sum(f.total for f in self.files.values())
 
 
-def _quant_of(filename: str) -> str:
-    stem = filename.rsplit("/", 1)[-1][: -len(".gguf")]
-    stem = _SHARD.sub("", stem + ".gguf")[:-5] if _SHARD.search(filename) else stem
-    m = re.search(r"(?:^|[._-])((?:I?Q\d[A-Z0-9_]*)|F16|BF16|F32)$", stem, re.I)
-    return m.group(1).upper() if m else ""
-
-
 def select_files(snap: RepoSnapshot, *, quant: str, include: list[str], exclude: list[str],
                  progress: PullProgress | None = None) -> list[RemoteFile]:
     """The files a pull takes. For GGUF repos, one quantization (the asked one, else a sensible
@@ -95,7 +86,7 @@ def select_files(snap: RepoSnapshot, *, quant: str, include: list[str], exclude:
     if ggufs and not include:
         quants = {}
         for f in ggufs:
-            quants.setdefault(_quant_of(f.path) or f.path, []).append(f)
+            quants.setdefault(quant_of(f.path) or f.path, []).append(f)
         choice = ""
         if quant:
             choice = next((q for q in quants if q.upper() == quant.upper()), "")

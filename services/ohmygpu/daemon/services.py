@@ -53,6 +53,18 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         return await self.jobs.submit(request)
 
     @grpc_errors.unary
+    async def SearchModels(self, request: models_pb2.SearchModelsRequest, context) -> models_pb2.SearchModelsResponse:
+        query = request.query.strip()
+        if not query or len(query) > 200:
+            raise InvalidArgument("query must be 1 to 200 characters", param="query")
+        if not 0 <= request.limit <= 100:
+            raise InvalidArgument("limit must be between 0 and 100", param="limit")
+        hits = await self.jobs.hub.search(query, request.limit or 20)
+        return models_pb2.SearchModelsResponse(hits=[
+            models_pb2.SearchHit(repo=h.repo_id, downloads=h.downloads, likes=h.likes,
+                                 quantizations=h.quantizations, pipeline_tag=h.pipeline_tag) for h in hits])
+
+    @grpc_errors.unary
     async def ListModels(self, request: models_pb2.ListModelsRequest, context) -> models_pb2.ListModelsResponse:
         if request.page_size < 0:
             raise InvalidArgument("page_size must not be negative", param="page_size")

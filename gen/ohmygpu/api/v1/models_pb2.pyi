@@ -128,3 +128,31 @@ class DiskUsageResponse(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[ModelUsage]
     total_bytes: int
     def __init__(self, models: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+
+class SearchModelsRequest(_message.Message):
+    __slots__ = ("query", "limit")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    limit: int
+    def __init__(self, query: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SearchHit(_message.Message):
+    __slots__ = ("repo", "downloads", "likes", "quantizations", "pipeline_tag")
+    REPO_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOADS_FIELD_NUMBER: _ClassVar[int]
+    LIKES_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATIONS_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_TAG_FIELD_NUMBER: _ClassVar[int]
+    repo: str
+    downloads: int
+    likes: int
+    quantizations: _containers.RepeatedScalarFieldContainer[str]
+    pipeline_tag: str
+    def __init__(self, repo: _Optional[str] = ..., downloads: _Optional[int] = ..., likes: _Optional[int] = ..., quantizations: _Optional[_Iterable[str]] = ..., pipeline_tag: _Optional[str] = ...) -> None: ...
+
+class SearchModelsResponse(_message.Message):
+    __slots__ = ("hits",)
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ...) -> None: ...

@@ -72,6 +72,11 @@ class ModelServiceStub:
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DiskUsageRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DiskUsageResponse.FromString,
                 _registered_method=True)
+        self.SearchModels = channel.unary_unary(
+                '/ohmygpu.api.v1.ModelService/SearchModels',
+                request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.SearchModelsRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.SearchModelsResponse.FromString,
+                _registered_method=True)
         self.DeleteModel = channel.unary_unary(
                 '/ohmygpu.api.v1.ModelService/DeleteModel',
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelRequest.SerializeToString,
@@ -132,6 +137,13 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchModels(self, request, context):
+        """Searches the Hugging Face hub (HF_ENDPOINT) for models, most downloaded first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteModel(self, request, context):
         """Removes a model from the store; a registered local file itself is left alone.
         """
@@ -176,6 +188,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.DiskUsage,
                     request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DiskUsageRequest.FromString,
                     response_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DiskUsageResponse.SerializeToString,
+            ),
+            'SearchModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchModels,
+                    request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.SearchModelsRequest.FromString,
+                    response_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.SearchModelsResponse.SerializeToString,
             ),
             'DeleteModel': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteModel,
@@ -373,6 +390,33 @@ class ModelService:
             '/ohmygpu.api.v1.ModelService/DiskUsage',
             ohmygpu_dot_api_dot_v1_dot_models__pb2.DiskUsageRequest.SerializeToString,
             ohmygpu_dot_api_dot_v1_dot_models__pb2.DiskUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.ModelService/SearchModels',
+            ohmygpu_dot_api_dot_v1_dot_models__pb2.SearchModelsRequest.SerializeToString,
+            ohmygpu_dot_api_dot_v1_dot_models__pb2.SearchModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
