@@ -264,7 +264,7 @@ class PtySession:
         deadline = time.monotonic() + timeout
         while text not in self.screen:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not on screen: ...{self.screen[-1500:]!r}")
+                raise AssertionError(f"{text!r} not on screen: ...{self.screen[-6000:]}")
             ready, _, _ = select.select([self.fd], [], [], 0.1)
             if ready:
                 try:

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.fakes.hub import FakeHub, FakeRepo
-from tests.helpers import DaemonProc, gguf_with_uint32, new_daemon, run_in_pty
+from tests.helpers import DaemonProc, PtySession, gguf_with_uint32, new_daemon, run_in_pty
 
 pytestmark = pytest.mark.slow
 REPO = "test-org/smol-GGUF"
@@ -440,3 +440,36 @@ def test_search_the_hub(tmp_path: Path, model_bytes: bytes) -> None:
             assert r.status_code == 200 and len(r.json()["hits"]) == 1
         finally:
             d.stop()
+
+
+def test_top_shows_a_pull_and_a_chat_and_keys_act(tmp_path: Path, hub: FakeHub, gguf_path: Path) -> None:
+    hub.faults.bytes_per_second = 3_000_000  # per connection, 4 ranges: ~8 s, the pull stays on screen
+    d = _daemon(tmp_path, hub).start()
+    top = PtySession(["top", "--interval", "0.5"], d.env)
+    try:
+        top.expect("loaded models")
+        job = _install(d, MODEL)  # before the add: else the pull would link the added bytes, not download
+        assert d.omg("model", "add", str(gguf_path), "--name", "local").returncode == 0
+        r = httpx.post(f"{d.http}/api/generate", json={"model": "local", "prompt": "hi", "stream": False,
+                                                        "options": {"num_predict": 8}}, timeout=60)
+        assert r.status_code == 200
+        screen = top.expect("MB/s", timeout=30)  # a pull with its rate
+        top.read_for(1.5)
+        screen += top.screen
+        assert "pulls" in screen and job in screen and MODEL in screen
+        assert "local" in screen and "chat" in screen and "cpu (" in screen  # the loaded model, the CPU row
+        assert "loaded local" in screen  # the event list
+        # Keys: the first row is the loaded model; u unloads it.
+        top.send("u")
+        top.expect("unloaded local", timeout=15)
+        deadline = time.monotonic() + 10
+        while json.loads(d.omg("ps", "--json").stdout).get("models") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not json.loads(d.omg("ps", "--json").stdout).get("models")
+        top.send("q")
+        assert top.close() == 0
+        _wait_job(d, job)
+    finally:
+        if top.proc.poll() is None:
+            top.proc.kill()
+        d.stop()

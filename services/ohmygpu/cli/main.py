@@ -304,6 +304,12 @@ def cmd_version(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_top(args: argparse.Namespace, settings: Settings) -> int:
+    from ohmygpu.cli.top import run_top
+
+    return run_top(Client(settings), args.interval)
+
+
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     client = Client(settings)
     resp = client.call(client.models.SearchModels,
@@ -447,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--limit", type=int, default=20)
     se.add_argument("--json", action="store_true", help="machine-readable output")
     se.set_defaults(func=cmd_search)
+    tp = sub.add_parser("top", help="full-screen live view: devices, models, pulls, events (keys act on rows)")
+    tp.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    tp.set_defaults(func=cmd_top)
     st = sub.add_parser("status", help="the daemon's state (same as serve status)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=lambda a, s: cmd_serve(argparse.Namespace(action="status", json=a.json), s))

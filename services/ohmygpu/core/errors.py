@@ -120,6 +120,14 @@ class WorkerFailed(OmgError, RuntimeError):
         self.model = model
 
 
+class FailedPrecondition(OmgError):
+    """The request is valid but the state forbids it now (a pinned model asked to unload)."""
+
+    grpc_code = "FAILED_PRECONDITION"
+    http_status = 409
+    openai_type = "invalid_request_error"
+
+
 class Unavailable(OmgError):
     """The daemon or a worker cannot take the request now (starting, shutting down, busy)."""
 
@@ -164,7 +172,7 @@ BY_GRPC_CODE: dict[str, type[OmgError]] = {
     "ALREADY_EXISTS": AlreadyExists,
     "UNAUTHENTICATED": Unauthenticated,
     "PERMISSION_DENIED": PermissionDenied,
-    "FAILED_PRECONDITION": OmgError,
+    "FAILED_PRECONDITION": FailedPrecondition,
     "UNAVAILABLE": Unavailable,
     "INTERNAL": WorkerFailed,
 }

@@ -342,6 +342,10 @@ class Orchestrator:
         finally:
             slots.release()
 
+    def pinned_run(self, name: str) -> run_spec_pb2.RunSpec | None:
+        """The run pinning model `name`, if any."""
+        return self.pins.get(name) or self.pins.get(name + EMBEDDINGS_SUFFIX)
+
     def queued(self, name: str) -> int:
         """Requests waiting for a slot of `name`."""
         return self._waiting.get(name, 0)
@@ -368,6 +372,9 @@ class Orchestrator:
                 yield await stream
             else:
                 async for message in stream:
+                    usage, timings = getattr(message, "usage", None), getattr(message, "timings", None)
+                    if timings is not None and timings.eval_ns and usage.completion_tokens > 1:
+                        worker.tokens_per_second = (usage.completion_tokens - 1) / (timings.eval_ns / 1e9)
                     yield message
         except grpc.aio.AioRpcError as e:
             raise await self._translate(worker, e) from None

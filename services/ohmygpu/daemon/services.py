@@ -26,7 +26,7 @@ from ohmygpu.api.v1 import (
 )
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import maintenance
-from ohmygpu.core.errors import InvalidArgument, PayloadTooLarge
+from ohmygpu.core.errors import FailedPrecondition, InvalidArgument, PayloadTooLarge
 from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore, main_artifact
@@ -245,6 +245,28 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
         self.started_at = time.time()
 
     @grpc_errors.unary
+    async def ListDevices(self, request, context) -> system_pb2.ListDevicesResponse:
+        import psutil
+
+        inv = await asyncio.to_thread(self.orchestrator.inventory)
+        return system_pb2.ListDevicesResponse(
+            cpu_count=inv.cpu_count, ram_total=inv.ram_total, ram_available=inv.ram_available,
+            cpu_percent=psutil.cpu_percent(interval=None),
+            gpus=[system_pb2.Gpu(index=g.index, name=g.name, memory_total=g.total, memory_used=g.used,
+                                 utilization=g.utilization, temperature=g.temperature) for g in inv.gpus])
+
+    @grpc_errors.unary
+    async def UnloadModel(self, request: system_pb2.UnloadModelRequest, context) -> system_pb2.UnloadModelResponse:
+        name = request.name
+        if not name:
+            raise InvalidArgument("name is required", param="name")
+        run = self.orchestrator.pinned_run(name)
+        if run is not None:
+            raise FailedPrecondition(f"model '{name}' is pinned by run {run.run_id}; stop the run instead "
+                                     f"(omg run stop {run.run_id})")
+        return system_pb2.UnloadModelResponse(unloaded=await self.orchestrator.unload(name, reason="unloaded by request"))
+
+    @grpc_errors.unary
     async def GetVersion(self, request, context) -> system_pb2.GetVersionResponse:
         return system_pb2.GetVersionResponse(version=__version__)
 
@@ -263,6 +285,7 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
                 state=status.state if status else runtime_pb2.WORKER_STATE_UNSPECIFIED,
                 in_flight=worker.in_flight, context_length=worker.context_length,
                 size_bytes=size, digest=digest, mode=worker.mode,
+                queued=self.orchestrator.queued(worker.key), tokens_per_second=worker.tokens_per_second,
             ))
             if worker.expires_at is not None:
                 out[-1].expires_at.CopyFrom(timestamp(worker.expires_at))

@@ -44,6 +44,7 @@ class Worker:
         self.model = model
         self.key = model  # the orchestrator's key: the model name, "+#embeddings" for an LLM embedding
         self.mode = run_spec_pb2.MODE_CHAT  # what it serves, set by the orchestrator
+        self.tokens_per_second = 0.0  # of its last finished generation
         self.runtime = runtime
         self.id = uuid.uuid4().hex[:8]
         self.socket_path = run_dir / f"w-{self.id}.sock"

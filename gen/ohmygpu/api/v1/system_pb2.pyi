@@ -47,7 +47,7 @@ class GetStatusResponse(_message.Message):
     def __init__(self, version: _Optional[str] = ..., http_addr: _Optional[str] = ..., grpc_addr: _Optional[str] = ..., home: _Optional[str] = ..., pid: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_count: _Optional[int] = ...) -> None: ...
 
 class LoadedModel(_message.Message):
-    __slots__ = ("name", "runtime", "pid", "device", "memory_bytes", "vram_bytes", "state", "in_flight", "context_length", "expires_at", "size_bytes", "digest", "mode")
+    __slots__ = ("name", "runtime", "pid", "device", "memory_bytes", "vram_bytes", "state", "in_flight", "context_length", "expires_at", "size_bytes", "digest", "mode", "queued", "tokens_per_second")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,8 @@ class LoadedModel(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     name: str
     runtime: str
     pid: int
@@ -74,7 +76,55 @@ class LoadedModel(_message.Message):
     size_bytes: int
     digest: str
     mode: _run_spec_pb2.Mode
-    def __init__(self, name: _Optional[str] = ..., runtime: _Optional[str] = ..., pid: _Optional[int] = ..., device: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., vram_bytes: _Optional[int] = ..., state: _Optional[_Union[_runtime_pb2.WorkerState, str]] = ..., in_flight: _Optional[int] = ..., context_length: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size_bytes: _Optional[int] = ..., digest: _Optional[str] = ..., mode: _Optional[_Union[_run_spec_pb2.Mode, str]] = ...) -> None: ...
+    queued: int
+    tokens_per_second: float
+    def __init__(self, name: _Optional[str] = ..., runtime: _Optional[str] = ..., pid: _Optional[int] = ..., device: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., vram_bytes: _Optional[int] = ..., state: _Optional[_Union[_runtime_pb2.WorkerState, str]] = ..., in_flight: _Optional[int] = ..., context_length: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size_bytes: _Optional[int] = ..., digest: _Optional[str] = ..., mode: _Optional[_Union[_run_spec_pb2.Mode, str]] = ..., queued: _Optional[int] = ..., tokens_per_second: _Optional[float] = ...) -> None: ...
+
+class ListDevicesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Gpu(_message.Message):
+    __slots__ = ("index", "name", "memory_total", "memory_used", "utilization", "temperature")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    name: str
+    memory_total: int
+    memory_used: int
+    utilization: int
+    temperature: int
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., memory_total: _Optional[int] = ..., memory_used: _Optional[int] = ..., utilization: _Optional[int] = ..., temperature: _Optional[int] = ...) -> None: ...
+
+class ListDevicesResponse(_message.Message):
+    __slots__ = ("cpu_count", "ram_total", "ram_available", "gpus", "cpu_percent")
+    CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RAM_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RAM_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    cpu_count: int
+    ram_total: int
+    ram_available: int
+    gpus: _containers.RepeatedCompositeFieldContainer[Gpu]
+    cpu_percent: float
+    def __init__(self, cpu_count: _Optional[int] = ..., ram_total: _Optional[int] = ..., ram_available: _Optional[int] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., cpu_percent: _Optional[float] = ...) -> None: ...
+
+class UnloadModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class UnloadModelResponse(_message.Message):
+    __slots__ = ("unloaded",)
+    UNLOADED_FIELD_NUMBER: _ClassVar[int]
+    unloaded: bool
+    def __init__(self, unloaded: _Optional[bool] = ...) -> None: ...
 
 class ListLoadedRequest(_message.Message):
     __slots__ = ()

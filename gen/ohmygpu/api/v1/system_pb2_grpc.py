@@ -50,6 +50,16 @@ class SystemServiceStub:
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListLoadedRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListLoadedResponse.FromString,
                 _registered_method=True)
+        self.ListDevices = channel.unary_unary(
+                '/ohmygpu.api.v1.SystemService/ListDevices',
+                request_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListDevicesRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListDevicesResponse.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/ohmygpu.api.v1.SystemService/UnloadModel',
+                request_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/ohmygpu.api.v1.SystemService/Shutdown',
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ShutdownRequest.SerializeToString,
@@ -82,6 +92,20 @@ class SystemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDevices(self, request, context):
+        """The machine's devices: CPU and RAM, and each GPU with its memory, utilisation and temperature.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Unloads a model now (all its workers), whatever its keep_alive; a pinned model's run stops too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Stops the daemon and its workers.
         """
@@ -106,6 +130,16 @@ def add_SystemServiceServicer_to_server(servicer, server):
                     servicer.ListLoaded,
                     request_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListLoadedRequest.FromString,
                     response_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListLoadedResponse.SerializeToString,
+            ),
+            'ListDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDevices,
+                    request_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListDevicesRequest.FromString,
+                    response_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListDevicesResponse.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.UnloadModelRequest.FromString,
+                    response_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.UnloadModelResponse.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -195,6 +229,60 @@ class SystemService:
             '/ohmygpu.api.v1.SystemService/ListLoaded',
             ohmygpu_dot_api_dot_v1_dot_system__pb2.ListLoadedRequest.SerializeToString,
             ohmygpu_dot_api_dot_v1_dot_system__pb2.ListLoadedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.SystemService/ListDevices',
+            ohmygpu_dot_api_dot_v1_dot_system__pb2.ListDevicesRequest.SerializeToString,
+            ohmygpu_dot_api_dot_v1_dot_system__pb2.ListDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.SystemService/UnloadModel',
+            ohmygpu_dot_api_dot_v1_dot_system__pb2.UnloadModelRequest.SerializeToString,
+            ohmygpu_dot_api_dot_v1_dot_system__pb2.UnloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

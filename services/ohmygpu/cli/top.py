@@ -1,0 +1,246 @@
+"""`omg top`: a full-screen live view of the daemon, in the spirit of nvidia-smi and k9s.
+
+Devices (memory bars, utilisation, temperature), loaded models (mode, device, memory, requests
+in flight and queued, tokens/s of the last generation, expiry), pulls with progress bars and
+rates, runs, and the latest events. The event stream wakes a refresh at once; a poll every
+`interval` seconds fills in the rest, so a slow or remote link costs a few small calls a second.
+Keys: up/down (or j/k) select a row, u unloads the selected model, s stops the selected run,
+c cancels the selected pull, q quits.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ohmygpu.api.v1 import (
+    events_pb2,
+    events_pb2_grpc,
+    jobs_pb2,
+    runs_pb2,
+    runs_pb2_grpc,
+    system_pb2,
+)
+from ohmygpu.cli.client import Client, CliError
+from ohmygpu.run.v1 import run_spec_pb2
+
+_ACTIVE_JOBS = (jobs_pb2.JOB_STATE_QUEUED, jobs_pb2.JOB_STATE_RUNNING)
+_MODES = {run_spec_pb2.MODE_EMBEDDINGS: "embed", run_spec_pb2.MODE_TRANSCRIPTION: "speech"}
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+@dataclass
+class Snapshot:
+    """What the screen shows, refreshed from the daemon."""
+
+    devices: system_pb2.ListDevicesResponse = field(default_factory=system_pb2.ListDevicesResponse)
+    loaded: list[system_pb2.LoadedModel] = field(default_factory=list)
+    jobs: list[jobs_pb2.Job] = field(default_factory=list)
+    runs: list[runs_pb2.Run] = field(default_factory=list)
+    events: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=8))
+    error: str = ""
+    note: str = ""
+    updated: float = 0.0
+
+    def rows(self) -> list[tuple[str, str]]:
+        """Selectable rows in screen order: ("model", name), ("run", id), ("job", id)."""
+        return ([("model", m.name) for m in self.loaded] + [("run", r.id) for r in self.runs]
+                + [("job", j.id) for j in self.jobs])
+
+
+class Top:
+    """The view's state, its refresh threads and its keys."""
+
+    def __init__(self, client: Client, interval: float = 1.0) -> None:
+        self.client = client
+        self.interval = interval
+        self.snap = Snapshot()
+        self.selected = 0
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def refresh(self) -> None:
+        c, md = self.client, self.client.metadata
+        try:
+            devices = c.system.ListDevices(system_pb2.ListDevicesRequest(), timeout=5, metadata=md)
+            loaded = c.system.ListLoaded(system_pb2.ListLoadedRequest(), timeout=5, metadata=md)
+            jobs = c.jobs.ListJobs(jobs_pb2.ListJobsRequest(), timeout=5, metadata=md)
+            runs = runs_pb2_grpc.RunServiceStub(c.channel).ListRuns(runs_pb2.ListRunsRequest(), timeout=5, metadata=md)
+        except Exception as e:  # a flaky link shows as a line on the screen, never a crash
+            with self.lock:
+                self.snap.error = f"daemon at {c.addr} not answering ({type(e).__name__}); retrying"
+            return
+        with self.lock:
+            self.snap.devices, self.snap.loaded = devices, list(loaded.models)
+            self.snap.jobs = [j for j in jobs.jobs if j.state in _ACTIVE_JOBS]
+            self.snap.runs = [r for r in runs.runs if r.state in (runs_pb2.RUN_STATE_STARTING, runs_pb2.RUN_STATE_RUNNING)]
+            self.snap.error, self.snap.updated = "", time.time()
+
+    def poll_loop(self) -> None:
+        while not self.stop.is_set():
+            self.refresh()
+            self.wake.wait(self.interval)
+            self.wake.clear()
+
+    def event_loop(self) -> None:
+        stub = events_pb2_grpc.EventServiceStub(self.client.channel)
+        while not self.stop.is_set():
+            try:
+                for event in stub.StreamEvents(events_pb2.StreamEventsRequest(), metadata=self.client.metadata):
+                    stamp = time.strftime("%H:%M:%S", time.localtime(event.time.seconds))
+                    with self.lock:
+                        self.snap.events.appendleft(f"{stamp}  {event.message}")
+                    self.wake.set()  # something changed: refresh now
+                    if self.stop.is_set():
+                        return
+            except Exception:  # the stream broke (daemon restarting, link down): reconnect
+                time.sleep(1)
+
+    def act(self, key: str) -> None:
+        rows = self.snap.rows()
+        if key in ("j", "down"):
+            self.selected = min(self.selected + 1, max(0, len(rows) - 1))
+        elif key in ("k", "up"):
+            self.selected = max(0, self.selected - 1)
+        if not rows or key not in ("u", "s", "c"):
+            return
+        kind, ident = rows[min(self.selected, len(rows) - 1)]
+        c = self.client
+        try:
+            if key == "u" and kind == "model":
+                c.call(c.system.UnloadModel, system_pb2.UnloadModelRequest(name=ident))
+                note = f"unloaded {ident}"
+            elif key == "s" and kind == "run":
+                c.call(runs_pb2_grpc.RunServiceStub(c.channel).StopRun, runs_pb2.StopRunRequest(id=ident))
+                note = f"stopped run {ident}"
+            elif key == "c" and kind == "job":
+                c.call(c.jobs.CancelJob, jobs_pb2.CancelJobRequest(id=ident))
+                note = f"cancelled pull {ident}"
+            else:
+                note = {"u": "u unloads a model row", "s": "s stops a run row", "c": "c cancels a pull row"}[key]
+        except CliError as e:
+            note = e.message
+        with self.lock:
+            self.snap.note = note
+        self.wake.set()
+
+    def render(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        with self.lock:
+            s = self.snap
+            rows = s.rows()
+            selected = rows[min(self.selected, len(rows) - 1)] if rows else None
+            header = Text(f"omg top — {self.client.addr}   {time.strftime('%H:%M:%S')}   "
+                          "↑/↓ select  u unload  s stop run  c cancel pull  q quit", style="bold")
+            parts: list[Any] = [header]
+            if s.error:
+                parts.append(Text(s.error, style="red"))
+            devices = Table(title="devices", title_justify="left", expand=True)
+            for col in ("DEVICE", "MEMORY", "", "UTIL", "TEMP"):
+                devices.add_column(col)
+            d = s.devices
+            if d.ram_total:
+                used = d.ram_total - d.ram_available
+                devices.add_row(f"cpu ({d.cpu_count} threads)", f"{_size(used)} / {_size(d.ram_total)}",
+                                ProgressBar(total=d.ram_total, completed=used, width=30), f"{d.cpu_percent:.0f}%", "")
+            for g in d.gpus:
+                devices.add_row(f"cuda:{g.index} {g.name}", f"{_size(g.memory_used)} / {_size(g.memory_total)}",
+                                ProgressBar(total=g.memory_total or 1, completed=g.memory_used, width=30),
+                                f"{g.utilization}%", f"{g.temperature}°C")
+            parts.append(devices)
+            models = Table(title="loaded models", title_justify="left", expand=True)
+            for col in ("MODEL", "MODE", "DEVICE", "MEMORY", "IN FLIGHT", "QUEUED", "TOK/S", "UNTIL"):
+                models.add_column(col)
+            for m in s.loaded:
+                until = "forever" if not m.HasField("expires_at") else \
+                    f"{max(0, int(m.expires_at.seconds - time.time()))}s"
+                style = "reverse" if selected == ("model", m.name) else ""
+                models.add_row(m.name, _MODES.get(m.mode, "chat"), m.device, _size(m.memory_bytes), str(m.in_flight),
+                               str(m.queued), f"{m.tokens_per_second:.1f}" if m.tokens_per_second else "-", until,
+                               style=style)
+            parts.append(models)
+            if s.runs:
+                runs = Table(title="runs", title_justify="left", expand=True)
+                for col in ("RUN", "MODEL", "STATE", "PID"):
+                    runs.add_column(col)
+                for r in s.runs:
+                    runs.add_row(r.id, r.model, runs_pb2.RunState.Name(r.state).removeprefix("RUN_STATE_").lower(),
+                                 str(r.pid or "-"), style="reverse" if selected == ("run", r.id) else "")
+                parts.append(runs)
+            pulls = Table(title="pulls", title_justify="left", expand=True)
+            for col in ("JOB", "MODEL", "", "DONE", "RATE", "ETA"):
+                pulls.add_column(col)
+            for j in s.jobs:
+                pulls.add_row(j.id, j.model, ProgressBar(total=j.total_bytes or None, completed=j.completed_bytes, width=30),
+                              f"{_size(j.completed_bytes)} / {_size(j.total_bytes)}",
+                              f"{_size(j.rate_bytes_per_second)}/s", f"{j.eta_seconds:.0f}s" if j.eta_seconds else "-",
+                              style="reverse" if selected == ("job", j.id) else "")
+            parts.append(pulls)
+            parts.append(Text("recent events", style="bold"))
+            parts.extend(Text(line) for line in list(s.events))
+            if s.note:
+                parts.append(Text(s.note, style="yellow"))
+        return Group(*parts)
+
+
+def _keys(stop: threading.Event, top: Top) -> None:
+    """Read keys from the terminal in cbreak mode until q."""
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+    try:
+        while not stop.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            data = os.read(fd, 16).decode(errors="ignore")
+            if data.startswith("\x1b["):
+                top.act({"A": "up", "B": "down"}.get(data[2:3], ""))
+                continue
+            for ch in data:
+                if ch in ("q", "\x03"):
+                    stop.set()
+                    return
+                top.act(ch)
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def run_top(client: Client, interval: float = 1.0) -> int:
+    from rich.live import Live
+
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        raise CliError("omg top needs a terminal; use `omg ps --json` or `omg events --json` in scripts")
+    top = Top(client, interval)
+    top.refresh()
+    for target in (top.poll_loop, top.event_loop):
+        threading.Thread(target=target, daemon=True).start()
+    with Live(top.render(), screen=True, auto_refresh=False, transient=True) as live:
+        keys = threading.Thread(target=_keys, args=(top.stop, top), daemon=True)
+        keys.start()
+        while not top.stop.is_set():
+            live.update(top.render(), refresh=True)
+            top.stop.wait(0.25)
+        top.wake.set()
+    return 0
