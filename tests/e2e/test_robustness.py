@@ -176,7 +176,7 @@ def test_token_required_when_set(tmp_path: Path, gguf_path: Path) -> None:
         env = {k: v for k, v in d.env.items() if k != "OMG_TOKEN"}
         r = subprocess.run([sys.executable, "-m", "ohmygpu.cli.main", "model", "list"], env=env,
                            capture_output=True, text=True, timeout=30)
-        assert r.returncode == 1 and "token" in r.stderr
+        assert r.returncode == 4 and "OMG_TOKEN" in r.stderr  # exit 4: a token is wanted
     finally:
         d.stop()
 

@@ -54,6 +54,30 @@ class LogRing(logging.Handler):
             self.waiters.discard(q)
 
 
+class BaseRuntime(runtime_pb2_grpc.RuntimeServicer):
+    """What every runtime's servicer shares: its state, Health, StreamLogs and status fields."""
+
+    def __init__(self, logs: LogRing) -> None:
+        self.logs = logs
+        self.state = runtime_pb2.WORKER_STATE_IDLE
+        self.model_name = ""
+        self.threads = 0
+        self.in_flight = 0
+
+    async def Health(self, request, context):
+        return runtime_pb2.HealthResponse(state=self.state)
+
+    async def StreamLogs(self, request, context):
+        async for line in self.logs.stream(request.follow):
+            yield runtime_pb2.StreamLogsResponse(line=line)
+
+    def status(self, **extra: int) -> runtime_pb2.GetStatusResponse:
+        """GetStatus's answer from the shared fields, plus runtime-specific ones."""
+        return runtime_pb2.GetStatusResponse(
+            state=self.state, model=self.model_name, memory_bytes=rss_bytes(), in_flight=self.in_flight,
+            threads=self.threads, pid=os.getpid(), **extra)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="ohmygpu runtime worker")
     p.add_argument("--socket", required=True, help="Unix socket path to serve on")

@@ -24,8 +24,8 @@ import grpc
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.run.v1 import run_spec_pb2
-from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
-from ohmygpu.runtimes.api.worker_server import LogRing, rss_bytes, run_worker
+from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.api.worker_server import BaseRuntime, LogRing, rss_bytes, run_worker
 from ohmygpu.runtimes.llamacpp import structured
 from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling, generate
 from ohmygpu.runtimes.llamacpp.slots import (
@@ -45,23 +45,19 @@ async def _abort(context: grpc.aio.ServicerContext, e: OmgError) -> None:
     await context.abort(grpc.StatusCode[e.grpc_code], e.message)
 
 
-class LlamaCppRuntime(runtime_pb2_grpc.RuntimeServicer):
-    """Runtime servicer over one llama_cpp.Llama."""
+class LlamaCppRuntime(BaseRuntime):
+    """Runtime servicer over one llama_cpp.Llama (and its parallel slots)."""
 
     def __init__(self, logs: LogRing) -> None:
-        self.logs = logs
+        super().__init__(logs)
         self.llm: Any = None
         self.template: ChatTemplate | None = None
-        self.model_name = ""
-        self.state = runtime_pb2.WORKER_STATE_IDLE
-        self.threads = 0
         self.pool: SlotPool | None = None
         # Every llama.cpp call on a context runs on that slot's one thread. ggml uses OpenMP,
         # which keeps a thread team per calling thread; calls from a pool's changing threads
         # pile up teams that spin against each other (measured: ~105 -> ~37 tokens/s).
         # Chat templates render on their own thread, so a prompt is ready while slots are busy.
         self.template_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="template")
-        self.in_flight = 0
         self.grammar_cache: dict[str, Any] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -149,19 +145,8 @@ class LlamaCppRuntime(runtime_pb2_grpc.RuntimeServicer):
         self.state = runtime_pb2.WORKER_STATE_IDLE
         return runtime_pb2.UnloadResponse(memory_bytes=rss_bytes())
 
-    async def Health(self, request, context):
-        return runtime_pb2.HealthResponse(state=self.state)
-
     async def GetStatus(self, request, context):
-        return runtime_pb2.GetStatusResponse(
-            state=self.state, model=self.model_name, memory_bytes=rss_bytes(),
-            in_flight=self.in_flight, threads=self.threads, pid=os.getpid(),
-            context_length=self.llm.n_ctx() if self.llm is not None else 0,
-        )
-
-    async def StreamLogs(self, request, context):
-        async for line in self.logs.stream(request.follow):
-            yield runtime_pb2.StreamLogsResponse(line=line)
+        return self.status(context_length=self.llm.n_ctx() if self.llm is not None else 0)
 
     # -- inference --------------------------------------------------------------------------
 

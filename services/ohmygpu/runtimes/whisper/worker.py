@@ -23,8 +23,8 @@ from typing import Any
 import grpc
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.run.v1 import run_spec_pb2
-from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
-from ohmygpu.runtimes.api.worker_server import LogRing, rss_bytes, run_worker
+from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.api.worker_server import BaseRuntime, LogRing, rss_bytes, run_worker
 
 log = logging.getLogger("ohmygpu.worker.whisper")
 _DONE = object()
@@ -38,20 +38,16 @@ def compute_type_for(device: str, requested: str) -> str:
     return "float16" if device.startswith("cuda") else "int8"
 
 
-class WhisperRuntime(runtime_pb2_grpc.RuntimeServicer):
+class WhisperRuntime(BaseRuntime):
     """Runtime servicer over one faster_whisper.WhisperModel."""
 
     def __init__(self, logs: LogRing) -> None:
-        self.logs = logs
+        super().__init__(logs)
         self.model: Any = None
-        self.model_name = ""
-        self.state = runtime_pb2.WORKER_STATE_IDLE
-        self.threads = 0
         self.device = "cpu"
         self.compute_type = ""
         self.lock = asyncio.Lock()
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
-        self.in_flight = 0
 
     async def GetCapabilities(self, request, context):
         import ctranslate2
@@ -106,17 +102,8 @@ class WhisperRuntime(runtime_pb2_grpc.RuntimeServicer):
             self.state = runtime_pb2.WORKER_STATE_IDLE
         return runtime_pb2.UnloadResponse(memory_bytes=rss_bytes())
 
-    async def Health(self, request, context):
-        return runtime_pb2.HealthResponse(state=self.state)
-
     async def GetStatus(self, request, context):
-        return runtime_pb2.GetStatusResponse(
-            state=self.state, model=self.model_name, memory_bytes=rss_bytes(),
-            in_flight=self.in_flight, threads=self.threads, pid=os.getpid())
-
-    async def StreamLogs(self, request, context):
-        async for line in self.logs.stream(request.follow):
-            yield runtime_pb2.StreamLogsResponse(line=line)
+        return self.status()
 
     async def Chat(self, request, context):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the whisper runtime does not chat")
