@@ -62,3 +62,31 @@ def test_mcp_starts_with_the_daemon_down(daemon: DaemonProc) -> None:
     answer = json.loads(_text(status))
     assert not status.is_error and answer["running"] is False and "omg serve" in answer["message"]
     assert chat.is_error and "omg serve" in _text(chat)
+
+
+def test_mcp_pull_and_transcribe(tmp_path, whisper_path, audio, gguf_path) -> None:
+    from tests.fakes.hub import FakeHub, FakeRepo
+    from tests.helpers import new_daemon
+
+    with FakeHub([FakeRepo("test-org/smol-GGUF", {"smol.Q4_1.gguf": gguf_path.read_bytes()})]) as hub:
+        d = new_daemon(tmp_path, extra_env={"HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "hf"),
+                                            "HF_HUB_DISABLE_XET": "1"}).start()
+        try:
+            assert d.omg("model", "add", str(whisper_path), "--name", "whisper-tiny.en").returncode == 0
+            calls = [
+                ("pull_model", {"source": "hf.co/test-org/smol-GGUF", "name": "pulled"}),
+                ("pull_model", {"source": "hf.co/test-org/missing-GGUF"}),
+                ("transcribe", {"path": str(audio["wav"])}),
+                ("transcribe", {"path": str(audio["wav"]), "format": "srt"}),
+                ("transcribe", {"path": str(audio["random"])}),
+                ("list_models", {}),
+            ]
+            _, (pulled, missing, text, srt, noise, models) = anyio.run(_session, d.env, calls)
+            assert not pulled.is_error and json.loads(_text(pulled))["state"] == "done", _text(pulled)
+            assert missing.is_error and "missing-GGUF" in _text(missing)
+            assert not text.is_error and "fox" in _text(text).lower()
+            assert not srt.is_error and _text(srt).startswith("1\n00:00:00,")
+            assert noise.is_error and "not audio" in _text(noise)
+            assert "pulled" in _text(models) and "whisper" in _text(models)
+        finally:
+            d.stop()
