@@ -81,9 +81,10 @@ class Client:
                                "and that the daemon serves TLS", EXIT_NO_DAEMON) from None
             raise CliError(f"no omg daemon is answering at {self.addr}; start one with `omg serve` "
                            "(or point OMG_HOST at a running one)", EXIT_NO_DAEMON) from None
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            raise CliError(f"the daemon at {self.addr} wants its token: set OMG_TOKEN (or --token)",
-                           EXIT_AUTH) from None
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            details = e.details() if hasattr(e, "details") else ""
+            raise CliError(f"the daemon at {self.addr} refused: {details}; set the token with OMG_TOKEN "
+                           "(or --token)", EXIT_AUTH) from None
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise CliError(f"the daemon at {self.addr} did not answer in time") from None
         details = e.details() if hasattr(e, "details") else str(e)

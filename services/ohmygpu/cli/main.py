@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -353,6 +354,8 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
         from ohmygpu.cli.mcp_server import run_mcp
     except ImportError:
         raise CliError("omg mcp needs the MCP SDK: pip install 'ohmygpu[mcp]'") from None
+    if args.tools is not None:
+        settings = dataclasses.replace(settings, mcp_tools=args.tools)
     return run_mcp(settings)
 
 
@@ -469,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("shell", choices=["bash", "zsh", "fish"])
     comp.set_defaults(func=cmd_completion)
     mc = sub.add_parser("mcp", help="serve the daemon's models as MCP tools on stdio (Claude Desktop, ...)")
+    mc.add_argument("--tools", help="comma-separated tools to offer (OMG_MCP_TOOLS; default: all)")
     mc.set_defaults(func=cmd_mcp)
     ps = sub.add_parser("ps", help="list loaded models")
     ps.add_argument("--json", action="store_true")

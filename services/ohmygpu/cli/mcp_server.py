@@ -138,7 +138,19 @@ def build_server(settings: Settings) -> MCPServer:
             return transcript.render(format)
         return await daemon(work)
 
+    # OMG_MCP_TOOLS (or --tools) limits what an MCP client may do, e.g. chat only, no pulls.
+    offered = {t.strip() for t in settings.mcp_tools.split(",") if t.strip()}
+    unknown = offered - set(TOOLS)
+    if unknown:
+        raise CliError(f"unknown MCP tools in OMG_MCP_TOOLS: {', '.join(sorted(unknown))}; "
+                       f"known: {', '.join(TOOLS)}")
+    for name in TOOLS:
+        if name not in offered:
+            server.remove_tool(name)
     return server
+
+
+TOOLS = ("chat", "list_models", "status", "pull_model", "transcribe")
 
 
 def run_mcp(settings: Settings) -> int:

@@ -39,6 +39,10 @@ SETTINGS: tuple[Setting, ...] = (
             "gRPC listen address of the daemon; clients connect here too"),
     Setting("token", "OMG_TOKEN", "", str,
             "bearer token required by the daemon and sent by clients; required off loopback"),
+    Setting("admin_token", "OMG_ADMIN_TOKEN", "", str,
+            "when set, management (pull, add, rm, gc, runs, unload, shutdown) needs this token"),
+    Setting("mcp_tools", "OMG_MCP_TOOLS", "chat,list_models,status,pull_model,transcribe", str,
+            "tools `omg mcp` offers (comma-separated)"),
     Setting("host", "OMG_HOST", "", str,
             "daemon clients talk to: host[:port], grpcs://host[:port] for TLS (empty: OMG_GRPC_ADDR)"),
     Setting("tls_cert", "OMG_TLS_CERT", "", str, "PEM certificate the daemon serves HTTP and gRPC with (TLS)"),
@@ -109,6 +113,8 @@ class Settings:
     http_addr: str
     grpc_addr: str
     token: str
+    admin_token: str
+    mcp_tools: str
     host: str
     tls_cert: str
     tls_key: str

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import hmac
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from ohmygpu.core import access
 from ohmygpu.core.errors import OmgError
 
 
@@ -41,31 +41,29 @@ def stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator
     return wrapper
 
 
-def token_matches(expected: str, header: str | None) -> bool:
-    """Constant-time check of an `Authorization: Bearer <token>` value (LocalAI CVE-2024-7010)."""
-    if not expected:
-        return True
-    given = (header or "").removeprefix("Bearer ").strip()
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
 class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls without the daemon's token with UNAUTHENTICATED."""
+    """Rejects calls without the token their method needs (see core/access.py): UNAUTHENTICATED
+    without one, PERMISSION_DENIED with an inference token on a management method."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, admin_token: str = "") -> None:
         self.token = token
+        self.admin_token = admin_token
 
+    @staticmethod
+    def _deny(error: OmgError, streaming: bool) -> grpc.RpcMethodHandler:
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token (OMG_TOKEN)")
+            await context.abort(grpc.StatusCode[error.grpc_code], error.message)
 
-        self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
-        self._deny_stream = grpc.unary_stream_rpc_method_handler(deny)
+        if streaming:
+            return grpc.unary_stream_rpc_method_handler(deny)
+        return grpc.unary_unary_rpc_method_handler(deny)
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
         metadata = dict(handler_call_details.invocation_metadata or ())
-        if token_matches(self.token, metadata.get("authorization")):
-            return await continuation(handler_call_details)
+        method = handler_call_details.method.lstrip("/").replace("/", ".")
+        error = access.check(metadata.get("authorization"), admin=method in access.ADMIN_METHODS,
+                             token=self.token, admin_token=self.admin_token)
         handler = await continuation(handler_call_details)
-        if handler is not None and handler.response_streaming:
-            return self._deny_stream
-        return self._deny_unary
+        if error is None:
+            return handler
+        return self._deny(error, handler is not None and handler.response_streaming)

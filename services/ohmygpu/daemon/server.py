@@ -158,7 +158,8 @@ class Daemon:
         embeddings = EmbeddingServicer(orchestrator)
         audio = AudioServicer(orchestrator, self.settings.max_audio_mb << 20)
         system = SystemServicer(self.settings, store, orchestrator, self.stop_event.set)
-        interceptors = [TokenInterceptor(self.settings.token)] if self.settings.token else []
+        interceptors = [TokenInterceptor(self.settings.token, self.settings.admin_token)] \
+            if self.settings.token or self.settings.admin_token else []
         # Audio arrives in one message: the limit follows OMG_MAX_AUDIO_MB (plus room for fields).
         max_message = (max(self.settings.max_audio_mb, self.settings.max_body_mb) + 1) << 20
         grpc_server = grpc.aio.server(interceptors=interceptors, options=[

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 import socket
+from re import Pattern
 from typing import Any
 
+from ohmygpu.core import access
 from ohmygpu.core.errors import (
     InvalidArgument,
     NotFound,
     OmgError,
     PermissionDenied,
-    Unauthenticated,
 )
 from ohmygpu.core.settings import Settings, split_list
 from ohmygpu.core.store import ModelStore
-from ohmygpu.daemon.grpc_errors import token_matches
 from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.daemon.server import is_loopback, split_addr
 from ohmygpu.gateway.audio import AudioRoutes
@@ -49,9 +49,12 @@ def allowed_host_names(settings: Settings) -> set[str]:
 class SecurityMiddleware:
     """Host check on loopback listeners, token check when configured."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings,
+                 admin_routes: list[tuple[str, Pattern[str]]] | None = None) -> None:
         self.app = app
         self.token = settings.token
+        self.admin_token = settings.admin_token
+        self.admin_routes = admin_routes or []
         host, _ = split_addr(settings.http_addr)
         self.check_host = is_loopback(host)
         self.hosts = allowed_host_names(settings)
@@ -74,6 +77,12 @@ class SecurityMiddleware:
         except ValueError:
             return False
 
+    def _is_admin(self, scope: Scope) -> bool:
+        method, path = scope.get("method", ""), scope.get("path", "")
+        if (method, path) in access.OLLAMA_ADMIN:
+            return True
+        return any(verb == method and pattern.match(path) for verb, pattern in self.admin_routes)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -81,10 +90,9 @@ class SecurityMiddleware:
         error: OmgError | None = None
         if self.check_host and not self._host_ok(scope):
             error = PermissionDenied("Host header not allowed; add it to OMG_ALLOWED_HOSTS")
-        elif self.token and scope.get("method") != "OPTIONS":
+        elif (self.token or self.admin_token) and scope.get("method") != "OPTIONS":
             auth = dict(scope.get("headers", ())).get(b"authorization", b"").decode("latin-1")
-            if not token_matches(self.token, auth):
-                error = Unauthenticated("missing or wrong bearer token (OMG_TOKEN)")
+            error = access.check(auth, admin=self._is_admin(scope), token=self.token, admin_token=self.admin_token)
         if error is not None:
             await error_response(error, scope.get("path", ""))(scope, receive, send)
             return
@@ -124,7 +132,11 @@ def build_app(settings: Settings, *, orchestrator: Orchestrator, store: ModelSto
     routes = [Route("/", _root, methods=["GET", "HEAD"])]
     routes += OpenAIRoutes(gw).routes() + OllamaRoutes(gw).routes() + management_routes(gw)
     routes += EmbeddingRoutes(gw).routes() + AudioRoutes(gw).routes()
-    middleware = [Middleware(SecurityMiddleware, settings=settings)]
+    # Management routes come from the http rules of the services' methods: the admin ones are
+    # the routes of access.ADMIN_METHODS (route names are "Service.Method").
+    admin_routes = [(verb, route.path_regex) for route in routes if isinstance(route, Route)
+                    and f"ohmygpu.api.v1.{route.name}" in access.ADMIN_METHODS for verb in route.methods or ()]
+    middleware = [Middleware(SecurityMiddleware, settings=settings, admin_routes=admin_routes)]
     origins = split_list(settings.cors_origins)
     if origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"],

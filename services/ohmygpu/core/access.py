@@ -1,0 +1,51 @@
+"""Who may do what: inference with OMG_TOKEN, management with OMG_ADMIN_TOKEN when one is set.
+
+Pulling, adding, deleting and collecting models, cancelling jobs, starting and stopping runs,
+unloading models and stopping the daemon are management; everything else (chat, completion,
+embeddings, transcription, listings, events) is inference. With OMG_ADMIN_TOKEN set, management
+needs it, so a token handed to an application cannot also delete models or pull 100 GB. The
+admin token is accepted for inference too. One table here serves gRPC and HTTP.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from ohmygpu.core.errors import OmgError, PermissionDenied, Unauthenticated
+
+# Full gRPC method names ("package.Service.Method") that manage rather than infer.
+ADMIN_METHODS = frozenset({
+    "ohmygpu.api.v1.ModelService.InstallModel",
+    "ohmygpu.api.v1.ModelService.AddModel",
+    "ohmygpu.api.v1.ModelService.DeleteModel",
+    "ohmygpu.api.v1.ModelService.GarbageCollect",
+    "ohmygpu.api.v1.JobService.CancelJob",
+    "ohmygpu.api.v1.RunService.CreateRun",
+    "ohmygpu.api.v1.RunService.StopRun",
+    "ohmygpu.api.v1.SystemService.Shutdown",
+    "ohmygpu.api.v1.SystemService.UnloadModel",
+})
+# Ollama's management endpoints (method, path).
+OLLAMA_ADMIN = frozenset({("POST", "/api/pull"), ("DELETE", "/api/delete"), ("POST", "/api/copy"),
+                          ("POST", "/api/create"), ("POST", "/api/push")})
+
+
+def token_matches(expected: str, header: str | None) -> bool:
+    """Constant-time check of an `Authorization: Bearer <token>` value (LocalAI CVE-2024-7010)."""
+    if not expected:
+        return True
+    given = (header or "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def check(authorization: str | None, *, admin: bool, token: str, admin_token: str) -> OmgError | None:
+    """The error for a call with this Authorization header, or None when it may proceed."""
+    if admin_token and token_matches(admin_token, authorization):
+        return None  # the admin token opens everything
+    if admin and admin_token:
+        if authorization and (not token or token_matches(token, authorization)):
+            return PermissionDenied("this action manages the daemon and needs the admin token (OMG_ADMIN_TOKEN)")
+        return Unauthenticated("this action needs the admin token (OMG_ADMIN_TOKEN)")
+    if token and not token_matches(token, authorization):
+        return Unauthenticated("missing or wrong bearer token (OMG_TOKEN)")
+    return None
