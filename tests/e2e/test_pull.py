@@ -443,7 +443,7 @@ def test_search_the_hub(tmp_path: Path, model_bytes: bytes) -> None:
 
 
 def test_top_shows_a_pull_and_a_chat_and_keys_act(tmp_path: Path, hub: FakeHub, gguf_path: Path) -> None:
-    hub.faults.bytes_per_second = 3_000_000  # per connection, 4 ranges: ~8 s, the pull stays on screen
+    hub.faults.bytes_per_second = 1_500_000  # per connection, 4 ranges: ~16 s, the pull stays on screen
     d = _daemon(tmp_path, hub).start()
     top = PtySession(["top", "--interval", "0.5"], d.env)
     try:
@@ -466,9 +466,12 @@ def test_top_shows_a_pull_and_a_chat_and_keys_act(tmp_path: Path, hub: FakeHub, 
         while json.loads(d.omg("ps", "--json").stdout).get("models") and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not json.loads(d.omg("ps", "--json").stdout).get("models")
+        # Now the pull is the first row: c cancels it.
+        top.send("c")
+        top.expect(f"cancelled pull {job}", timeout=15)
+        assert _wait_job(d, job)["state"] == "JOB_STATE_CANCELLED"
         top.send("q")
         assert top.close() == 0
-        _wait_job(d, job)
     finally:
         if top.proc.poll() is None:
             top.proc.kill()

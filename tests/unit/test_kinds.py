@@ -121,3 +121,18 @@ def test_transcript_renderings() -> None:
     assert verbose["words"] == [{"word": "Hello", "start": 0.0, "end": 0.6}]
     assert json.loads(t.render("json"))["text"] == "Hello there. Bye."
     assert "segments" not in json.loads(t.render("verbose_json", words=True, segments=False))
+
+
+def test_pickles_are_never_taken_for_models(tmp_path: Path) -> None:
+    # A PyTorch pickle named model.bin next to a config.json is not a CTranslate2 model, and is
+    # refused at registration without being loaded (nothing here ever unpickles).
+    import pickle
+
+    model_dir = tmp_path / "evil"
+    model_dir.mkdir()
+    (model_dir / "model.bin").write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    (model_dir / "config.json").write_text("{}")
+    with pytest.raises(InvalidModelFile):
+        ModelStore(tmp_path / "home").add_local(model_dir)
+    # pytorch_model.bin is no format we load: no weights to serve.
+    assert classify_files({"pytorch_model.bin": model_dir / "model.bin", "config.json": model_dir / "config.json"})[2] == ""
