@@ -92,7 +92,7 @@ def test_ollama_client_embed(daemon: DaemonProc) -> None:
                    timeout=60)
     assert r.status_code == 400 and "context window" in r.json()["error"]
     # (truncation itself is checked on the worker with a small context: embedding 2048 tokens
-    # with an LLM computes logits for every token and takes seconds here)
+    # with an LLM is as slow as evaluating a 2048-token prompt: ~15 s on this 2-core VM)
 
 
 def test_chat_and_embeddings_of_one_model_coexist(daemon: DaemonProc, client: openai.OpenAI) -> None:
