@@ -34,6 +34,13 @@ def test_repl_session(daemon: DaemonProc, tmp_path: Path) -> None:
         repl.send("What is the capital of France?\r")
         answer = repl.expect("smollm2>>>", timeout=60)
         assert len(answer.strip()) > 0
+        # Multi-line input: a block in triple quotes, and Alt-Enter for a new line.
+        repl.send('"""Line one\r')
+        repl.expect("...")
+        repl.send('line two"""\r')
+        repl.expect("smollm2>>>", timeout=60)
+        repl.send("Alpha\x1b\rBeta\r")
+        repl.expect("smollm2>>>", timeout=60)
         # Ctrl-C mid-answer stops it and the REPL goes on.
         repl.send("/set max_tokens 3000\r")
         repl.expect("(max_tokens = 3000)")
@@ -48,6 +55,8 @@ def test_repl_session(daemon: DaemonProc, tmp_path: Path) -> None:
         data = json.loads(saved.read_text())
         assert data["model"] == "smollm2" and data["options"]["temperature"] == 0
         assert [m["role"] for m in data["messages"]][:2] == ["user", "assistant"]
+        users = [m["content"] for m in data["messages"] if m["role"] == "user"]
+        assert "Line one\nline two" in users and "Alpha\nBeta" in users, users
         repl.send("/clear\r")
         repl.expect("(conversation cleared)")
         repl.send(f"/load {saved}\r")
