@@ -56,3 +56,38 @@ async def test_keep_alive_expiry_follows_the_clock(tmp_path: Path, gguf_path: Pa
         assert await orch.reap_expired() == ["b"]
     finally:
         await orch.shutdown()
+
+
+async def test_gpu_placement_needs_a_gpu_capable_runtime(tmp_path: Path, gguf_path: Path) -> None:
+    from ohmygpu.core.errors import InvalidArgument
+    from ohmygpu.daemon.devices import Gpu
+    from ohmygpu.run.v1 import run_spec_pb2
+
+    settings = Settings.load(environ={"OMG_HOME": str(tmp_path)})
+    store = ModelStore(tmp_path)
+    store.add_local(gguf_path, name="m")
+
+    async def launch(name, runtime, record, spec):
+        w = SleeperWorker(name, runtime, tmp_path, tmp_path / "logs")
+        await w.start(record, spec, timeout_s=5)
+        return w
+
+    def machine() -> Inventory:  # one 24 GB GPU, nearly empty
+        return Inventory(cpu_count=8, ram_total=32 << 30, ram_available=30 << 30,
+                         gpus=(Gpu(0, "test-gpu", 24 << 30, 23 << 30, 1 << 30),))
+
+    asked: list[str] = []
+    for capable, device in ((True, "cuda:0"), (False, "cpu")):
+        orch = Orchestrator(settings, store, launcher=launch, inventory=machine,
+                            gpu_capable=lambda name, c=capable: asked.append(name) or c)
+        try:
+            assert (await orch.worker_for("m")).device == device
+            if not capable:  # a GPU asked for explicitly is an error, not a silent CPU run
+                run = run_spec_pb2.RunSpec(resources=run_spec_pb2.Resources(device="cuda:0"))
+                await orch.unload("m")
+                with pytest.raises(InvalidArgument) as e:
+                    await orch.worker_for("m", run=run)
+                assert "no GPU support" in e.value.message
+        finally:
+            await orch.shutdown()
+    assert asked and set(asked) == {"llamacpp"}

@@ -36,7 +36,7 @@ from ohmygpu.daemon.uploads import Uploads
 from ohmygpu.events.v1 import events_pb2
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
-from ohmygpu.runtimes.api.registry import RuntimeEntry, runtime_for
+from ohmygpu.runtimes.api.registry import RuntimeEntry, runtime_for, supports_gpu
 
 log = logging.getLogger("ohmygpu.orchestrator")
 M = TypeVar("M")
@@ -50,7 +50,8 @@ class Orchestrator:
 
     def __init__(self, settings: Settings, store: ModelStore, *, launcher: Launcher | None = None,
                  inventory: Callable[[], Inventory] | None = None, events: EventBus | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 gpu_capable: Callable[[str], bool] = supports_gpu) -> None:
         self.events = events or EventBus()
         self.clock = clock  # wall clock for keep_alive; injected by tests
         self.settings = settings
@@ -62,6 +63,7 @@ class Orchestrator:
         self.log_dir = settings.home_path / "logs"
         self.default_keep_alive = parse_keep_alive(settings.keep_alive)
         self.inventory = inventory or probe
+        self.gpu_capable = gpu_capable  # runtime name -> whether its library can use a GPU
         inv = self.inventory()
         self.ram_budget = (settings.ram_budget_mb << 20) if settings.ram_budget_mb > 0 \
             else int(inv.ram_available * 0.9)
@@ -186,6 +188,7 @@ class Orchestrator:
         """Choose the device (and GPU layers) for a load and write them into `spec`. A RunSpec's
         own gpu_layers wins over the computed split."""
         inv = await asyncio.to_thread(self.inventory)
+        gpus = inv.gpus if inv.gpus and await asyncio.to_thread(self.gpu_capable, spec.runtime) else ()
         need = estimate(record, context_length=spec.resources.context_length,
                         parallel=spec.resources.max_concurrency).total
         used: dict[int, int] = {}
@@ -193,8 +196,11 @@ class Orchestrator:
             if w.alive and w.device.startswith("cuda:"):
                 used[int(w.device[5:])] = used.get(int(w.device[5:]), 0) + w.vram_estimate
         requested = spec.resources.device if spec.resources.device not in ("", "cpu") else ""
+        if requested and inv.gpus and not gpus:
+            raise InvalidArgument(f"device {requested} was asked for, but the installed {spec.runtime} library "
+                                  "has no GPU support (install a CUDA build of it)", param="device")
         placement = place_on_device(
-            need, record.gguf.block_count, inv.gpus, requested=requested,
+            need, record.gguf.block_count, gpus, requested=requested,
             vram_budget=self.settings.vram_budget_mb << 20, reserve=self.settings.vram_reserve_mb << 20,
             used_by_us=used, allow_partial=bool(self.settings.partial_offload))
         spec.resources.device = placement.device

@@ -7,7 +7,10 @@ of a worker that cannot start.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from ohmygpu.assets.v1 import assets_pb2
@@ -25,6 +28,7 @@ class RuntimeEntry:
     library: str  # top-level module the worker imports
     formats: tuple[int, ...]  # ArtifactFormat values it loads
     kinds: tuple[int, ...]  # ModelKind values it serves
+    gpu_probe: str  # Python code printing True when this build of the library can use a GPU
 
 
 RUNTIMES: dict[str, RuntimeEntry] = {
@@ -35,6 +39,7 @@ RUNTIMES: dict[str, RuntimeEntry] = {
         library="llama_cpp",
         formats=(assets_pb2.ARTIFACT_FORMAT_GGUF,),
         kinds=(assets_pb2.MODEL_KIND_LLM, assets_pb2.MODEL_KIND_EMBEDDING, assets_pb2.MODEL_KIND_UNSPECIFIED),
+        gpu_probe="import llama_cpp; print(bool(llama_cpp.llama_supports_gpu_offload()))",
     ),
     "whisper": RuntimeEntry(
         name="whisper",
@@ -43,8 +48,22 @@ RUNTIMES: dict[str, RuntimeEntry] = {
         library="faster_whisper",
         formats=(assets_pb2.ARTIFACT_FORMAT_CT2,),
         kinds=(assets_pb2.MODEL_KIND_WHISPER,),
+        gpu_probe="import ctranslate2; print(ctranslate2.get_cuda_device_count() > 0)",
     ),
 }
+
+
+@functools.cache
+def supports_gpu(name: str) -> bool:
+    """Whether runtime `name`'s installed library was built with GPU support (a CPU-only
+    llama-cpp-python wheel on a GPU machine must not be placed, or budgeted, on the GPU).
+    Asked in a child process, once: a broken CUDA library must not take the daemon down."""
+    entry = RUNTIMES[name]
+    try:
+        out = subprocess.run([sys.executable, "-c", entry.gpu_probe], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and out.stdout.strip().endswith("True")
 
 
 def library_available(module: str) -> bool:

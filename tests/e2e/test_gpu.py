@@ -1,0 +1,65 @@
+"""GPU paths, run where an NVIDIA GPU is lent (skipped elsewhere): placement on the GPU, answers
+from offloaded models, and VRAM given back when a worker stops (LocalAI #7958 leaked it)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from ohmygpu.daemon.devices import probe
+from ohmygpu.runtimes.api.registry import supports_gpu
+
+from tests.helpers import SENTENCE, new_daemon, word_error_rate
+
+pytestmark = [pytest.mark.gpu, pytest.mark.slow]
+
+
+def _need(runtime: str) -> None:
+    if not probe().gpus:
+        pytest.skip("no NVIDIA GPU on this machine")
+    if not supports_gpu(runtime):
+        pytest.skip(f"the installed {runtime} library has no GPU support")
+
+
+def _gpu_pids() -> set[int]:
+    return {pid for g in probe().gpus for pid in g.processes}
+
+
+def test_llamacpp_offload_and_vram_freed(tmp_path: Path, gguf_path: Path) -> None:
+    _need("llamacpp")
+    d = new_daemon(tmp_path).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "m").returncode == 0
+        r = httpx.post(f"{d.http}/api/chat", timeout=120, json={
+            "model": "m", "stream": False, "messages": [{"role": "user", "content": "Say hi"}],
+            "options": {"num_predict": 8}})
+        assert r.status_code == 200 and r.json()["message"]["content"]
+        loaded = json.loads(d.omg("ps", "--json").stdout)["models"][0]
+        assert loaded["device"].startswith("cuda:")
+        pid = int(loaded["pid"])
+        assert pid in _gpu_pids()
+        assert d.omg("run", "ls").returncode == 0
+        assert httpx.post(f"{d.http}/v1/loaded/m:unload", json={}).json()["unloaded"] is True
+        deadline = time.monotonic() + 10
+        while pid in _gpu_pids() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pid not in _gpu_pids()  # the stopped worker holds no VRAM
+    finally:
+        d.stop()
+
+
+def test_whisper_on_the_gpu(tmp_path: Path, whisper_path: Path, audio: dict[str, Path]) -> None:
+    _need("whisper")
+    d = new_daemon(tmp_path).start()
+    try:
+        assert d.omg("model", "add", str(whisper_path), "--name", "w").returncode == 0
+        with open(audio["wav"], "rb") as f:
+            r = httpx.post(f"{d.http}/v1/audio/transcriptions", files={"file": f}, data={"model": "w"}, timeout=120)
+        assert r.status_code == 200 and word_error_rate(SENTENCE, r.json()["text"]) < 0.3
+        loaded = json.loads(d.omg("ps", "--json").stdout)["models"][0]
+        assert loaded["device"].startswith("cuda:")
+    finally:
+        d.stop()
