@@ -244,34 +244,30 @@ class PtySession:
     def send(self, keys: str) -> None:
         os.write(self.fd, keys.encode())
 
-    def read_for(self, seconds: float) -> None:
+    def _pump(self, wait: float) -> bool:
+        """Read what the terminal has within `wait` seconds; False once the pty is closed."""
         import select
 
+        ready, _, _ = select.select([self.fd], [], [], wait)
+        if ready:
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError:
+                return False
+            self.screen += _strip_ansi(data.decode(errors="replace"))
+        return True
+
+    def read_for(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.fd], [], [], 0.05)
-            if ready:
-                try:
-                    data = os.read(self.fd, 65536)
-                except OSError:
-                    return
-                self.screen += _strip_ansi(data.decode(errors="replace"))
+        while time.monotonic() < deadline and self._pump(0.05):
+            pass
 
     def expect(self, text: str, timeout: float = 30) -> str:
         """Wait until `text` appears after what was already consumed; returns the screen so far."""
-        import select
-
         deadline = time.monotonic() + timeout
         while text not in self.screen:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or not self._pump(0.1):
                 raise AssertionError(f"{text!r} not on screen: ...{self.screen[-6000:]}")
-            ready, _, _ = select.select([self.fd], [], [], 0.1)
-            if ready:
-                try:
-                    data = os.read(self.fd, 65536)
-                except OSError:
-                    break
-                self.screen += _strip_ansi(data.decode(errors="replace"))
         screen = self.screen
         self.screen = screen[screen.index(text) + len(text):]  # consume through the match
         return screen
