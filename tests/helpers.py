@@ -252,8 +252,9 @@ class PtySession:
         if ready:
             try:
                 data = os.read(self.fd, 65536)
-            except OSError:
-                return False
+            except OSError:  # EIO: no process holds the terminal now; over only if the child is gone
+                time.sleep(wait)
+                return self.proc.poll() is None
             self.screen += _strip_ansi(data.decode(errors="replace"))
         return True
 
@@ -267,7 +268,8 @@ class PtySession:
         deadline = time.monotonic() + timeout
         while text not in self.screen:
             if time.monotonic() > deadline or not self._pump(0.1):
-                raise AssertionError(f"{text!r} not on screen: ...{self.screen[-6000:]}")
+                raise AssertionError(f"{text!r} not on screen (exit status {self.proc.poll()}): "
+                                     f"...{self.screen[-6000:]}")
         screen = self.screen
         self.screen = screen[screen.index(text) + len(text):]  # consume through the match
         return screen

@@ -50,7 +50,8 @@ class Snapshot:
     loaded: list[system_pb2.LoadedModel] = field(default_factory=list)
     jobs: list[jobs_pb2.Job] = field(default_factory=list)
     runs: list[runs_pb2.Run] = field(default_factory=list)
-    events: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=8))
+    # (subject, is progress, line), newest first
+    events: collections.deque[tuple[str, bool, str]] = field(default_factory=lambda: collections.deque(maxlen=8))
     error: str = ""
     note: str = ""
     updated: float = 0.0
@@ -102,8 +103,18 @@ class Top:
             try:
                 for event in stub.StreamEvents(events_pb2.StreamEventsRequest(), metadata=self.client.metadata):
                     stamp = time.strftime("%H:%M:%S", time.localtime(event.time.seconds))
+                    progress = event.HasField("progress")
+                    line = f"{stamp}  {event.message}"
+                    if progress and event.progress.total:
+                        line += f" ({100 * event.progress.completed / event.progress.total:.0f}%)"
                     with self.lock:
-                        self.snap.events.appendleft(f"{stamp}  {event.message}")
+                        # A pull reports progress twice a second: its latest line replaces the
+                        # previous one instead of pushing every other event off the list.
+                        if progress and event.subject:
+                            kept = [e for e in self.snap.events if not (e[1] and e[0] == event.subject)]
+                            self.snap.events.clear()
+                            self.snap.events.extend(kept)
+                        self.snap.events.appendleft((event.subject, progress, line))
                     self.wake.set()  # something changed: refresh now
                     if self.stop.is_set():
                         return
@@ -195,7 +206,7 @@ class Top:
                               style="reverse" if selected == ("job", j.id) else "")
             parts.append(pulls)
             parts.append(Text("recent events", style="bold"))
-            parts.extend(Text(line) for line in list(s.events))
+            parts.extend(Text(line) for _, _, line in list(s.events))
             if s.note:
                 parts.append(Text(s.note, style="yellow"))
         return Group(*parts)
