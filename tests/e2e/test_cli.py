@@ -108,7 +108,11 @@ def test_ps_and_status(daemon: DaemonProc) -> None:
 
 def test_commands_without_daemon_fail_fast(tmp_path: Path) -> None:
     env = dict(os.environ, OMG_HOME=str(tmp_path), OMG_GRPC_ADDR=f"127.0.0.1:{free_port()}")
-    for args in (["model", "list"], ["chat", "m", "hi"], ["serve", "status"], ["ps"]):
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF")
+    for args in (["model", "list"], ["chat", "m", "hi"], ["serve", "status"], ["ps"], ["status"], ["top"],
+                 ["search", "x"], ["embed", "m", "x"], ["transcribe", str(audio)], ["logs", "r"],
+                 ["model", "pull", "org/x"], ["run", "ls"]):
         started = time.monotonic()
         r = subprocess.run([sys.executable, "-m", "ohmygpu.cli.main", *args], env=env, capture_output=True,
                            text=True, timeout=30)

@@ -241,6 +241,9 @@ def _keys(stop: threading.Event, top: Top) -> None:
 def run_top(client: Client, interval: float = 1.0) -> int:
     from rich.live import Live
 
+    # A daemon that is not there fails fast, like every command; once running, the view rides
+    # out disconnects (a restart, a flaky link) and says so on screen.
+    client.call(client.system.GetVersion, system_pb2.GetVersionRequest(), timeout=5)
     if not sys.stdin.isatty() or not sys.stdout.isatty():
         raise CliError("omg top needs a terminal; use `omg ps --json` or `omg events --json` in scripts")
     top = Top(client, interval)
