@@ -188,36 +188,14 @@ def gguf_with_uint32(src: Path, key: str, value: int) -> bytes:
 
 
 def run_in_pty(args: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
-    """Run `omg ARGS` on a pseudo-terminal; returns its exit status and the screen text without
-    ANSI escapes. openpty plus a spawned child, not pty.fork: forking a process with gRPC and
-    server threads can crash the child before it execs."""
-    import pty
-    import re
-    import select
-
-    fd, tty = pty.openpty()
-    child = subprocess.Popen([sys.executable, "-m", "ohmygpu.cli.main", *args], env={**env, "COLUMNS": "120"},
-                             stdin=tty, stdout=tty, stderr=tty, start_new_session=True)
-    os.close(tty)
-    screen = b""
+    """Run `omg ARGS` on a pseudo-terminal to the end; returns its exit status and the screen
+    text without ANSI escapes."""
+    session = PtySession(args, env)
     deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:
-                    break
-                if not data:
-                    break
-                screen += data
-            elif child.poll() is not None:
-                break
-        status = child.wait(10)
-    finally:
-        os.close(fd)
-    return status, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    while time.monotonic() < deadline and session._pump(0.2) and session.proc.poll() is None:
+        pass
+    session.read_for(0.3)  # what it wrote just before exiting
+    return session.close(), session.screen
 
 
 class PtySession:
@@ -227,17 +205,15 @@ class PtySession:
         import pty
 
         self.fd, tty = pty.openpty()
-        def controlling_tty() -> None:  # so Ctrl-C on the terminal is a SIGINT, as for a user
-            import fcntl
-            import termios
-
-            os.setsid()
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-        self.proc = subprocess.Popen([sys.executable, "-m", "ohmygpu.cli.main", *args],
+        # The pty becomes the child's controlling terminal (so Ctrl-C there is a SIGINT, as for
+        # a user) in a fresh interpreter that then execs omg: not in a preexec_fn, since forking
+        # this process with gRPC threads running can crash the child before it execs.
+        become = ("import os, sys, fcntl, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+                  "os.execv(sys.executable, [sys.executable, '-m', 'ohmygpu.cli.main', *sys.argv[1:]])")
+        self.proc = subprocess.Popen([sys.executable, "-c", become, *args],
                                      env={**env, "COLUMNS": "120", "LINES": "40", "TERM": "xterm",
                                           "PROMPT_TOOLKIT_NO_CPR": "1"},
-                                     stdin=tty, stdout=tty, stderr=tty, preexec_fn=controlling_tty)
+                                     stdin=tty, stdout=tty, stderr=tty)
         os.close(tty)
         self.screen = ""
 

@@ -17,20 +17,13 @@ from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.cli import speech
 from ohmygpu.cli.client import EXIT_USAGE, Client, CliError
+from ohmygpu.cli.format import size as _size
 from ohmygpu.core.errors import OmgError
 from ohmygpu.core.estimate import estimate
 from ohmygpu.core.kinds import kind_name
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.version import __version__
 from ohmygpu.run.v1 import run_spec_pb2
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 def _ago(ts: Any) -> str:

@@ -28,18 +28,11 @@ from ohmygpu.api.v1 import (
     system_pb2,
 )
 from ohmygpu.cli.client import Client, CliError
+from ohmygpu.cli.format import size as _size
 from ohmygpu.run.v1 import run_spec_pb2
 
 _ACTIVE_JOBS = (jobs_pb2.JOB_STATE_QUEUED, jobs_pb2.JOB_STATE_RUNNING)
 _MODES = {run_spec_pb2.MODE_EMBEDDINGS: "embed", run_spec_pb2.MODE_TRANSCRIPTION: "speech"}
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 @dataclass

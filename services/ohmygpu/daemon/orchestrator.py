@@ -357,11 +357,12 @@ class Orchestrator:
         return self._waiting.get(name, 0)
 
     async def _stream(self, name: str, mode: int, call: Callable[[Worker], grpc.aio.Call],
-                      keep_alive: str = "") -> AsyncIterator[M]:
+                      keep_alive: str = "", record: assets_pb2.InstallRecord | None = None) -> AsyncIterator[M]:
         if keep_alive:
             parse_keep_alive(keep_alive)  # a bad value fails before any work
         # The kind check comes before the queue: a wrong model is a 400 at once, not after a wait.
-        record = await asyncio.to_thread(self.store.get, name)
+        if record is None:
+            record = await asyncio.to_thread(self.store.get, name)
         mode = check_mode(record, mode)
         async with self._slot(worker_key(record, mode)):
             async for message in self._stream_in_slot(record, mode, call, keep_alive):
@@ -378,9 +379,10 @@ class Orchestrator:
                 yield await stream
             else:
                 async for message in stream:
-                    usage, timings = getattr(message, "usage", None), getattr(message, "timings", None)
-                    if timings is not None and timings.eval_ns and usage.completion_tokens > 1:
-                        worker.tokens_per_second = (usage.completion_tokens - 1) / (timings.eval_ns / 1e9)
+                    # Only a generation's last message has a finish reason (and usage and timings).
+                    if getattr(message, "finish_reason", 0) and message.timings.eval_ns \
+                            and message.usage.completion_tokens > 1:
+                        worker.tokens_per_second = (message.usage.completion_tokens - 1) / (message.timings.eval_ns / 1e9)
                     yield message
         except grpc.aio.AioRpcError as e:
             raise await self._translate(worker, e) from None
@@ -480,7 +482,7 @@ class Orchestrator:
         if not request.beam_size:
             request.beam_size = max(1, self.settings.whisper_beam_size)
         async for message in self._stream(request.model, run_spec_pb2.MODE_TRANSCRIPTION,
-                                          lambda w: w.stub.Transcribe(request), request.keep_alive):
+                                          lambda w: w.stub.Transcribe(request), request.keep_alive, record):
             yield message
 
     def whisper_model(self, name: str) -> str:

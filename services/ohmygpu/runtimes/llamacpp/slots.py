@@ -60,7 +60,6 @@ class Slot:
     index: int
     llm: Any
     executor: concurrent.futures.ThreadPoolExecutor
-    busy: bool = False
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -80,19 +79,13 @@ class SlotPool:
         for slot in slots:
             self._free.put_nowait(slot)
 
-    @property
-    def in_use(self) -> int:
-        return sum(1 for s in self.slots if s.busy)
-
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[Slot]:
         """A free slot (waits for one)."""
         slot = await self._free.get()
-        slot.busy = True
         try:
             yield slot
         finally:
-            slot.busy = False
             self._free.put_nowait(slot)
 
     async def drain(self) -> None:
