@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ohmygpu.core.errors import InvalidArgument, MissingExtra
 
+_SEND = "send wav, mp3, flac, ogg, m4a or webm"
+
 
 @dataclass(frozen=True)
 class AudioInfo:
@@ -33,7 +35,7 @@ def probe(path: Path) -> AudioInfo:
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.audio:
-                raise InvalidArgument("the file has no audio stream", param="file")
+                raise InvalidArgument(f"the file is not audio (no audio stream in it); {_SEND}", param="file")
             stream = container.streams.audio[0]
             duration = 0.0
             if container.duration:
@@ -54,5 +56,5 @@ def probe(path: Path) -> AudioInfo:
             return AudioInfo(duration, stream.codec_context.name, stream.rate or 0)
     except av.error.FFmpegError as e:
         reason = getattr(e, "strerror", None) or str(e)
-        raise InvalidArgument(f"the file is not audio that can be decoded ({reason}); send wav, mp3, "
-                              "flac, ogg, m4a or webm", param="file") from None
+        raise InvalidArgument(f"the file is not audio that can be decoded ({reason}); {_SEND}",
+                              param="file") from None
