@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -475,4 +476,36 @@ def test_top_shows_a_pull_and_a_chat_and_keys_act(tmp_path: Path, hub: FakeHub, 
     finally:
         if top.proc.poll() is None:
             top.proc.kill()
+        d.stop()
+
+
+def test_top_over_a_slow_remote_link(tmp_path: Path, hub: FakeHub) -> None:
+    """omg top through a link with 150 ms each way: the view fills, follows a pull, and its keys
+    act across the link; the header's refresh time is the link's round trip."""
+    from tests.fakes.slowlink import SlowLink
+
+    hub.faults.bytes_per_second = 1_500_000
+    d = _daemon(tmp_path, hub).start()
+    try:
+        with SlowLink(d.grpc_port, latency_s=0.15) as link:
+            env = {**d.env, "OMG_HOST": f"127.0.0.1:{link.port}"}
+            top = PtySession(["top", "--interval", "0.5"], env)
+            try:
+                screen = top.expect("loaded models", timeout=30)
+                assert f"127.0.0.1:{link.port}" in screen
+                job = _install(d, MODEL)
+                screen = top.expect("MB/s", timeout=30)
+                assert job in screen
+                refresh_ms = [int(ms) for ms in re.findall(r"refresh (\d+) ms", screen)]
+                assert refresh_ms and max(refresh_ms) >= 300, refresh_ms  # every read crossed the link
+                top.send("c")
+                top.expect(f"cancelled pull {job}", timeout=20)
+                assert _wait_job(d, job)["state"] == "JOB_STATE_CANCELLED"
+                top.send("q")
+                assert top.close() == 0
+            finally:
+                if top.proc.poll() is None:
+                    top.proc.kill()
+            assert link.stats.connections >= 1 and link.stats.downstream_bytes > 0
+    finally:
         d.stop()
