@@ -443,6 +443,14 @@ def test_search_the_hub(tmp_path: Path, model_bytes: bytes) -> None:
             d.stop()
 
 
+def _cancel_first_row_pull_and_quit(top: PtySession, d: DaemonProc, job: str) -> None:
+    top.send("c")
+    top.expect(f"cancelled pull {job}", timeout=20)
+    assert _wait_job(d, job)["state"] == "JOB_STATE_CANCELLED"
+    top.send("q")
+    assert top.close() == 0
+
+
 def test_top_shows_a_pull_and_a_chat_and_keys_act(tmp_path: Path, hub: FakeHub, gguf_path: Path) -> None:
     hub.faults.bytes_per_second = 1_500_000  # per connection, 4 ranges: ~16 s, the pull stays on screen
     d = _daemon(tmp_path, hub).start()
@@ -468,11 +476,7 @@ def test_top_shows_a_pull_and_a_chat_and_keys_act(tmp_path: Path, hub: FakeHub, 
             time.sleep(0.2)
         assert not json.loads(d.omg("ps", "--json").stdout).get("models")
         # Now the pull is the first row: c cancels it.
-        top.send("c")
-        top.expect(f"cancelled pull {job}", timeout=15)
-        assert _wait_job(d, job)["state"] == "JOB_STATE_CANCELLED"
-        top.send("q")
-        assert top.close() == 0
+        _cancel_first_row_pull_and_quit(top, d, job)
     finally:
         if top.proc.poll() is None:
             top.proc.kill()
@@ -498,11 +502,7 @@ def test_top_over_a_slow_remote_link(tmp_path: Path, hub: FakeHub) -> None:
                 assert job in screen
                 refresh_ms = [int(ms) for ms in re.findall(r"refresh (\d+) ms", screen)]
                 assert refresh_ms and max(refresh_ms) >= 300, refresh_ms  # every read crossed the link
-                top.send("c")
-                top.expect(f"cancelled pull {job}", timeout=20)
-                assert _wait_job(d, job)["state"] == "JOB_STATE_CANCELLED"
-                top.send("q")
-                assert top.close() == 0
+                _cancel_first_row_pull_and_quit(top, d, job)
             finally:
                 if top.proc.poll() is None:
                     top.proc.kill()
