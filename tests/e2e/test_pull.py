@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -483,12 +483,24 @@ def test_top_shows_a_pull_and_a_chat_and_keys_act(tmp_path: Path, hub: FakeHub, 
         d.stop()
 
 
+def _expect_frame(top: PtySession, ok: Callable[[str], bool], timeout: float) -> None:
+    """Wait for a whole frame of the full-screen view (header to header) for which `ok` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        top.read_for(0.5)
+        frames = top.screen.split("omg top — ")[1:-1]  # the last one may be half drawn
+        if frames and ok(frames[-1]):
+            return
+    raise AssertionError(f"no such frame in {timeout} s: ...{top.screen[-4000:]}")
+
+
 def test_top_over_a_slow_remote_link(tmp_path: Path, hub: FakeHub) -> None:
-    """omg top through a link with 150 ms each way: the view fills, follows a pull, and its keys
-    act across the link; the header's refresh time is the link's round trip."""
+    """omg top through a link with 150 ms each way: the view fills, follows a pull, says so when
+    the link drops and recovers when it is back, and its keys act across the link; the header's
+    refresh time is the link's round trip."""
     from tests.fakes.slowlink import SlowLink
 
-    hub.faults.bytes_per_second = 1_500_000
+    hub.faults.bytes_per_second = 600_000  # per connection, 4 ranges: ~40 s, outlasting the link cut
     d = _daemon(tmp_path, hub).start()
     try:
         with SlowLink(d.grpc_port, latency_s=0.15) as link:
@@ -502,6 +514,11 @@ def test_top_over_a_slow_remote_link(tmp_path: Path, hub: FakeHub) -> None:
                 assert job in screen
                 refresh_ms = [int(ms) for ms in re.findall(r"refresh (\d+) ms", screen)]
                 assert refresh_ms and max(refresh_ms) >= 300, refresh_ms  # every read crossed the link
+                # The link drops: the view says so and keeps running; it comes back by itself.
+                link.cut()
+                top.expect("not answering", timeout=20)
+                link.restore()
+                _expect_frame(top, lambda frame: "not answering" not in frame and job in frame, timeout=30)
                 _cancel_first_row_pull_and_quit(top, d, job)
             finally:
                 if top.proc.poll() is None:

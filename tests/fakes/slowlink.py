@@ -3,7 +3,8 @@ latency and caps the bandwidth, as a remote daemon over a long or thin link woul
 
 Delay is applied per chunk on a timeline (a chunk read at t goes out at t + latency), so
 pipelined traffic such as HTTP/2 is not serialised by the proxy, just late: what a real link
-does. Counts the bytes each way, so a test can say what a client costs on the wire.
+does. Counts the bytes each way, so a test can say what a client costs on the wire; `cut()` and
+`restore()` take the link down and bring it back.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class SlowLink:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._server: asyncio.base_events.Server | None = None
+        self._down = False
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def __enter__(self) -> SlowLink:
         self._thread.start()
@@ -47,6 +50,19 @@ class SlowLink:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
+
+    def cut(self) -> None:
+        """The link goes down: open connections are dropped, new ones are closed at once."""
+        self._down = True
+
+        def drop() -> None:
+            for writer in list(self._writers):
+                writer.transport.abort()
+        self._loop.call_soon_threadsafe(drop)
+
+    def restore(self) -> None:
+        """The link is back: new connections get through again (on the same port)."""
+        self._down = False
 
     async def _shutdown(self) -> None:
         """Cut the link: stop listening, end every connection's tasks."""
@@ -65,12 +81,16 @@ class SlowLink:
         self._loop.run_forever()
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self._down:
+            client_w.transport.abort()
+            return
         self.stats.connections += 1
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
             client_w.close()
             return
+        self._writers.update((client_w, server_w))
         try:
             await asyncio.gather(self._pipe(client_r, server_w, upstream=True),
                                  self._pipe(server_r, client_w, upstream=False), return_exceptions=True)
@@ -79,6 +99,8 @@ class SlowLink:
             # connection task as an error).
             client_w.close()
             server_w.close()
+        finally:
+            self._writers.difference_update((client_w, server_w))
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool) -> None:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()

@@ -55,7 +55,10 @@ class Client:
             self.addr, tls = settings.client_target()
         except OmgError as e:
             raise CliError(e.message, EXIT_USAGE) from None
-        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", 64 << 20)]
+        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", 64 << 20),
+                   # Long-lived clients (top, the REPL, omg mcp) find a restarted daemon or a link
+                   # that came back within ~3 s, not after gRPC's default backoff of up to 2 min.
+                   ("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 3000)]
         if tls:
             self.channel = grpc.secure_channel(self.addr, _credentials(settings.tls_ca), options=options)
         else:
