@@ -443,7 +443,7 @@ def test_search_the_hub(tmp_path: Path, model_bytes: bytes) -> None:
             d.stop()
 
 
-def _cancel_first_row_pull_and_quit(top: PtySession, d: DaemonProc, job: str) -> None:
+def _cancel_selected_pull_and_quit(top: PtySession, d: DaemonProc, job: str) -> None:
     top.send("c")
     top.expect(f"cancelled pull {job}", timeout=20)
     assert _wait_job(d, job)["state"] == "JOB_STATE_CANCELLED"
@@ -452,7 +452,7 @@ def _cancel_first_row_pull_and_quit(top: PtySession, d: DaemonProc, job: str) ->
 
 
 def test_top_shows_a_pull_and_a_chat_and_keys_act(tmp_path: Path, hub: FakeHub, gguf_path: Path) -> None:
-    hub.faults.bytes_per_second = 1_500_000  # per connection, 4 ranges: ~16 s, the pull stays on screen
+    hub.faults.bytes_per_second = 1_000_000  # per connection, 4 ranges: ~25 s, the pull stays on screen
     d = _daemon(tmp_path, hub).start()
     top = PtySession(["top", "--interval", "0.5"], d.env)
     try:
@@ -475,8 +475,17 @@ def test_top_shows_a_pull_and_a_chat_and_keys_act(tmp_path: Path, hub: FakeHub, 
         while json.loads(d.omg("ps", "--json").stdout).get("models") and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not json.loads(d.omg("ps", "--json").stdout).get("models")
-        # Now the pull is the first row: c cancels it.
-        _cancel_first_row_pull_and_quit(top, d, job)
+        # A pinned run: rows are now its model, the run, the pull; j selects the run, s stops it.
+        r = httpx.post(f"{d.http}/v1/runs", json={"model": {"repo": "local"}}, timeout=60)
+        assert r.status_code == 200, r.text
+        run_id = r.json()["id"]
+        _expect_frame(top, lambda frame: re.search(rf"{run_id}\W+local\W+running", frame) is not None, timeout=15)
+        top.send("j")
+        top.send("s")
+        top.expect(f"stopped run {run_id}", timeout=15)
+        assert httpx.get(f"{d.http}/v1/runs/{run_id}").json()["state"] == "RUN_STATE_STOPPED"
+        # The pull is the selected row now (the selection stays in range): c cancels it.
+        _cancel_selected_pull_and_quit(top, d, job)
     finally:
         if top.proc.poll() is None:
             top.proc.kill()
@@ -519,7 +528,7 @@ def test_top_over_a_slow_remote_link(tmp_path: Path, hub: FakeHub) -> None:
                 top.expect("not answering", timeout=20)
                 link.restore()
                 _expect_frame(top, lambda frame: "not answering" not in frame and job in frame, timeout=30)
-                _cancel_first_row_pull_and_quit(top, d, job)
+                _cancel_selected_pull_and_quit(top, d, job)
             finally:
                 if top.proc.poll() is None:
                     top.proc.kill()
