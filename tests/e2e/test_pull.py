@@ -237,6 +237,23 @@ def test_pull_errors_are_actionable(tmp_path: Path, hub: FakeHub) -> None:
         d.stop()
 
 
+def test_hostile_hub_answers_are_read_with_a_bound(tmp_path: Path, hub: FakeHub) -> None:
+    """An error with an endless body and a listing that is an endless gzip (a decompression bomb)
+    fail the pull with a clear error at once; the daemon reads neither to the end and stays up."""
+    d = _daemon(tmp_path, hub).start()
+    try:
+        hub.faults.endless_error_body = True
+        missing = _wait_job(d, _install(d, MODEL), timeout=30)
+        assert missing["state"] == "JOB_STATE_FAILED" and "not found" in missing["error"], missing
+        hub.faults.endless_error_body, hub.faults.gzip_bomb_listing = False, True
+        bomb = _wait_job(d, _install(d, MODEL), timeout=30)
+        assert bomb["state"] == "JOB_STATE_FAILED" and "larger than 16 MiB" in bomb["error"], bomb
+        hub.faults.gzip_bomb_listing = False
+        assert _wait_job(d, _install(d, MODEL))["state"] == "JOB_STATE_DONE"  # nothing stuck behind them
+    finally:
+        d.stop()
+
+
 def test_ollama_pull_copy_delete(tmp_path: Path, hub: FakeHub) -> None:
     d = _daemon(tmp_path, hub).start()
     try:

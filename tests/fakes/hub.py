@@ -18,6 +18,8 @@ import functools
 import hashlib
 import threading
 import time
+import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
@@ -87,6 +89,8 @@ class Faults:
     flip_byte_at: int | None = None  # serve this byte XORed (same size, wrong content)
     rate_limit_429: int = 0  # answer this many requests with 429 first
     bytes_per_second: int | None = None
+    endless_error_body: bool = False  # repo API answers 404 RepoNotFound with a body that never ends
+    gzip_bomb_listing: bool = False  # repo API answers 200 with an endless gzip of spaces
 
 
 @dataclass
@@ -225,6 +229,25 @@ class FakeHub:
 
         return StreamingResponse(stream(), status_code=status, headers=headers)
 
+    def _hostile_answer(self) -> Response:
+        """A body that never ends: plain bytes after a 404, or gzip that inflates ~1000x after a 200.
+        Stops by itself after 4 GiB sent, in case a client under test reads forever."""
+        gzip_bomb = self.faults.gzip_bomb_listing
+
+        async def body() -> AsyncIterator[bytes]:
+            packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+            yield packer.compress(b'{"siblings": [') if gzip_bomb else b"not found "
+            block = b" " * (1 << 20)
+            for _ in range(4096):
+                yield packer.compress(block) or packer.flush(zlib.Z_SYNC_FLUSH) if gzip_bomb else block
+                await asyncio.sleep(0)
+
+        if gzip_bomb:
+            return StreamingResponse(body(), status_code=200, headers={"content-encoding": "gzip"},
+                                     media_type="application/json")
+        return StreamingResponse(body(), status_code=404, headers={"X-Error-Code": "RepoNotFound",
+                                                                  "X-Error-Message": "Repository not found"})
+
     # -- hub --------------------------------------------------------------------------------
 
     def _hub_app(self) -> Starlette:
@@ -263,6 +286,8 @@ class FakeHub:
         self._record(request)
         if (limited := self._limited()) is not None:
             return limited
+        if self.faults.endless_error_body or self.faults.gzip_bomb_listing:
+            return self._hostile_answer()
         rest = unquote(request.path_params["rest"])
         kind, revision, subpath = "info", "main", ""
         for marker in ("/revision/", "/tree/"):

@@ -2,7 +2,9 @@
 resolved commit, and file streams. Errors come back as ours, with what the user can do.
 
 Redirects are followed by hand: the token goes only to the endpoint's own host, never to the
-CDN or any other host a redirect names (ollama CVE-2025-51471).
+CDN or any other host a redirect names (ollama CVE-2025-51471). Bodies are read with a bound:
+an error's body not at all (its headers say what went wrong), a listing up to a few MiB after
+decompression, so an endless answer or a gzip bomb (ollama CVE-2024-12886) costs us nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from ohmygpu.core.hfcache import parse_etag
 from ohmygpu.core.names import parse_repo_id, parse_repo_path, parse_revision, quant_of
 
 log = logging.getLogger("ohmygpu.hub")
-_MAX_ERROR_BODY = 4096
+# A listing of a repository with thousands of files is well under this; it bounds what an
+# answer may cost after decompression.
+MAX_LISTING_BYTES = 16 << 20
 _MAX_REDIRECTS = 5
 
 
@@ -129,7 +133,7 @@ class HubClient:
                 continue
             try:
                 if response.status_code >= 400:
-                    await response.aread() if int(response.headers.get("content-length") or 0) <= _MAX_ERROR_BODY else None
+                    # Not read: the hub says what went wrong in its headers, and a body may be endless.
                     raise hub_error(response, what)
                 yield response
             finally:
@@ -142,7 +146,7 @@ class HubClient:
         rev = parse_revision(revision) if revision else "main"
         url = f"{self.endpoint}/api/models/{repo_id}/revision/{quote(rev, safe='')}?blobs=true"
         async with self.request("GET", url, what=f"{repo_id}@{rev}") as r:
-            body = await r.aread()
+            body = await read_bounded(r, f"{repo_id}@{rev}")
         try:
             info = httpx.Response(200, content=body).json()
             commit = parse_etag(str(info["sha"]))
@@ -165,7 +169,7 @@ class HubClient:
                   "direction": "-1", "full": "true"}
         url = f"{self.endpoint}/api/models?{urlencode(params)}"
         async with self.request("GET", url, what=f"search {query!r}") as r:
-            body = await r.aread()
+            body = await read_bounded(r, f"search {query!r}")
         try:
             out = []
             for item in httpx.Response(200, content=body).json():
@@ -180,6 +184,20 @@ class HubClient:
 
     def file_url(self, repo_id: str, commit: str, path: str) -> str:
         return f"{self.endpoint}/{parse_repo_id(repo_id)}/resolve/{parse_etag(commit)}/{quote(parse_repo_path(path))}"
+
+
+async def read_bounded(response: httpx.Response, what: str, limit: int = MAX_LISTING_BYTES) -> bytes:
+    """The decoded body of a hub answer, refusing one larger than `limit` as soon as it is.
+
+    httpx decodes each network chunk as it comes (we ask for identity; a server may compress
+    anyway), so one chunk costs at most deflate's ~1000x of its size on top of `limit`."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise Unavailable(f"the hub's answer for {what} is larger than {limit >> 20} MiB; not reading "
+                              "more (a broken or hostile server?)")
+    return bytes(body)
 
 
 def _retry_after(value: str | None, attempt: int) -> float:
