@@ -187,6 +187,26 @@ def gguf_with_uint32(src: Path, key: str, value: int) -> bytes:
     return out + data[h.data_offset:]
 
 
+def split_gguf(src: Path, out_dir: Path, parts: int = 2) -> list[Path]:
+    """`src` split into `parts` GGUF files named as llama.cpp's gguf-split names them
+    (`<stem>-00001-of-0000N.gguf`), written by llama.cpp's own `gguf` package."""
+    import logging
+
+    import gguf
+    from gguf.scripts.gguf_new_metadata import copy_with_new_metadata
+
+    logging.getLogger("gguf").setLevel(logging.WARNING)
+    reader = gguf.GGUFReader(src)
+    arch = str(reader.fields["general.architecture"].contents())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(out_dir / src.name, arch, split_max_tensors=-(-len(reader.tensors) // parts))
+    copy_with_new_metadata(reader, writer, {}, [])
+    names = [f"{src.stem}-{i:05d}-of-{parts:05d}.gguf" for i in range(1, parts + 1)]
+    paths = [out_dir / n for n in names]
+    assert all(p.is_file() for p in paths), sorted(out_dir.iterdir())
+    return paths
+
+
 def run_in_pty(args: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
     """Run `omg ARGS` on a pseudo-terminal to the end; returns its exit status and the screen
     text without ANSI escapes."""

@@ -254,6 +254,42 @@ def test_hostile_hub_answers_are_read_with_a_bound(tmp_path: Path, hub: FakeHub)
         d.stop()
 
 
+def test_split_gguf_pulls_as_one_model_and_chats(tmp_path: Path, gguf_path: Path) -> None:
+    """A quantization split in parts (gguf-split layout) is pulled whole, without the repo's
+    other quantizations or its projector, registered as one model whose size and parameters
+    are all the parts', and llama.cpp loads it from the HF cache snapshot. Added locally, the
+    first part registers every part; a later part alone gets an error naming the first."""
+    from tests.helpers import split_gguf
+
+    parts = split_gguf(gguf_path, tmp_path / "parts", parts=2)
+    files = {p.name: p.read_bytes() for p in parts}
+    files |= {"mmproj-smol-f16.gguf": b"GGUF projector stand-in", "smol.Q8_0.gguf": b"GGUF other quant stand-in"}
+    with FakeHub([FakeRepo("test-org/smol-split-GGUF", files)]) as split_hub:
+        d = _daemon(tmp_path, split_hub).start()
+        try:
+            job = _wait_job(d, _install(d, "hf.co/test-org/smol-split-GGUF:Q4_1", name="split"))
+            assert job["state"] == "JOB_STATE_DONE", job
+            fetched = {s.path.rsplit("/", 1)[-1] for s in split_hub.seen if "/resolve/" in s.path}
+            assert fetched == {p.name for p in parts}, fetched
+            info = json.loads(d.omg("model", "info", "split", "--json").stdout)
+            assert [a["filename"] for a in info["artifacts"]] == [p.name for p in parts]
+            assert int(info["sizeBytes"]) == sum(p.stat().st_size for p in parts)
+            assert int(info["gguf"]["parameterCount"]) == 134515008  # SmolLM2-135M, all parts counted
+            r = httpx.post(f"{d.http}/api/generate", json={"model": "split", "prompt": "The capital of France is", "raw": True,
+                                                            "stream": False, "options": {"num_predict": 6,
+                                                                                         "temperature": 0}},
+                           timeout=120)
+            assert r.status_code == 200 and "Paris" in r.json()["response"], r.text
+            # Local files: the first part brings the rest; a later part alone is refused, clearly.
+            later = d.omg("model", "add", str(parts[1]), "--name", "part2")
+            assert later.returncode == 1 and f"use the first part, {parts[0].name}" in later.stderr, later.stderr
+            assert d.omg("model", "add", str(parts[0]), "--name", "local-split").returncode == 0
+            local = json.loads(d.omg("model", "info", "local-split", "--json").stdout)
+            assert [a["localPath"] for a in local["artifacts"]] == [str(p) for p in parts]
+        finally:
+            d.stop()
+
+
 def test_ollama_pull_copy_delete(tmp_path: Path, hub: FakeHub) -> None:
     d = _daemon(tmp_path, hub).start()
     try:

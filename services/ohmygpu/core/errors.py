@@ -45,6 +45,11 @@ class InvalidModelFile(InvalidArgument):
     """A file that is not a model file we can read (wrong magic, truncated, absurd header)."""
 
 
+class IncompleteSplitModel(InvalidModelFile):
+    """A part of a split GGUF model that cannot load as named: a later part, or parts missing.
+    Said as it is even where other file errors are kept vague: the caller named a real model."""
+
+
 class PayloadTooLarge(OmgError):
     """A request body over the configured limit."""
 

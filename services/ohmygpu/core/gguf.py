@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ohmygpu.core.errors import InvalidModelFile
+from ohmygpu.core.errors import IncompleteSplitModel, InvalidModelFile
+from ohmygpu.core.names import SHARD_NAME, shard_names
 
 MAGIC = b"GGUF"
 _MAX_KV = 1 << 16
@@ -50,10 +51,12 @@ class GgufHeader:
     kv_end: int = 0  # where the metadata section ends (the tensor infos start)
     info_end: int = 0  # where the tensor infos end (before the alignment padding)
     file_size: int = 0
+    shards: int = 1  # files of a split model (llama.cpp's gguf-split), this one the first
+    other_shards_tensor_bytes: int = 0
 
     @property
     def tensor_data_bytes(self) -> int:
-        return max(0, self.file_size - self.data_offset)
+        return max(0, self.file_size - self.data_offset) + self.other_shards_tensor_bytes
 
     @property
     def architecture(self) -> str:
@@ -156,3 +159,35 @@ def read_header(path: Path, *, display_name: str | None = None) -> GgufHeader:
         header.data_offset = -(-header.info_end // align) * align
         header.file_size = path.stat().st_size
         return header
+
+
+def read_model_header(path: Path, *, display_name: str | None = None) -> GgufHeader:
+    """The header of a GGUF model that may be split over several files: `path` is the file
+    llama.cpp loads (the first shard); the others, found beside it by name, add their tensors.
+    Raises IncompleteSplitModel for a later part, a missing part or parts that disagree."""
+    header = read_header(path, display_name=display_name)
+    count, number = header.metadata.get("split.count"), header.metadata.get("split.no")
+    if not isinstance(count, int) or count <= 1:
+        return header
+    where = display_name or path.name
+    if count > 4096:
+        raise InvalidModelFile(f"{where}: split into {count} files")
+    if number != 0:
+        part = f"part {number + 1}" if isinstance(number, int) else "a later part"
+        raise IncompleteSplitModel(f"{where} is {part} of {count} of a split model; use the first "
+                                   f"part, {shard_names(path.name, count)[0]}")
+    if not SHARD_NAME.match(path.name):
+        raise IncompleteSplitModel(f"{where} is the first of {count} parts of a split model but is not "
+                                   "named PREFIX-00001-of-NNNNN.gguf, so llama.cpp cannot find the others")
+    for index, name in enumerate(shard_names(path.name, count)[1:], start=1):
+        shard_path = path.with_name(name)
+        if not shard_path.is_file():
+            raise IncompleteSplitModel(f"{where}: part {index + 1} of {count} ({name}) is missing beside it")
+        shard = read_header(shard_path, display_name=name)
+        if shard.metadata.get("split.no") != index or shard.metadata.get("split.count") != count:
+            raise IncompleteSplitModel(f"{name} is not part {index + 1} of {count} of {where}")
+        header.parameter_count += shard.parameter_count
+        header.tensor_count += shard.tensor_count
+        header.other_shards_tensor_bytes += shard.tensor_data_bytes
+    header.shards = count
+    return header

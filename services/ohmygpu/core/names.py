@@ -87,12 +87,35 @@ def parse_source(value: str) -> tuple[str, str, str]:
     return parse_repo_id(repo), parse_revision(revision) if revision else "", quant
 
 
-_SHARD = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.I)
+# llama.cpp names the files of a split model PREFIX-00001-of-0000N.gguf and, given the first,
+# finds the others by that name in the same directory (llama_split_path).
+SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+
+
+def shard_names(first: str, count: int) -> list[str]:
+    """The file names of a split model's parts, from its first file's name."""
+    m = SHARD_NAME.match(first)
+    prefix = m["prefix"] if m else first.removesuffix(".gguf")
+    return [f"{prefix}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+
+
+def is_later_shard(filename: str) -> bool:
+    """True for parts 2..N of a split model (part 1 is the file that loads)."""
+    m = SHARD_NAME.match(filename.rsplit("/", 1)[-1])
+    return bool(m) and int(m["no"]) > 1
+
+
+def is_projector(filename: str) -> bool:
+    """A multimodal projector GGUF (mmproj-*.gguf) that ships beside a vision model's weights:
+    not a model on its own and not a quantization to choose."""
+    return "mmproj" in filename.rsplit("/", 1)[-1].lower()
 
 
 def quant_of(filename: str) -> str:
     """The quantization a GGUF file name says ("model.Q4_K_M.gguf" -> "Q4_K_M"), or ""."""
-    stem = filename.rsplit("/", 1)[-1][: -len(".gguf")]
-    stem = _SHARD.sub("", stem + ".gguf")[:-5] if _SHARD.search(filename) else stem
+    base = filename.rsplit("/", 1)[-1]
+    # A split model's parts ("model.Q4_K_M-00001-of-00003.gguf") share their quantization.
+    shard = SHARD_NAME.match(base)
+    stem = shard["prefix"] if shard else base[: -len(".gguf")]
     m = re.search(r"(?:^|[._-])((?:I?Q\d[A-Z0-9_]*)|F16|BF16|F32)$", stem, re.I)
     return m.group(1).upper() if m else ""

@@ -18,11 +18,17 @@ from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import hfcache
 from ohmygpu.core.download import RateLimiter, check_space, fetch
 from ohmygpu.core.errors import InvalidArgument, NotFound
-from ohmygpu.core.gguf import read_header
+from ohmygpu.core.gguf import read_model_header
 from ohmygpu.core.hub import HubClient, RemoteFile, RepoSnapshot
 from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.kinds import classify_files, format_of
-from ohmygpu.core.names import parse_model_name, parse_source, quant_of
+from ohmygpu.core.names import (
+    is_later_shard,
+    is_projector,
+    parse_model_name,
+    parse_source,
+    quant_of,
+)
 from ohmygpu.core.store import ModelStore, gguf_info, kind_of
 
 log = logging.getLogger("ohmygpu.pull")
@@ -84,9 +90,14 @@ def select_files(snap: RepoSnapshot, *, quant: str, include: list[str], exclude:
         files = [f for f in files if not any(fnmatch.fnmatch(f.path, p) for p in exclude)]
     ggufs = [f for f in files if f.path.lower().endswith(".gguf")]
     if ggufs and not include:
-        quants = {}
+        # One quantization: all its parts when split; projectors (mmproj) only with --include,
+        # as no runtime here uses them yet.
+        quants: dict[str, list[RemoteFile]] = {}
         for f in ggufs:
-            quants.setdefault(quant_of(f.path) or f.path, []).append(f)
+            if not is_projector(f.path):
+                quants.setdefault(quant_of(f.path) or f.path, []).append(f)
+        if not quants:
+            raise NotFound(f"{snap.repo_id} has only projector GGUFs (mmproj), no model weights")
         choice = ""
         if quant:
             choice = next((q for q in quants if q.upper() == quant.upper()), "")
@@ -206,9 +217,10 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
         record.artifacts.add(filename=f.path, size=f.size, sha256=digests[f.path], etag=f.etag,
                              format=format_of(f.path), local_path=str(path))
         record.size_bytes += f.size
-    gguf = next((f.path for f in files if f.path.lower().endswith(".gguf")), "")
+    gguf = next((f.path for f in files if f.path.lower().endswith(".gguf")
+                 and not is_later_shard(f.path) and not is_projector(f.path)), "")
     if gguf:
-        header = read_header(paths[gguf], display_name=gguf)
+        header = read_model_header(paths[gguf], display_name=gguf)
         record.gguf.CopyFrom(gguf_info(header))
         record.kind, record.format = kind_of(header), assets_pb2.ARTIFACT_FORMAT_GGUF
     else:

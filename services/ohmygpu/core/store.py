@@ -14,11 +14,17 @@ from pathlib import Path
 
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.digests import sha256_file
-from ohmygpu.core.errors import AlreadyExists, InvalidModelFile, ModelNotFound
-from ohmygpu.core.gguf import GgufHeader, read_header
+from ohmygpu.core.errors import AlreadyExists, IncompleteSplitModel, InvalidModelFile, ModelNotFound
+from ohmygpu.core.gguf import GgufHeader, read_model_header
 from ohmygpu.core.index_db import open_index, timestamp
 from ohmygpu.core.kinds import classify_files, format_of
-from ohmygpu.core.names import default_name_for, parse_model_name
+from ohmygpu.core.names import (
+    default_name_for,
+    is_later_shard,
+    is_projector,
+    parse_model_name,
+    shard_names,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -132,6 +138,8 @@ class ModelStore:
                 record, digest = self._gguf_record(path, shown, progress)
             else:
                 raise unusable
+        except IncompleteSplitModel:
+            raise
         except (OSError, InvalidModelFile) as e:
             # One answer for missing, unreadable and malformed files: the endpoint must not tell
             # a remote caller which paths exist (ollama CVE-2024-39719).
@@ -156,17 +164,20 @@ class ModelStore:
     @staticmethod
     def _gguf_record(path: Path, shown: str, progress: Callable[[int], None] | None,
                      ) -> tuple[assets_pb2.InstallRecord, str]:
-        header = read_header(path, display_name=shown)
-        size = path.stat().st_size
-        digest = sha256_file(path, progress=progress)
+        header = read_model_header(path, display_name=shown)
         record = assets_pb2.InstallRecord(
             ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)),
-            kind=kind_of(header), format=assets_pb2.ARTIFACT_FORMAT_GGUF, size_bytes=size,
-            gguf=gguf_info(header),
+            kind=kind_of(header), format=assets_pb2.ARTIFACT_FORMAT_GGUF, gguf=gguf_info(header),
         )
-        record.artifacts.add(filename=path.name, size=size, sha256=digest,
-                             format=assets_pb2.ARTIFACT_FORMAT_GGUF, local_path=str(path))
-        return record, digest
+        # A split model registers every part (verify, du and rm see them all); the first,
+        # which llama.cpp loads, comes first and names the model's digest.
+        for name in shard_names(path.name, header.shards) if header.shards > 1 else [path.name]:
+            part = path.with_name(name)
+            size = part.stat().st_size
+            record.artifacts.add(filename=name, size=size, sha256=sha256_file(part, progress=progress),
+                                 format=assets_pb2.ARTIFACT_FORMAT_GGUF, local_path=str(part))
+            record.size_bytes += size
+        return record, record.artifacts[0].sha256
 
     @staticmethod
     def _dir_record(path: Path, progress: Callable[[int], None] | None,
@@ -224,6 +235,7 @@ class ModelStore:
 def main_artifact(record: assets_pb2.InstallRecord) -> assets_pb2.Artifact:
     """The artifact a runtime loads (the GGUF file for GGUF models)."""
     for artifact in record.artifacts:
-        if artifact.format == record.format:
+        if artifact.format == record.format and not is_later_shard(artifact.filename) \
+                and not is_projector(artifact.filename):
             return artifact
     raise InvalidModelFile(f"model '{record.name}' has no loadable artifact")
