@@ -532,11 +532,13 @@ def test_top_shows_a_pull_and_a_chat_and_keys_act(tmp_path: Path, hub: FakeHub, 
         r = httpx.post(f"{d.http}/v1/runs", json={"model": {"repo": "local"}}, timeout=60)
         assert r.status_code == 200, r.text
         run_id = r.json()["id"]
-        _expect_frame(top, lambda frame: re.search(rf"{run_id}\W+local\W+running", frame) is not None, timeout=15)
+        running_row = rf"{run_id}\W+local\W+running"
+        _expect_frame(top, lambda frame: re.search(running_row, frame) is not None, timeout=15)
         top.send("j")
         top.send("s")
         top.expect(f"stopped run {run_id}", timeout=15)
         assert httpx.get(f"{d.http}/v1/runs/{run_id}").json()["state"] == "RUN_STATE_STOPPED"
+        _expect_frame(top, lambda frame: re.search(running_row, frame) is None, timeout=15)  # rows: the model?, the pull
         # The pull is the selected row now (the selection stays in range): c cancels it.
         _cancel_selected_pull_and_quit(top, d, job)
     finally:
