@@ -365,6 +365,10 @@ def test_default_quant_is_picked_and_named(tmp_path: Path, model_bytes: bytes) -
             assert "picked Q4_K_M" in job["message"] and "Q2_K" in job["message"] and "Q8_0" in job["message"]
             low = _wait_job(d, _install(d, "hf.co/test-org/multi-GGUF:q8_0"))  # tags are case-insensitive
             assert [f["filename"] for f in low["files"]] == ["m.Q8_0.gguf"] and low["state"] == "JOB_STATE_DONE"
+            # A link copied from the hub's page of one file pulls that quantization under the short name.
+            link = _wait_job(d, _install(d, "https://huggingface.co/test-org/multi-GGUF/blob/main/m.Q8_0.gguf"))
+            assert link["state"] == "JOB_STATE_DONE" and [f["filename"] for f in link["files"]] == ["m.Q8_0.gguf"]
+            assert "hf.co/test-org/multi-GGUF@main:Q8_0" in d.omg("model", "list").stdout
         finally:
             d.stop()
 

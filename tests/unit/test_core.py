@@ -152,6 +152,11 @@ def test_disk_space_is_checked_before_download(tmp_path: Path) -> None:
     ("org/repo@v1.0", ("org/repo", "v1.0", "")),
     ("hf.co/org/repo:Q4_K_M", ("org/repo", "", "Q4_K_M")),
     ("huggingface.co/org/repo@main:q8_0", ("org/repo", "main", "q8_0")),
+    # Links copied from the hub's web pages.
+    ("https://huggingface.co/org/repo", ("org/repo", "", "")),
+    ("https://huggingface.co/org/repo/tree/v1.0", ("org/repo", "v1.0", "")),
+    ("https://huggingface.co/org/repo/blob/main/model.Q4_K_M.gguf", ("org/repo", "main", "Q4_K_M")),
+    ("https://hf.co/org/repo/resolve/main/m-Q8_0-00001-of-00003.gguf?download=true", ("org/repo", "main", "Q8_0")),
 ])
 def test_parse_source(source: str, expected: tuple[str, str, str]) -> None:
     from ohmygpu.core.names import parse_source
@@ -159,8 +164,16 @@ def test_parse_source(source: str, expected: tuple[str, str, str]) -> None:
     assert parse_source(source) == expected
 
 
+def test_parse_source_link_to_a_file_without_a_quantization() -> None:
+    from ohmygpu.core.names import parse_source
+
+    with pytest.raises(errors.InvalidName, match="--include 'README.md'"):
+        parse_source("https://huggingface.co/org/repo/blob/main/README.md")
+
+
 @pytest.mark.parametrize("bad", ["../x", "org/../x", "org/repo@../../etc", "org/repo@/abs", "org", "a/b/c",
-                                 "org/repo:Q4/..", "org/re\x00po", "C:\\x/y"])
+                                 "org/repo:Q4/..", "org/re\x00po", "C:\\x/y",
+                                 "https://huggingface.co/org/repo/tree/..%2F..", "https://huggingface.co/org/../tree/main"])
 def test_parse_source_rejects_traversal(bad: str) -> None:
     from ohmygpu.core.names import parse_source
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 from ohmygpu.core.errors import InvalidName
 
@@ -37,7 +38,10 @@ def default_name_for(filename: str) -> str:
 _REPO_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,95}")
 _REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/]{0,254}")
 _QUANT = re.compile(r"[A-Za-z0-9_\-.]{1,40}")
-_HUB_PREFIXES = ("hf.co/", "huggingface.co/", "https://huggingface.co/")
+_HUB_PREFIXES = ("hf.co/", "huggingface.co/", "https://huggingface.co/", "https://hf.co/")
+# What a link copied from the hub's web pages has after org/name: /tree/REV, /blob/REV/PATH
+# (a file's page) or /resolve/REV/PATH (its download link).
+_WEB_VIEWS = ("tree", "blob", "resolve")
 
 
 def parse_repo_id(value: str) -> str:
@@ -68,15 +72,37 @@ def parse_repo_path(value: str) -> str:
 
 
 def parse_source(value: str) -> tuple[str, str, str]:
-    """"org/repo", "org/repo@rev", "hf.co/org/repo:QUANT" -> (repo_id, revision, quant).
+    """"org/repo", "org/repo@rev", "hf.co/org/repo:QUANT" -> (repo_id, revision, quant); also a
+    link copied from the hub's pages: https://huggingface.co/org/repo/tree/REV, or .../blob/REV/FILE.gguf
+    for that file's quantization.
 
     revision is "" for the default branch, quant "" when none was named. Raises InvalidName.
     """
     text = value.strip() if isinstance(value, str) else ""
     for prefix in _HUB_PREFIXES:
         if text.lower().startswith(prefix):
-            text = text[len(prefix):]
-            break
+            return _parse_hub_link(text[len(prefix):])
+    return _parse_repo_quant(text)
+
+
+def _parse_hub_link(text: str) -> tuple[str, str, str]:
+    """After the hub's host: what parse_source takes, or a web link (a repo at a revision,
+    or one GGUF file, which stands for its quantization)."""
+    text = text.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    parts = text.split("/")
+    if len(parts) < 4 or parts[2] not in _WEB_VIEWS:
+        return _parse_repo_quant(text)
+    repo, revision, path = parse_repo_id("/".join(parts[:2])), parse_revision(unquote(parts[3])), "/".join(parts[4:])
+    if not path:
+        return repo, revision, ""
+    quant = quant_of(path) if path.lower().endswith(".gguf") else ""
+    if not quant:
+        raise InvalidName(f"{path!r} names no quantization to pull; pull {repo}@{revision} "
+                          f"with --include {path!r} instead", param="source")
+    return repo, revision, quant
+
+
+def _parse_repo_quant(text: str) -> tuple[str, str, str]:
     quant = ""
     head, sep, tail = text.rpartition(":")
     if sep and "/" not in tail:

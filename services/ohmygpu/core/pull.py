@@ -148,7 +148,10 @@ async def pull(
 ) -> assets_pb2.InstallRecord:
     """Pull `source` and register it as `name` (default: the source). Raises our errors."""
     repo_id, revision, quant = parse_source(source)
-    model_name = parse_model_name(name or source.strip())
+    default = source.strip()
+    if "://" in default:  # a web link names the model as the hub's short form would
+        default = f"hf.co/{repo_id}" + (f"@{revision}" if revision else "") + (f":{quant}" if quant else "")
+    model_name = parse_model_name(name or default)
     snap = await hub.snapshot(repo_id, revision)
     files = select_files(snap, quant=quant, include=include or [], exclude=exclude or [], progress=progress)
     for f in files:
