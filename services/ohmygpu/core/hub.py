@@ -3,7 +3,7 @@ resolved commit, and file streams. Errors come back as ours, with what the user 
 
 Redirects are followed by hand: the token goes only to the endpoint's own host, never to the
 CDN or any other host a redirect names (ollama CVE-2025-51471). Bodies are read with a bound:
-an error's body not at all (its headers say what went wrong), a listing up to a few MiB after
+an error's body not at all (its headers say what went wrong), a listing up to 16 MiB after
 decompression, so an endless answer or a gzip bomb (ollama CVE-2024-12886) costs us nothing.
 """
 
