@@ -63,6 +63,7 @@ class Top:
 
     def __init__(self, client: Client, interval: float = 1.0) -> None:
         self.client = client
+        self.runs = runs_pb2_grpc.RunServiceStub(client.channel)  # the Client has no runs stub
         self.interval = interval
         self.snap = Snapshot()
         self.selected = 0
@@ -79,7 +80,7 @@ class Top:
             c.system.ListDevices.future(system_pb2.ListDevicesRequest(), timeout=5, metadata=md),
             c.system.ListLoaded.future(system_pb2.ListLoadedRequest(), timeout=5, metadata=md),
             c.jobs.ListJobs.future(jobs_pb2.ListJobsRequest(), timeout=5, metadata=md),
-            runs_pb2_grpc.RunServiceStub(c.channel).ListRuns.future(runs_pb2.ListRunsRequest(), timeout=5, metadata=md),
+            self.runs.ListRuns.future(runs_pb2.ListRunsRequest(), timeout=5, metadata=md),
         )
         try:
             devices, loaded, jobs, runs = (call.result() for call in calls)
@@ -139,7 +140,7 @@ class Top:
                 c.call(c.system.UnloadModel, system_pb2.UnloadModelRequest(name=ident))
                 note = f"unloaded {ident}"
             elif key == "s" and kind == "run":
-                c.call(runs_pb2_grpc.RunServiceStub(c.channel).StopRun, runs_pb2.StopRunRequest(id=ident))
+                c.call(self.runs.StopRun, runs_pb2.StopRunRequest(id=ident))
                 note = f"stopped run {ident}"
             elif key == "c" and kind == "job":
                 c.call(c.jobs.CancelJob, jobs_pb2.CancelJobRequest(id=ident))

@@ -137,6 +137,12 @@ def is_projector(filename: str) -> bool:
     return "mmproj" in filename.rsplit("/", 1)[-1].lower()
 
 
+def is_main_gguf(filename: str) -> bool:
+    """Whether a GGUF file is what a runtime is given for its model: not part 2..N of a split
+    model (llama.cpp finds those from part 1) and not a projector."""
+    return not is_later_shard(filename) and not is_projector(filename)
+
+
 def quant_of(filename: str) -> str:
     """The quantization a GGUF file name says ("model.Q4_K_M.gguf" -> "Q4_K_M"), or ""."""
     base = filename.rsplit("/", 1)[-1]

@@ -23,7 +23,7 @@ from ohmygpu.core.hub import HubClient, RemoteFile, RepoSnapshot
 from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.kinds import classify_files, format_of
 from ohmygpu.core.names import (
-    is_later_shard,
+    is_main_gguf,
     is_projector,
     parse_model_name,
     parse_source,
@@ -220,8 +220,7 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
         record.artifacts.add(filename=f.path, size=f.size, sha256=digests[f.path], etag=f.etag,
                              format=format_of(f.path), local_path=str(path))
         record.size_bytes += f.size
-    gguf = next((f.path for f in files if f.path.lower().endswith(".gguf")
-                 and not is_later_shard(f.path) and not is_projector(f.path)), "")
+    gguf = next((f.path for f in files if f.path.lower().endswith(".gguf") and is_main_gguf(f.path)), "")
     if gguf:
         header = read_model_header(paths[gguf], display_name=gguf)
         record.gguf.CopyFrom(gguf_info(header))

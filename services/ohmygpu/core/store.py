@@ -20,8 +20,7 @@ from ohmygpu.core.index_db import open_index, timestamp
 from ohmygpu.core.kinds import classify_files, format_of
 from ohmygpu.core.names import (
     default_name_for,
-    is_later_shard,
-    is_projector,
+    is_main_gguf,
     parse_model_name,
     shard_names,
 )
@@ -235,7 +234,6 @@ class ModelStore:
 def main_artifact(record: assets_pb2.InstallRecord) -> assets_pb2.Artifact:
     """The artifact a runtime loads (the GGUF file for GGUF models)."""
     for artifact in record.artifacts:
-        if artifact.format == record.format and not is_later_shard(artifact.filename) \
-                and not is_projector(artifact.filename):
+        if artifact.format == record.format and is_main_gguf(artifact.filename):
             return artifact
     raise InvalidModelFile(f"model '{record.name}' has no loadable artifact")
