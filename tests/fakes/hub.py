@@ -5,7 +5,8 @@ name, so redirects cross hosts as they do on huggingface.co). Large files are LF
 answers 302 to the CDN with X-Linked-Etag / X-Linked-Size; small files are served directly with
 a git-blob ETag. Every answer carries X-Repo-Commit. Range requests get 206. Errors carry the
 hub's X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo). Faults for
-tests: ignore Range, drop the connection after N bytes, flip a byte, answer 429, limit the rate.
+tests: ignore Range, drop the connection after N bytes, flip a byte, answer 429, limit the rate,
+list hostile file sizes.
 
 It is faithful where huggingface_hub's own client looks: `snapshot_download` with HF_ENDPOINT
 pointed here downloads from it (tests/e2e/test_fake_hub.py).
@@ -91,6 +92,7 @@ class Faults:
     bytes_per_second: int | None = None
     endless_error_body: bool = False  # repo API answers 404 RepoNotFound with a body that never ends
     gzip_bomb_listing: bool = False  # repo API answers 200 with an endless gzip of spaces
+    listing_size: object = None  # when set, the listing gives every file this size (-1, 1.5, "x", 2**70)
 
 
 @dataclass
@@ -262,9 +264,10 @@ class FakeHub:
         for path in sorted(repo.files):
             f = repo.file(path)
             assert f is not None
-            entry: dict = {"rfilename": path, "size": len(f.data), "blobId": git_blob_sha1(f.data)}
+            size = len(f.data) if self.faults.listing_size is None else self.faults.listing_size
+            entry: dict = {"rfilename": path, "size": size, "blobId": git_blob_sha1(f.data)}
             if f.lfs:
-                entry["lfs"] = {"sha256": f.sha256, "size": len(f.data), "pointerSize": 134}
+                entry["lfs"] = {"sha256": f.sha256, "size": size, "pointerSize": 134}
             out.append(entry)
         return out
 

@@ -6,6 +6,7 @@ two pulls (tasks or processes) want it at the same time.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import hashlib
 import json
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from ohmygpu.core.errors import CorruptDownload, InsufficientSpace, InvalidArgument, Unavailable
+from ohmygpu.core.errors import CorruptDownload, InsufficientSpace, InvalidArgument, OmgError, Unavailable
 from ohmygpu.core.hub import HubClient, RemoteFile
 
 _CHUNK = 1 << 20
@@ -69,7 +70,30 @@ def check_space(directory: Path, needed: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(directory).free
     if needed > free:
-        raise InsufficientSpace(f"the pull needs {needed / 1e9:.2f} GB but only {free / 1e9:.2f} GB are free")
+        raise InsufficientSpace(f"the pull needs {_gb(needed)} but only {_gb(free)} are free on the disk "
+                                "of the model cache (HF_HUB_CACHE); free some space or point HF_HUB_CACHE "
+                                "at a larger disk")
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 10_000_000 else f"{n / 1e6:.2f} MB"
+
+
+def disk_error(e: OSError, directory: Path | None = None, needed: int = 0) -> OmgError:
+    """What a write error means to the user, without the path (messages reach remote clients).
+    A full disk (another writer filled it after our space check) names what is still needed."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = ""
+        if directory is not None:
+            try:
+                free = f" ({_gb(shutil.disk_usage(directory).free)} free)"
+            except OSError:
+                pass
+        more = f" needs {_gb(needed)} more" if needed > 0 else " needs more room"
+        return InsufficientSpace(f"the disk of the model cache (HF_HUB_CACHE) is full{free}: the download"
+                                 f"{more}; the part already downloaded is kept and the pull resumes from it "
+                                 "once there is room (`omg model gc` removes it instead)")
+    return Unavailable(f"cannot write to the model cache (HF_HUB_CACHE): {e.strerror or 'I/O error'}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -124,10 +148,31 @@ async def fetch(
     _fetch_segmented); smaller ones, and servers that ignore Range, as one stream.
 
     `progress(completed, downloaded_now)` is called as bytes arrive. Raises CorruptDownload,
-    Unavailable (network, after retries), our hub errors, asyncio.CancelledError.
+    Unavailable (network, after retries; a write error), InsufficientSpace (the disk filled up:
+    the partial stays, to resume), our hub errors, asyncio.CancelledError.
     """
     if not (remote.sha256 or remote.git_sha1):
         raise InvalidArgument(f"the hub gave no hash for {remote.path}; refusing an unverifiable download")
+    completed = [0]
+
+    def track(done: int, new: int) -> None:
+        completed[0] = done
+        progress(done, new)
+
+    try:
+        return await _fetch(hub, url, remote, blob=blob, partial=partial, progress=track, limiter=limiter,
+                            cancelled=cancelled, segment_min=segment_min, segments=segments)
+    except OSError as e:
+        if isinstance(e, OmgError):
+            raise
+        raise disk_error(e, blob.parent, remote.size - completed[0]) from None
+
+
+async def _fetch(
+    hub: HubClient, url: str, remote: RemoteFile, *, blob: Path, partial: Path,
+    progress: Callable[[int, int], None], limiter: RateLimiter | None, cancelled: asyncio.Event | None,
+    segment_min: int, segments: int,
+) -> FetchResult:
     blob.parent.mkdir(parents=True, exist_ok=True)
     lock_path = partial.with_name(partial.name + ".lock")
     async with _FileLock(lock_path):

@@ -26,6 +26,25 @@ log = logging.getLogger("ohmygpu.hub")
 # answer may cost after decompression.
 MAX_LISTING_BYTES = 16 << 20
 _MAX_REDIRECTS = 5
+# The hub stores files of at most 50 GB; a size past this is a broken or hostile listing, and a
+# number we would carry into progress, space checks and protobuf fields.
+MAX_FILE_SIZE = 1 << 42
+_MAX_COUNT = 1 << 53  # downloads and likes
+
+
+class _BadNumber(ValueError):
+    """A number in a hub answer that is not a sane non-negative integer."""
+
+
+def hub_int(value: object, what: str, *, limit: int) -> int:
+    """`value` as a JSON integer in [0, limit]; raises _BadNumber naming `what`. Booleans,
+    fractions, strings and absurd magnitudes are refused here, at the edge, so nothing past the
+    client ever sees them."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _BadNumber(f"{what} is not an integer ({str(value)[:40]!r})")
+    if not 0 <= value <= limit:
+        raise _BadNumber(f"{what} {value} is out of range (0 to {limit})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -156,9 +175,12 @@ class HubClient:
                 lfs = s.get("lfs") or {}
                 sha = parse_etag(lfs["sha256"]) if lfs.get("sha256") else None
                 blob = parse_etag(s["blobId"]) if s.get("blobId") and not sha else None
-                size = int(lfs.get("size", s.get("size", 0)) or 0)
+                size = hub_int(lfs["size"] if "size" in lfs else s.get("size", 0),
+                               f"the size of {path}", limit=MAX_FILE_SIZE)
                 files.append(RemoteFile(path=path, size=size, sha256=sha, git_sha1=blob))
-        except (ValueError, KeyError, TypeError) as e:
+        except _BadNumber as e:
+            raise Unavailable(f"the hub sent a listing we refuse for {repo_id}@{rev}: {e}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise Unavailable(f"the hub sent an answer we cannot read for {repo_id}@{rev}: {e}") from None
         return RepoSnapshot(repo_id=repo_id, revision=revision, commit=commit, files=files)
 
@@ -176,7 +198,8 @@ class HubClient:
                 files = [str(s.get("rfilename", "")) for s in item.get("siblings") or []]
                 quants = sorted({quant_of(f) for f in files if f.lower().endswith(".gguf")} - {""})
                 out.append(SearchResult(repo_id=str(item.get("id") or item.get("modelId")),
-                                        downloads=int(item.get("downloads") or 0), likes=int(item.get("likes") or 0),
+                                        downloads=hub_int(item.get("downloads") or 0, "downloads", limit=_MAX_COUNT),
+                                        likes=hub_int(item.get("likes") or 0, "likes", limit=_MAX_COUNT),
                                         quantizations=quants, pipeline_tag=str(item.get("pipeline_tag") or "")))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise Unavailable(f"the hub sent a search answer we cannot read: {e}") from None

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ohmygpu.api.v1 import jobs_pb2, models_pb2
+from ohmygpu.core.download import disk_error
 from ohmygpu.core.errors import NotFound, OmgError
 from ohmygpu.core.hub import HubClient
 from ohmygpu.core.index_db import open_index, timestamp
@@ -34,6 +35,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT NOT NULL DEFAULT '', model TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL
 );
 """
+
+
+def _count(n: object) -> int:
+    """A byte count for a uint64 field: progress is ours, but never let a bad number past."""
+    return min(max(0, n), (1 << 64) - 1) if isinstance(n, int) else 0
 
 
 class _Running:
@@ -85,22 +91,33 @@ class JobManager:
                              (state, error, time.time(), job_id))
 
     def _to_job(self, row: tuple) -> jobs_pb2.Job:
+        """The job of one row with its live progress. Never raises: a job whose progress cannot
+        be shown is listed with its row alone (one bad job must not make every listing fail)."""
         job_id, kind, _, state, error, model, created, updated = row
         job = jobs_pb2.Job(id=job_id, kind=kind, state=state, model=model, error=error,
                            created_at=timestamp(created), updated_at=timestamp(updated))
         run = self._running.get(job_id)
-        if run is not None:
-            p = run.progress
-            for f in p.files.values():
-                job.files.add(filename=f.filename, completed=f.completed, total=f.total, sha256=f.sha256,
-                              state=f.state)
-            job.completed_bytes, job.total_bytes = p.completed, p.total
-            job.downloaded_bytes = p.downloaded
-            job.message = p.note
-            job.rate_bytes_per_second = p.rate
-            if p.rate > 0 and state == jobs_pb2.JOB_STATE_RUNNING:
-                job.eta_seconds = max(0.0, (p.total - p.completed) / p.rate)
+        if run is None:
+            return job
+        try:
+            self._add_progress(job, run.progress, state)
+        except (ValueError, TypeError, OverflowError):
+            log.exception("job %s: progress cannot be shown", job_id)
+            job = jobs_pb2.Job(id=job_id, kind=kind, state=state, model=model, error=error,
+                               created_at=timestamp(created), updated_at=timestamp(updated))
         return job
+
+    @staticmethod
+    def _add_progress(job: jobs_pb2.Job, p: PullProgress, state: int) -> None:
+        for f in p.files.values():
+            job.files.add(filename=f.filename, completed=_count(f.completed), total=_count(f.total),
+                          sha256=f.sha256, state=f.state)
+        job.completed_bytes, job.total_bytes = _count(p.completed), _count(p.total)
+        job.downloaded_bytes = _count(p.downloaded)
+        job.message = p.note
+        job.rate_bytes_per_second = p.rate
+        if p.rate > 0 and state == jobs_pb2.JOB_STATE_RUNNING:
+            job.eta_seconds = max(0.0, (p.total - p.completed) / p.rate)
 
     # -- API --------------------------------------------------------------------------------
 
@@ -139,7 +156,7 @@ class JobManager:
                 last[0] = now
                 p = run.progress
                 self.events.publish(events_pb2.EVENT_KIND_DOWNLOAD, f"pulling {request.source}",
-                                    subject=f"job:{job_id}", completed=p.completed, total=p.total,
+                                    subject=f"job:{job_id}", completed=_count(p.completed), total=_count(p.total),
                                     unit="bytes", rate=f"{p.rate:.0f}")
 
         run.progress.changed = changed
@@ -158,19 +175,20 @@ class JobManager:
             self._set_state(job_id, jobs_pb2.JOB_STATE_DONE)
             p = run.progress
             self.events.publish(events_pb2.EVENT_KIND_DOWNLOAD, f"pulled {request.source}", subject=f"job:{job_id}",
-                                completed=p.total, total=p.total, unit="bytes", state="done")
+                                completed=_count(p.total), total=_count(p.total), unit="bytes", state="done")
         except asyncio.CancelledError:
             if run.cancel.is_set():
                 self._set_state(job_id, jobs_pb2.JOB_STATE_CANCELLED, "cancelled")
             else:
                 raise  # the daemon is stopping: the job stays "running" and resumes next start
-        except OmgError as e:
-            self._set_state(job_id, jobs_pb2.JOB_STATE_FAILED, e.message)
-            self.events.publish(events_pb2.EVENT_KIND_ERROR, f"pull of {request.source} failed: {e.message}",
+        except Exception as e:  # any failure, a bug included, fails the job: never left running
+            failure = e if isinstance(e, OmgError) else disk_error(e) if isinstance(e, OSError) else None
+            if failure is None:
+                log.exception("job %s crashed", job_id)
+                failure = OmgError("the pull failed unexpectedly (a bug: the daemon log has the details)")
+            self._set_state(job_id, jobs_pb2.JOB_STATE_FAILED, failure.message)
+            self.events.publish(events_pb2.EVENT_KIND_ERROR, f"pull of {request.source} failed: {failure.message}",
                                 subject=f"job:{job_id}", level=events_pb2.LEVEL_ERROR)
-        except Exception as e:  # a bug must fail the job, not leave it running forever
-            log.exception("job %s crashed", job_id)
-            self._set_state(job_id, jobs_pb2.JOB_STATE_FAILED, f"internal error: {type(e).__name__}")
         finally:
             run.progress.changed()
 
