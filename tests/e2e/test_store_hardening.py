@@ -5,6 +5,7 @@ copies onto existing names, files replaced behind our back."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,5 +81,73 @@ def test_hostile_hub_sizes_fail_the_job_and_never_poison_the_job_list(
         hub.faults.listing_size = None
         assert _wait_job(d, _install(d, MODEL))["state"] == "JOB_STATE_DONE"
         assert httpx.get(f"{d.http}/v1/jobs").status_code == 200
+    finally:
+        d.stop()
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 120 MB filesystem of its own (tmpfs) for the HF cache: a disk that can really fill up."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m", "tmpfs", str(mount)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(directory: Path) -> Path:
+    """Write a file until the filesystem is full."""
+    filler = directory / "filler"
+    block = b"\xff" * (1 << 20)
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(block)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_disk_full_mid_pull_says_so_and_resumes_once_there_is_room(
+        tmp_path: Path, hub: FakeHub, small_disk: Path, model_bytes: bytes) -> None:
+    """The space check passes, then another writer fills the disk while we download: the job
+    fails saying the disk is full and how much is still needed (no path, no OSError), keeps
+    its partial, and the next pull, with room again, resumes from it."""
+    hub.faults.bytes_per_second = 20_000_000
+    d = _daemon(tmp_path, hub, cache=small_disk).start()
+    try:
+        job_id = _install(d, MODEL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            metas = list(small_disk.rglob("*.omg-partial.segments"))
+            try:
+                if metas and sum(json.loads(metas[0].read_text())["done"]) > 10_000_000:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        else:
+            raise AssertionError("no partial download appeared")
+        filler = _fill(small_disk)
+        job = _wait_job(d, job_id, timeout=60)
+        assert job["state"] == "JOB_STATE_FAILED", job
+        error = job["error"]
+        assert "disk" in error and "full" in error and re.search(r"needs [\d.]+ [MG]B more", error), error
+        assert str(small_disk) not in error and "OSError" not in error and "internal" not in error, error
+        assert list(small_disk.rglob("*.omg-partial")), "the partial download was dropped"
+        filler.unlink()
+        hub.faults.bytes_per_second = None
+        served = hub.bytes_served
+        again = _wait_job(d, _install(d, MODEL))
+        assert again["state"] == "JOB_STATE_DONE", again
+        assert hub.bytes_served - served < len(model_bytes) - 10_000_000  # resumed, not started over
+        assert not list(small_disk.rglob("*.omg-partial"))
     finally:
         d.stop()

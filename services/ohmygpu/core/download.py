@@ -76,7 +76,7 @@ def check_space(directory: Path, needed: int) -> None:
 
 
 def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 10_000_000 else f"{n / 1e6:.2f} MB"
+    return f"{n / 1e9:.2f} GB" if n >= 1_000_000_000 else f"{n / 1e6:.1f} MB"
 
 
 def disk_error(e: OSError, directory: Path | None = None, needed: int = 0) -> OmgError:
