@@ -151,3 +151,46 @@ def test_disk_full_mid_pull_says_so_and_resumes_once_there_is_room(
         assert not list(small_disk.rglob("*.omg-partial"))
     finally:
         d.stop()
+
+
+def test_a_damaged_index_stops_the_daemon_with_a_recovery_message(tmp_path: Path, hub: FakeHub) -> None:
+    import subprocess
+    import sys
+
+    d = _daemon(tmp_path, hub)
+    d.home.mkdir(parents=True)
+    (d.home / "store.db").write_bytes(b"SQLite format 3\0" + b"\x07" * 9000)  # a header, then junk
+    proc = subprocess.run([sys.executable, "-m", "ohmygpu.cli.main", "serve"], env=d.env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "damaged" in proc.stderr and "mv " in proc.stderr and "store.db.damaged" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "DatabaseError" not in proc.stderr, proc.stderr
+    # Following the advice works: the daemon starts with a fresh index.
+    (d.home / "store.db").rename(d.home / "store.db.damaged")
+    d.start()
+    d.stop()
+
+
+def test_a_damaged_record_does_not_break_listings(tmp_path: Path, hub: FakeHub, gguf_path: Path) -> None:
+    import sqlite3
+
+    d = _daemon(tmp_path, hub).start()
+    try:
+        for name in ("good", "bad"):
+            assert d.omg("model", "add", str(gguf_path), "--name", name).returncode == 0
+        with sqlite3.connect(d.home / "store.db") as db:
+            db.execute("UPDATE models SET record = ? WHERE name = 'bad'", (b"\xff\xfe garbage",))
+        for path in ("/api/tags", "/v1/models", "/v1/store/models"):
+            r = httpx.get(d.http + path)
+            assert r.status_code == 200, (path, r.text)
+            assert "good" in r.text and '"bad"' not in r.text, (path, r.text)
+        listed = d.omg("model", "list")
+        assert listed.returncode == 0 and "good" in listed.stdout, listed.stderr
+        shown = httpx.post(f"{d.http}/api/show", json={"model": "bad"})
+        assert shown.status_code == 500 and "damaged" in shown.json()["error"], shown.text
+        checked = d.omg("model", "verify")
+        assert "damaged" in checked.stdout + checked.stderr, checked
+        assert d.omg("model", "rm", "bad").returncode == 0
+        assert "damaged" not in d.omg("model", "verify").stdout
+    finally:
+        d.stop()

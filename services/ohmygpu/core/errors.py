@@ -161,6 +161,14 @@ class CorruptDownload(OmgError, ValueError):
     openai_type = "server_error"
 
 
+class CorruptIndex(OmgError):
+    """The index (OMG_HOME/store.db) or one of its records cannot be read: damaged on disk."""
+
+    grpc_code = "DATA_LOSS"
+    http_status = 500
+    openai_type = "server_error"
+
+
 class InsufficientSpace(OmgError, OSError):
     """Not enough free disk space for the pull."""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.digests import sha256_file
+from ohmygpu.core.errors import CorruptIndex
 from ohmygpu.core.hfcache import PARTIAL_SUFFIX, inside
 from ohmygpu.core.store import ModelStore
 
@@ -29,8 +30,12 @@ def _pulled(record: assets_pb2.InstallRecord) -> bool:
 
 def remove_model(store: ModelStore, name: str, hf_cache: Path) -> int:
     """Forget `name` and delete the pulled bytes no other model uses; returns bytes freed.
-    Raises ModelNotFound."""
-    record = store.get(name)
+    Raises ModelNotFound. A damaged index record is forgotten (its files, unknown, are left)."""
+    try:
+        record = store.get(name)
+    except CorruptIndex:
+        store.delete(name)
+        return 0
     store.delete(name)
     if not _pulled(record):
         return 0  # registered in place: the user's file stays
@@ -143,7 +148,9 @@ class Check:
 def verify(store: ModelStore, name: str = "") -> list[Check]:
     """Re-hash every file of one model (or all); raises ModelNotFound for an unknown name."""
     records = [store.get(name)] if name else store.list()
-    checks = []
+    checks = [] if name else [
+        Check(bad, "", "", "", f"the index record is damaged; `omg model rm {bad}` forgets it")
+        for bad in store.damaged()]
     for r in records:
         for a in r.artifacts:
             try:

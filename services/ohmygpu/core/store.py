@@ -7,14 +7,22 @@ sha256; registering the same content under a second name reuses its artifacts.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.digests import sha256_file
-from ohmygpu.core.errors import AlreadyExists, IncompleteSplitModel, InvalidModelFile, ModelNotFound
+from ohmygpu.core.errors import (
+    AlreadyExists,
+    CorruptIndex,
+    IncompleteSplitModel,
+    InvalidModelFile,
+    ModelNotFound,
+)
 from ohmygpu.core.gguf import GgufHeader, read_model_header
 from ohmygpu.core.index_db import open_index, timestamp
 from ohmygpu.core.kinds import classify_files, format_of
@@ -35,6 +43,7 @@ CREATE TABLE IF NOT EXISTS models (
 CREATE INDEX IF NOT EXISTS models_sha256 ON models(sha256);
 """
 _MAX_DIR_FILES = 200
+log = logging.getLogger("ohmygpu.store")
 
 
 def gguf_info(header: GgufHeader) -> assets_pb2.GgufInfo:
@@ -73,9 +82,11 @@ class ModelStore:
     """The index of installed models. Thread-safe; every method may block on disk."""
 
     def __init__(self, home: Path) -> None:
+        """Raises CorruptIndex when store.db is damaged (the message says how to recover)."""
         self.home = home
         self._lock = threading.Lock()
         self._db = open_index(home, _SCHEMA)
+        self._damaged: set[str] = set()  # names whose record cannot be read, logged once each
 
     def close(self) -> None:
         with self._lock:
@@ -92,20 +103,51 @@ class ModelStore:
             ).fetchone()
         if row is None:
             raise ModelNotFound(name)
-        return self._decode(row[0], row[1])
+        record = self._decode(name, row[0], row[1])
+        if record is None:
+            raise CorruptIndex(f"the index record of model '{name}' is damaged and cannot be read; "
+                               f"`omg model rm {name}` forgets it, then pull or add it again")
+        return record
+
+    def require(self, name: str) -> None:
+        """Raise ModelNotFound (or InvalidName) unless a record, readable or damaged, has `name`."""
+        name = parse_model_name(name)
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ModelNotFound(name)
 
     def list(self) -> list[assets_pb2.InstallRecord]:
-        """Every record, sorted by name."""
+        """Every readable record, sorted by name. A damaged record is skipped (and logged, and
+        listed by damaged()), so one bad row never makes every listing fail."""
         with self._lock:
-            rows = self._db.execute("SELECT record, last_used FROM models ORDER BY name").fetchall()
-        return [self._decode(r, used) for r, used in rows]
+            rows = self._db.execute("SELECT name, record, last_used FROM models ORDER BY name").fetchall()
+        return [r for r in (self._decode(n, blob, used) for n, blob, used in rows) if r is not None]
 
-    @staticmethod
-    def _decode(blob: bytes, last_used: float) -> assets_pb2.InstallRecord:
-        record = assets_pb2.InstallRecord.FromString(blob)
-        if last_used:
-            record.last_used_at.FromNanoseconds(int(last_used * 1e9))
-        return record
+    def damaged(self) -> list[str]:
+        """Names whose index record cannot be read (`omg model verify` reports them)."""
+        with self._lock:
+            rows = self._db.execute("SELECT name, record, last_used FROM models ORDER BY name").fetchall()
+        return [str(n) for n, blob, used in rows if self._decode(n, blob, used) is None]
+
+    def _decode(self, name: object, blob: object, last_used: object) -> assets_pb2.InstallRecord | None:
+        """The record of one row, or None when the row is damaged (bytes that are not an
+        InstallRecord, a value of the wrong type, a name that does not match)."""
+        try:
+            if not isinstance(blob, bytes):
+                raise TypeError(f"record is {type(blob).__name__}, not bytes")
+            record = assets_pb2.InstallRecord.FromString(blob)
+            if record.name != name:
+                raise ValueError("record names another model")
+            if last_used:
+                record.last_used_at.FromNanoseconds(int(float(last_used) * 1e9))  # type: ignore[arg-type]
+            return record
+        except (DecodeError, TypeError, ValueError, OverflowError) as e:
+            if name not in self._damaged:
+                self._damaged.add(str(name))
+                log.warning("store.db: the record of model %r is damaged (%s); skipped. "
+                            "`omg model rm %s` forgets it", name, e, name)
+            return None
 
     # -- writes -----------------------------------------------------------------------------
 

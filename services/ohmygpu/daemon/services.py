@@ -90,7 +90,7 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
 
     @grpc_errors.unary
     async def DeleteModel(self, request: models_pb2.DeleteModelRequest, context) -> models_pb2.DeleteModelResponse:
-        await asyncio.to_thread(self.store.get, request.name)  # NotFound before stopping anything
+        await asyncio.to_thread(self.store.require, request.name)  # NotFound before stopping anything
         await self.orchestrator.unload(request.name)
         freed = await asyncio.to_thread(maintenance.remove_model, self.store, request.name, self.hf_cache)
         return models_pb2.DeleteModelResponse(freed_bytes=freed)
