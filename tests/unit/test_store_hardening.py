@@ -3,6 +3,7 @@ planted in the HF cache, job progress that cannot be shown."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -86,3 +87,104 @@ def test_a_damaged_last_used_value_is_a_damaged_record(tmp_path: Path) -> None:
         db.execute("UPDATE models SET last_used = 'yesterday' WHERE name = 'c'")
     store = ModelStore(home)
     assert [r.name for r in store.list()] == ["a", "b"] and store.damaged() == ["c"]
+
+
+# -- gc and rm never delete outside the store ----------------------------------------------------
+
+REPO = "org/model"
+SHA = "a" * 64
+COMMIT = "c" * 40
+
+
+def _pulled(store: ModelStore, cache: Path, name: str = "pulled", sha: str = SHA,
+            data: bytes = b"weights" * 100) -> Path:
+    """A model pulled into `cache` as pull.py lays it out: blob, snapshot link, record."""
+    from ohmygpu.core import hfcache
+
+    blob = hfcache.blob_path(cache, REPO, sha)
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    link = hfcache.link_snapshot(cache, REPO, COMMIT, "m.gguf", sha)
+    record = assets_pb2.InstallRecord(name=name, ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_HF, repo=REPO),
+                                      size_bytes=len(data))
+    record.artifacts.add(filename="m.gguf", size=len(data), sha256=f"sha256:{sha}", etag=sha,
+                         local_path=str(link), format=assets_pb2.ARTIFACT_FORMAT_GGUF)
+    store.put(record)
+    return blob
+
+
+@pytest.fixture()
+def world(tmp_path: Path) -> tuple[ModelStore, Path, Path]:
+    """A store, its HF cache, and a directory outside both holding files that must survive."""
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    for p in (outside / "precious.txt", outside / "dir" / "inner.txt", outside / "dir" / f"{SHA}"):
+        p.write_bytes(b"do not delete")
+    return ModelStore(tmp_path / "home"), tmp_path / "hf", outside
+
+
+def _survived(outside: Path) -> None:
+    assert sorted(p.name for p in outside.rglob("*")) == sorted(["precious.txt", "dir", "inner.txt", SHA])
+    assert all(p.read_bytes() == b"do not delete" for p in outside.rglob("*") if p.is_file())
+
+
+def test_gc_deletes_unreferenced_blobs_but_follows_no_link_out(world: tuple[ModelStore, Path, Path]) -> None:
+    from ohmygpu.core.maintenance import collect_garbage
+
+    store, cache, outside = world
+    _pulled(store, cache)
+    blobs = cache / "models--org--model" / "blobs"
+    stale = blobs / ("b" * 64)
+    stale.write_bytes(b"nobody uses me")  # the control: a real orphan blob, which gc must remove
+    (blobs / ("d" * 64)).symlink_to(outside / "precious.txt")  # a blob that is a link out
+    (blobs / ("e" * 64 + ".omg-partial")).symlink_to(outside / "dir" / "inner.txt")
+    (blobs / ("f" * 64 + ".omg-partial")).write_bytes(b"abandoned")
+    (blobs / ("f" * 64 + ".omg-partial.lock")).symlink_to(outside / "precious.txt")
+    # A whole repo, and a repo's blobs directory, that are links to a directory outside.
+    (cache / "models--evil--repo").symlink_to(outside / "dir", target_is_directory=True)
+    (cache / "models--evil--blobs").mkdir()
+    (cache / "models--evil--blobs" / "blobs").symlink_to(outside / "dir", target_is_directory=True)
+    report = collect_garbage(store, cache, dry_run=False)
+    _survived(outside)
+    assert not stale.exists() and "models--org--model/blobs/" + "b" * 64 in report.removed
+    assert (blobs / SHA).exists()  # referenced: kept
+    assert all("evil" not in r for r in report.removed), report.removed
+
+
+def test_rm_follows_no_planted_link_out(world: tuple[ModelStore, Path, Path]) -> None:
+    store, cache, outside = world
+    blob = _pulled(store, cache, name="control")
+    assert remove_model(store, "control", cache) > 0 and not blob.exists()  # the control: rm does delete
+    # The snapshot link swapped for one to a file outside.
+    _pulled(store, cache, name="swapped-link")
+    link = cache / "models--org--model" / "snapshots" / COMMIT / "m.gguf"
+    (cache / "models--org--model" / "blobs" / SHA).unlink()
+    link.unlink()
+    link.symlink_to(outside / "precious.txt")
+    remove_model(store, "swapped-link", cache)
+    _survived(outside)
+    # The snapshot directory, then the blobs directory, swapped for links to a directory outside.
+    for swapped in ("snapshots", "blobs"):
+        _pulled(store, cache, name=f"swapped-{swapped}")
+        folder = cache / "models--org--model" / swapped
+        shutil.rmtree(folder)
+        folder.symlink_to(outside / "dir", target_is_directory=True)
+        if swapped == "snapshots":
+            (outside / "dir" / COMMIT).mkdir()
+            (outside / "dir" / COMMIT / "m.gguf").symlink_to(outside / "dir" / SHA)
+        remove_model(store, f"swapped-{swapped}", cache)
+        if swapped == "snapshots":
+            shutil.rmtree(outside / "dir" / COMMIT)
+        _survived(outside)
+        folder.unlink()
+
+
+def test_rm_of_a_tampered_record_deletes_nothing_outside(world: tuple[ModelStore, Path, Path]) -> None:
+    store, cache, outside = world
+    _pulled(store, cache, name="tampered")
+    record = store.get("tampered")
+    record.artifacts[0].local_path = str(outside / "dir" / SHA)  # a record pointing outside the cache
+    record.artifacts[0].etag = "../../../outside/dir/" + SHA
+    store.put(record)
+    remove_model(store, "tampered", cache)
+    _survived(outside)

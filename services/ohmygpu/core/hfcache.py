@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 from ohmygpu.core.errors import InvalidName
@@ -78,5 +79,46 @@ def inside(root: Path, path: Path) -> bool:
         return False
 
 
+def remove_file(root: Path, path: Path, *, link: bool = False) -> int | None:
+    """Delete `path`, a regular file (or, with `link`, a symlink) under `root`, following no
+    symlink on the way: each directory below `root` is opened with O_NOFOLLOW from the one
+    above it and the file is unlinked through that directory's descriptor, so a link planted
+    anywhere in the cache (or swapped in meanwhile) cannot lead the delete out of it. Returns
+    the bytes freed (0 for a link), or None when nothing was deleted: `path` is not under
+    `root`, crosses a symlink, or is not what was asked for."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return None
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        return None
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except OSError:  # ELOOP/ENOTDIR: a symlink or not a directory; ENOENT: gone
+                return None
+            os.close(fd)
+            fd = child
+        try:
+            st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return None
+        if not (stat.S_ISLNK(st.st_mode) if link else stat.S_ISREG(st.st_mode)):
+            return None
+        try:
+            os.unlink(parts[-1], dir_fd=fd)  # unlink never follows the last component
+        except OSError:
+            return None
+        return 0 if link else st.st_size
+    finally:
+        os.close(fd)
+
+
 __all__ = ["InvalidName", "blob_path", "inside", "link_snapshot", "parse_etag", "partial_path",
-           "repo_folder", "snapshot_path", "write_ref"]
+           "remove_file", "repo_folder", "snapshot_path", "write_ref"]

@@ -1,5 +1,6 @@
 """Store upkeep: remove a model's bytes that nothing else uses, collect garbage, report disk use,
-re-verify content. Nothing is deleted outside the HF cache and OMG_HOME, and a file that a user
+re-verify content. Nothing is deleted outside the HF cache and OMG_HOME, no symlink is followed
+by a delete (a link planted in the cache cannot lead one out of it), and a file that a user
 registered in place (`omg model add`) is never deleted.
 """
 
@@ -13,15 +14,10 @@ from pathlib import Path
 
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.digests import sha256_file
-from ohmygpu.core.errors import CorruptIndex
-from ohmygpu.core.hfcache import PARTIAL_SUFFIX, inside
+from ohmygpu.core import hfcache
+from ohmygpu.core.errors import CorruptIndex, InvalidName
+from ohmygpu.core.hfcache import PARTIAL_SUFFIX
 from ohmygpu.core.store import ModelStore
-
-
-def _blob_of(artifact: assets_pb2.Artifact) -> Path | None:
-    """The real file behind an artifact of a pulled model (its snapshot link resolved)."""
-    path = Path(artifact.local_path)
-    return path.resolve() if path.is_symlink() or path.exists() else None
 
 
 def _pulled(record: assets_pb2.InstallRecord) -> bool:
@@ -44,23 +40,26 @@ def remove_model(store: ModelStore, name: str, hf_cache: Path) -> int:
     for artifact in record.artifacts:
         if artifact.sha256 in still_used:
             continue
-        link = Path(artifact.local_path)
-        blob = _blob_of(artifact)
-        if link.is_symlink() and inside(hf_cache, link.parent):
-            link.unlink()
-        if blob is not None and blob.is_file() and inside(hf_cache, blob) and not _linked_from_snapshots(blob):
-            freed += blob.stat().st_size
-            blob.unlink()
+        # Only the store's own names are deleted: the snapshot link the record names, and the
+        # blob its etag names in its repo, each without following any link (hfcache.remove_file).
+        hfcache.remove_file(hf_cache, Path(artifact.local_path), link=True)
+        try:
+            blob = hfcache.blob_path(hf_cache, record.ref.repo, artifact.etag)
+        except InvalidName:
+            continue  # a record that names no blob of ours (tampered, or pre-etag)
+        if not _linked_from_snapshots(blob):
+            freed += hfcache.remove_file(hf_cache, blob) or 0
     return freed
 
 
 def _linked_from_snapshots(blob: Path) -> bool:
     """Whether any snapshot of the blob's repo (ours or another tool's) still points at it."""
     snapshots = blob.parent.parent / "snapshots"
-    if not snapshots.is_dir():
+    if snapshots.is_symlink() or not snapshots.is_dir():
         return False
+    target = blob.resolve()
     for link in snapshots.rglob("*"):
-        if link.is_symlink() and link.resolve() == blob:
+        if link.is_symlink() and link.resolve() == target:
             return True
     return False
 
@@ -73,9 +72,12 @@ class GcReport:
 
 def _partial_in_use(partial: Path) -> bool:
     lock = partial.with_name(partial.name + ".lock")
-    if not lock.exists():
+    if lock.is_symlink() or not lock.is_file():
         return False
-    fd = os.open(lock, os.O_RDWR)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -94,8 +96,8 @@ def collect_garbage(store: ModelStore, hf_cache: Path, *, dry_run: bool) -> GcRe
     referenced = {Path(a.local_path).resolve() for r in store.list() for a in r.artifacts if a.local_path}
     for repo in sorted(hf_cache.glob("models--*")):
         blobs = repo / "blobs"
-        if not blobs.is_dir() or repo.is_symlink():
-            continue
+        if repo.is_symlink() or blobs.is_symlink() or not blobs.is_dir():
+            continue  # a link planted in the cache: nothing through it is ours to delete
         linked = {p.resolve() for p in (repo / "snapshots").rglob("*") if p.is_symlink()} \
             if (repo / "snapshots").is_dir() else set()
         for f in sorted(blobs.iterdir()):
@@ -109,10 +111,13 @@ def collect_garbage(store: ModelStore, hf_cache: Path, *, dry_run: bool) -> GcRe
             else:
                 stale = f.resolve() not in linked and f.resolve() not in referenced
             if stale:
-                report.removed.append(str(f.relative_to(hf_cache)))
-                report.freed += f.stat().st_size
-                if not dry_run:
-                    f.unlink()
+                if dry_run:
+                    size: int | None = f.lstat().st_size
+                else:
+                    size = hfcache.remove_file(hf_cache, f)  # no link followed, even one swapped in now
+                if size is not None:
+                    report.removed.append(str(f.relative_to(hf_cache)))
+                    report.freed += size
     return report
 
 
