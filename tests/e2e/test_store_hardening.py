@@ -194,3 +194,31 @@ def test_a_damaged_record_does_not_break_listings(tmp_path: Path, hub: FakeHub, 
         assert "damaged" not in d.omg("model", "verify").stdout
     finally:
         d.stop()
+
+
+def test_api_copy_never_replaces_another_model(tmp_path: Path, hub: FakeHub, gguf_path: Path) -> None:
+    """Ollama's /api/copy overwrites the destination silently; we answer 409 and keep it."""
+    from tests.helpers import gguf_with_uint32
+
+    other = tmp_path / "other.gguf"
+    other.write_bytes(gguf_with_uint32(gguf_path, "test.marker", 7))  # different bytes, same model
+    d = _daemon(tmp_path, hub).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "first").returncode == 0
+        assert d.omg("model", "add", str(other), "--name", "second").returncode == 0
+
+        def digests() -> dict[str, str]:
+            return {m["name"]: m["digest"] for m in httpx.get(f"{d.http}/api/tags").json()["models"]}
+
+        before = digests()
+        assert before["first"] != before["second"]
+        r = httpx.post(f"{d.http}/api/copy", json={"source": "first", "destination": "second"})
+        assert r.status_code == 409 and "already exists" in r.json()["error"], r.text
+        assert digests() == before
+        assert httpx.post(f"{d.http}/api/copy", json={"source": "first", "destination": "copy"}).status_code == 200
+        # Onto a name holding the same content, or onto itself: nothing to refuse, nothing changes.
+        assert httpx.post(f"{d.http}/api/copy", json={"source": "first", "destination": "copy"}).status_code == 200
+        assert httpx.post(f"{d.http}/api/copy", json={"source": "first", "destination": "first"}).status_code == 200
+        assert digests() == {**before, "copy": before["first"]}
+    finally:
+        d.stop()

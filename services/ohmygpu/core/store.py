@@ -252,11 +252,24 @@ class ModelStore:
                 (name, digest, record.SerializeToString()))
 
     def alias(self, source: str, destination: str) -> assets_pb2.InstallRecord:
-        """Register `destination` as another name for `source`'s files (no bytes copied)."""
+        """Register `destination` as another name for `source`'s files (no bytes copied).
+
+        Raises ModelNotFound, InvalidName, and AlreadyExists when `destination` names another
+        model: a copy never replaces one (ollama's /api/copy silently overwrites; we refuse).
+        Copying onto a name that already holds the same content changes nothing."""
         record = self.get(source)
         record.name = parse_model_name(destination)
         record.ClearField("last_used_at")
-        self.put(record)
+        digest = record.artifacts[0].sha256 if record.artifacts else ""
+        with self._lock:
+            row = self._db.execute("SELECT sha256 FROM models WHERE name = ?", (record.name,)).fetchone()
+            if row is not None:
+                if row[0] == digest:
+                    return record
+                raise AlreadyExists(f"model '{record.name}' already exists; remove it first "
+                                    f"(`omg model rm {record.name}`) or copy to another name")
+            self._db.execute("INSERT INTO models(name, sha256, record, last_used) VALUES (?, ?, ?, 0)",
+                             (record.name, digest, record.SerializeToString()))
         return record
 
     def delete(self, name: str) -> None:
