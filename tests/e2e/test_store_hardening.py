@@ -222,3 +222,25 @@ def test_api_copy_never_replaces_another_model(tmp_path: Path, hub: FakeHub, ggu
         assert digests() == {**before, "copy": before["first"]}
     finally:
         d.stop()
+
+
+def test_hostile_gguf_is_refused_by_add_and_by_pull(tmp_path: Path, model_bytes: bytes) -> None:
+    """`omg model add`, POST /v1/store/models and a pull all refuse a GGUF that cannot load, saying
+    why with no path; tests/unit/test_gguf_hostile.py covers each kind of damage."""
+    truncated = tmp_path / "files" / "truncated.gguf"
+    truncated.parent.mkdir()
+    truncated.write_bytes(model_bytes[: len(model_bytes) // 2])
+    with FakeHub([FakeRepo("test-org/broken-GGUF", {"broken.Q4_1.gguf": truncated.read_bytes()})]) as broken_hub:
+        d = _daemon(tmp_path, broken_hub).start()
+        try:
+            added = d.omg("model", "add", str(truncated), "--name", "truncated")
+            assert added.returncode == 1 and "the file is not a loadable model: " in added.stderr, added.stderr
+            assert str(truncated.parent) not in added.stderr and "Traceback" not in added.stderr
+            r = httpx.post(f"{d.http}/v1/store/models", json={"path": str(truncated), "name": "truncated"})
+            assert r.status_code == 400 and "not a loadable model" in r.text and str(tmp_path) not in r.text, r.text
+            job = _wait_job(d, _install(d, "hf.co/test-org/broken-GGUF:Q4_1", name="broken"))
+            assert job["state"] == "JOB_STATE_FAILED" and "not a loadable model" in job["error"], job
+            assert str(tmp_path) not in job["error"]
+            assert "truncated" not in d.omg("model", "list").stdout and "broken" not in d.omg("model", "list").stdout
+        finally:
+            d.stop()

@@ -45,6 +45,12 @@ class InvalidModelFile(InvalidArgument):
     """A file that is not a model file we can read (wrong magic, truncated, absurd header)."""
 
 
+class UnloadableModel(InvalidModelFile):
+    """A GGUF file (right magic) that llama.cpp could not load: a broken header, tensor data
+    outside the file, an unknown architecture, a chat template that does not compile. Said as it
+    is ("the file is not a loadable model: ..."): only a real GGUF file gets this answer."""
+
+
 class IncompleteSplitModel(InvalidModelFile):
     """A part of a split GGUF model that cannot load as named: a later part, or parts missing.
     Said as it is even where other file errors are kept vague: the caller named a real model."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ohmygpu.core.errors import IncompleteSplitModel, InvalidModelFile
+from ohmygpu.core.errors import IncompleteSplitModel, InvalidModelFile, UnloadableModel
 from ohmygpu.core.names import SHARD_NAME, shard_names
 
 MAGIC = b"GGUF"
@@ -38,6 +38,16 @@ FILE_TYPES: dict[int, str] = {
 }
 
 
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor as the header describes it (its data is never read)."""
+
+    name: str
+    dims: tuple[int, ...]
+    ggml_type: int
+    offset: int  # from the start of the tensor data section
+
+
 @dataclass
 class GgufHeader:
     """What a GGUF header says, with large arrays (vocabularies) summarised by length."""
@@ -53,6 +63,8 @@ class GgufHeader:
     file_size: int = 0
     shards: int = 1  # files of a split model (llama.cpp's gguf-split), this one the first
     other_shards_tensor_bytes: int = 0
+    tensors: list[TensorInfo] = field(default_factory=list)
+    alignment: object = 32  # general.alignment as written (checked by gguf_check, not trusted here)
 
     @property
     def tensor_data_bytes(self) -> int:
@@ -78,7 +90,8 @@ class _Reader:
         self.where = where
 
     def bad(self, why: str) -> InvalidModelFile:
-        return InvalidModelFile(f"{self.where} is not a valid GGUF file: {why}")
+        # Past the magic bytes the file is a GGUF one, and says so (no path: only its own fault).
+        return UnloadableModel(f"the file is not a loadable model: {why}")
 
     def read(self, n: int) -> bytes:
         data = self.f.read(n)
@@ -131,7 +144,7 @@ def read_header(path: Path, *, display_name: str | None = None) -> GgufHeader:
     with open(path, "rb") as f:
         r = _Reader(f, where)
         if f.read(4) != MAGIC:
-            raise r.bad("wrong magic bytes (expected 'GGUF')")
+            raise InvalidModelFile(f"{where} is not a GGUF file (wrong magic bytes)")
         version = int(r.scalar("<I"))
         if version not in (2, 3):
             raise r.bad(f"unsupported GGUF version {version}")
@@ -144,16 +157,19 @@ def read_header(path: Path, *, display_name: str | None = None) -> GgufHeader:
             header.metadata[key] = r.value(vtype, key, header)
         header.kv_end = f.tell()
         for _ in range(n_tensors):
-            r.string()  # tensor name
+            name = r.string()
             n_dims = int(r.scalar("<I"))
             if n_dims > _MAX_DIMS:
                 raise r.bad(f"tensor with {n_dims} dimensions")
+            dims = tuple(int(r.scalar("<Q")) for _ in range(n_dims))
             elements = 1
-            for _ in range(n_dims):
-                elements *= int(r.scalar("<Q"))
-            r.read(4 + 8)  # ggml type, data offset
+            for d in dims:
+                elements *= d
+            ggml_type, offset = struct.unpack("<IQ", r.read(4 + 8))
+            header.tensors.append(TensorInfo(name[:200], dims, ggml_type, offset))
             header.parameter_count += elements
-        align = header.metadata.get("general.alignment", 32)
+        header.alignment = header.metadata.get("general.alignment", 32)
+        align = header.alignment
         align = align if isinstance(align, int) and 0 < align <= 1 << 20 else 32
         header.info_end = f.tell()
         header.data_offset = -(-header.info_end // align) * align

@@ -19,6 +19,7 @@ from ohmygpu.core import hfcache
 from ohmygpu.core.download import RateLimiter, check_space, fetch
 from ohmygpu.core.errors import InvalidArgument, NotFound
 from ohmygpu.core.gguf import read_model_header
+from ohmygpu.core.gguf_check import check_loadable
 from ohmygpu.core.hub import HubClient, RemoteFile, RepoSnapshot
 from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.kinds import classify_files, format_of
@@ -223,6 +224,7 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
     gguf = next((f.path for f in files if f.path.lower().endswith(".gguf") and is_main_gguf(f.path)), "")
     if gguf:
         header = read_model_header(paths[gguf], display_name=gguf)
+        check_loadable(header, paths[gguf])
         record.gguf.CopyFrom(gguf_info(header))
         record.kind, record.format = kind_of(header), assets_pb2.ARTIFACT_FORMAT_GGUF
     else:

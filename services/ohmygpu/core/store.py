@@ -22,8 +22,10 @@ from ohmygpu.core.errors import (
     IncompleteSplitModel,
     InvalidModelFile,
     ModelNotFound,
+    UnloadableModel,
 )
 from ohmygpu.core.gguf import GgufHeader, read_model_header
+from ohmygpu.core.gguf_check import check_loadable
 from ohmygpu.core.index_db import open_index, timestamp
 from ohmygpu.core.kinds import classify_files, format_of
 from ohmygpu.core.names import (
@@ -179,8 +181,8 @@ class ModelStore:
                 record, digest = self._gguf_record(path, shown, progress)
             else:
                 raise unusable
-        except IncompleteSplitModel:
-            raise
+        except (IncompleteSplitModel, UnloadableModel):
+            raise  # a real GGUF file, named by the caller: saying what is wrong with it leaks nothing
         except (OSError, InvalidModelFile) as e:
             # One answer for missing, unreadable and malformed files: the endpoint must not tell
             # a remote caller which paths exist (ollama CVE-2024-39719).
@@ -206,6 +208,7 @@ class ModelStore:
     def _gguf_record(path: Path, shown: str, progress: Callable[[int], None] | None,
                      ) -> tuple[assets_pb2.InstallRecord, str]:
         header = read_model_header(path, display_name=shown)
+        check_loadable(header, path)
         record = assets_pb2.InstallRecord(
             ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)),
             kind=kind_of(header), format=assets_pb2.ARTIFACT_FORMAT_GGUF, gguf=gguf_info(header),
