@@ -56,6 +56,13 @@ class IncompleteSplitModel(InvalidModelFile):
     Said as it is even where other file errors are kept vague: the caller named a real model."""
 
 
+class UnsupportedMediaType(InvalidArgument):
+    """A body whose Content-Type is not the one the route reads (text/plain where JSON is
+    expected: what a cross-site page can send without a CORS preflight)."""
+
+    http_status = 415
+
+
 class PayloadTooLarge(OmgError):
     """A request body over the configured limit."""
 

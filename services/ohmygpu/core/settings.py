@@ -58,6 +58,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("context_length", "OMG_CONTEXT_LENGTH", 4096, int,
             "default context window in tokens (capped at the model's own)"),
     Setting("max_body_mb", "OMG_MAX_BODY_MB", 32, int, "largest HTTP request body, in MiB"),
+    Setting("max_messages", "OMG_MAX_MESSAGES", 10_000, int, "most messages one chat request may hold"),
+    Setting("max_text_chars", "OMG_MAX_TEXT_CHARS", 8_000_000, int,
+            "most characters of text (all strings together) one JSON request may hold"),
+    Setting("http_max_header_kb", "OMG_HTTP_MAX_HEADER_KB", 64, int,
+            "largest HTTP request line plus headers, in KiB (past it: 431)"),
+    Setting("http_max_url_kb", "OMG_HTTP_MAX_URL_KB", 16, int, "longest HTTP request URL, in KiB (past it: 414)"),
+    Setting("http_max_headers", "OMG_HTTP_MAX_HEADERS", 100, int, "most header lines in one HTTP request (past it: 431)"),
+    Setting("http_header_timeout_s", "OMG_HTTP_HEADER_TIMEOUT", 10.0, float,
+            "seconds a client may take to send a request's line and headers"),
+    Setting("http_body_timeout_s", "OMG_HTTP_BODY_TIMEOUT", 30.0, float,
+            "seconds a request body may stall between two reads"),
+    Setting("http_max_connections", "OMG_HTTP_MAX_CONNECTIONS", 512, int,
+            "open HTTP connections at most; past it the longest-idle one is closed"),
     Setting("max_tokens_limit", "OMG_MAX_TOKENS_LIMIT", 1 << 20, int,
             "largest max_tokens a request may ask for"),
     Setting("worker_start_timeout_s", "OMG_WORKER_START_TIMEOUT", 120.0, float,
@@ -124,6 +137,14 @@ class Settings:
     num_threads: int
     context_length: int
     max_body_mb: int
+    max_messages: int
+    max_text_chars: int
+    http_max_header_kb: int
+    http_max_url_kb: int
+    http_max_headers: int
+    http_header_timeout_s: float
+    http_body_timeout_s: float
+    http_max_connections: int
     max_tokens_limit: int
     worker_start_timeout_s: float
     template_timeout_s: float
