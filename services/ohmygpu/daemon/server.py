@@ -141,6 +141,7 @@ class Daemon:
     async def run(self) -> None:
         """Serve until Shutdown, SIGTERM or SIGINT. Raises OmgError when it cannot start."""
         from ohmygpu.gateway.app import build_app
+        from ohmygpu.gateway.connection import ConnectionLimits, protocol_for
 
         self._check_exposure()
         self._grpc_credentials()  # a bad TLS setting fails before anything starts
@@ -190,8 +191,10 @@ class Daemon:
                                   "events": event_service, "runs": run_service})
         tls = {"ssl_certfile": self.settings.tls_cert, "ssl_keyfile": self.settings.tls_key} \
             if self.settings.tls_cert else {}
+        # Our protocol bounds heads, times out slow clients and caps connections (uvicorn's does not).
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2, **tls)
+                                timeout_graceful_shutdown=2, ws="none",
+                                http=protocol_for(ConnectionLimits.of(self.settings)), **tls)
         http_server = _Uvicorn(config)
         await grpc_server.start()
         loop = asyncio.get_running_loop()

@@ -1,14 +1,14 @@
 """The HTTP application: OpenAI, Ollama and management routes behind one security layer.
 
 The security layer is plain ASGI (no buffering of streamed answers) and checks, in order:
-the Host header against DNS rebinding (ollama CVE-2024-28224), the bearer token when one is
-configured (constant-time), and CORS for configured origins only.
+the Host header against DNS rebinding (ollama CVE-2024-28224), the Origin of browser requests
+that change state or run a model (cross-site pages; gateway/origin.py), the bearer token when
+one is configured (constant-time), and CORS for configured origins only.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 from re import Pattern
 from typing import Any
 
@@ -30,6 +30,7 @@ from ohmygpu.gateway.errors import error_response
 from ohmygpu.gateway.management import management_routes
 from ohmygpu.gateway.ollama import OllamaRoutes
 from ohmygpu.gateway.openai import OpenAIRoutes
+from ohmygpu.gateway.origin import HostGuard, OriginGuard
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -40,14 +41,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 log = logging.getLogger("ohmygpu.gateway")
 
 
-def allowed_host_names(settings: Settings) -> set[str]:
-    names = {"localhost", "127.0.0.1", "::1", "[::1]", socket.gethostname().lower()}
-    names.update(h.lower() for h in split_list(settings.allowed_hosts))
-    return names
-
-
 class SecurityMiddleware:
-    """Host check on loopback listeners, token check when configured."""
+    """Host check on loopback listeners, Origin check on browser requests, token check when
+    configured."""
 
     def __init__(self, app: ASGIApp, settings: Settings,
                  admin_routes: list[tuple[str, Pattern[str]]] | None = None) -> None:
@@ -57,25 +53,12 @@ class SecurityMiddleware:
         self.admin_routes = admin_routes or []
         host, _ = split_addr(settings.http_addr)
         self.check_host = is_loopback(host)
-        self.hosts = allowed_host_names(settings)
+        self.hosts = HostGuard(settings)
+        self.origins = OriginGuard(settings)
 
     def _host_ok(self, scope: Scope) -> bool:
-        host = ""
-        for key, value in scope.get("headers", ()):
-            if key == b"host":
-                host = value.decode("latin-1").strip().lower()
-                break
-        if not host:
-            return False
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name in self.hosts:
-            return True
-        try:
-            import ipaddress
-
-            return ipaddress.ip_address(name.strip("[]")).is_loopback
-        except ValueError:
-            return False
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), None)
+        return self.hosts.allows(host)
 
     def _is_admin(self, scope: Scope) -> bool:
         method, path = scope.get("method", ""), scope.get("path", "")
@@ -90,6 +73,9 @@ class SecurityMiddleware:
         error: OmgError | None = None
         if self.check_host and not self._host_ok(scope):
             error = PermissionDenied("Host header not allowed; add it to OMG_ALLOWED_HOSTS")
+        elif (refusal := self.origins.refusal(scope.get("method", ""), scope.get("scheme", "http"),
+                                              scope.get("headers", []))) is not None:
+            error = PermissionDenied(refusal)
         elif (self.token or self.admin_token) and scope.get("method") != "OPTIONS":
             auth = dict(scope.get("headers", ())).get(b"authorization", b"").decode("latin-1")
             error = access.check(auth, admin=self._is_admin(scope), token=self.token, admin_token=self.admin_token)

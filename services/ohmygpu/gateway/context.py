@@ -10,6 +10,7 @@ from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.gateway.body import BodyLimits
 
 
 @dataclass
@@ -22,8 +23,10 @@ class Gateway:
     services: dict[str, Any]  # servicer objects by short name: models, chat, system
 
     @property
-    def body_limit(self) -> int:
-        return self.settings.max_body_mb << 20
+    def body_limit(self) -> BodyLimits:
+        """What one JSON request body may hold (gateway/body.py reads every one)."""
+        return BodyLimits(self.settings.max_body_mb << 20, self.settings.max_messages,
+                          self.settings.max_text_chars)
 
     async def list_records(self) -> list[assets_pb2.InstallRecord]:
         return await asyncio.to_thread(self.store.list)
