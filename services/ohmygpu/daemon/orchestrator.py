@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import os
-import tempfile
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -23,7 +21,13 @@ import grpc
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.audio import probe as probe_audio
 from ohmygpu.core.durations import parse_keep_alive
-from ohmygpu.core.errors import BY_GRPC_CODE, InvalidArgument, OmgError, ServerBusy, WorkerFailed
+from ohmygpu.core.errors import (
+    BY_GRPC_CODE,
+    InvalidArgument,
+    OmgError,
+    ServerBusy,
+    WorkerFailed,
+)
 from ohmygpu.core.estimate import estimate
 from ohmygpu.core.kinds import kind_name
 from ohmygpu.core.settings import Settings
@@ -31,7 +35,7 @@ from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.devices import Inventory, probe
 from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.placement import DevicePlacement, Resident, choose_evictions, place_on_device
-from ohmygpu.daemon.supervisor import Worker
+from ohmygpu.daemon.supervisor import Worker, WorkerTrapped, socket_dir
 from ohmygpu.daemon.uploads import Uploads
 from ohmygpu.events.v1 import events_pb2
 from ohmygpu.run.v1 import run_spec_pb2
@@ -59,7 +63,7 @@ class Orchestrator:
         self.workers: dict[str, Worker] = {}
         self._starting: dict[str, asyncio.Lock] = {}
         self._launcher = launcher or self._launch
-        self.run_dir = socket_dir(settings.home_path)
+        self._run_dir: Path | None = None  # the worker socket directory, made at the first launch
         self.log_dir = settings.home_path / "logs"
         self.default_keep_alive = parse_keep_alive(settings.keep_alive)
         self.inventory = inventory or probe
@@ -75,6 +79,13 @@ class Orchestrator:
         self.pins: dict[str, run_spec_pb2.RunSpec] = {}  # model -> the run that pins it
         self._waiting: dict[str, int] = {}
         self.uploads = Uploads(settings.home_path)
+
+    @property
+    def run_dir(self) -> Path:
+        """This daemon's private worker socket directory (see supervisor.socket_dir)."""
+        if self._run_dir is None:
+            self._run_dir = socket_dir()
+        return self._run_dir
 
     async def _launch(self, name: str, runtime: RuntimeEntry, record: assets_pb2.InstallRecord,
                       spec: run_spec_pb2.RunSpec) -> Worker:
@@ -137,12 +148,11 @@ class Orchestrator:
         if worker is not None and worker.alive and run is None:
             return worker
         run = run or self.pins.get(key)  # a restarted pinned model keeps its run's options
-        if key in self.failed:
-            raise WorkerFailed(f"model '{name}' is marked failed and is not restarted: {self.failed[key]}; "
-                               "restart the daemon to try again", model=name)
+        self._check_not_failed(key, name)
         runtime = runtime_for(record)
         lock = self._starting.setdefault(key, asyncio.Lock())
         async with lock:
+            self._check_not_failed(key, name)  # the load this request waited for may have failed it
             spec = self._spec_for(record, runtime, run)
             spec.mode = mode
             worker = self.workers.get(key)
@@ -153,7 +163,7 @@ class Orchestrator:
                 worker = None
             if worker is not None:
                 log.warning("worker for %s %s; starting a new one", key, worker.exit_description())
-                self._record_crash(key, f"worker {worker.exit_description()}")
+                self._worker_died(key, worker)
                 await worker.stop()
                 if key in self.failed:
                     raise WorkerFailed(f"model '{name}' is marked failed: {self.failed[key]}", model=name)
@@ -167,6 +177,12 @@ class Orchestrator:
             except OmgError as e:
                 self.events.publish(events_pb2.EVENT_KIND_ERROR, f"loading {key} failed: {e.message}",
                                     subject=f"model:{key}", level=events_pb2.LEVEL_ERROR)
+                if isinstance(e, WorkerTrapped):
+                    self._mark_failed(key, e.message)
+                elif isinstance(e, WorkerFailed):
+                    # A worker that dies or fails on every load counts like one that crashes
+                    # while serving: past max_crashes it is not started again.
+                    self._record_crash(key, f"load failed: {e.message}")
                 raise
             worker.load_key = load_key
             worker.key, worker.mode = key, mode
@@ -183,6 +199,11 @@ class Orchestrator:
             if self._patrol is None or self._patrol.done():
                 self._patrol = loop.create_task(self._health_patrol())
             return worker
+
+    def _check_not_failed(self, key: str, name: str) -> None:
+        if key in self.failed:
+            raise WorkerFailed(f"model '{name}' is marked failed and is not restarted: {self.failed[key]}; "
+                               "restart the daemon to try again", model=name)
 
     async def _place(self, record: assets_pb2.InstallRecord, spec: run_spec_pb2.RunSpec) -> DevicePlacement:
         """Choose the device (and GPU layers) for a load and write them into `spec`. A RunSpec's
@@ -283,18 +304,32 @@ class Orchestrator:
             await self.unload(name, reason="keep_alive expired")
         return expired
 
+    def _worker_died(self, name: str, worker: Worker) -> None:
+        """Count a dead worker's crash; one its library's trap killed marks the model failed at once."""
+        hint = worker.trap_hint()
+        if hint is not None:
+            self._mark_failed(name, hint)
+        else:
+            self._record_crash(name, f"worker {worker.exit_description()}")
+
     def _record_crash(self, name: str, reason: str) -> None:
-        """Count a crash; past max_crashes within 10 minutes the model is marked failed."""
+        """Count a crash (or failed load); past max_crashes within 10 minutes the model is marked failed."""
         now = time.monotonic()
         recent = [t for t in self._crashes.get(name, []) if now - t < 600] + [now]
         self._crashes[name] = recent
         self.events.publish(events_pb2.EVENT_KIND_CRASH, f"worker for {name}: {reason}", subject=f"model:{name}",
                             level=events_pb2.LEVEL_ERROR)
         if len(recent) >= max(1, self.settings.max_crashes):
-            self.failed[name] = f"its worker crashed {len(recent)} times in 10 minutes (last: {reason})"
-            log.error("model %s marked failed: %s", name, self.failed[name])
-            self.events.publish(events_pb2.EVENT_KIND_ALERT, f"{name} marked failed: {self.failed[name]}",
-                                subject=f"model:{name}", level=events_pb2.LEVEL_ERROR)
+            self._mark_failed(name, f"its worker crashed {len(recent)} times in 10 minutes (last: {reason})")
+
+    def _mark_failed(self, name: str, why: str) -> None:
+        """Stop restarting model `name`'s worker; said once, in the log and as an alert event."""
+        if name in self.failed:
+            return
+        self.failed[name] = why
+        log.error("model %s marked failed: %s", name, why)
+        self.events.publish(events_pb2.EVENT_KIND_ALERT, f"{name} marked failed: {why}",
+                            subject=f"model:{name}", level=events_pb2.LEVEL_ERROR)
 
     async def _health_patrol(self) -> None:
         # A worker whose event loop does not answer Health twice in a row is hung (SIGSTOP,
@@ -416,8 +451,11 @@ class Orchestrator:
             if not worker.alive:
                 if self.workers.get(worker.key) is worker:
                     del self.workers[worker.key]
-                    self._record_crash(worker.key, f"worker {worker.exit_description()}")
+                    self._worker_died(worker.key, worker)
                 await worker.stop()
+                hint = worker.trap_hint()
+                if hint is not None:
+                    return WorkerFailed(hint, model=worker.model)
                 return WorkerFailed(
                     f"the worker serving '{worker.model}' {worker.exit_description()} during the "
                     "request; the next request starts a new one", model=worker.model)
@@ -522,6 +560,8 @@ class Orchestrator:
         workers = list(self.workers.values())
         self.workers.clear()
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
 
 
 EMBEDDINGS_SUFFIX = "#embeddings"  # '#' is never part of a model name, so keys cannot collide
@@ -570,12 +610,3 @@ def worker_key(record: assets_pb2.InstallRecord, mode: int) -> str:
     llama.cpp's embedding mode cannot generate), so chat and embeddings of one model coexist."""
     natural = _NATURAL_MODE.get(record.kind, run_spec_pb2.MODE_CHAT)
     return record.name if mode == natural else record.name + EMBEDDINGS_SUFFIX
-
-
-def socket_dir(home: Path) -> Path:
-    """A short private directory for worker sockets (Unix socket paths are limited to 107
-    bytes, which a deep OMG_HOME would exceed), unique per OMG_HOME."""
-    digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"omg-{os.getuid()}-{digest}"
-    path.mkdir(mode=0o700, exist_ok=True)
-    return path

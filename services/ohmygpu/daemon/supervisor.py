@@ -12,9 +12,12 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -29,12 +32,56 @@ _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
                     ("grpc.max_send_message_length", 64 << 20)]
 
 
+# What a worker may inherit from the daemon's environment: an allow-list, because workers parse
+# untrusted files (GGUF headers, chat templates) and need no secret (OMG_TOKEN, OMG_ADMIN_TOKEN,
+# HF_TOKEN, a cloud key in the user's shell...). Kept: where programs and libraries are, the
+# locale and temp dir, and the knobs of the compute libraries (OpenMP, BLAS, CUDA/ROCm, ggml).
+_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONFAULTHANDLER",
+    "PYTHONHASHSEED", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CONDA_PREFIX", "SYSTEMROOT",
+})
+_ENV_PREFIXES = ("LC_", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "BLIS_", "GGML_", "LLAMA_",
+                 "CUDA_", "NVIDIA_", "HIP_", "ROCR_", "HSA_", "CT2_")
+_ENV_SECRET_MARKS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "CREDENTIAL")
+
+
+def worker_environment(parent: Mapping[str, str]) -> dict[str, str]:
+    """The environment a worker starts with: the allow-listed part of `parent`, never a
+    variable whose name says it holds a secret, and the hub switched off (a worker loads local
+    files only)."""
+    env = {k: v for k, v in parent.items()
+           if (k in _ENV_NAMES or k.startswith(_ENV_PREFIXES))
+           and not any(mark in k.upper() for mark in _ENV_SECRET_MARKS)}
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
 def _tail(path: Path, lines: int = 5) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return ""
     return " | ".join(text[-lines:])
+
+
+class WorkerTrapped(WorkerFailed):
+    """A worker was killed by a signal its library raises whatever the request (SIGILL: built
+    for instructions this CPU lacks; SIGBUS while loading): the model is marked failed at once."""
+
+
+# gRPC codes of a load whose worker may have died under it (a worker that refuses a model
+# answers INTERNAL or INVALID_ARGUMENT and lives on).
+_DEATH_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
+_LIBRARY_NAMES = {"llamacpp": "llama.cpp", "whisper": "CTranslate2 (faster-whisper)"}
+# Signals that say the library cannot run here, with the cause and the fix.
+_TRAPS = {
+    signal.SIGILL: "the {library} library was built for instructions this CPU cannot run (the worker for "
+                   "'{model}' was killed by SIGILL); reinstall it for this machine with `bash scripts/setup.sh`",
+    signal.SIGBUS: "the worker for '{model}' was killed by SIGBUS: its model file was truncated or replaced "
+                   "while being read, or the {library} library does not run on this CPU; check the file "
+                   "(`omg model verify`) or reinstall with `bash scripts/setup.sh`",
+}
 
 
 class Worker:
@@ -84,13 +131,31 @@ class Worker:
                 return f"was killed by signal {-code}"
         return f"exited with status {code}"
 
+    def trap_hint(self) -> str | None:
+        """What it means and what to do, when the worker died of a signal that its library
+        raises on every run (an instruction this CPU lacks): restarting it cannot help."""
+        code = self.proc.returncode if self.proc else None
+        if code is None or code >= 0 or -code not in _TRAPS:
+            return None
+        library = _LIBRARY_NAMES.get(self.runtime.name, self.runtime.library)
+        return _TRAPS[-code].format(library=library, model=self.model)
+
+    def death(self, stage: str) -> WorkerFailed:
+        """The error for a worker found dead `stage` ("while loading"): a trap's cause and fix
+        (WorkerTrapped), else how it exited with the tail of its log."""
+        hint = self.trap_hint()
+        if hint is not None:
+            return WorkerTrapped(hint, model=self.model)
+        return WorkerFailed(f"worker for '{self.model}' {self.exit_description()} {stage}: "
+                            f"{_tail(self.log_path) or 'no output'}", model=self.model)
+
     async def start(self, record: assets_pb2.InstallRecord, spec: run_spec_pb2.RunSpec,
                     *, timeout_s: float) -> None:
         """Spawn the process, wait for its socket, load the model; raises WorkerFailed."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        check_private_dir(self.socket_path.parent)  # still ours: never connect through a swapped one
         started = time.perf_counter_ns()
-        env = dict(os.environ)
+        env = worker_environment(os.environ)
         # ggml's OpenMP threads sleep after GOMP_SPINCOUNT idle spins. The default is tuned for
         # one process; here the daemon and the worker's gRPC thread run between tokens, and a
         # worker thread gone to sleep costs a wake-up on every token. Spinning longer (a few ms,
@@ -113,7 +178,13 @@ class Worker:
             raise WorkerFailed(f"worker for '{self.model}' did not load within {timeout_s:g}s",
                                model=self.model) from None
         except grpc.aio.AioRpcError as e:
+            if e.code() in _DEATH_CODES:  # the socket closed under the call: did it die?
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.exited.wait(), 2.0)
+            died = not self.alive
             await self.stop()
+            if died:
+                raise self.death("while loading") from None
             raise WorkerFailed(f"worker for '{self.model}' failed to load: {e.details()}",
                                model=self.model) from None
         self.load_ns = time.perf_counter_ns() - started
@@ -129,9 +200,7 @@ class Worker:
         ready.cancel()
         died.cancel()
         if not self.alive:
-            raise WorkerFailed(
-                f"worker for '{self.model}' {self.exit_description()} while starting: "
-                f"{_tail(self.log_path) or 'no output'}", model=self.model)
+            raise self.death("while starting")
         async for progress in self.stub.Load(runtime_pb2.LoadRequest(spec=spec, model=record)):
             if progress.done:
                 self.memory_bytes = progress.memory_bytes
@@ -164,3 +233,29 @@ class Worker:
             await self.channel.close()
             self.channel = None
         self.socket_path.unlink(missing_ok=True)
+
+
+def socket_dir() -> Path:
+    """A fresh private directory for this daemon's worker sockets (removed at shutdown).
+
+    Short (Unix socket paths are limited to 107 bytes, which a deep OMG_HOME would exceed) and
+    made by mkdtemp: an unpredictable name, created atomically by us with mode 0700. The fixed
+    name used before (`omg-<uid>-<hash of home>`, created with exist_ok) could be made first by
+    another local user with mode 0777, who then swapped each worker's socket for their own and
+    received the daemon's prompts."""
+    return Path(tempfile.mkdtemp(prefix=f"omg-{os.getuid()}-"))
+
+
+def check_private_dir(path: Path) -> None:
+    """Raise WorkerFailed unless `path` is a real directory (not a link) owned by us that no one
+    else may enter or write: a worker's socket is only ever made and dialled in such a place."""
+    try:
+        st = os.lstat(path)
+        private = stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+    except OSError:
+        private = False
+    if not private:
+        log.error("worker socket directory %s is missing or not private to uid %d (it must be a "
+                  "directory we own with mode 0700)", path, os.getuid())
+        raise WorkerFailed("the worker socket directory is missing or not private to the daemon's user; "
+                           "no worker is started (see the daemon log)")

@@ -26,7 +26,7 @@ from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from ohmygpu.runtimes.api.worker_server import BaseRuntime, LogRing, rss_bytes, run_worker
-from ohmygpu.runtimes.llamacpp import structured
+from ohmygpu.runtimes.llamacpp import selftest, structured
 from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling, generate
 from ohmygpu.runtimes.llamacpp.slots import (
     Slot,
@@ -103,6 +103,9 @@ class LlamaCppRuntime(BaseRuntime):
                     executor, fork_context, self.llm), executor))
                 yield runtime_pb2.LoadResponse(progress=i / parallel, stage=f"context {i + 1} of {parallel}")
             self.pool = SlotPool(slots)
+            # Before READY: a build that traps on this CPU dies here, not on a user's prompt.
+            n, took = await slots[0].call(selftest.check_batched_eval, self.llm, self.threads)
+            log.info("self-test: %d tokens batched on %d threads in %.2fs", n, self.threads, took)
         except (ValueError, RuntimeError, OSError) as e:
             self.state = runtime_pb2.WORKER_STATE_FAILED
             log.error("load failed: %s", e)
