@@ -4,6 +4,8 @@ with OMG_MCP_TOOLS."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +79,18 @@ def test_mcp_tools_can_be_limited(daemon, tmp_path: Path) -> None:
     assert pull.is_error  # not offered
     r = daemon.omg("mcp", "--tools", "chat,bogus", timeout=30)
     assert r.returncode == 1 and "bogus" in r.stderr
+
+
+def test_omg_config_masks_every_secret(tmp_path: Path) -> None:
+    secrets = {"OMG_TOKEN": "user-secret-1", "OMG_ADMIN_TOKEN": "admin-secret-2", "HF_TOKEN": "hf_secret_3"}
+    env = {**os.environ, "OMG_HOME": str(tmp_path / "home"), **secrets}
+    for args in (["config"], ["config", "--json"]):
+        r = subprocess.run([sys.executable, "-m", "ohmygpu.cli.main", *args], env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        for value in secrets.values():
+            assert value not in r.stdout
+    rows = {row["env"]: row for row in json.loads(r.stdout)}
+    for name in secrets:
+        assert rows[name]["value"] == "***" and rows[name]["source"] == f"env {name}"
+    assert rows["OMG_HOME"]["value"] == str(tmp_path / "home")  # the rest is shown as it is

@@ -252,10 +252,14 @@ class Settings:
         out = []
         for s in SETTINGS:
             value = getattr(self, s.name)
-            shown = "***" if s.name in ("token", "hf_token") and value else str(value)
+            shown = "***" if s.name in SECRET_SETTINGS and value else str(value)
             out.append({"name": s.name, "env": s.env, "value": shown,
                         "source": source.get(s.name, "default"), "help": s.help})
         return out
+
+
+# Settings whose values are never shown (omg config, logs): masked as "***" when set.
+SECRET_SETTINGS = frozenset({"token", "admin_token", "hf_token"})
 
 
 def split_list(value: str) -> list[str]:
