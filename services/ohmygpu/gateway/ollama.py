@@ -206,7 +206,8 @@ class OllamaRoutes:
         model = f.str("model", required=True)
         raw_messages = f.list("messages") or []
         for m in raw_messages:  # ollama sends tool-call arguments as objects
-            for call in (m.get("tool_calls") or []) if isinstance(m, dict) else []:
+            calls = m.get("tool_calls") if isinstance(m, dict) else None
+            for call in calls if isinstance(calls, list) else []:  # not a list: chat_messages says so
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict) and not isinstance(fn.get("arguments", ""), str):
                     fn["arguments"] = json.dumps(fn["arguments"])
