@@ -19,7 +19,7 @@ from ohmygpu.cli import speech
 from ohmygpu.cli.client import EXIT_USAGE, Client, CliError
 from ohmygpu.cli.format import size as _size
 from ohmygpu.core.errors import OmgError
-from ohmygpu.core.estimate import estimate
+from ohmygpu.core.estimate import context_window, estimate
 from ohmygpu.core.kinds import kind_name
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.version import __version__
@@ -116,7 +116,7 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
                   f"  quantization  {g.quantization}\n  context       {g.context_length}")
         print(f"  size          {_size(rec.size_bytes)}")
         est = estimate(rec, context_length=settings.context_length)
-        at = f" at {settings.context_length} tokens" if rec.HasField("gguf") else ""
+        at = f" at {context_window(rec, settings.context_length)} tokens" if rec.HasField("gguf") else ""
         print(f"  memory        ~{_size(est.total)}{at} "
               f"(weights {_size(est.weights)}, KV cache {_size(est.kv_cache)}, overhead {_size(est.overhead)})")
         for a in rec.artifacts:

@@ -63,6 +63,17 @@ class UnsupportedMediaType(InvalidArgument):
     http_status = 415
 
 
+class ContextLengthExceeded(InvalidArgument):
+    """A prompt longer than the model's context window, where truncation was not asked for
+    (OpenAI's 400 with code context_length_exceeded)."""
+
+    openai_code = "context_length_exceeded"
+    reason = "context_length_exceeded"  # crosses the worker's gRPC boundary as omg-error metadata
+
+    def __init__(self, message: str, *, param: str | None = "messages") -> None:
+        super().__init__(message, param=param)
+
+
 class PayloadTooLarge(OmgError):
     """A request body over the configured limit."""
 
@@ -202,3 +213,7 @@ BY_GRPC_CODE: dict[str, type[OmgError]] = {
     "UNAVAILABLE": Unavailable,
     "INTERNAL": WorkerFailed,
 }
+
+# Errors a worker names in its status's `omg-error` trailing metadata, so the daemon can raise
+# the same class (and a dialect render its own code) instead of a generic one.
+BY_REASON: dict[str, type[OmgError]] = {"context_length_exceeded": ContextLengthExceeded}

@@ -23,12 +23,26 @@ class MemoryEstimate:
         return self.weights + self.kv_cache + self.overhead
 
 
+AUTO_CONTEXT_CAP = 8192  # OMG_CONTEXT_LENGTH=0: the model's trained window, at most this
+_UNKNOWN_CONTEXT = 4096  # a GGUF that does not say its trained window
+
+
+def context_window(record: assets_pb2.InstallRecord, requested: int) -> int:
+    """The context a model loads with: `requested` (0: auto, the model's trained window up to
+    AUTO_CONTEXT_CAP), never more than the model's own. The worker and this estimate both use it."""
+    trained = record.gguf.context_length
+    if requested <= 0:
+        return min(trained, AUTO_CONTEXT_CAP) if trained else _UNKNOWN_CONTEXT
+    return min(requested, trained) if trained else requested
+
+
 def estimate(record: assets_pb2.InstallRecord, *, context_length: int, parallel: int = 1) -> MemoryEstimate:
-    """Bytes `record` needs at `context_length` tokens per slot and `parallel` slots."""
+    """Bytes `record` needs at `context_length` tokens per slot (0: auto, see context_window)
+    and `parallel` slots."""
     if record.format != assets_pb2.ARTIFACT_FORMAT_GGUF:
         return _estimate_other(record)
     g = record.gguf
-    n_ctx = min(context_length, g.context_length) if g.context_length else context_length
+    n_ctx = context_window(record, context_length)
     weights = g.tensor_data_bytes or record.size_bytes
     head_dim = g.embedding_length // g.head_count if g.head_count else 0
     kv = 2 * g.block_count * n_ctx * max(1, parallel) * (g.head_count_kv or g.head_count) * head_dim * _KV_BYTES

@@ -31,7 +31,8 @@ def error_body(e: OmgError, dialect: str) -> dict[str, object]:
     if dialect == "management":
         return {"code": grpc.StatusCode[e.grpc_code].value[0], "message": e.message, "details": []}
     return {"error": {"message": e.message, "type": e.openai_type,
-                      "param": getattr(e, "param", None), "code": e.grpc_code.lower()}}
+                      "param": getattr(e, "param", None),
+                      "code": getattr(e, "openai_code", None) or e.grpc_code.lower()}}
 
 
 def error_response(e: OmgError, path: str) -> Response:

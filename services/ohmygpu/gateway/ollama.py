@@ -20,6 +20,7 @@ from ohmygpu.gateway.openai import chat_messages, tools_of
 from ohmygpu.gateway.streaming import FINISH_NAMES, primed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.llamacpp.schema_guard import check_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -59,15 +60,22 @@ def options_params(body: Fields, limit: int) -> run_spec_pb2.SamplingParams:
     return p
 
 
+def context_of(body: Fields) -> tuple[bool, int]:
+    """(truncate, context_length) as ollama reads them: `truncate` (default true: a prompt too
+    long for the window is fitted, older turns first) and `options.num_ctx` (0: the loaded window)."""
+    opts = Fields(body.obj("options") or {}, "options.")
+    return body.bool("truncate", True), opts.int("num_ctx", 1, 1 << 24) or 0
+
+
 def format_of(body: Fields) -> runtime_pb2.ResponseFormat:
     fmt = body.data.get("format")
     if fmt in (None, ""):
         return runtime_pb2.ResponseFormat()
     if fmt == "json":
         return runtime_pb2.ResponseFormat(type=runtime_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT)
-    if isinstance(fmt, dict):
+    if isinstance(fmt, dict):  # checked here too, so a schema no grammar can hold is a 400 before any queue
         return runtime_pb2.ResponseFormat(type=runtime_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
-                                          schema_json=json.dumps(fmt))
+                                          schema_json=json.dumps(check_schema(fmt, param="format")))
     raise InvalidArgument("'format' must be \"json\" or a JSON schema object", param="format")
 
 
@@ -216,6 +224,7 @@ class OllamaRoutes:
             model=model, params=options_params(f, self.gw.settings.max_tokens_limit),
             response_format=format_of(f), tools=tools, tool_choice=choice,
             keep_alive=keep_alive(f.data.get("keep_alive")))
+        req.truncate, req.context_length = context_of(f)
         stream = f.bool("stream", True)
         if not raw_messages:  # ollama: an empty conversation just loads (or unloads) the model
             reason = await self._load_or_unload(model, req.keep_alive)
@@ -304,18 +313,20 @@ class OllamaRoutes:
         params = options_params(f, self.gw.settings.max_tokens_limit)
         fmt = format_of(f)
         ka = keep_alive(f.data.get("keep_alive"))
+        truncate, context_length = context_of(f)
         if not prompt:  # ollama: an empty prompt just loads (or unloads) the model
             reason = await self._load_or_unload(model, ka)
             return self._done_response(model, {"response": "", "done_reason": reason}, stream)
         if raw:
             messages = await primed(self.gw.orchestrator.complete(runtime_pb2.CompleteRequest(
                 model=model, prompt=prompt, suffix=f.str("suffix"), params=params,
-                response_format=fmt, keep_alive=ka)))
+                response_format=fmt, keep_alive=ka, truncate=truncate, context_length=context_length)))
         else:
             conv = ([runtime_pb2.ChatMessage(role="system", content=system)] if system else []) + [
                 runtime_pb2.ChatMessage(role="user", content=prompt)]
             messages = await primed(self.gw.orchestrator.chat(runtime_pb2.ChatRequest(
-                model=model, messages=conv, params=params, response_format=fmt, keep_alive=ka)))
+                model=model, messages=conv, params=params, response_format=fmt, keep_alive=ka,
+                truncate=truncate, context_length=context_length)))
         if stream:
             return StreamingResponse(self._generate_ndjson(messages, model),
                                      media_type="application/x-ndjson")

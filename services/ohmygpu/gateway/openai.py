@@ -15,6 +15,7 @@ from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.streaming import FINISH_NAMES, primed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.llamacpp.schema_guard import check_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -112,6 +113,10 @@ def tools_of(f: Fields) -> tuple[list[runtime_pb2.Tool], runtime_pb2.ToolChoice]
     elif raw is not None:
         raise InvalidArgument("'tool_choice' must be 'auto', 'none', 'required' or a function",
                               param="tool_choice")
+    if choice.mode in (runtime_pb2.TOOL_CHOICE_MODE_REQUIRED, runtime_pb2.TOOL_CHOICE_MODE_FUNCTION):
+        for t in tools:  # these become a grammar: checked before any queue (auto only describes them)
+            if t.parameters_json:
+                check_schema(json.loads(t.parameters_json), param="tools")
     return tools, choice
 
 
@@ -130,8 +135,9 @@ def response_format(f: Fields) -> runtime_pb2.ResponseFormat:
         schema = js.obj("schema")
         if schema is None:
             raise InvalidArgument("'response_format.json_schema.schema' is required", param="response_format")
+        # Checked here too, so a schema no grammar can hold is a 400 before any queue or worker.
         return runtime_pb2.ResponseFormat(type=runtime_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
-                                          schema_json=json.dumps(schema))
+                                          schema_json=json.dumps(check_schema(schema, param="response_format")))
     raise InvalidArgument("'response_format.type' must be text, json_object or json_schema",
                           param="response_format")
 

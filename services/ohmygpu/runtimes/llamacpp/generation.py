@@ -77,15 +77,17 @@ def generate(
     grammar: Any | None,
     emit: Callable[[str], None],
     cancelled: threading.Event,
+    n_ctx: int | None = None,
 ) -> GenerationResult:
     """Generate until end of turn, a stop sequence, max_tokens, the context end or cancellation.
 
-    `emit` receives text pieces in order (never a piece of a stop sequence).
+    `emit` receives text pieces in order (never a piece of a stop sequence). `n_ctx` is the
+    request's window (prompt and answer together), at most the context's.
     """
     import llama_cpp
 
     result = GenerationResult(prompt_tokens=len(prompt_tokens))
-    n_ctx = llm.n_ctx()
+    n_ctx = min(n_ctx or llm.n_ctx(), llm.n_ctx())  # a request may ask for less (num_ctx)
     budget = n_ctx - len(prompt_tokens)
     if sampling.max_tokens is not None and sampling.max_tokens > 0:
         budget = min(budget, sampling.max_tokens)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ohmygpu.core.errors import InvalidArgument
 from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.llamacpp.schema_guard import check_schema
 
 
 class OutputMode(Enum):
@@ -75,13 +76,14 @@ def plan_output(
         if name not in schemas:
             raise InvalidArgument(f"tool_choice names '{name}', which is not among the tools",
                                   param="tool_choice")
-        return OutputPlan(OutputMode.TOOL_ARGUMENTS, schema=schemas[name], function_name=name)
+        return OutputPlan(OutputMode.TOOL_ARGUMENTS, schema=check_schema(schemas[name], param="tools"),
+                          function_name=name)
     if mode in (runtime_pb2.TOOL_CHOICE_MODE_REQUIRED, runtime_pb2.TOOL_CHOICE_MODE_FUNCTION):
         if not schemas:
             raise InvalidArgument("tool_choice requires a tool but no tools were given",
                                   param="tool_choice")
         variants = [
-            {"type": "object", "properties": {"name": {"const": n}, "arguments": p},
+            {"type": "object", "properties": {"name": {"const": n}, "arguments": check_schema(p, param="tools")},
              "required": ["name", "arguments"]}
             for n, p in schemas.items()
         ]
@@ -93,7 +95,7 @@ def plan_output(
         if not isinstance(schema, dict):
             raise InvalidArgument("response_format json_schema must be a JSON object",
                                   param="response_format")
-        return OutputPlan(OutputMode.TEXT, schema=schema)
+        return OutputPlan(OutputMode.TEXT, schema=check_schema(schema, param="response_format"))
     if rf == runtime_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
         return OutputPlan(OutputMode.TEXT, any_json=True)
     if schemas and mode == runtime_pb2.TOOL_CHOICE_MODE_AUTO:

@@ -22,7 +22,8 @@ from typing import Any
 
 import grpc
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core.errors import InvalidArgument, OmgError
+from ohmygpu.core.errors import ContextLengthExceeded, InvalidArgument, OmgError
+from ohmygpu.core.estimate import context_window
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from ohmygpu.runtimes.api.worker_server import BaseRuntime, LogRing, rss_bytes, run_worker
@@ -35,14 +36,20 @@ from ohmygpu.runtimes.llamacpp.slots import (
     make_executor,
     threads_per_slot,
 )
-from ohmygpu.runtimes.llamacpp.template import CHATML, ChatTemplate
+from ohmygpu.runtimes.llamacpp.grammar import compile_grammar
+from ohmygpu.runtimes.llamacpp.prompt import PromptBuilder, answer_room
+from ohmygpu.runtimes.llamacpp.template import CHATML, ChatTemplate, TemplateFailed
+from ohmygpu.runtimes.llamacpp.tokenize import Cancelled, Tokenizer, TooManyTokens, from_llama
 
 log = logging.getLogger("ohmygpu.worker.llamacpp")
 _DONE = object()
 
 
 async def _abort(context: grpc.aio.ServicerContext, e: OmgError) -> None:
-    await context.abort(grpc.StatusCode[e.grpc_code], e.message)
+    # A specific error (context_length_exceeded) is named in metadata so the daemon raises it again.
+    reason = getattr(e, "reason", "")
+    await context.abort(grpc.StatusCode[e.grpc_code], e.message,
+                        trailing_metadata=(("omg-error", reason),) if reason else ())
 
 
 class LlamaCppRuntime(BaseRuntime):
@@ -52,13 +59,18 @@ class LlamaCppRuntime(BaseRuntime):
         super().__init__(logs)
         self.llm: Any = None
         self.template: ChatTemplate | None = None
+        self.template_error: TemplateFailed | None = None  # the model's template does not compile
+        self.tokenizer: Tokenizer | None = None
         self.pool: SlotPool | None = None
         # Every llama.cpp call on a context runs on that slot's one thread. ggml uses OpenMP,
         # which keeps a thread team per calling thread; calls from a pool's changing threads
         # pile up teams that spin against each other (measured: ~105 -> ~37 tokens/s).
-        # Chat templates render on their own thread, so a prompt is ready while slots are busy.
-        self.template_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="template")
+        # Prompts are rendered and tokenized (bounded by the window) and grammars compiled off the
+        # slots, two at once, so a prompt is ready while slots are busy and a long one never holds
+        # a slot another request could decode on.
+        self.prompt_executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="prompt")
         self.grammar_cache: dict[str, Any] = {}
+        self.template_timeout = 2.0
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -83,9 +95,7 @@ class LlamaCppRuntime(BaseRuntime):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no GGUF artifact to load")
         res = request.spec.resources
         self.threads = res.cpu_threads or (os.cpu_count() or 1)
-        n_ctx = res.context_length or 4096
-        if record.gguf.context_length:
-            n_ctx = min(n_ctx, record.gguf.context_length)
+        n_ctx = context_window(record, res.context_length)  # the daemon's estimate uses the same rule
         gpu_layers = res.gpu_layers if res.HasField("gpu_layers") else 0
         embedding = request.spec.mode == run_spec_pb2.MODE_EMBEDDINGS
         parallel = max(1, min(res.max_concurrency or 1, 64))
@@ -106,23 +116,42 @@ class LlamaCppRuntime(BaseRuntime):
             # Before READY: a build that traps on this CPU dies here, not on a user's prompt.
             n, took = await slots[0].call(selftest.check_batched_eval, self.llm, self.threads)
             log.info("self-test: %d tokens batched on %d threads in %.2fs", n, self.threads, took)
-        except (ValueError, RuntimeError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - a hostile file can make llama.cpp raise anything
             self.state = runtime_pb2.WORKER_STATE_FAILED
-            log.error("load failed: %s", e)
-            await context.abort(grpc.StatusCode.INTERNAL, f"llama.cpp could not load the model: {e}")
-        meta = self.llm.metadata
-        template_src = meta.get("tokenizer.chat_template") or CHATML
-        vocab = self.llm._model
-        bos = vocab.token_get_text(self.llm.token_bos()) if self.llm.token_bos() >= 0 else ""
-        eos = vocab.token_get_text(self.llm.token_eos()) if self.llm.token_eos() >= 0 else ""
-        timeout = float(request.spec.extensions["template_timeout_s"].number_value or 2.0) \
-            if "template_timeout_s" in request.spec.extensions else 2.0
-        self.template = ChatTemplate(template_src, bos_token=bos, eos_token=eos, timeout_s=timeout)
+            log.error("load failed: %s", e)  # the log may name the path; the answer must not
+            await context.abort(grpc.StatusCode.INTERNAL, "the file is not a loadable model: llama.cpp "
+                                "could not load it (its header or tensor data is damaged or unsupported)")
+        try:
+            self._prepare_text(request.spec)
+        except Exception as e:  # noqa: BLE001
+            self.state = runtime_pb2.WORKER_STATE_FAILED
+            log.error("load failed after the weights: %s", e)
+            await context.abort(grpc.StatusCode.INTERNAL, "the file is not a loadable model: its "
+                                "vocabulary or metadata cannot be read")
         self.model_name = record.name
         self.state = runtime_pb2.WORKER_STATE_READY
         log.info("loaded %s in %.2fs (n_ctx=%d, threads=%d, gpu_layers=%d, slots=%d)", record.name,
                  time.perf_counter() - started, n_ctx, self.threads, gpu_layers, parallel)
         yield runtime_pb2.LoadResponse(progress=1.0, stage="ready", done=True, memory_bytes=rss_bytes())
+
+    def _prepare_text(self, spec: run_spec_pb2.RunSpec) -> None:
+        """Tokenizer and chat template of the loaded model. A template that does not compile
+        fails chats with its reason, not the load (embeddings and raw completions still work)."""
+        self.tokenizer = from_llama(self.llm)
+        template_src = self.llm.metadata.get("tokenizer.chat_template") or CHATML
+        vocab = self.llm._model
+        n_vocab = self.llm.n_vocab()
+        bos = vocab.token_get_text(self.llm.token_bos()) if 0 <= self.llm.token_bos() < n_vocab else ""
+        eos = vocab.token_get_text(self.llm.token_eos()) if 0 <= self.llm.token_eos() < n_vocab else ""
+        timeout = float(spec.extensions["template_timeout_s"].number_value or 2.0) \
+            if "template_timeout_s" in spec.extensions else 2.0
+        self.template_timeout = timeout
+        try:
+            self.template, self.template_error = ChatTemplate(
+                template_src, bos_token=bos, eos_token=eos, timeout_s=timeout), None
+        except TemplateFailed as e:
+            log.error("%s", e.message)
+            self.template, self.template_error = None, e
 
     def _load(self, path: str, n_ctx: int, gpu_layers: int, embedding: bool, threads: int) -> Any:
         import llama_cpp
@@ -161,10 +190,12 @@ class LlamaCppRuntime(BaseRuntime):
             await _abort(context, e)
 
     async def _chat(self, request: runtime_pb2.ChatRequest) -> AsyncIterator[runtime_pb2.ChatResponse]:
-        plan, prompt = await self._chat_prompt(request)
+        cancelled = threading.Event()
+        plan, prompt = await self._chat_prompt(request, cancelled)
         names = {t.name for t in request.tools}
+        window = self._window(request.context_length)
         if plan.mode is structured.OutputMode.TEXT:
-            async for piece, result in self._run(prompt, request.params, plan):
+            async for piece, result in self._run(prompt, request.params, plan, window, cancelled):
                 if result is None:
                     yield runtime_pb2.ChatResponse(content=piece)
                 else:
@@ -174,7 +205,7 @@ class LlamaCppRuntime(BaseRuntime):
             # The grammar produces the arguments object itself: stream it as argument deltas.
             call_id = structured.new_call_id()
             first = True
-            async for piece, result in self._run(prompt, request.params, plan):
+            async for piece, result in self._run(prompt, request.params, plan, window, cancelled):
                 if result is None:
                     delta = runtime_pb2.ToolCallDelta(index=0, arguments=piece)
                     if first:
@@ -192,7 +223,7 @@ class LlamaCppRuntime(BaseRuntime):
         # TOOL_CALL and TOOL_AUTO: hold text while it may be a call, then decide.
         held = ""
         streaming_text = False
-        async for piece, result in self._run(prompt, request.params, plan):
+        async for piece, result in self._run(prompt, request.params, plan, window, cancelled):
             if result is None:
                 if streaming_text:
                     yield runtime_pb2.ChatResponse(content=piece)
@@ -214,9 +245,27 @@ class LlamaCppRuntime(BaseRuntime):
                 yield runtime_pb2.ChatResponse(content=held)
             yield final
 
-    async def _chat_prompt(self, request: runtime_pb2.ChatRequest) -> tuple[structured.OutputPlan, str]:
-        if self.llm is None or self.template is None:
+    def _window(self, requested: int) -> int:
+        """A request's context window: the loaded one, or less when the request asks (num_ctx)."""
+        n_ctx = self.llm.n_ctx()
+        return min(n_ctx, requested) if requested else n_ctx
+
+    async def _off_slot(self, fn: Any, cancelled: threading.Event) -> Any:
+        """fn() on the prompt threads; a request that goes away stops it at its next check."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.prompt_executor, fn)
+        except Cancelled:
+            raise asyncio.CancelledError() from None
+        except BaseException:
+            cancelled.set()
+            raise
+
+    async def _chat_prompt(self, request: runtime_pb2.ChatRequest,
+                           cancelled: threading.Event) -> tuple[structured.OutputPlan, list[int]]:
+        if self.llm is None or self.tokenizer is None:
             raise InvalidArgument("no model loaded")
+        if self.template is None:
+            raise self.template_error or InvalidArgument("no model loaded")
         if not request.messages:
             raise InvalidArgument("messages must not be empty", param="messages")
         plan = structured.plan_output(request.response_format, list(request.tools), request.tool_choice)
@@ -242,10 +291,14 @@ class LlamaCppRuntime(BaseRuntime):
                 messages[0] = {**messages[0], "content": messages[0]["content"] + "\n\n" + note}
             else:
                 messages.insert(0, {"role": "system", "content": note})
-        template = self.template
-        prompt = await asyncio.get_running_loop().run_in_executor(
-            self.template_executor, lambda: template.render(messages, tools=tools))
-        return plan, prompt
+        template, tokenizer = self.template, self.tokenizer
+        escaped_tools = tokenizer.escape(tools) if tools else None
+        builder = PromptBuilder(tokenizer, lambda msgs: template.render(msgs, tools=escaped_tools),
+                                n_ctx=self._window(request.context_length), cancelled=cancelled)
+        max_tokens = request.params.max_tokens if request.params.HasField("max_tokens") else None
+        tokens = await self._off_slot(
+            lambda: builder.build(messages, truncate=request.truncate, max_tokens=max_tokens), cancelled)
+        return plan, tokens
 
     async def Complete(self, request: runtime_pb2.CompleteRequest, context) -> AsyncIterator[runtime_pb2.CompleteResponse]:
         try:
@@ -255,10 +308,30 @@ class LlamaCppRuntime(BaseRuntime):
             await _abort(context, e)
 
     async def _complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
-        if self.llm is None:
+        if self.llm is None or self.tokenizer is None:
             raise InvalidArgument("no model loaded")
         plan = structured.plan_output(request.response_format, [], runtime_pb2.ToolChoice())
-        async for piece, result in self._run(request.prompt, request.params, plan, add_bos=True):
+        cancelled = threading.Event()
+        window = self._window(request.context_length)
+        tokenizer, text = self.tokenizer, request.prompt
+        # Raw completions are the caller's own template: their special texts are special tokens.
+        bos = self.llm._model.tokenize(b"", True, False)  # the model's BOS, if it wants one
+        max_tokens = request.params.max_tokens if request.params.HasField("max_tokens") else None
+
+        def tokens() -> list[int]:
+            limit = window - 1 - len(bos)
+            try:
+                return bos + tokenizer.encode(text, limit=limit, cancelled=cancelled)
+            except TooManyTokens as e:
+                if not request.truncate:
+                    raise ContextLengthExceeded(
+                        f"the prompt has more than {e.count - 1} tokens, more than this model's context "
+                        f"window of {window} tokens; shorten it", param="prompt") from None
+            return bos + tokenizer.encode_tail(text, window - answer_room(window, max_tokens) - len(bos),
+                                               specials=True)
+
+        prompt = await self._off_slot(tokens, cancelled)
+        async for piece, result in self._run(prompt, request.params, plan, window, cancelled):
             if result is None:
                 yield runtime_pb2.CompleteResponse(text=piece)
             else:
@@ -266,47 +339,37 @@ class LlamaCppRuntime(BaseRuntime):
                 yield runtime_pb2.CompleteResponse(finish_reason=final.finish_reason,
                                                    usage=final.usage, timings=final.timings)
 
-    def _grammar(self, plan: structured.OutputPlan) -> Any:
-        from llama_cpp import llama_grammar
-
+    async def _grammar(self, plan: structured.OutputPlan, cancelled: threading.Event) -> Any:
         if plan.schema is None and not plan.any_json:
             return None
         key = "any" if plan.schema is None else json.dumps(plan.schema, sort_keys=True)
         if key not in self.grammar_cache:
-            try:
-                if plan.schema is None:
-                    grammar = llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
-                else:
-                    grammar = llama_grammar.LlamaGrammar.from_json_schema(key, verbose=False)
-            except (ValueError, RuntimeError, KeyError, TypeError) as e:
-                raise InvalidArgument(f"cannot enforce this JSON schema: {e}", param="response_format") from e
+            vocab, timeout = self.llm._model.vocab, self.template_timeout
+            grammar = await self._off_slot(lambda: compile_grammar(plan, vocab, timeout_s=timeout), cancelled)
             if len(self.grammar_cache) > 32:
                 self.grammar_cache.clear()
             self.grammar_cache[key] = grammar
         return self.grammar_cache[key]
 
     async def _run(
-        self, prompt: str, params: run_spec_pb2.SamplingParams, plan: structured.OutputPlan,
-        *, add_bos: bool = False,
+        self, tokens: list[int], params: run_spec_pb2.SamplingParams, plan: structured.OutputPlan,
+        window: int, cancelled: threading.Event,
     ) -> AsyncIterator[tuple[str, GenerationResult | None]]:
         """Yields (piece, None) per text piece, then ("", result). Cancels on consumer exit."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        cancelled = threading.Event()
         sampling = Sampling.from_params(params)
-        grammar = self._grammar(plan)
+        grammar = await self._grammar(plan, cancelled)
 
         def emit(piece: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, piece)
 
         def work(llm: Any) -> GenerationResult:
-            # Templates already carry the BOS text; raw completions need the model's BOS added.
-            tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
-            if len(tokens) >= llm.n_ctx():
-                raise InvalidArgument(
-                    f"the prompt has {len(tokens)} tokens, more than the context window of "
-                    f"{llm.n_ctx()}", param="messages")
-            return generate(llm, tokens, sampling, grammar=grammar, emit=emit, cancelled=cancelled)
+            if len(tokens) >= window:  # the prompt builders keep under it; this is the last guard
+                raise ContextLengthExceeded(f"the prompt has {len(tokens)} tokens, more than this model's "
+                                            f"context window of {window} tokens")
+            return generate(llm, tokens, sampling, grammar=grammar, emit=emit, cancelled=cancelled,
+                            n_ctx=window)
 
         if self.pool is None:
             raise InvalidArgument("no model loaded")
