@@ -94,3 +94,124 @@ def test_omg_config_masks_every_secret(tmp_path: Path) -> None:
     for name in secrets:
         assert rows[name]["value"] == "***" and rows[name]["source"] == f"env {name}"
     assert rows["OMG_HOME"]["value"] == str(tmp_path / "home")  # the rest is shown as it is
+
+
+def _admin_omg(d, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ohmygpu.cli.main", *args], env={**d.env, "OMG_TOKEN": "admin-token"},
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory, gguf_path: Path):
+    """A daemon with an inference token and an admin token, and two models."""
+    d = new_daemon(tmp_path_factory.mktemp("guarded"), token="user-token",
+                   extra_env={"OMG_ADMIN_TOKEN": "admin-token"}).start()
+    for name in ("pinned", "free"):
+        assert _admin_omg(d, "model", "add", str(gguf_path), "--name", name).returncode == 0
+    yield d
+    d.stop()
+
+
+def _loaded(d) -> set[str]:
+    return {m["name"] for m in httpx.get(d.http + "/api/ps", headers=USER).json()["models"]}
+
+
+def test_one_unload_rule_on_every_path(guarded) -> None:
+    import grpc
+
+    from ohmygpu.runtime.v1 import runtime_pb2
+    from ohmygpu.api.v1 import chat_pb2_grpc
+
+    d = guarded
+    run = httpx.post(d.http + "/v1/runs", json={"model": {"repo": "pinned"}}, headers=ADMIN, timeout=120)
+    assert run.status_code == 200, run.text
+    try:
+        hi = [{"role": "user", "content": "hi"}]
+        # keep_alive 0 on a request never unloads a pinned model, whoever asks.
+        for path, body in (("/api/chat", {"messages": hi}), ("/api/generate", {"prompt": "hi"})):
+            r = httpx.post(d.http + path, headers=ADMIN, timeout=120, json={
+                "model": "pinned", "stream": False, "keep_alive": 0, "options": {"num_predict": 2}, **body})
+            assert r.status_code == 200, r.text
+            assert "pinned" in _loaded(d)
+        # The empty-prompt unload form is refused as the admin API refuses it: stop the run instead.
+        for path, body in (("/api/chat", {"messages": []}), ("/api/generate", {"prompt": ""})):
+            r = httpx.post(d.http + path, headers=ADMIN, timeout=60, json={"model": "pinned", "keep_alive": 0, **body})
+            assert r.status_code == 409 and "stop the run instead" in r.json()["error"], r.text
+        r = httpx.post(d.http + "/v1/loaded/pinned:unload", json={}, headers=ADMIN)
+        assert r.status_code == 409 and "stop the run instead" in r.json()["message"]
+        r = httpx.request("DELETE", d.http + "/api/delete", json={"model": "pinned"}, headers=ADMIN)
+        assert r.status_code == 409 and "stop the run instead" in r.json()["error"]
+        assert "pinned" in _loaded(d)
+        # With an admin token set, an inference token cannot unload by keep_alive either.
+        r = httpx.post(d.http + "/api/generate", headers=USER, timeout=120, json={
+            "model": "free", "prompt": "hi", "stream": False, "options": {"num_predict": 2}})
+        assert r.status_code == 200 and "free" in _loaded(d)
+        for path, body in (("/api/chat", {"messages": []}), ("/api/generate", {"prompt": ""}),
+                           ("/api/chat", {"messages": hi}), ("/api/generate", {"prompt": "hi"})):
+            r = httpx.post(d.http + path, headers=USER, timeout=60, json={
+                "model": "free", "keep_alive": 0, "stream": False, **body})
+            assert r.status_code == 403 and "OMG_ADMIN_TOKEN" in r.json()["error"], (path, body, r.text)
+        stub = chat_pb2_grpc.ChatServiceStub(grpc.insecure_channel(d.grpc_addr))
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Chat(runtime_pb2.ChatRequest(model="free", keep_alive="0", messages=[
+                runtime_pb2.ChatMessage(role="user", content="hi")]), metadata=[("authorization", "Bearer user-token")]))
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "free" in _loaded(d)
+        # The admin may, on a model no run pins.
+        r = httpx.post(d.http + "/api/generate", headers=ADMIN, json={"model": "free", "prompt": "", "keep_alive": 0})
+        assert r.status_code == 200 and r.json()["done_reason"] == "unload"
+        assert "free" not in _loaded(d)
+    finally:
+        assert httpx.post(f"{d.http}/v1/runs/{run.json()['id']}/stop", json={}, headers=ADMIN).status_code == 200
+    assert "pinned" not in _loaded(d)
+
+
+def test_verify_is_admin_and_does_not_starve_listings(guarded, gguf_path: Path) -> None:
+    import concurrent.futures
+    import time
+
+    d = guarded
+    r = httpx.post(d.http + "/v1/store/models:verify", json={}, headers=USER)
+    assert r.status_code == 403
+    assert _admin_omg(d, "model", "verify").returncode == 0
+    for i in range(4):  # more bytes to hash per verify
+        _admin_omg(d, "model", "add", str(gguf_path), "--name", f"copy{i}")
+    try:
+        def verify() -> int:
+            return httpx.post(d.http + "/v1/store/models:verify", json={}, headers=ADMIN, timeout=300).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            verifies = [pool.submit(verify) for _ in range(8)]
+            time.sleep(0.3)
+            slowest = 0.0
+            while not all(f.done() for f in verifies):
+                started = time.monotonic()
+                assert httpx.get(d.http + "/api/tags", headers=USER, timeout=60).status_code == 200
+                slowest = max(slowest, time.monotonic() - started)
+                time.sleep(0.05)
+            codes = [f.result() for f in verifies]
+        assert slowest < 1.0, slowest
+        assert codes.count(200) >= 1 and set(codes) <= {200, 503}  # one at a time, a bounded queue behind
+    finally:
+        for i in range(4):
+            _admin_omg(d, "model", "rm", f"copy{i}")
+
+
+def test_inference_clients_see_no_local_paths(guarded, gguf_path: Path) -> None:
+    import grpc
+
+    from ohmygpu.api.v1 import models_pb2, models_pb2_grpc
+
+    d = guarded
+    secret_paths = [str(gguf_path.parent), str(d.home)]
+    for url in ("/v1/status", "/v1/store/models", "/v1/store/models/free"):
+        seen = httpx.get(d.http + url, headers=USER).text
+        assert not any(p in seen for p in secret_paths), (url, seen[:500])
+        assert any(p in httpx.get(d.http + url, headers=ADMIN).text for p in secret_paths), url  # admins see them
+    listed = httpx.get(d.http + "/v1/store/models", headers=USER).json()["models"]
+    assert {m["ref"]["repo"] for m in listed} == {gguf_path.name}  # a local source: its file name only
+    stub = models_pb2_grpc.ModelServiceStub(grpc.insecure_channel(d.grpc_addr))
+    record = stub.GetModel(models_pb2.GetModelRequest(name="free"), metadata=[("authorization", "Bearer user-token")])
+    assert record.artifacts and not any(a.local_path for a in record.artifacts)
+    record = stub.GetModel(models_pb2.GetModelRequest(name="free"), metadata=[("authorization", "Bearer admin-token")])
+    assert record.artifacts[0].local_path == str(gguf_path)

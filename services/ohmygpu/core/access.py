@@ -5,10 +5,17 @@ unloading models and stopping the daemon are management; everything else (chat, 
 embeddings, transcription, listings, events) is inference. With OMG_ADMIN_TOKEN set, management
 needs it, so a token handed to an application cannot also delete models or pull 100 GB. The
 admin token is accepted for inference too. One table here serves gRPC and HTTP.
+
+Verifying models (hashing every byte of the store) is management too: eight at once starved the
+daemon. What only management may see, too: local paths (a model's files, the daemon's home) are
+shown to callers who may manage the daemon and left out for the others (`caller_manages`).
+Unloading is management on every path: UnloadModel, `keep_alive: 0` on a request and Ollama's
+empty-prompt unload follow one rule (daemon/orchestrator.py `unload`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import hmac
 
 from ohmygpu.core.errors import OmgError, PermissionDenied, Unauthenticated
@@ -19,6 +26,7 @@ ADMIN_METHODS = frozenset({
     "ohmygpu.api.v1.ModelService.AddModel",
     "ohmygpu.api.v1.ModelService.DeleteModel",
     "ohmygpu.api.v1.ModelService.GarbageCollect",
+    "ohmygpu.api.v1.ModelService.VerifyModels",
     "ohmygpu.api.v1.JobService.CancelJob",
     "ohmygpu.api.v1.RunService.CreateRun",
     "ohmygpu.api.v1.RunService.StopRun",
@@ -30,6 +38,19 @@ OLLAMA_ADMIN = frozenset({("POST", "/api/pull"), ("DELETE", "/api/delete"), ("PO
                           ("POST", "/api/create"), ("POST", "/api/push")})
 
 
+# Whether the request being served presented the admin token. Set by `check`, which both edges
+# (the HTTP security middleware, the gRPC token interceptor) call for every request whenever a
+# token is configured, in the task that then serves it; read by the layers whose answer depends
+# on who asks (`caller_manages`), so the caller need not be threaded through every signature.
+_caller_admin: contextvars.ContextVar[bool] = contextvars.ContextVar("omg_caller_admin", default=False)
+
+
+def caller_manages(admin_token: str) -> bool:
+    """Whether the request being served may manage the daemon: always when no admin token is
+    configured (every caller may), else only when it presented that token."""
+    return not admin_token or _caller_admin.get()
+
+
 def token_matches(expected: str, header: str | None) -> bool:
     """Constant-time check of an `Authorization: Bearer <token>` value (LocalAI CVE-2024-7010)."""
     if not expected:
@@ -39,8 +60,11 @@ def token_matches(expected: str, header: str | None) -> bool:
 
 
 def check(authorization: str | None, *, admin: bool, token: str, admin_token: str) -> OmgError | None:
-    """The error for a call with this Authorization header, or None when it may proceed."""
-    if admin_token and token_matches(admin_token, authorization):
+    """The error for a call with this Authorization header, or None when it may proceed. Also
+    records, for the rest of this request, whether the caller is the admin (`caller_manages`)."""
+    is_admin = bool(admin_token) and token_matches(admin_token, authorization)
+    _caller_admin.set(is_admin)
+    if is_admin:
         return None  # the admin token opens everything
     if admin and admin_token:
         if authorization and (not token or token_matches(token, authorization)):

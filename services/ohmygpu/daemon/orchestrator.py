@@ -19,13 +19,15 @@ from typing import TypeVar
 
 import grpc
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core import access
 from ohmygpu.core.audio import probe as probe_audio
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import (
     BY_GRPC_CODE,
-    BY_REASON,
+    FailedPrecondition,
     InvalidArgument,
     OmgError,
+    PermissionDenied,
     ServerBusy,
     WorkerFailed,
 )
@@ -160,7 +162,7 @@ class Orchestrator:
             if worker is not None and worker.alive:
                 if run is None or worker.load_key == self._load_key(spec):
                     return worker
-                await self.unload(key, reason="reloading with new load options")
+                await self._unload(key, reason="reloading with new load options")
                 worker = None
             if worker is not None:
                 log.warning("worker for %s %s; starting a new one", key, worker.exit_description())
@@ -246,7 +248,7 @@ class Orchestrator:
             self.pins.pop(key, None)
         for key in self._keys_of(name):
             self.workers[key].pinned = False
-            await self.unload(key, reason="run stopped")
+            await self._unload(key, reason="run stopped")
 
     async def _make_room(self, name: str, record: assets_pb2.InstallRecord) -> None:
         """Unload least recently used idle models until `record` fits the memory budget and
@@ -258,11 +260,20 @@ class Orchestrator:
         for victim in choose_evictions(name, need, loaded, budget=self.ram_budget,
                                        max_loaded=max(1, self.settings.max_loaded_models)):
             log.info("unloading %s (least recently used) to load %s", victim, name)
-            await self.unload(victim, reason=f"evicted to load {name}")
+            await self._unload(victim, reason=f"evicted to load {name}")
 
     def set_keep_alive(self, worker: Worker, keep_alive: str) -> None:
-        """Apply a request's keep_alive (ollama syntax; empty: the default) to an idle worker."""
+        """Apply a request's keep_alive (ollama syntax; empty: the default) to an idle worker.
+        Raises PermissionDenied for a keep_alive that unloads from a caller who may not."""
+        self._check_keep_alive(keep_alive)
         self._set_expiry(worker, keep_alive)
+
+    def _check_keep_alive(self, keep_alive: str) -> None:
+        """A keep_alive of 0 unloads the model: the same rule as every unload (see `unload`).
+        A pinned model ignores keep_alive altogether (`_set_expiry`)."""
+        if keep_alive and parse_keep_alive(keep_alive) == 0 and not access.caller_manages(self.settings.admin_token):
+            raise PermissionDenied("keep_alive 0 unloads the model, which manages the daemon and needs the "
+                                   "admin token (OMG_ADMIN_TOKEN); leave keep_alive out or give a duration")
 
     def _set_expiry(self, worker: Worker, keep_alive: str) -> None:
         if worker.pinned:
@@ -276,7 +287,21 @@ class Orchestrator:
         return [k for k in (name, name + EMBEDDINGS_SUFFIX) if k in self.workers] if \
             not name.endswith(EMBEDDINGS_SUFFIX) else [name] if name in self.workers else []
 
-    async def unload(self, name: str, *, reason: str = "requested") -> bool:
+    async def unload(self, name: str, *, reason: str = "unloaded by request") -> bool:
+        """Unload model `name` at a client's request, by any path (UnloadModel, Ollama's
+        keep_alive 0 unload, DeleteModel): one rule for all. Returns whether it was loaded.
+
+        Raises FailedPrecondition for a model a run pins (stop the run instead) and
+        PermissionDenied when an admin token is set and this request did not present it."""
+        run = self.pinned_run(name)
+        if run is not None:
+            raise FailedPrecondition(f"model '{name}' is pinned by run {run.run_id}; stop the run instead "
+                                     f"(omg run stop {run.run_id})")
+        if not access.caller_manages(self.settings.admin_token):
+            raise PermissionDenied("unloading a model manages the daemon and needs the admin token (OMG_ADMIN_TOKEN)")
+        return await self._unload(name, reason=reason)
+
+    async def _unload(self, name: str, *, reason: str) -> bool:
         """Stop the workers serving `name` (a model name or a worker key); returns whether one was loaded."""
         keys = self._keys_of(name)
         for key in keys:
@@ -302,7 +327,7 @@ class Orchestrator:
         expired = [name for name, w in self.workers.items()
                    if w.in_flight == 0 and not w.pinned and w.expires_at is not None and now >= w.expires_at]
         for name in expired:
-            await self.unload(name, reason="keep_alive expired")
+            await self._unload(name, reason="keep_alive expired")
         return expired
 
     def _worker_died(self, name: str, worker: Worker) -> None:
@@ -394,8 +419,7 @@ class Orchestrator:
 
     async def _stream(self, name: str, mode: int, call: Callable[[Worker], grpc.aio.Call],
                       keep_alive: str = "", record: assets_pb2.InstallRecord | None = None) -> AsyncIterator[M]:
-        if keep_alive:
-            parse_keep_alive(keep_alive)  # a bad value fails before any work
+        self._check_keep_alive(keep_alive)  # a bad or forbidden value fails before any work
         # The kind check comes before the queue: a wrong model is a 400 at once, not after a wait.
         if record is None:
             record = await asyncio.to_thread(self.store.get, name)
@@ -460,9 +484,6 @@ class Orchestrator:
                 return WorkerFailed(
                     f"the worker serving '{worker.model}' {worker.exit_description()} during the "
                     "request; the next request starts a new one", model=worker.model)
-        reason = dict(e.trailing_metadata() or ()).get("omg-error")
-        if reason in BY_REASON:  # a specific error the worker named (context_length_exceeded)
-            return BY_REASON[reason](e.details() or code.name)
         cls = BY_GRPC_CODE.get(code.name, WorkerFailed)
         if cls is WorkerFailed:
             return WorkerFailed(f"worker for '{worker.model}' failed: {e.details()}", model=worker.model)
