@@ -156,6 +156,8 @@ class LlamaCppRuntime(BaseRuntime):
     def _load(self, path: str, n_ctx: int, gpu_layers: int, embedding: bool, threads: int) -> Any:
         import llama_cpp
 
+        _skip_library_templates()
+
         kwargs: dict[str, Any] = {}
         if embedding:
             # One micro-batch holds a whole input (non-causal encoders need that); inputs share
@@ -443,6 +445,25 @@ class LlamaCppRuntime(BaseRuntime):
 
     async def Transcribe(self, request, context):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the llama.cpp runtime does not transcribe")
+
+
+class _NoTemplate:
+    """Stands in for llama-cpp-python's Jinja2ChatFormatter, which `Llama()` builds for every
+    template in the file at load: a template with a syntax error failed the whole load there, and
+    its compile had no deadline. We never use those handlers (template.py renders, sandboxed and
+    bounded), so none is built."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def to_chat_handler(self) -> None:
+        return None
+
+
+def _skip_library_templates() -> None:
+    from llama_cpp import llama as llama_module
+
+    llama_module.llama_chat_format.Jinja2ChatFormatter = _NoTemplate  # type: ignore[attr-defined,misc]
 
 
 def _final_chat(result: GenerationResult) -> runtime_pb2.ChatResponse:
