@@ -14,6 +14,16 @@ from ohmygpu.core.errors import InvalidArgument, MissingExtra
 _SEND = "send wav, mp3, flac, ogg, m4a or webm"
 
 
+def too_long(seconds: float, limit: float) -> str:
+    """The message for audio over the length limit."""
+    return (f"the audio is {_minutes(seconds)} long, over the limit of {_minutes(limit)} "
+            "(OMG_MAX_AUDIO_SECONDS); split it, or raise the limit")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """What the container says about the audio."""
@@ -23,9 +33,13 @@ class AudioInfo:
     sample_rate: int
 
 
-def probe(path: Path) -> AudioInfo:
+def probe(path: Path, *, max_seconds: float = 0) -> AudioInfo:
     """Open `path` and read its first audio stream's metadata; raises InvalidArgument when it
-    is not audio or holds no sound, MissingExtra when PyAV is not installed."""
+    is not audio, holds no sound or, by its header, lasts over `max_seconds` (0: no limit),
+    MissingExtra when PyAV is not installed.
+
+    The length check comes before any decoding: decoded audio costs memory by its length, not by
+    the upload's size (1 MiB whose header says 100 Hz is 2.9 hours, 670 MB once resampled)."""
     try:
         import av
     except ImportError:
@@ -53,6 +67,8 @@ def probe(path: Path) -> AudioInfo:
                 duration = samples / (stream.rate or 16000)
             if duration <= 0:
                 raise InvalidArgument("the audio is empty (0 seconds of sound)", param="file")
+            if max_seconds and duration > max_seconds:
+                raise InvalidArgument(too_long(duration, max_seconds), param="file")
             return AudioInfo(duration, stream.codec_context.name, stream.rate or 0)
     except av.error.FFmpegError as e:
         reason = getattr(e, "strerror", None) or str(e)

@@ -102,6 +102,8 @@ SETTINGS: tuple[Setting, ...] = (
             "1: put as many layers on the GPU as fit when a model does not fit whole; 0: use the CPU"),
     Setting("max_audio_mb", "OMG_MAX_AUDIO_MB", 512, int,
             "largest audio upload for transcription, in MiB"),
+    Setting("max_audio_seconds", "OMG_MAX_AUDIO_SECONDS", 3600, int,
+            "longest audio transcribed, in seconds (checked before decoding: memory grows with it)"),
     Setting("whisper_compute_type", "OMG_WHISPER_COMPUTE_TYPE", "auto", str,
             "CTranslate2 compute type for whisper (auto: int8 on CPU, float16 on GPU)"),
     Setting("whisper_beam_size", "OMG_WHISPER_BEAM_SIZE", 5, int, "default beam width for transcription"),
@@ -161,6 +163,7 @@ class Settings:
     vram_reserve_mb: int
     partial_offload: int
     max_audio_mb: int
+    max_audio_seconds: int
     whisper_compute_type: str
     whisper_beam_size: int
     default_whisper_model: str

@@ -539,7 +539,7 @@ class Orchestrator:
         request.model = await asyncio.to_thread(self.whisper_model, request.model)
         record = await asyncio.to_thread(self.store.get, request.model)
         check_mode(record, run_spec_pb2.MODE_TRANSCRIPTION)
-        await asyncio.to_thread(probe_audio, audio)
+        await asyncio.to_thread(probe_audio, audio, max_seconds=self.settings.max_audio_seconds)
         request.audio_path = str(audio)
         request.ClearField("audio")
         if not request.beam_size:

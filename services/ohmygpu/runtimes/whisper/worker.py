@@ -29,6 +29,10 @@ from ohmygpu.runtimes.api.worker_server import BaseRuntime, LogRing, rss_bytes, 
 log = logging.getLogger("ohmygpu.worker.whisper")
 _DONE = object()
 _DEFAULT_BEAM = 5
+# The daemon refuses audio over OMG_MAX_AUDIO_SECONDS by its header before it gets here; this is
+# the worker's own bound, for streams no header gives a length to (found out only by decoding).
+# Workers get no OMG_* settings, so it is fixed, above any sensible setting: 4 h is ~1.4 GB.
+MAX_DECODE_SECONDS = 4 * 3600
 
 
 def compute_type_for(device: str, requested: str) -> str:
@@ -77,8 +81,9 @@ class WhisperRuntime(BaseRuntime):
             self.model = await self._on_thread(self._load, str(Path(bins[0]).parent))
         except (ValueError, RuntimeError, OSError) as e:
             self.state = runtime_pb2.WORKER_STATE_FAILED
-            log.error("load failed: %s", e)
-            await context.abort(grpc.StatusCode.INTERNAL, f"faster-whisper could not load the model: {e}")
+            log.error("load failed: %s", e)  # the log may name the path; the answer must not
+            await context.abort(grpc.StatusCode.INTERNAL, "the model is not loadable: faster-whisper could "
+                                "not load it (its model.bin or config is damaged, replaced or unsupported)")
         self.model_name = record.name
         self.state = runtime_pb2.WORKER_STATE_READY
         log.info("loaded %s in %.2fs (device=%s, compute_type=%s, threads=%d)", record.name,
@@ -137,11 +142,12 @@ class WhisperRuntime(BaseRuntime):
                 while (item := await queue.get()) is not _DONE:
                     yield item
                 error = fut.exception()
-                if isinstance(error, _BadAudio):
+                if isinstance(error, BadAudio):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
                 if error is not None:
-                    log.error("transcription failed: %r", error)
-                    await context.abort(grpc.StatusCode.INTERNAL, f"transcription failed: {error}")
+                    log.error("transcription failed: %r", error)  # the log may name the file; the answer not
+                    await context.abort(grpc.StatusCode.INTERNAL, "transcription failed inside faster-whisper "
+                                        "(the worker log has the details)")
             finally:
                 cancelled.set()
                 self.in_flight -= 1
@@ -152,15 +158,10 @@ class WhisperRuntime(BaseRuntime):
                     cancelled: threading.Event) -> None:
         import io
 
-        from faster_whisper import decode_audio
-
         source: Any = request.audio_path or io.BytesIO(request.audio)
-        try:
-            audio = decode_audio(source, sampling_rate=self.model.feature_extractor.sampling_rate)
-        except Exception as e:  # PyAV raises many types for undecodable input
-            raise _BadAudio(f"the audio cannot be decoded: {e}") from None
+        audio = decode_bounded(source, self.model.feature_extractor.sampling_rate, max_seconds=MAX_DECODE_SECONDS)
         if audio.size == 0:
-            raise _BadAudio("the audio is empty (0 seconds of sound)")
+            raise BadAudio("the audio is empty (0 seconds of sound)")
         temperature: Any = request.temperature if request.HasField("temperature") else \
             [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
         segments, info = self.model.transcribe(
@@ -184,8 +185,54 @@ class WhisperRuntime(BaseRuntime):
                 return
 
 
-class _BadAudio(ValueError):
-    """The upload is not decodable audio (a client error, not a worker failure)."""
+class BadAudio(ValueError):
+    """The upload is not decodable audio, or is too long (a client error, not a worker failure)."""
+
+
+def decode_bounded(source: Any, sampling_rate: int, *, max_seconds: float) -> Any:
+    """The first audio stream of `source` as mono float32 at `sampling_rate`, as faster-whisper's
+    decode_audio gives it, but refused (BadAudio) once it lasts over `max_seconds`: by its header
+    before anything is decoded, else as soon as the decoded input passes the bound. Frames are
+    resampled one at a time, so a low-rate header (100 Hz, resampled 160x) never makes one
+    huge buffer. Messages name no path."""
+    import av
+    import numpy as np
+
+    from ohmygpu.core.audio import too_long
+
+    chunks: list[Any] = []
+    try:
+        with av.open(source, mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise BadAudio("the file holds no audio stream")
+            stream = container.streams.audio[0]
+            stated = container.duration / av.time_base if container.duration else 0.0
+            if stated > max_seconds:
+                raise BadAudio(too_long(stated, max_seconds))
+            resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=sampling_rate)
+            decoded = 0.0
+            frames = container.decode(stream)
+            while True:
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                except av.error.InvalidDataError:
+                    continue  # as decode_audio does: skip a damaged frame
+                decoded += frame.samples / (frame.sample_rate or sampling_rate)
+                if decoded > max_seconds:
+                    raise BadAudio(too_long(decoded, max_seconds))
+                frame.pts = None
+                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+    except BadAudio:
+        raise
+    except Exception as e:  # noqa: BLE001 - PyAV raises many types for undecodable input
+        reason = getattr(e, "strerror", None) or "damaged, or a format FFmpeg does not read"
+        raise BadAudio(f"the audio cannot be decoded ({reason})") from None
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32) / 32768.0
 
 
 def main() -> None:
