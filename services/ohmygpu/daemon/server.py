@@ -36,6 +36,7 @@ from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.grpc_errors import TokenInterceptor
+from ohmygpu.daemon.grpc_limits import MessageLimitInterceptor
 from ohmygpu.daemon.jobs import JobManager
 from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.daemon.runs import RunManager
@@ -161,7 +162,9 @@ class Daemon:
         system = SystemServicer(self.settings, store, orchestrator, self.stop_event.set)
         interceptors = [TokenInterceptor(self.settings.token, self.settings.admin_token)] \
             if self.settings.token or self.settings.admin_token else []
-        # Audio arrives in one message: the limit follows OMG_MAX_AUDIO_MB (plus room for fields).
+        # Audio arrives in one message: the server's limit follows OMG_MAX_AUDIO_MB (plus room for
+        # fields); every other method is bounded like an HTTP body (daemon/grpc_limits.py).
+        interceptors.append(MessageLimitInterceptor((self.settings.max_body_mb << 20) + (64 << 10)))
         max_message = (max(self.settings.max_audio_mb, self.settings.max_body_mb) + 1) << 20
         grpc_server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", max_message)])
