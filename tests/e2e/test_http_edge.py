@@ -419,3 +419,12 @@ def test_drippers_cannot_starve_real_clients(edge: DaemonProc) -> None:
         t.join()
         for s in drippers:
             s.close()
+
+
+def test_base64_audio_is_bound_by_the_body_limit_only(edge: DaemonProc) -> None:
+    # TranscribeRequest.audio is bytes: base64 text in JSON, which the text bound must not cut.
+    import base64
+
+    audio = base64.b64encode(b"\0" * 7_000_000).decode()  # 9.3 M characters, under 32 MiB
+    r = httpx.post(edge.http + "/v1/omg/transcribe", json={"model": "no-such-whisper", "audio": audio}, timeout=60)
+    assert r.status_code == 404 and "not found" in r.json()["message"], r.text[:300]

@@ -8,6 +8,7 @@ objects, as grpc-gateway does. Nothing here names a method: a new rule in a prot
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -73,13 +74,19 @@ def _to_json(message: Any) -> dict[str, Any]:
 def _handler(gw: Gateway, servicer_key: str, method: descriptor.MethodDescriptor, body_rule: str) -> Callable[[Request], Any]:
     request_cls = message_factory.GetMessageClass(method.input_type)
     streaming = method.server_streaming
+    # A bytes field (TranscribeRequest.audio) is base64 text in JSON: only the body's byte limit
+    # bounds it, not the limit on characters of text.
+    carries_bytes = any(f.type == f.TYPE_BYTES for f in method.input_type.fields)
 
     async def handle(request: Request) -> Response:
         data: dict[str, Any] = {}
+        limits = gw.body_limit
+        if carries_bytes:
+            limits = dataclasses.replace(limits, max_text_chars=limits.max_bytes)
         if body_rule == "*":
-            data.update(await read_json(request, gw.body_limit))
+            data.update(await read_json(request, limits))
         elif body_rule:  # the body is one field of the request message
-            data[body_rule] = await read_json(request, gw.body_limit)
+            data[body_rule] = await read_json(request, limits)
         for key, value in request.query_params.items():
             data.setdefault(key, value)
         data.update(request.path_params)
