@@ -24,6 +24,7 @@ from ohmygpu.core.audio import probe as probe_audio
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import (
     BY_GRPC_CODE,
+    BY_REASON,
     FailedPrecondition,
     InvalidArgument,
     OmgError,
@@ -484,6 +485,9 @@ class Orchestrator:
                 return WorkerFailed(
                     f"the worker serving '{worker.model}' {worker.exit_description()} during the "
                     "request; the next request starts a new one", model=worker.model)
+        reason = dict(e.trailing_metadata() or ()).get("omg-error")
+        if reason in BY_REASON:  # a specific error the worker named (context_length_exceeded)
+            return BY_REASON[reason](e.details() or code.name)
         cls = BY_GRPC_CODE.get(code.name, WorkerFailed)
         if cls is WorkerFailed:
             return WorkerFailed(f"worker for '{worker.model}' failed: {e.details()}", model=worker.model)
