@@ -3,10 +3,12 @@ pointed at things that are not audio files (a FIFO, /dev/zero, a directory, a hu
 
 from __future__ import annotations
 
+import os
 import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -109,3 +111,43 @@ def test_the_worker_bounds_decoding_itself(tmp_path: Path) -> None:
     with pytest.raises(BadAudio, match="cannot be decoded") as e:
         decode_bounded(str(tmp_path / "missing.wav"), 16000, max_seconds=5)
     assert str(tmp_path) not in str(e.value)
+
+
+def test_mcp_transcribe_reads_only_regular_files_with_a_bound(wd: DaemonProc, tmp_path: Path) -> None:
+    """A FIFO hung the whole MCP server and /dev/zero was read until memory ran out: now each is
+    a tool error at once, and the server answers the next call."""
+    import sys
+
+    import anyio
+    from mcp import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.wav"
+    with open(big, "wb") as f:
+        f.truncate(3 << 20)  # sparse, over the 2 MiB limit
+    zero_link = tmp_path / "zero.wav"
+    zero_link.symlink_to("/dev/zero")
+    (tmp_path / "dir.wav").mkdir()
+    paths = [fifo, Path("/dev/zero"), zero_link, tmp_path / "dir.wav", big]
+
+    async def session() -> tuple[list[Any], Any, float]:
+        env = {**wd.env, "OMG_MAX_AUDIO_MB": "2"}
+        params = StdioServerParameters(command=sys.executable, args=["-m", "ohmygpu.cli.main", "mcp"], env=env)
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+            await s.initialize()
+            started = time.monotonic()
+            with anyio.fail_after(30):
+                results = [await s.call_tool("transcribe", {"path": str(p)}) for p in paths]
+                models = await s.call_tool("list_models", {})
+            return results, models, time.monotonic() - started
+
+    results, models, took = anyio.run(session)
+    texts = ["".join(getattr(c, "text", "") for c in r.content) for r in results]
+    assert all(r.is_error for r in results), texts
+    assert all("not a regular file" in t for t in texts[:4]), texts
+    assert "over the 2 MiB limit" in texts[4], texts
+    assert all(str(tmp_path) not in t for t in texts), texts
+    assert not models.is_error and "whisper-tiny.en" in "".join(getattr(c, "text", "") for c in models.content)
+    assert took < 20, took

@@ -5,6 +5,8 @@ the daemon's message, never as a crash of the server."""
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -124,11 +126,7 @@ def build_server(settings: Settings) -> MCPServer:
         language: Annotated[str | None, Field(description="language code; detected when not given")] = None,
         format: Annotated[str, Field(pattern="^(text|srt|vtt|json|verbose_json)$")] = "text",
     ) -> str:
-        file = Path(path).expanduser()
-        try:
-            audio = file.read_bytes()
-        except OSError as e:
-            raise ToolError(f"cannot read {file}: {e.strerror}") from None
+        audio = await anyio.to_thread.run_sync(read_audio_file, path, settings.max_audio_mb << 20)
         request = runtime_pb2.TranscribeRequest(model=model or "", audio=audio, language=language or "")
 
         def work(c: Client) -> str:
@@ -151,6 +149,39 @@ def build_server(settings: Settings) -> MCPServer:
 
 
 TOOLS = ("chat", "list_models", "status", "pull_model", "transcribe")
+
+
+def read_audio_file(path: str, limit: int) -> bytes:
+    """The bytes of the regular file at `path`, at most `limit` of them; raises ToolError.
+
+    An MCP client names any path: a FIFO must not hang the server (opened non-blocking, and
+    only a regular file is read), /dev/zero or a huge file must not fill its memory (the size is
+    checked on the open descriptor, then the read is bounded). Messages do not echo the path."""
+    file = Path(path).expanduser()
+    if not file.is_absolute():
+        raise ToolError("give the absolute path of an audio file")
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ToolError(f"cannot read the audio file: {e.strerror}") from None
+    try:
+        info = os.fstat(fd)  # of what was opened, not of what the path names a moment later
+        if not stat.S_ISREG(info.st_mode):
+            raise ToolError("cannot read the audio file: it is not a regular file (a directory, device or pipe)")
+        too_big = ToolError(f"the audio file is over the {limit >> 20} MiB limit (OMG_MAX_AUDIO_MB)")
+        if info.st_size > limit:
+            raise too_big
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:  # it grew while we read
+                raise too_big
+        return b"".join(chunks)
+    except OSError as e:
+        raise ToolError(f"cannot read the audio file: {e.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def run_mcp(settings: Settings) -> int:
