@@ -160,3 +160,32 @@ def test_workers_get_no_secrets_and_a_private_socket_directory(tmp_path: Path, g
     finally:
         d.stop()
     assert not sock.parent.exists()  # removed at shutdown
+
+
+def test_a_request_that_kills_its_worker_is_refused_again_and_does_not_fail_the_model(
+        tmp_path: Path, gguf_path: Path) -> None:
+    # Any batch of 150+ tokens kills the worker (a stand-in for a hostile input that crashes the
+    # inference library); the load's self-test batch is shorter, and so is a short chat.
+    hook = _faulty_library(tmp_path, "SIGSEGV", when="args[1].n_tokens >= 150")
+    d = new_daemon(tmp_path, extra_env={"PYTHONPATH": str(hook), "OMG_MAX_CRASHES": "2"}).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "m").returncode == 0
+        first = _chat(d, LONG)
+        assert first.status_code == 500
+        assert "SIGSEGV" in first.json()["error"]["message"]
+        assert "refused if sent again" in first.json()["error"]["message"]
+        # The same input again (another seed changes nothing) is refused before any worker runs.
+        again = httpx.post(d.http + "/v1/chat/completions", timeout=30, json={
+            "model": "m", "max_tokens": 4, "seed": 7, "messages": [{"role": "user", "content": LONG}]})
+        assert again.status_code == 400, again.text
+        assert "refused" in again.json()["error"]["message"]
+        assert len(_worker_logs(d)) == 1
+        assert _chat(d, "hi").status_code == 200  # the model serves everyone else
+        # Other killing inputs, more of them than OMG_MAX_CRASHES: the model is still not failed.
+        for n in range(2):
+            assert _chat(d, LONG + f" Variant {n}.").status_code == 500
+        assert _chat(d, "hi").status_code == 200
+        assert len(_worker_logs(d)) == 4
+        assert "marked failed" not in (d.home / "serve.log").read_text()
+    finally:
+        d.stop()

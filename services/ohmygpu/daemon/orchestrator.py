@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from google.protobuf.message import Message
+
 import grpc
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import access
@@ -39,6 +41,7 @@ from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.devices import Inventory, probe
 from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.placement import DevicePlacement, Resident, choose_evictions, place_on_device
+from ohmygpu.daemon.quarantine import RequestQuarantine, fingerprint
 from ohmygpu.daemon.supervisor import Worker, WorkerTrapped, socket_dir
 from ohmygpu.daemon.uploads import Uploads
 from ohmygpu.events.v1 import events_pb2
@@ -80,6 +83,7 @@ class Orchestrator:
         self._patrol: asyncio.Task[None] | None = None
         self._crashes: dict[str, list[float]] = {}
         self.failed: dict[str, str] = {}  # model -> why it is no longer restarted
+        self.quarantine = RequestQuarantine()  # requests that killed a worker alone
         self.pins: dict[str, run_spec_pb2.RunSpec] = {}  # model -> the run that pins it
         self._waiting: dict[str, int] = {}
         self.uploads = Uploads(settings.home_path)
@@ -339,6 +343,18 @@ class Orchestrator:
         else:
             self._record_crash(name, f"worker {worker.exit_description()}")
 
+    def _request_killed(self, worker: Worker, fp: str) -> None:
+        """A worker died serving one request alone: that request is quarantined, and the death
+        is not counted toward max_crashes (one request, repeated, must not fail the model)."""
+        what = worker.exit_description()
+        self.quarantine.add(fp, model=worker.model, what=what)
+        log.warning("worker for %s %s serving one request; that request is refused from now on",
+                    worker.key, what)
+        self.events.publish(events_pb2.EVENT_KIND_CRASH,
+                            f"worker for {worker.key} {what} serving one request; the same request "
+                            "is refused from now on", subject=f"model:{worker.key}",
+                            level=events_pb2.LEVEL_ERROR)
+
     def _record_crash(self, name: str, reason: str) -> None:
         """Count a crash (or failed load); past max_crashes within 10 minutes the model is marked failed."""
         now = time.monotonic()
@@ -419,18 +435,23 @@ class Orchestrator:
         return self._waiting.get(name, 0)
 
     async def _stream(self, name: str, mode: int, call: Callable[[Worker], grpc.aio.Call],
-                      keep_alive: str = "", record: assets_pb2.InstallRecord | None = None) -> AsyncIterator[M]:
+                      keep_alive: str = "", record: assets_pb2.InstallRecord | None = None,
+                      request: Message | None = None) -> AsyncIterator[M]:
         self._check_keep_alive(keep_alive)  # a bad or forbidden value fails before any work
+        fp = fingerprint(request) if request is not None else None
+        if fp is not None:
+            self.quarantine.check(fp)  # a request that killed a worker is not queued again
         # The kind check comes before the queue: a wrong model is a 400 at once, not after a wait.
         if record is None:
             record = await asyncio.to_thread(self.store.get, name)
         mode = check_mode(record, mode)
         async with self._slot(worker_key(record, mode)):
-            async for message in self._stream_in_slot(record, mode, call, keep_alive):
+            async for message in self._stream_in_slot(record, mode, call, keep_alive, fp):
                 yield message
 
     async def _stream_in_slot(self, record: assets_pb2.InstallRecord, mode: int,
-                              call: Callable[[Worker], grpc.aio.Call], keep_alive: str) -> AsyncIterator[M]:
+                              call: Callable[[Worker], grpc.aio.Call], keep_alive: str,
+                              fp: str | None = None) -> AsyncIterator[M]:
         name = record.name
         worker = await self.worker_for(name, mode=mode, record=record)
         worker.in_flight += 1
@@ -446,7 +467,7 @@ class Orchestrator:
                         worker.tokens_per_second = (message.usage.completion_tokens - 1) / (message.timings.eval_ns / 1e9)
                     yield message
         except grpc.aio.AioRpcError as e:
-            raise await self._translate(worker, e) from None
+            raise await self._translate(worker, e, fp) from None
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -465,8 +486,9 @@ class Orchestrator:
             # "Last used" is a disk write: done after the answer, never on its critical path.
             asyncio.get_running_loop().run_in_executor(None, self.store.touch, name)
 
-    async def _translate(self, worker: Worker, e: grpc.aio.AioRpcError) -> OmgError:
-        """Turn a worker's gRPC error into ours; a dead worker is dropped."""
+    async def _translate(self, worker: Worker, e: grpc.aio.AioRpcError, fp: str | None = None) -> OmgError:
+        """Turn a worker's gRPC error into ours; a dead worker is dropped. A worker that died
+        serving only this request (fingerprint `fp`) died of it: see daemon/quarantine.py."""
         code = e.code()
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
                     grpc.StatusCode.INTERNAL):
@@ -475,16 +497,22 @@ class Orchestrator:
             except asyncio.TimeoutError:
                 pass
             if not worker.alive:
+                blamed = fp is not None and worker.in_flight == 1 and worker.trap_hint() is None
                 if self.workers.get(worker.key) is worker:
                     del self.workers[worker.key]
-                    self._worker_died(worker.key, worker)
+                    if blamed:
+                        self._request_killed(worker, fp or "")
+                    else:
+                        self._worker_died(worker.key, worker)
                 await worker.stop()
                 hint = worker.trap_hint()
                 if hint is not None:
                     return WorkerFailed(hint, model=worker.model)
                 return WorkerFailed(
                     f"the worker serving '{worker.model}' {worker.exit_description()} during the "
-                    "request; the next request starts a new one", model=worker.model)
+                    "request; the next request starts a new one"
+                    + ("; this request will be refused if sent again" if blamed else ""),
+                    model=worker.model)
         reason = dict(e.trailing_metadata() or ()).get("omg-error")
         if reason in BY_REASON:  # a specific error the worker named (context_length_exceeded)
             return BY_REASON[reason](e.details() or code.name)
@@ -510,14 +538,16 @@ class Orchestrator:
             raise InvalidArgument("messages must not be empty", param="messages")
         self._check(request.params)
         async for message in self._stream(request.model, run_spec_pb2.MODE_CHAT,
-                                          lambda w: w.stub.Chat(request), request.keep_alive):
+                                          lambda w: w.stub.Chat(request), request.keep_alive,
+                                          request=request):
             yield message
 
     async def complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
         """Stream a raw completion; raises like chat."""
         self._check(request.params)
         async for message in self._stream(request.model, run_spec_pb2.MODE_COMPLETION,
-                                          lambda w: w.stub.Complete(request), request.keep_alive):
+                                          lambda w: w.stub.Complete(request), request.keep_alive,
+                                          request=request):
             yield message
 
     async def embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
@@ -527,7 +557,8 @@ class Orchestrator:
         if any(not text for text in request.inputs):
             raise InvalidArgument("input must not contain empty strings", param="input")
         async for response in self._stream(request.model, run_spec_pb2.MODE_EMBEDDINGS,
-                                           lambda w: w.stub.Embed(request), request.keep_alive):
+                                           lambda w: w.stub.Embed(request), request.keep_alive,
+                                           request=request):
             return response
         raise WorkerFailed(f"worker for '{request.model}' gave no embeddings", model=request.model)
 
