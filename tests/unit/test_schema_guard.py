@@ -6,6 +6,8 @@ import json
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ohmygpu.core.errors import InvalidArgument
 from ohmygpu.runtimes.llamacpp.schema_guard import MAX_REPEAT, check_schema
 
@@ -46,6 +48,8 @@ HOSTILE = {
     "not an object": ["type", "string"],
     "bad required": {"type": "object", "required": "name"},
     "infinite maximum": {"type": "number", "maximum": float("inf")},
+    "type list holding an object": {"type": [{}]},
+    "type that is an object": {"type": {"a": 1}},
 }
 
 
@@ -102,3 +106,22 @@ def test_open_webui_style_tool_parameters_pass() -> None:
         "count": {"type": "integer", "description": "How many results", "default": 5},
         "urls": {"type": "array", "items": {"type": "string"}}}, "required": ["query"]}
     assert check_schema(params, param="tools") == params
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=20)
+_KEYWORDS = st.sampled_from(["type", "enum", "anyOf", "oneOf", "allOf", "items", "properties", "$ref",
+                             "$defs", "pattern", "minLength", "maxLength", "minItems", "maxItems",
+                             "required", "additionalProperties", "const", "format", "minimum"])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(_KEYWORDS, _JSON, max_size=5) | _JSON)
+def test_any_json_schema_is_checked_or_refused_never_an_exception(schema: object) -> None:
+    """The class behind "type": [{}] (TypeError: unhashable, a 500): whatever JSON a client
+    sends as a schema, the guard returns a schema or raises InvalidArgument."""
+    try:
+        check_schema(schema, param="response_format")
+    except InvalidArgument:
+        pass

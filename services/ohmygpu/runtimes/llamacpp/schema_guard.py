@@ -100,7 +100,7 @@ class _Walk:
         if not names or len(names) > MAX_ALTERNATIVES:
             raise self.fail(where, "'type' must be a type name or a non-empty array of them")
         for name in names:
-            if name not in TYPES:
+            if not isinstance(name, str) or name not in TYPES:  # [{}] is unhashable
                 raise self.fail(where, f"unknown type {json.dumps(name)[:40]}; use one of {sorted(TYPES)}")
 
     def ref(self, ref: Any, where: str) -> None:
