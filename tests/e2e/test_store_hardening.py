@@ -244,3 +244,57 @@ def test_hostile_gguf_is_refused_by_add_and_by_pull(tmp_path: Path, model_bytes:
             assert "truncated" not in d.omg("model", "list").stdout and "broken" not in d.omg("model", "list").stdout
         finally:
             d.stop()
+
+
+@pytest.mark.parametrize("replacement", ["garbage", "truncated", "removed"])
+def test_errors_about_a_file_replaced_after_add_show_no_path(
+        tmp_path: Path, hub: FakeHub, model_bytes: bytes, whisper_path: Path, replacement: str) -> None:
+    """Models registered in place whose files are later replaced or removed: what every API tells
+    a client (chat in both dialects, verify, transcription) names no local path."""
+    import shutil
+
+    model = tmp_path / "files" / "in-place.gguf"
+    model.parent.mkdir()
+    model.write_bytes(model_bytes)
+    whisper = tmp_path / "files" / "whisper"
+    shutil.copytree(whisper_path, whisper)
+    d = _daemon(tmp_path, hub).start()
+    try:
+        assert d.omg("model", "add", str(model), "--name", "in-place").returncode == 0
+        assert d.omg("model", "add", str(whisper), "--name", "whisper").returncode == 0
+        for path, content in ((model, model_bytes), (whisper / "model.bin", (whisper_path / "model.bin").read_bytes())):
+            if replacement == "removed":
+                path.unlink()
+            else:
+                path.write_bytes(b"\x00garbage" * 1000 if replacement == "garbage" else content[: len(content) // 3])
+        answers = [
+            httpx.post(f"{d.http}/v1/chat/completions", timeout=120,
+                       json={"model": "in-place", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+            httpx.post(f"{d.http}/api/chat", timeout=120, json={"model": "in-place", "stream": False,
+                                                                 "messages": [{"role": "user", "content": "hi"}]}),
+            httpx.post(f"{d.http}/v1/store/models:verify", json={}, timeout=120),
+            httpx.post(f"{d.http}/v1/audio/transcriptions", data={"model": "whisper"}, timeout=120,
+                       files={"file": ("a.wav", _silence_wav(), "audio/wav")}),
+        ]
+        for r in answers:
+            assert str(tmp_path) not in r.text and "/files/" not in r.text, r.text
+            assert "Traceback" not in r.text and "Error:" not in r.text, r.text
+        assert answers[0].status_code >= 400 and answers[1].status_code >= 400
+        assert answers[3].status_code >= 400
+        problems = [c for c in answers[2].json()["checks"] if not c.get("ok")]
+        assert {c["model"] for c in problems} == {"in-place", "whisper"}, answers[2].text
+    finally:
+        d.stop()
+
+
+def _silence_wav() -> bytes:
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x01\x00" * 16000)
+    return buffer.getvalue()
