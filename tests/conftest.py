@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,10 @@ from tests.helpers import (
 
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
-    return smollm2_path()
+    # OMG_TEST_GGUF: another GGUF, e.g. the tiny one scripts/gpu-check.sh carries to a GPU machine
+    # (the 98 MB SmolLM2 does not fit what a device run can carry).
+    override = os.environ.get("OMG_TEST_GGUF")
+    return Path(override) if override else smollm2_path()
 
 
 @pytest.fixture(scope="session")
