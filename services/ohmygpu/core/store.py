@@ -15,6 +15,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.artifacts import find_main_artifact, main_artifact, model_digest
 from ohmygpu.core.digests import sha256_file
 from ohmygpu.core.errors import (
     AlreadyExists,
@@ -30,7 +31,6 @@ from ohmygpu.core.index_db import open_index, timestamp
 from ohmygpu.core.kinds import classify_files, format_of
 from ohmygpu.core.names import (
     default_name_for,
-    is_main_gguf,
     parse_model_name,
     shard_names,
 )
@@ -46,6 +46,7 @@ CREATE INDEX IF NOT EXISTS models_sha256 ON models(sha256);
 """
 _MAX_DIR_FILES = 200
 log = logging.getLogger("ohmygpu.store")
+__all__ = ["ModelStore", "find_main_artifact", "gguf_info", "kind_of", "main_artifact", "model_digest"]
 
 
 def gguf_info(header: GgufHeader) -> assets_pb2.GgufInfo:
@@ -214,14 +215,14 @@ class ModelStore:
             kind=kind_of(header), format=assets_pb2.ARTIFACT_FORMAT_GGUF, gguf=gguf_info(header),
         )
         # A split model registers every part (verify, du and rm see them all); the first,
-        # which llama.cpp loads, comes first and names the model's digest.
+        # which llama.cpp loads, comes first and is the main artifact (model_digest).
         for name in shard_names(path.name, header.shards) if header.shards > 1 else [path.name]:
             part = path.with_name(name)
             size = part.stat().st_size
             record.artifacts.add(filename=name, size=size, sha256=sha256_file(part, progress=progress),
                                  format=assets_pb2.ARTIFACT_FORMAT_GGUF, local_path=str(part))
             record.size_bytes += size
-        return record, record.artifacts[0].sha256
+        return record, model_digest(record)
 
     @staticmethod
     def _dir_record(path: Path, progress: Callable[[int], None] | None,
@@ -236,19 +237,19 @@ class ModelStore:
         record = assets_pb2.InstallRecord(
             ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)),
             kind=kind, format=fmt)
-        # The main file first: its digest identifies the model.
+        # The main file first (where people look for it); model_digest finds it by format.
         for fname in [main] + [n for n in files if n != main]:
             p = files[fname]
             size = p.stat().st_size
             record.artifacts.add(filename=fname, size=size, sha256=sha256_file(p, progress=progress),
                                  format=fmt if fname == main else format_of(fname), local_path=str(p))
             record.size_bytes += size
-        return record, record.artifacts[0].sha256
+        return record, model_digest(record)
 
     def put(self, record: assets_pb2.InstallRecord) -> None:
         """Insert or replace a record (pulls re-register the same name at a new revision)."""
         name = parse_model_name(record.name)
-        digest = record.artifacts[0].sha256 if record.artifacts else ""
+        digest = model_digest(record)
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO models(name, sha256, record, last_used) VALUES (?, ?, ?, 0)",
@@ -263,11 +264,14 @@ class ModelStore:
         record = self.get(source)
         record.name = parse_model_name(destination)
         record.ClearField("last_used_at")
-        digest = record.artifacts[0].sha256 if record.artifacts else ""
+        digest = model_digest(record)
         with self._lock:
-            row = self._db.execute("SELECT sha256 FROM models WHERE name = ?", (record.name,)).fetchone()
+            row = self._db.execute("SELECT sha256, record FROM models WHERE name = ?", (record.name,)).fetchone()
             if row is not None:
-                if row[0] == digest:
+                # Compared by the record, not only the column: indexes written before
+                # model_digest hold artifacts[0]'s hash there (a pulled repo's README).
+                held = self._decode(record.name, row[1], 0)
+                if row[0] == digest or (held is not None and digest and model_digest(held) == digest):
                     return record
                 raise AlreadyExists(f"model '{record.name}' already exists; remove it first "
                                     f"(`omg model rm {record.name}`) or copy to another name")
@@ -287,11 +291,3 @@ class ModelStore:
         """Record that a request used the model now."""
         with self._lock:
             self._db.execute("UPDATE models SET last_used = ? WHERE name = ?", (time.time(), name))
-
-
-def main_artifact(record: assets_pb2.InstallRecord) -> assets_pb2.Artifact:
-    """The artifact a runtime loads (the GGUF file for GGUF models)."""
-    for artifact in record.artifacts:
-        if artifact.format == record.format and is_main_gguf(artifact.filename):
-            return artifact
-    raise InvalidModelFile(f"model '{record.name}' has no loadable artifact")

@@ -10,6 +10,8 @@ from typing import Any
 
 from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.artifacts import find_main_artifact, model_digest
+from ohmygpu.core.capabilities import capabilities
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.core.version import __version__
@@ -89,7 +91,7 @@ def _details(record: assets_pb2.InstallRecord) -> dict[str, Any]:
 
 
 def _digest(record: assets_pb2.InstallRecord) -> str:
-    return record.artifacts[0].sha256.removeprefix("sha256:") if record.artifacts else ""
+    return model_digest(record).removeprefix("sha256:")  # the main artifact's, as /api/ps shows
 
 
 def _final_fields(m: Any, load_ns: int) -> dict[str, Any]:
@@ -166,7 +168,10 @@ class OllamaRoutes:
         return JSONResponse({"version": __version__})
 
     async def tags(self, request: Request) -> Response:
-        records = await self.gw.list_records()
+        # Only models the Ollama API can run: clients take every entry for a chat or
+        # embedding model (Open WebUI's model picker; llm-ollama registers each one as an
+        # embedding model), so a whisper model, served by /v1/audio/transcriptions, is left out.
+        records = [r for r in await self.gw.list_records() if capabilities(r)]
         return JSONResponse({"models": [{
             "name": r.name, "model": r.name,
             "modified_at": r.created_at.ToDatetime(timezone.utc).isoformat(),
@@ -183,11 +188,11 @@ class OllamaRoutes:
             info.update({f"{g.architecture}.context_length": g.context_length,
                          f"{g.architecture}.embedding_length": g.embedding_length,
                          f"{g.architecture}.block_count": g.block_count})
-        kind = "embedding" if r.kind == assets_pb2.MODEL_KIND_EMBEDDING else "completion"
+        main = find_main_artifact(r)  # the file a runtime is given: what ollama's FROM names
         return JSONResponse({
-            "license": "", "modelfile": f"FROM {r.artifacts[0].filename if r.artifacts else r.name}\n",
+            "license": "", "modelfile": f"FROM {main.filename if main is not None else r.name}\n",
             "parameters": "", "template": g.chat_template, "details": _details(r), "model_info": info,
-            "capabilities": [kind] + (["tools"] if kind == "completion" else []),
+            "capabilities": capabilities(r),
             "modified_at": r.created_at.ToDatetime(timezone.utc).isoformat(),
         })
 
