@@ -12,7 +12,9 @@ from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.devices import Inventory
 from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.pool import WorkerKey
 from ohmygpu.daemon.supervisor import Worker
+from ohmygpu.run.v1 import run_spec_pb2
 
 
 class SleeperWorker(Worker):
@@ -51,8 +53,9 @@ async def test_keep_alive_expiry_follows_the_clock(tmp_path: Path, gguf_path: Pa
         a.in_flight = 0
         assert await orch.reap_expired() == ["a"] and not a.alive
         now[0] = 10**9
-        assert await orch.reap_expired() == [] and "b" in orch.workers  # keep_alive -1: forever
-        orch.set_keep_alive(orch.workers["b"], "0")
+        b = WorkerKey("b", run_spec_pb2.MODE_CHAT)
+        assert await orch.reap_expired() == [] and b in orch.workers  # keep_alive -1: forever
+        orch.set_keep_alive(orch.workers[b], "0")
         assert await orch.reap_expired() == ["b"]
     finally:
         await orch.shutdown()

@@ -93,9 +93,12 @@ def test_check_mode_matrix() -> None:
         with pytest.raises(InvalidArgument) as e:
             check_mode(record, mode)
         assert words in e.value.message and e.value.param == "model"
-    assert worker_key(llm, M.MODE_CHAT) == "m"
-    assert worker_key(llm, M.MODE_EMBEDDINGS) == "m#embeddings"
-    assert worker_key(emb, M.MODE_EMBEDDINGS) == "m"
+    # Keys are (model, mode); their labels (events' subjects, logs) are as they always were.
+    assert str(worker_key(llm, M.MODE_CHAT)) == "m"
+    assert str(worker_key(llm, M.MODE_EMBEDDINGS)) == "m#embeddings"
+    assert str(worker_key(emb, M.MODE_EMBEDDINGS)) == "m"
+    assert worker_key(llm, M.MODE_EMBEDDINGS) != worker_key(llm, M.MODE_CHAT)
+    assert {k.model for k in (worker_key(llm, M.MODE_CHAT), worker_key(llm, M.MODE_EMBEDDINGS))} == {"m"}
 
 
 def _transcript() -> Transcript:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.run.v1 import run_spec_pb2
 
 _RUNTIME_BASE = 64 << 20  # interpreter, llama.cpp, gRPC
 _BATCH = 512  # llama.cpp's default n_batch: logits and compute buffers scale with it
@@ -36,9 +37,17 @@ def context_window(record: assets_pb2.InstallRecord, requested: int) -> int:
     return min(requested, trained) if trained else requested
 
 
-def estimate(record: assets_pb2.InstallRecord, *, context_length: int, parallel: int = 1) -> MemoryEstimate:
+def for_spec(record: assets_pb2.InstallRecord, spec: run_spec_pb2.RunSpec) -> MemoryEstimate:
+    """What `record` needs loaded as `spec` says: the one estimate eviction and placement share,
+    made from the spec the worker is given (a run's context, slots and mode, not the defaults)."""
+    return estimate(record, context_length=spec.resources.context_length,
+                    parallel=max(1, spec.resources.max_concurrency), mode=spec.mode)
+
+
+def estimate(record: assets_pb2.InstallRecord, *, context_length: int, parallel: int = 1,
+             mode: int = run_spec_pb2.MODE_CHAT) -> MemoryEstimate:
     """Bytes `record` needs at `context_length` tokens per slot (0: auto, see context_window)
-    and `parallel` slots."""
+    and `parallel` slots, loaded for `mode` (embeddings: llama.cpp's batch is the whole context)."""
     if record.format != assets_pb2.ARTIFACT_FORMAT_GGUF:
         return _estimate_other(record)
     g = record.gguf
@@ -48,7 +57,11 @@ def estimate(record: assets_pb2.InstallRecord, *, context_length: int, parallel:
     kv = 2 * g.block_count * n_ctx * max(1, parallel) * (g.head_count_kv or g.head_count) * head_dim * _KV_BYTES
     if not head_dim:  # metadata missing: assume the cache is as large as a tenth of the weights
         kv = weights // 10
-    overhead = _RUNTIME_BASE + g.vocab_size * 4 * _BATCH + g.embedding_length * 4 * _BATCH * 8
+    if mode == run_spec_pb2.MODE_EMBEDDINGS:
+        # The worker sets n_batch = n_ctx; no logits, but one embedding per token comes out.
+        overhead = _RUNTIME_BASE + g.embedding_length * 4 * n_ctx * 9
+    else:
+        overhead = _RUNTIME_BASE + g.vocab_size * 4 * _BATCH + g.embedding_length * 4 * _BATCH * 8
     return MemoryEstimate(weights=weights, kv_cache=kv, overhead=overhead)
 
 

@@ -34,13 +34,13 @@ from ohmygpu.core.errors import (
     ServerBusy,
     WorkerFailed,
 )
-from ohmygpu.core.estimate import estimate
-from ohmygpu.core.kinds import kind_name
+from ohmygpu.core.estimate import for_spec
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.devices import Inventory, probe
 from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.placement import DevicePlacement, Resident, choose_evictions, place_on_device
+from ohmygpu.daemon.pool import WorkerKey, WorkerPool, check_mode, worker_key
 from ohmygpu.daemon.quarantine import RequestQuarantine, fingerprint
 from ohmygpu.daemon.supervisor import Worker, WorkerTrapped, socket_dir
 from ohmygpu.daemon.uploads import Uploads
@@ -67,8 +67,8 @@ class Orchestrator:
         self.clock = clock  # wall clock for keep_alive; injected by tests
         self.settings = settings
         self.store = store
-        self.workers: dict[str, Worker] = {}
-        self._starting: dict[str, asyncio.Lock] = {}
+        self.workers = WorkerPool()
+        self._starting: dict[WorkerKey, asyncio.Lock] = {}
         self._launcher = launcher or self._launch
         self._run_dir: Path | None = None  # the worker socket directory, made at the first launch
         self.log_dir = settings.home_path / "logs"
@@ -79,13 +79,13 @@ class Orchestrator:
         self.ram_budget = (settings.ram_budget_mb << 20) if settings.ram_budget_mb > 0 \
             else int(inv.ram_available * 0.9)
         self._reaper: asyncio.Task[None] | None = None
-        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._slots: dict[WorkerKey, asyncio.Semaphore] = {}
         self._patrol: asyncio.Task[None] | None = None
-        self._crashes: dict[str, list[float]] = {}
-        self.failed: dict[str, str] = {}  # model -> why it is no longer restarted
+        self._crashes: dict[WorkerKey, list[float]] = {}
+        self.failed: dict[WorkerKey, str] = {}  # worker key -> why it is no longer restarted
         self.quarantine = RequestQuarantine()  # requests that killed a worker alone
-        self.pins: dict[str, run_spec_pb2.RunSpec] = {}  # model -> the run that pins it
-        self._waiting: dict[str, int] = {}
+        self.pins: dict[WorkerKey, run_spec_pb2.RunSpec] = {}  # worker key -> the run that pins it
+        self._waiting: dict[WorkerKey, int] = {}
         self.uploads = Uploads(settings.home_path)
 
     @property
@@ -175,9 +175,12 @@ class Orchestrator:
                 await worker.stop()
                 if key in self.failed:
                     raise WorkerFailed(f"model '{name}' is marked failed: {self.failed[key]}", model=name)
-            await self._make_room(key, record)
+            # One estimate, of the spec the worker will load (a run's context, slots, mode), for
+            # both what to evict and where to place.
+            need = for_spec(record, spec).total
+            await self._make_room(key, need)
             load_key = self._load_key(spec)  # what was asked, before placement fills in the device
-            placement = await self._place(record, spec)
+            placement = await self._place(record, spec, need)
             self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loading {key} on {placement.device}",
                                 subject=f"model:{key}", runtime=runtime.name)
             try:
@@ -208,18 +211,17 @@ class Orchestrator:
                 self._patrol = loop.create_task(self._health_patrol())
             return worker
 
-    def _check_not_failed(self, key: str, name: str) -> None:
+    def _check_not_failed(self, key: WorkerKey, name: str) -> None:
         if key in self.failed:
             raise WorkerFailed(f"model '{name}' is marked failed and is not restarted: {self.failed[key]}; "
                                "restart the daemon to try again", model=name)
 
-    async def _place(self, record: assets_pb2.InstallRecord, spec: run_spec_pb2.RunSpec) -> DevicePlacement:
-        """Choose the device (and GPU layers) for a load and write them into `spec`. A RunSpec's
-        own gpu_layers wins over the computed split."""
+    async def _place(self, record: assets_pb2.InstallRecord, spec: run_spec_pb2.RunSpec,
+                     need: int) -> DevicePlacement:
+        """Choose the device (and GPU layers) for a load needing `need` bytes and write them into
+        `spec`. A RunSpec's own gpu_layers wins over the computed split."""
         inv = await asyncio.to_thread(self.inventory)
         gpus = inv.gpus if inv.gpus and await asyncio.to_thread(self.gpu_capable, spec.runtime) else ()
-        need = estimate(record, context_length=spec.resources.context_length,
-                        parallel=spec.resources.max_concurrency).total
         used: dict[int, int] = {}
         for w in self.workers.values():
             if w.alive and w.device.startswith("cuda:"):
@@ -248,24 +250,23 @@ class Orchestrator:
         return worker
 
     async def unpin(self, name: str) -> None:
-        """End a pin: the model is unloaded."""
-        for key in (name, name + EMBEDDINGS_SUFFIX):
-            self.pins.pop(key, None)
-        for key in self._keys_of(name):
-            self.workers[key].pinned = False
-            await self._unload(key, reason="run stopped")
+        """End a pin: every worker of the model is unloaded (its embeddings worker too)."""
+        for key in [k for k in self.pins if k.model == name]:
+            del self.pins[key]
+        for worker in self.workers.values():
+            if worker.key.model == name:
+                worker.pinned = False
+        await self._unload(name, reason="run stopped")
 
-    async def _make_room(self, name: str, record: assets_pb2.InstallRecord) -> None:
-        """Unload least recently used idle models until `record` fits the memory budget and
-        max_loaded_models; raises NeverFits or Unavailable (see placement.choose_evictions)."""
-        need = estimate(record, context_length=self.settings.context_length,
-                        parallel=self.settings.num_parallel).total
-        loaded = [Resident(n, w.memory_bytes, w.in_flight, w.last_used, w.pinned)
-                  for n, w in self.workers.items() if w.alive]
-        for victim in choose_evictions(name, need, loaded, budget=self.ram_budget,
+    async def _make_room(self, key: WorkerKey, need: int) -> None:
+        """Unload least recently used idle workers until one needing `need` bytes fits the memory
+        budget and max_loaded_models; raises NeverFits or Unavailable (see placement.choose_evictions)."""
+        loaded = [Resident(k, w.memory_bytes, w.in_flight, w.last_used, w.pinned)
+                  for k, w in self.workers.items() if w.alive]
+        for victim in choose_evictions(key, need, loaded, budget=self.ram_budget,
                                        max_loaded=max(1, self.settings.max_loaded_models)):
-            log.info("unloading %s (least recently used) to load %s", victim, name)
-            await self._unload(victim, reason=f"evicted to load {name}")
+            log.info("unloading %s (least recently used) to load %s", victim, key)
+            await self._unload(victim, reason=f"evicted to load {key}")
 
     def set_keep_alive(self, worker: Worker, keep_alive: str) -> None:
         """Apply a request's keep_alive (ollama syntax; empty: the default) to an idle worker.
@@ -287,11 +288,6 @@ class Orchestrator:
         seconds = parse_keep_alive(keep_alive) if keep_alive else self.default_keep_alive
         worker.expires_at = None if seconds is None else self.clock() + seconds
 
-    def _keys_of(self, name: str) -> list[str]:
-        """Keys of the workers serving model `name` (its own mode, and embeddings of an LLM)."""
-        return [k for k in (name, name + EMBEDDINGS_SUFFIX) if k in self.workers] if \
-            not name.endswith(EMBEDDINGS_SUFFIX) else [name] if name in self.workers else []
-
     async def unload(self, name: str, *, reason: str = "unloaded by request") -> bool:
         """Unload model `name` at a client's request, by any path (UnloadModel, Ollama's
         keep_alive 0 unload, DeleteModel): one rule for all. Returns whether it was loaded.
@@ -306,18 +302,22 @@ class Orchestrator:
             raise PermissionDenied("unloading a model manages the daemon and needs the admin token (OMG_ADMIN_TOKEN)")
         return await self._unload(name, reason=reason)
 
-    async def _unload(self, name: str, *, reason: str) -> bool:
-        """Stop the workers serving `name` (a model name or a worker key); returns whether one was loaded."""
-        keys = self._keys_of(name)
+    async def _unload(self, target: str | WorkerKey, *, reason: str) -> bool:
+        """Stop the workers serving `target`: every worker of a model name, or the one of a key.
+        Returns whether one was loaded. Iterates a snapshot: stopping awaits, and the pool may
+        change meanwhile (a request ending, the patrol dropping a hung worker)."""
+        keys = [target] if isinstance(target, WorkerKey) else self.workers.keys_of(target)
+        stopped = False
         for key in keys:
             worker = self.workers.pop(key, None)
             if worker is None:
                 continue
+            stopped = True
             await worker.stop()
             log.info("unloaded %s (%s)", key, reason)
             self.events.publish(events_pb2.EVENT_KIND_UNLOAD, f"unloaded {key}: {reason}",
                                 subject=f"model:{key}", reason=reason)
-        return bool(keys)
+        return stopped
 
     async def _reap_idle(self) -> None:
         # keep_alive: unload idle models whose time is up. A worker with requests in flight is
@@ -327,15 +327,15 @@ class Orchestrator:
             await asyncio.sleep(0.25)
 
     async def reap_expired(self) -> list[str]:
-        """Unload idle, unpinned models whose keep_alive has run out; returns their names."""
+        """Unload idle, unpinned workers whose keep_alive has run out; returns their labels."""
         now = self.clock()
-        expired = [name for name, w in self.workers.items()
+        expired = [key for key, w in self.workers.items()
                    if w.in_flight == 0 and not w.pinned and w.expires_at is not None and now >= w.expires_at]
-        for name in expired:
-            await self._unload(name, reason="keep_alive expired")
-        return expired
+        for key in expired:
+            await self._unload(key, reason="keep_alive expired")
+        return [str(key) for key in expired]
 
-    def _worker_died(self, name: str, worker: Worker) -> None:
+    def _worker_died(self, name: WorkerKey, worker: Worker) -> None:
         """Count a dead worker's crash; one its library's trap killed marks the model failed at once."""
         hint = worker.trap_hint()
         if hint is not None:
@@ -355,7 +355,7 @@ class Orchestrator:
                             "is refused from now on", subject=f"model:{worker.key}",
                             level=events_pb2.LEVEL_ERROR)
 
-    def _record_crash(self, name: str, reason: str) -> None:
+    def _record_crash(self, name: WorkerKey, reason: str) -> None:
         """Count a crash (or failed load); past max_crashes within 10 minutes the model is marked failed."""
         now = time.monotonic()
         recent = [t for t in self._crashes.get(name, []) if now - t < 600] + [now]
@@ -365,7 +365,7 @@ class Orchestrator:
         if len(recent) >= max(1, self.settings.max_crashes):
             self._mark_failed(name, f"its worker crashed {len(recent)} times in 10 minutes (last: {reason})")
 
-    def _mark_failed(self, name: str, why: str) -> None:
+    def _mark_failed(self, name: WorkerKey, why: str) -> None:
         """Stop restarting model `name`'s worker; said once, in the log and as an alert event."""
         if name in self.failed:
             return
@@ -378,7 +378,7 @@ class Orchestrator:
         # A worker whose event loop does not answer Health twice in a row is hung (SIGSTOP,
         # a deadlock, swapping to death): kill its process tree; requests in flight then fail
         # and the next request starts a fresh worker.
-        misses: dict[str, int] = {}
+        misses: dict[str, int] = {}  # worker id -> health checks missed in a row
         while self.workers:
             for name, w in list(self.workers.items()):
                 if not w.alive or w.stub is None:
@@ -396,7 +396,7 @@ class Orchestrator:
             await asyncio.sleep(self.settings.health_interval_s)
 
     @contextlib.asynccontextmanager
-    async def _slot(self, name: str) -> AsyncIterator[None]:
+    async def _slot(self, name: WorkerKey) -> AsyncIterator[None]:
         """A serving slot of model `name`, after waiting in its bounded queue. A client that goes
         away while waiting is cancelled here and leaves the queue at once."""
         waiting = self._waiting.get(name, 0)
@@ -427,12 +427,20 @@ class Orchestrator:
             slots.release()
 
     def pinned_run(self, name: str) -> run_spec_pb2.RunSpec | None:
-        """The run pinning model `name`, if any."""
-        return self.pins.get(name) or self.pins.get(name + EMBEDDINGS_SUFFIX)
+        """The run pinning model `name` (in any mode), if any."""
+        return next((run for key, run in self.pins.items() if key.model == name), None)
 
-    def queued(self, name: str) -> int:
-        """Requests waiting for a slot of `name`."""
-        return self._waiting.get(name, 0)
+    def pinned_worker(self, name: str) -> Worker | None:
+        """The live worker a run pins for model `name`, if any."""
+        for key in self.pins:
+            worker = self.workers.get(key)
+            if key.model == name and worker is not None and worker.alive:
+                return worker
+        return None
+
+    def queued(self, key: WorkerKey) -> int:
+        """Requests waiting for a slot of the worker `key`."""
+        return self._waiting.get(key, 0)
 
     async def _stream(self, name: str, mode: int, call: Callable[[Worker], grpc.aio.Call],
                       keep_alive: str = "", record: assets_pb2.InstallRecord | None = None,
@@ -622,51 +630,3 @@ class Orchestrator:
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
         if self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
-
-
-EMBEDDINGS_SUFFIX = "#embeddings"  # '#' is never part of a model name, so keys cannot collide
-_NATURAL_MODE = {
-    assets_pb2.MODEL_KIND_LLM: run_spec_pb2.MODE_CHAT,
-    assets_pb2.MODEL_KIND_UNSPECIFIED: run_spec_pb2.MODE_CHAT,  # records from before kinds
-    assets_pb2.MODEL_KIND_EMBEDDING: run_spec_pb2.MODE_EMBEDDINGS,
-    assets_pb2.MODEL_KIND_WHISPER: run_spec_pb2.MODE_TRANSCRIPTION,
-    assets_pb2.MODEL_KIND_IMAGE: run_spec_pb2.MODE_IMAGE,
-}
-_WHAT = {
-    run_spec_pb2.MODE_CHAT: "chat", run_spec_pb2.MODE_COMPLETION: "complete text",
-    run_spec_pb2.MODE_EMBEDDINGS: "embed text", run_spec_pb2.MODE_TRANSCRIPTION: "transcribe audio",
-    run_spec_pb2.MODE_IMAGE: "generate images",
-}
-_A_KIND = {
-    assets_pb2.MODEL_KIND_LLM: "an LLM", assets_pb2.MODEL_KIND_EMBEDDING: "an embedding model",
-    assets_pb2.MODEL_KIND_WHISPER: "a whisper (speech-to-text) model", assets_pb2.MODEL_KIND_IMAGE: "an image model",
-}
-_USE = {
-    assets_pb2.MODEL_KIND_WHISPER: "use it with /v1/audio/transcriptions or `omg transcribe`",
-    assets_pb2.MODEL_KIND_EMBEDDING: "use it with /v1/embeddings, /api/embed or `omg embed`",
-    assets_pb2.MODEL_KIND_LLM: "use it with /v1/chat/completions, /api/chat or `omg chat`",
-}
-
-
-def check_mode(record: assets_pb2.InstallRecord, mode: int) -> int:
-    """The mode a request for `record` runs in (unspecified: the model's own); raises
-    InvalidArgument naming the model's kind when the model cannot serve `mode`."""
-    natural = _NATURAL_MODE.get(record.kind, run_spec_pb2.MODE_CHAT)
-    if not mode:
-        return natural
-    if mode == run_spec_pb2.MODE_COMPLETION:
-        mode = run_spec_pb2.MODE_CHAT  # one worker serves chat and raw completion
-    # A generative model embeds too (mean-pooled hidden states), as ollama allows.
-    if mode == natural or (natural == run_spec_pb2.MODE_CHAT and mode == run_spec_pb2.MODE_EMBEDDINGS):
-        return mode
-    kind = _A_KIND.get(record.kind, f"a model of kind {kind_name(record.kind)}")
-    use = _USE.get(record.kind, "see `omg model info` for what it is")
-    raise InvalidArgument(f"model '{record.name}' is {kind} and cannot {_WHAT.get(mode, 'do that')}; "
-                          f"{use}", param="model")
-
-
-def worker_key(record: assets_pb2.InstallRecord, mode: int) -> str:
-    """Workers are keyed by model name, except an LLM loaded for embeddings (a second worker:
-    llama.cpp's embedding mode cannot generate), so chat and embeddings of one model coexist."""
-    natural = _NATURAL_MODE.get(record.kind, run_spec_pb2.MODE_CHAT)
-    return record.name if mode == natural else record.name + EMBEDDINGS_SUFFIX

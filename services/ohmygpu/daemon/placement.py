@@ -3,6 +3,7 @@ processes, so it is tested on shaped machines."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from ohmygpu.core.errors import OmgError, Unavailable
@@ -20,15 +21,15 @@ class NeverFits(OmgError):
 class Resident:
     """A loaded model as placement sees it."""
 
-    name: str
+    name: Hashable  # a worker key (see daemon/pool.py); printed in messages
     memory: int  # bytes, measured
     in_flight: int
     last_used: float
     pinned: bool = False
 
 
-def choose_evictions(name: str, need: int, loaded: list[Resident], *, budget: int,
-                     max_loaded: int) -> list[str]:
+def choose_evictions(name: Hashable, need: int, loaded: list[Resident], *, budget: int,
+                     max_loaded: int) -> list[Hashable]:
     """Names to unload, least recently used first, so `name` (needing `need` bytes) fits in
     `budget` and under `max_loaded`. Never a busy or pinned model.
 
@@ -42,7 +43,7 @@ def choose_evictions(name: str, need: int, loaded: list[Resident], *, budget: in
     others = [r for r in loaded if r.name != name]
     used = sum(r.memory for r in others)
     count = len(others)
-    evict: list[str] = []
+    evict: list[Hashable] = []
     for r in sorted((r for r in others if r.in_flight == 0 and not r.pinned), key=lambda r: r.last_used):
         if used + need <= budget and count < max_loaded:
             break

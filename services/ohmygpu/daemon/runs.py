@@ -57,8 +57,8 @@ class RunManager:
         run_id, spec, model, state, error, _, created, updated = row
         run = runs_pb2.Run(id=run_id, spec=run_spec_pb2.RunSpec.FromString(spec), state=state, model=model,
                            error=error, created_at=timestamp(created), updated_at=timestamp(updated))
-        worker = self.orchestrator.workers.get(model)
-        if state == runs_pb2.RUN_STATE_RUNNING and worker is not None and worker.alive:
+        worker = self.orchestrator.pinned_worker(model)
+        if state == runs_pb2.RUN_STATE_RUNNING and worker is not None:
             run.pid = worker.pid
         return run
 
