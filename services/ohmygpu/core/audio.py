@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ohmygpu.core.errors import InvalidArgument, MissingExtra
 
-_SEND = "send wav, mp3, flac, ogg, m4a or webm"
+SEND = "send wav, mp3, flac, ogg, m4a or webm"
 
 
 def too_long(seconds: float, limit: float) -> str:
@@ -49,7 +49,7 @@ def probe(path: Path, *, max_seconds: float = 0) -> AudioInfo:
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.audio:
-                raise InvalidArgument(f"the file is not audio (no audio stream in it); {_SEND}", param="file")
+                raise InvalidArgument(f"the file is not audio (no audio stream in it); {SEND}", param="file")
             stream = container.streams.audio[0]
             duration = 0.0
             if container.duration:
@@ -72,5 +72,5 @@ def probe(path: Path, *, max_seconds: float = 0) -> AudioInfo:
             return AudioInfo(duration, stream.codec_context.name, stream.rate or 0)
     except av.error.FFmpegError as e:
         reason = getattr(e, "strerror", None) or str(e)
-        raise InvalidArgument(f"the file is not audio that can be decoded ({reason}); {_SEND}",
+        raise InvalidArgument(f"the file is not audio that can be decoded ({reason}); {SEND}",
                               param="file") from None

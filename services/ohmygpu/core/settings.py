@@ -104,6 +104,10 @@ SETTINGS: tuple[Setting, ...] = (
             "largest audio upload for transcription, in MiB"),
     Setting("max_audio_seconds", "OMG_MAX_AUDIO_SECONDS", 3600, int,
             "longest audio transcribed, in seconds (checked before decoding: memory grows with it)"),
+    Setting("audio_probe_timeout_s", "OMG_AUDIO_PROBE_TIMEOUT", 10.0, float,
+            "time an upload's check (a child process reading its header) may take before the upload is refused"),
+    Setting("audio_probe_memory_mb", "OMG_AUDIO_PROBE_MEMORY_MB", 1024, int,
+            "address space of the child process that checks an audio upload, in MiB (0: unbounded)"),
     Setting("whisper_compute_type", "OMG_WHISPER_COMPUTE_TYPE", "auto", str,
             "CTranslate2 compute type for whisper (auto: int8 on CPU, float16 on GPU)"),
     Setting("whisper_beam_size", "OMG_WHISPER_BEAM_SIZE", 5, int, "default beam width for transcription"),
@@ -164,6 +168,8 @@ class Settings:
     partial_offload: int
     max_audio_mb: int
     max_audio_seconds: int
+    audio_probe_timeout_s: float
+    audio_probe_memory_mb: int
     whisper_compute_type: str
     whisper_beam_size: int
     default_whisper_model: str

@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 import grpc
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import access
-from ohmygpu.core.audio import probe as probe_audio
+from ohmygpu.core.audio_probe import probe_isolated
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import (
     BY_GRPC_CODE,
@@ -582,7 +582,10 @@ class Orchestrator:
         request.model = await asyncio.to_thread(self.whisper_model, request.model)
         record = await asyncio.to_thread(self.store.get, request.model)
         check_mode(record, run_spec_pb2.MODE_TRANSCRIPTION)
-        await asyncio.to_thread(probe_audio, audio, max_seconds=self.settings.max_audio_seconds)
+        # Untrusted bytes are parsed in a bounded child process: a decoder crash costs this request.
+        await probe_isolated(audio, max_seconds=self.settings.max_audio_seconds,
+                             timeout_s=self.settings.audio_probe_timeout_s,
+                             memory_mb=self.settings.audio_probe_memory_mb)
         request.audio_path = str(audio)
         request.ClearField("audio")
         if not request.beam_size:
