@@ -6,19 +6,13 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import smollm2_path
+from tests.helpers import load_script, smollm2_path
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("native_wheel", ROOT / "scripts" / "native_wheel.py")
-assert _spec and _spec.loader
-nw = importlib.util.module_from_spec(_spec)
-sys.modules["native_wheel"] = nw
-_spec.loader.exec_module(nw)
+nw = load_script("native_wheel")
 
 AMX_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c avx512f amx_bf16 amx_tile amx_int8\n"
 PLAIN_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c\n"

@@ -3,22 +3,15 @@ store's add-time checks and runs in llama.cpp (a GPU check on a model we refuse 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 from ohmygpu.core.gguf import read_model_header
 from ohmygpu.core.gguf_check import check_loadable
 
-from tests.helpers import smollm2_path
+from tests.helpers import load_script, smollm2_path
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("tiny_gguf", ROOT / "scripts" / "tiny_gguf.py")
-assert _spec and _spec.loader
-tiny = importlib.util.module_from_spec(_spec)
-sys.modules["tiny_gguf"] = tiny
-_spec.loader.exec_module(tiny)
+tiny = load_script("tiny_gguf")
 
 
 @pytest.mark.slow
