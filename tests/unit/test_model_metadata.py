@@ -6,7 +6,9 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from ohmygpu.api.v1 import models_pb2
 from ohmygpu.assets.v1 import assets_pb2 as A
+from ohmygpu.core.access import ADMIN_METHODS
 from ohmygpu.core.artifacts import find_main_artifact, model_digest
 from ohmygpu.core.capabilities import capabilities
 from ohmygpu.core.errors import AlreadyExists
@@ -80,3 +82,9 @@ def test_index_compares_models_by_their_main_artifact(tmp_path: Path) -> None:
     store.put(other)
     with pytest.raises(AlreadyExists):
         store.alias("other", "local")
+
+
+def test_alias_model_is_management() -> None:
+    # /api/copy needs the admin token (access.OLLAMA_ADMIN); its RPC over gRPC and HTTP too.
+    method = models_pb2.DESCRIPTOR.services_by_name["ModelService"].methods_by_name["AliasModel"]
+    assert method.full_name in ADMIN_METHODS

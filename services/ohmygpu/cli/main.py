@@ -18,6 +18,7 @@ from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.cli import speech
 from ohmygpu.cli.client import EXIT_USAGE, Client, CliError
 from ohmygpu.cli.format import size as _size
+from ohmygpu.core.artifacts import model_digest
 from ohmygpu.core.errors import OmgError
 from ohmygpu.core.estimate import context_window, estimate
 from ohmygpu.core.kinds import kind_name
@@ -88,7 +89,7 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             _json(rec)
         else:
-            print(f"added {rec.name} ({_size(rec.size_bytes)}, {rec.artifacts[0].sha256[:19]}…)")
+            print(f"added {rec.name} ({_size(rec.size_bytes)}, {model_digest(rec)[:19]}…)")
         return 0
     if args.action in ("list", "ls"):
         resp = client.call(client.models.ListModels, models_pb2.ListModelsRequest())

@@ -25,6 +25,7 @@ ADMIN_METHODS = frozenset({
     "ohmygpu.api.v1.ModelService.InstallModel",
     "ohmygpu.api.v1.ModelService.AddModel",
     "ohmygpu.api.v1.ModelService.DeleteModel",
+    "ohmygpu.api.v1.ModelService.AliasModel",
     "ohmygpu.api.v1.ModelService.GarbageCollect",
     "ohmygpu.api.v1.ModelService.VerifyModels",
     "ohmygpu.api.v1.JobService.CancelJob",

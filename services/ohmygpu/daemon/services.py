@@ -138,6 +138,13 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         return models_pb2.DeleteModelResponse(freed_bytes=freed)
 
     @grpc_errors.unary
+    async def AliasModel(self, request: models_pb2.AliasModelRequest, context) -> assets_pb2.InstallRecord:
+        if not request.source or not request.destination:
+            raise InvalidArgument("source and destination are required",
+                                  param="source" if not request.source else "destination")
+        return self._shown(await asyncio.to_thread(self.store.alias, request.source, request.destination))
+
+    @grpc_errors.unary
     async def VerifyModels(self, request: models_pb2.VerifyModelsRequest, context) -> models_pb2.VerifyModelsResponse:
         checks = await self.maintenance.run(lambda: maintenance.verify(self.store, request.name))
         return models_pb2.VerifyModelsResponse(checks=[

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -161,7 +160,7 @@ class OllamaRoutes:
     async def copy(self, request: Request) -> Response:
         f = Fields(await read_json(request, self.gw.body_limit))
         source, destination = f.str("source", required=True), f.str("destination", required=True)
-        await asyncio.to_thread(self.gw.store.alias, source, destination)
+        await self.gw.call("models", "AliasModel", models_pb2.AliasModelRequest(source=source, destination=destination))
         return Response(status_code=200)
 
     async def version(self, request: Request) -> Response:

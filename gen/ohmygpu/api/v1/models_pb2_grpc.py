@@ -82,6 +82,11 @@ class ModelServiceStub:
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelResponse.FromString,
                 _registered_method=True)
+        self.AliasModel = channel.unary_unary(
+                '/ohmygpu.api.v1.ModelService/AliasModel',
+                request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.AliasModelRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_assets_dot_v1_dot_assets__pb2.InstallRecord.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -151,6 +156,15 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AliasModel(self, request, context):
+        """Registers another name for a model's files, no bytes copied (ollama's /api/copy). A name
+        that holds another model is refused (ALREADY_EXISTS); one that holds the same content is
+        left as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +212,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.DeleteModel,
                     request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelRequest.FromString,
                     response_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelResponse.SerializeToString,
+            ),
+            'AliasModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.AliasModel,
+                    request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.AliasModelRequest.FromString,
+                    response_serializer=ohmygpu_dot_assets_dot_v1_dot_assets__pb2.InstallRecord.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -444,6 +463,33 @@ class ModelService:
             '/ohmygpu.api.v1.ModelService/DeleteModel',
             ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelRequest.SerializeToString,
             ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AliasModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.ModelService/AliasModel',
+            ohmygpu_dot_api_dot_v1_dot_models__pb2.AliasModelRequest.SerializeToString,
+            ohmygpu_dot_assets_dot_v1_dot_assets__pb2.InstallRecord.FromString,
             options,
             channel_credentials,
             insecure,
