@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from ohmygpu.assets.v1 import assets_pb2
@@ -26,6 +27,9 @@ from ohmygpu.core.errors import WorkerFailed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from ohmygpu.runtimes.api.registry import RuntimeEntry
+
+if TYPE_CHECKING:  # pool.py imports this module
+    from ohmygpu.daemon.pool import WorkerKey
 
 log = logging.getLogger("ohmygpu.supervisor")
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
@@ -89,7 +93,9 @@ class Worker:
 
     def __init__(self, model: str, runtime: RuntimeEntry, run_dir: Path, log_dir: Path) -> None:
         self.model = model
-        self.key = model  # the orchestrator's key: the model name, "+#embeddings" for an LLM embedding
+        # The orchestrator's pool key (daemon/pool.py WorkerKey: model and mode), set when it
+        # takes the worker; until then the model name.
+        self.key: WorkerKey | str = model
         self.mode = run_spec_pb2.MODE_CHAT  # what it serves, set by the orchestrator
         self.tokens_per_second = 0.0  # of its last finished generation
         self.runtime = runtime
