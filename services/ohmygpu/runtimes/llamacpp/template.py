@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from jinja2 import TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from ohmygpu.core.capabilities import template_handles_tools
 from ohmygpu.core.errors import InvalidArgument
 
 T = TypeVar("T")
@@ -100,7 +101,7 @@ class ChatTemplate:
         except (TemplateError, RecursionError, MemoryError, ValueError, TypeError) as e:
             raise TemplateFailed(f"the model's chat template failed: it does not compile ({_describe(e)})") from None
         self.source = source
-        self.supports_tools = "tools" in source
+        self.supports_tools = template_handles_tools(source)  # the rule /api/show reports too
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.timeout_s = timeout_s
