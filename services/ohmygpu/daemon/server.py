@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import ipaddress
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from ohmygpu.api.v1 import (
     system_pb2_grpc,
 )
 from ohmygpu.core.errors import InvalidArgument, OmgError, Unavailable
+from ohmygpu.core.netaddr import is_loopback, split_addr
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.events import EventBus
@@ -52,23 +52,6 @@ from ohmygpu.daemon.services import (
 )
 
 log = logging.getLogger("ohmygpu.daemon")
-
-
-def split_addr(addr: str) -> tuple[str, int]:
-    """"host:port" (or "[v6]:port") -> (host, port); raises InvalidArgument."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise InvalidArgument(f"address {addr!r} is not host:port")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Uvicorn(uvicorn.Server):

@@ -19,10 +19,10 @@ from ohmygpu.core.errors import (
     OmgError,
     PermissionDenied,
 )
+from ohmygpu.core.netaddr import is_loopback, split_addr
 from ohmygpu.core.settings import Settings, split_list
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.orchestrator import Orchestrator
-from ohmygpu.daemon.server import is_loopback, split_addr
 from ohmygpu.gateway.audio import AudioRoutes
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.embeddings import EmbeddingRoutes
