@@ -9,42 +9,21 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.cli import speech
+from ohmygpu.cli import models, speech
 from ohmygpu.cli.client import EXIT_USAGE, Client, CliError
+from ohmygpu.cli.format import print_json as _json
 from ohmygpu.cli.format import size as _size
-from ohmygpu.core.artifacts import model_digest
+from ohmygpu.cli.format import table as _table
+from ohmygpu.cli.models import complete_models
 from ohmygpu.core.errors import OmgError
-from ohmygpu.core.estimate import context_window, estimate
-from ohmygpu.core.kinds import kind_name
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.version import __version__
 from ohmygpu.run.v1 import run_spec_pb2
-
-
-def _ago(ts: Any) -> str:
-    if not ts.seconds:
-        return "never"
-    delta = max(0, time.time() - ts.seconds)
-    for unit, secs in (("d", 86400), ("h", 3600), ("m", 60)):
-        if delta >= secs:
-            return f"{int(delta // secs)}{unit} ago"
-    return "just now"
-
-
-def _json(message: Any) -> None:
-    print(json.dumps(json_format.MessageToDict(message), indent=2))
-
-
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    for row in [header] + rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -78,96 +57,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from ohmygpu.daemon.server import serve
 
     return serve(settings)
-
-
-def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
-    client = Client(settings)
-    if args.action == "add":
-        path = Path(args.path).expanduser().absolute()
-        rec = client.call(client.models.AddModel, models_pb2.AddModelRequest(path=str(path), name=args.name or ""),
-                          timeout=3600)
-        if args.json:
-            _json(rec)
-        else:
-            print(f"added {rec.name} ({_size(rec.size_bytes)}, {model_digest(rec)[:19]}…)")
-        return 0
-    if args.action in ("list", "ls"):
-        resp = client.call(client.models.ListModels, models_pb2.ListModelsRequest())
-        if args.json:
-            _json(resp)
-            return 0
-        rows = [[m.name, assets_pb2.ModelKind.Name(m.kind).removeprefix("MODEL_KIND_").lower(),
-                 assets_pb2.ArtifactFormat.Name(m.format).removeprefix("ARTIFACT_FORMAT_").lower(),
-                 m.gguf.quantization, _size(m.size_bytes), m.revision.commit[:10] or "local",
-                 _ago(m.last_used_at)] for m in resp.models]
-        _table(rows, ["NAME", "KIND", "FORMAT", "QUANT", "SIZE", "REVISION", "LAST USED"])
-        return 0
-    if args.action == "info":
-        rec = client.call(client.models.GetModel, models_pb2.GetModelRequest(name=args.name))
-        if args.json:
-            _json(rec)
-            return 0
-        g = rec.gguf
-        source = rec.ref.repo if rec.ref.provider == assets_pb2.PROVIDER_HF else f"local ({rec.ref.repo})"
-        fmt = assets_pb2.ArtifactFormat.Name(rec.format).removeprefix("ARTIFACT_FORMAT_").lower()
-        print(f"{rec.name}\n  source        {source} {rec.revision.commit}\n"
-              f"  kind          {kind_name(rec.kind)}\n  format        {fmt}")
-        if rec.HasField("gguf"):
-            print(f"  architecture  {g.architecture}\n  parameters    {g.parameter_count:,}\n"
-                  f"  quantization  {g.quantization}\n  context       {g.context_length}")
-        print(f"  size          {_size(rec.size_bytes)}")
-        est = estimate(rec, context_length=settings.context_length)
-        at = f" at {context_window(rec, settings.context_length)} tokens" if rec.HasField("gguf") else ""
-        print(f"  memory        ~{_size(est.total)}{at} "
-              f"(weights {_size(est.weights)}, KV cache {_size(est.kv_cache)}, overhead {_size(est.overhead)})")
-        for a in rec.artifacts:
-            print(f"  file          {a.filename}  {a.sha256}")
-        if g.chat_template:
-            print("  chat template " + g.chat_template[:200].replace("\n", "\\n") + ("…" if len(g.chat_template) > 200 else ""))
-        return 0
-    if args.action == "rm":
-        resp = client.call(client.models.DeleteModel, models_pb2.DeleteModelRequest(name=args.name), timeout=120)
-        print(f"removed {args.name} (freed {_size(resp.freed_bytes)})")
-        return 0
-    if args.action == "gc":
-        gc = client.call(client.models.GarbageCollect, models_pb2.GarbageCollectRequest(dry_run=args.dry_run),
-                         timeout=600)
-        if args.json:
-            _json(gc)
-            return 0
-        for path in gc.removed:
-            print(("would remove " if args.dry_run else "removed ") + path)
-        print(f"{'would free' if args.dry_run else 'freed'} {_size(gc.freed_bytes)}")
-        return 0
-    if args.action == "du":
-        du = client.call(client.models.DiskUsage, models_pb2.DiskUsageRequest())
-        if args.json:
-            _json(du)
-            return 0
-        _table([[m.name, _size(m.size_bytes), _size(m.unique_bytes)] for m in du.models], ["NAME", "SIZE", "UNIQUE"])
-        print(f"total distinct content: {_size(du.total_bytes)}")
-        return 0
-    if args.action == "verify":
-        resp = client.call(client.models.VerifyModels, models_pb2.VerifyModelsRequest(name=args.name or ""),
-                           timeout=3600)
-        if args.json:
-            _json(resp)
-        bad = [c for c in resp.checks if not c.ok]
-        if not args.json:
-            for c in resp.checks:
-                print(f"{'ok     ' if c.ok else 'CORRUPT'}  {c.model}  {c.filename}" + (f"  ({c.problem})" if c.problem else ""))
-        return 1 if bad else 0
-    if args.action == "pull":
-        return cmd_pull(args, settings)
-    raise CliError(f"unknown model action {args.action}", EXIT_USAGE)
-
-
-def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
-    from ohmygpu.cli.pull import run_pull
-
-    request = models_pb2.InstallModelRequest(source=args.source, name=args.name or "", include=args.include or [],
-                                             exclude=args.exclude or [], max_rate=args.max_rate or 0)
-    return run_pull(Client(settings), request, quiet=args.quiet)
 
 
 def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
@@ -321,18 +210,6 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def complete_models(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
-    """Model names from the daemon, for shell completion (nothing when it does not answer)."""
-    try:
-        settings = Settings.load(overrides={"home": parsed_args.home, "grpc_addr": parsed_args.grpc_addr,
-                                            "token": parsed_args.token, "host": parsed_args.host})
-        client = Client(settings)
-        resp = client.models.ListModels(models_pb2.ListModelsRequest(), timeout=1, metadata=client.metadata)
-        return [m.name for m in resp.models if m.name.startswith(prefix)]
-    except Exception:  # completion must never print an error into the shell
-        return []
-
-
 def cmd_completion(args: argparse.Namespace, settings: Settings) -> int:
     try:
         import argcomplete
@@ -377,33 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_serve)
 
-    m = sub.add_parser("model", help="manage the model store")
-    msub = m.add_subparsers(dest="action", required=True)
-    add = msub.add_parser("add", help="register a local GGUF file or model directory (faster-whisper) in place")
-    add.add_argument("path")
-    add.add_argument("--name", help="name to use (default: from the file name)")
-    for name in ("list", "ls"):
-        msub.add_parser(name, help="list models")
-    info = msub.add_parser("info", help="show a model's details")
-    info.add_argument("name").completer = complete_models  # type: ignore[attr-defined]
-    rm = msub.add_parser("rm", help="remove a model and the bytes nothing else uses")
-    rm.add_argument("name").completer = complete_models  # type: ignore[attr-defined]
-    gc = msub.add_parser("gc", help="delete unreferenced blobs and stale partial downloads")
-    gc.add_argument("--dry-run", dest="dry_run", action="store_true", help="show what would go, delete nothing")
-    msub.add_parser("du", help="disk use per model")
-    ver = msub.add_parser("verify", help="re-hash files and report corruption")
-    ver.add_argument("name", nargs="?")
-    mp = msub.add_parser("pull", help="same as `omg pull`")
-    mp.add_argument("source")
-    mp.add_argument("--name")
-    mp.add_argument("--include", action="append")
-    mp.add_argument("--exclude", action="append")
-    mp.add_argument("--max-rate", dest="max_rate", type=int)
-    mp.add_argument("--quiet", action="store_true")
-    for action in msub.choices.values():
-        action.add_argument("--json", action="store_true", help="machine-readable output")
-    m.set_defaults(func=cmd_model)
-
+    models.add_parsers(sub)
     c = sub.add_parser("chat", help="chat with a model (interactive without a prompt)")
     c.add_argument("model").completer = complete_models  # type: ignore[attr-defined]
     c.add_argument("prompt", nargs="*", help="one-shot prompt; omit for an interactive session")
@@ -415,15 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-tokens", dest="max_tokens", type=int)
     c.set_defaults(func=cmd_chat)
 
-    for name in ("pull",):
-        pl = sub.add_parser(name, help="pull a model from the Hugging Face hub (org/repo[@rev] or hf.co/org/repo:QUANT)")
-        pl.add_argument("source")
-        pl.add_argument("--name", help="name to register it under (default: the source)")
-        pl.add_argument("--include", action="append", help="glob of files to pull (repeatable)")
-        pl.add_argument("--exclude", action="append", help="glob of files to skip (repeatable)")
-        pl.add_argument("--max-rate", dest="max_rate", type=int, help="bandwidth limit, bytes/s")
-        pl.add_argument("--quiet", action="store_true", help="no progress bars")
-        pl.set_defaults(func=cmd_pull)
     j = sub.add_parser("job", help="pull jobs: list, show ID, cancel ID")
     j.add_argument("action", nargs="?", default="list", choices=["list", "show", "cancel"])
     j.add_argument("id", nargs="?")
