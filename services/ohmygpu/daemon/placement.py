@@ -105,3 +105,60 @@ def place_on_device(need: int, layers: int, gpus: tuple, *, requested: str = "",
                         f"{room(best) / 2**20:.0f} MiB free for it"
                         + ("" if allow_partial else " (partial offload is off: OMG_PARTIAL_OFFLOAD)"))
     return DevicePlacement("cpu", 0, 0)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A node as placement sees it: numbers, not processes (see daemon/nodes.py)."""
+
+    index: int
+    ram_budget: int  # bytes our models may use in its RAM
+    residents: tuple[Resident, ...] = ()  # the models loaded on it
+    gpus: tuple = ()  # its GPUs our runtime can use (an Inventory's Gpu values)
+    vram_used_by_us: dict[int, int] | None = None  # GPU index -> bytes our models hold there
+
+
+@dataclass(frozen=True)
+class NodeChoice:
+    """The node a model goes to, what to unload there first, and the device it is expected on
+    (placed again once the evictions have freed their memory)."""
+
+    node: int
+    evict: list[Hashable]
+    device: DevicePlacement
+
+
+_DEVICE_RANK = {-1: 0}  # the whole model on a GPU first, then a partial offload, then the CPU
+
+
+def choose_node(name: Hashable, need: int, layers: int, nodes: list[NodeView], *, max_loaded: int,
+                requested: str = "", vram_budget: int = 0, reserve: int = 512 << 20,
+                allow_partial: bool = True) -> NodeChoice:
+    """The node for model `name` (needing `need` bytes, `layers` blocks): the one needing the
+    fewest evictions, then the best device (whole GPU, partial, CPU), then the first in the list.
+
+    Raises, when no node can take it: Unavailable if one could once its busy or pinned models
+    are done, else NeverFits (the first node's reason).
+    """
+    if not nodes:
+        raise NeverFits(f"model '{name}' has no node to run on")
+    choices: list[tuple[tuple[int, int, int], NodeChoice]] = []
+    errors: list[OmgError] = []
+    for node in nodes:
+        try:
+            evict = choose_evictions(name, need, list(node.residents), budget=node.ram_budget,
+                                     max_loaded=max_loaded)
+        except (NeverFits, Unavailable) as e:
+            errors.append(e)
+            continue
+        try:  # a preview: the orchestrator places again after the evictions, and raises then
+            device = place_on_device(need, layers, node.gpus, requested=requested, vram_budget=vram_budget,
+                                     reserve=reserve, used_by_us=node.vram_used_by_us,
+                                     allow_partial=allow_partial)
+        except NeverFits:
+            device = DevicePlacement("cpu", 0, 0)
+        rank = 2 if device.device == "cpu" else _DEVICE_RANK.get(device.gpu_layers, 1)
+        choices.append(((len(evict), rank, node.index), NodeChoice(node.index, evict, device)))
+    if choices:
+        return min(choices, key=lambda c: c[0])[1]
+    raise next((e for e in errors if isinstance(e, Unavailable)), errors[0])

@@ -114,6 +114,7 @@ class Worker:
         self.expires_at: float | None = None  # wall-clock unload time when idle; None: never
         self.pinned = False  # a run holds it: never evicted or expired
         self.load_key: tuple[object, ...] = ()  # the load options it was started with
+        self.node = 0  # the index of the node it runs on (see daemon/nodes.py)
         self.device = "cpu"
         self.vram_estimate = 0
         self.exited = asyncio.Event()
