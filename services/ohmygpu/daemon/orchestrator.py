@@ -51,7 +51,7 @@ from ohmygpu.daemon.uploads import Uploads
 from ohmygpu.events.v1 import events_pb2
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
-from ohmygpu.runtimes.api.registry import runtime_for, supports_gpu
+from ohmygpu.runtimes.api.registry import RuntimeEntry, runtime_for, supports_gpu
 
 log = logging.getLogger("ohmygpu.orchestrator")
 M = TypeVar("M")
@@ -153,7 +153,7 @@ class Orchestrator:
                     raise WorkerFailed(f"model '{name}' is marked failed: {self.failed[key]}", model=name)
             return await self._start(name, key, runtime, record, spec)
 
-    async def _start(self, name: str, key: WorkerKey, runtime: object, record: assets_pb2.InstallRecord,
+    async def _start(self, name: str, key: WorkerKey, runtime: RuntimeEntry, record: assets_pb2.InstallRecord,
                      spec: run_spec_pb2.RunSpec) -> Worker:
         """Make room, place and launch the worker for `key` (under its start lock)."""
         # One estimate, of the spec the worker will load (a run's context, slots, mode), for
@@ -166,7 +166,7 @@ class Orchestrator:
         self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loading {key} on {placement.device}",
                             subject=f"model:{key}", runtime=spec.runtime)
         try:
-            worker = await node.launch(name, runtime, record, spec)  # type: ignore[arg-type]
+            worker = await node.launch(name, runtime, record, spec)
         except OmgError as e:
             self.events.publish(events_pb2.EVENT_KIND_ERROR, f"loading {key} failed: {e.message}",
                                 subject=f"model:{key}", level=events_pb2.LEVEL_ERROR)
