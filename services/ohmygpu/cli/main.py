@@ -20,11 +20,11 @@ from ohmygpu.cli.format import print_json as _json
 from ohmygpu.cli.format import size as _size
 from ohmygpu.cli.format import table as _table
 from ohmygpu.cli.models import complete_models
+from ohmygpu.core.enums import enum_name
 from ohmygpu.core.errors import OmgError
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.version import __version__
 from ohmygpu.run.v1 import run_spec_pb2
-
 
 # -- commands ---------------------------------------------------------------------------------
 
@@ -72,7 +72,7 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _json(resp)
         return 0
-    _table([[j.id, j.model, jobs_pb2.JobState.Name(j.state).removeprefix("JOB_STATE_").lower(),
+    _table([[j.id, j.model, enum_name(jobs_pb2.JobState, j.state),
              f"{j.completed_bytes / 1e6:.1f}/{j.total_bytes / 1e6:.1f} MB", j.error[:60]] for j in resp.jobs],
            ["ID", "MODEL", "STATE", "PROGRESS", "ERROR"])
     return 0
@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             _json(resp)
             return 0
-        _table([[r.id, r.model, runs_pb2.RunState.Name(r.state).removeprefix("RUN_STATE_").lower(),
+        _table([[r.id, r.model, enum_name(runs_pb2.RunState, r.state),
                  str(r.pid or ""), str(r.spec.resources.context_length or ""), r.error[:50]] for r in resp.runs],
                ["ID", "MODEL", "STATE", "PID", "CONTEXT", "ERROR"])
         return 0
@@ -98,7 +98,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError(f"usage: omg run {target} RUN_ID", EXIT_USAGE)
         if target == "stop":
             run = client.call(stub.StopRun, runs_pb2.StopRunRequest(id=args.extra), timeout=60)
-            print(f"{run.id}: {runs_pb2.RunState.Name(run.state).removeprefix('RUN_STATE_').lower()}")
+            print(f"{run.id}: {enum_name(runs_pb2.RunState, run.state)}")
             return 0
         call = client.stream(stub.StreamRunLogs, runs_pb2.StreamRunLogsRequest(id=args.extra, follow=args.follow))
         try:
@@ -137,7 +137,7 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps(json_format.MessageToDict(e)), flush=True)
                 continue
             when = e.time.ToDatetime().strftime("%H:%M:%S")
-            kind = ev.EventKind.Name(e.kind).removeprefix("EVENT_KIND_").lower()
+            kind = enum_name(ev.EventKind, e.kind)
             progress = f"  {e.progress.completed}/{e.progress.total} {e.progress.unit}" if e.progress.total else ""
             print(f"{when}  {kind:<8} {e.subject:<28} {e.message}{progress}", flush=True)
     except KeyboardInterrupt:

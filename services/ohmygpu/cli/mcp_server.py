@@ -17,6 +17,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.cli.client import Client, CliError
+from ohmygpu.core.enums import enum_name
 from ohmygpu.core.kinds import kind_name
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.transcripts import Transcript
@@ -61,7 +62,7 @@ def build_server(settings: Settings) -> MCPServer:
             v = c.call(c.system.GetVersion, system_pb2.GetVersionRequest(), timeout=5)
             loaded = c.call(c.system.ListLoaded, system_pb2.ListLoadedRequest(), timeout=5)
             return {"running": True, "version": v.version, "address": settings.grpc_addr,
-                    "loaded": [{"name": m.name, "mode": run_spec_pb2.Mode.Name(m.mode).removeprefix("MODE_").lower(),
+                    "loaded": [{"name": m.name, "mode": enum_name(run_spec_pb2.Mode, m.mode),
                                 "device": m.device, "memory_bytes": m.memory_bytes, "in_flight": m.in_flight}
                                for m in loaded.models]}
         try:
@@ -111,7 +112,7 @@ def build_server(settings: Settings) -> MCPServer:
             while job.state in (jobs_pb2.JOB_STATE_QUEUED, jobs_pb2.JOB_STATE_RUNNING) and time.monotonic() < deadline:
                 time.sleep(0.5)
                 job = c.call(c.jobs.GetJob, jobs_pb2.GetJobRequest(id=job.id))
-            state = jobs_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+            state = enum_name(jobs_pb2.JobState, job.state)
             if job.state == jobs_pb2.JOB_STATE_FAILED:
                 raise CliError(f"pull of {source} failed: {job.error}")
             return {"job": job.id, "state": state, "model": job.model, "total_bytes": job.total_bytes,

@@ -14,6 +14,7 @@ from ohmygpu.cli.format import print_json as _json
 from ohmygpu.cli.format import size as _size
 from ohmygpu.cli.format import table as _table
 from ohmygpu.core.artifacts import model_digest
+from ohmygpu.core.enums import enum_name
 from ohmygpu.core.estimate import context_window, estimate
 from ohmygpu.core.kinds import kind_name
 from ohmygpu.core.settings import Settings
@@ -35,8 +36,8 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             _json(resp)
             return 0
-        rows = [[m.name, assets_pb2.ModelKind.Name(m.kind).removeprefix("MODEL_KIND_").lower(),
-                 assets_pb2.ArtifactFormat.Name(m.format).removeprefix("ARTIFACT_FORMAT_").lower(),
+        rows = [[m.name, enum_name(assets_pb2.ModelKind, m.kind),
+                 enum_name(assets_pb2.ArtifactFormat, m.format),
                  m.gguf.quantization, _size(m.size_bytes), m.revision.commit[:10] or "local",
                  _ago(m.last_used_at)] for m in resp.models]
         _table(rows, ["NAME", "KIND", "FORMAT", "QUANT", "SIZE", "REVISION", "LAST USED"])
@@ -48,7 +49,7 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         g = rec.gguf
         source = rec.ref.repo if rec.ref.provider == assets_pb2.PROVIDER_HF else f"local ({rec.ref.repo})"
-        fmt = assets_pb2.ArtifactFormat.Name(rec.format).removeprefix("ARTIFACT_FORMAT_").lower()
+        fmt = enum_name(assets_pb2.ArtifactFormat, rec.format)
         print(f"{rec.name}\n  source        {source} {rec.revision.commit}\n"
               f"  kind          {kind_name(rec.kind)}\n  format        {fmt}")
         if rec.HasField("gguf"):

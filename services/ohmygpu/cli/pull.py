@@ -7,6 +7,7 @@ import sys
 
 from ohmygpu.api.v1 import jobs_pb2, models_pb2
 from ohmygpu.cli.client import Client, CliError
+from ohmygpu.core.enums import enum_name
 
 
 def run_pull(client: Client, request: models_pb2.InstallModelRequest, *, quiet: bool = False) -> int:
@@ -52,5 +53,5 @@ def _finish(job: jobs_pb2.Job) -> int:
     if job.state == jobs_pb2.JOB_STATE_DONE:
         print(f"pulled {job.model} ({job.total_bytes / 1e6:.1f} MB, {job.downloaded_bytes / 1e6:.1f} MB downloaded)")
         return 0
-    raise CliError(f"pull {job.id} {jobs_pb2.JobState.Name(job.state).removeprefix('JOB_STATE_').lower()}: "
+    raise CliError(f"pull {job.id} {enum_name(jobs_pb2.JobState, job.state)}: "
                    f"{job.error or 'no reason given'}")

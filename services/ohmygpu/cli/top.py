@@ -31,6 +31,7 @@ from ohmygpu.api.v1 import (
 )
 from ohmygpu.cli.client import Client, CliError
 from ohmygpu.cli.format import size as _size
+from ohmygpu.core.enums import enum_name
 from ohmygpu.run.v1 import run_spec_pb2
 
 _ACTIVE_JOBS = (jobs_pb2.JOB_STATE_QUEUED, jobs_pb2.JOB_STATE_RUNNING)
@@ -198,7 +199,7 @@ class Top:
                 for col in ("RUN", "MODEL", "STATE", "PID"):
                     runs.add_column(col)
                 for r in s.runs:
-                    runs.add_row(r.id, r.model, runs_pb2.RunState.Name(r.state).removeprefix("RUN_STATE_").lower(),
+                    runs.add_row(r.id, r.model, enum_name(runs_pb2.RunState, r.state),
                                  str(r.pid or "-"), style="reverse" if selected == ("run", r.id) else "")
                 parts.append(runs)
             pulls = Table(title="pulls", title_justify="left", expand=True)

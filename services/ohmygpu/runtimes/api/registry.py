@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.enums import enum_name
 from ohmygpu.core.errors import InvalidArgument, MissingExtra
 from ohmygpu.core.kinds import kind_name
 
@@ -84,6 +85,6 @@ def runtime_for(record: assets_pb2.InstallRecord, *, preferred: str = "") -> Run
             if not library_available(entry.library):
                 raise MissingExtra(entry.name, entry.extra)
             return entry
-    fmt = assets_pb2.ArtifactFormat.Name(record.format).removeprefix("ARTIFACT_FORMAT_").lower()
+    fmt = enum_name(assets_pb2.ArtifactFormat, record.format)
     raise InvalidArgument(f"no runtime of this version serves model '{record.name}' "
                           f"(a {kind_name(record.kind)} model in {fmt} format)")
