@@ -3,8 +3,8 @@ not JSON), the OpenAI and Ollama routes either hand the daemon a well-formed int
 or answer a 4xx error in the dialect's own format; never a 500, never another exception.
 
 The real application (gateway.app.build_app: security layer, body reading, translators) runs
-in-process through Starlette's TestClient; only the orchestrator is a stand-in that records
-the request it is given instead of running a model.
+in-process through Starlette's TestClient, over the real daemon API; only the orchestrator
+behind it is a stand-in that records the request it is given instead of running a model.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
+from ohmygpu.daemon.api import DaemonAPI
 from ohmygpu.gateway.app import build_app
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.testclient import TestClient
@@ -58,8 +59,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, Recording
     home = tmp_path_factory.mktemp("fuzz")
     cfg = Settings.load(environ={"OMG_HOME": str(home), "OMG_CONFIG": str(Path(home) / "none.toml")})
     orchestrator = RecordingOrchestrator()
-    asgi = build_app(cfg, orchestrator=orchestrator, store=ModelStore(Path(cfg.home)),  # type: ignore[arg-type]
-                     services={})
+    api = DaemonAPI(cfg, ModelStore(Path(cfg.home)), orchestrator,  # type: ignore[arg-type]
+                    jobs=None, runs=None, events=None)  # type: ignore[arg-type]
+    asgi = build_app(cfg, api)
     return TestClient(asgi, base_url="http://127.0.0.1:11434"), orchestrator
 
 

@@ -14,7 +14,7 @@ from ohmygpu.core.errors import OmgError
 def unary(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a unary servicer method: an OmgError aborts with its status code.
 
-    The gateway calls the wrapped function (`__wrapped__`) directly, with context None.
+    The HTTP gateway does not come here: it calls the daemon API (daemon/api/) directly.
     """
 
     @functools.wraps(fn)

@@ -20,36 +20,18 @@ from typing import IO
 
 import grpc
 import uvicorn
-from ohmygpu.api.v1 import (
-    audio_pb2_grpc,
-    chat_pb2_grpc,
-    embeddings_pb2_grpc,
-    events_pb2_grpc,
-    jobs_pb2_grpc,
-    models_pb2_grpc,
-    runs_pb2_grpc,
-    system_pb2_grpc,
-)
 from ohmygpu.core.errors import InvalidArgument, OmgError, Unavailable
 from ohmygpu.core.netaddr import is_loopback, split_addr
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
+from ohmygpu.daemon.api import DaemonAPI
 from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.grpc_errors import TokenInterceptor
 from ohmygpu.daemon.grpc_limits import MessageLimitInterceptor
 from ohmygpu.daemon.jobs import JobManager
 from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.daemon.runs import RunManager
-from ohmygpu.daemon.services import (
-    AudioServicer,
-    ChatServicer,
-    EmbeddingServicer,
-    EventServicer,
-    JobServicer,
-    ModelServicer,
-    RunServicer,
-    SystemServicer,
-)
+from ohmygpu.daemon.services import add_services
 
 log = logging.getLogger("ohmygpu.daemon")
 
@@ -134,15 +116,9 @@ class Daemon:
         bus = EventBus()
         orchestrator = Orchestrator(self.settings, store, events=bus)
         jobs = JobManager(self.settings, store, events=bus)
-        event_service = EventServicer(bus)
         runs = RunManager(self.home, orchestrator)
-        run_service = RunServicer(runs)
-        models = ModelServicer(store, orchestrator, jobs)
-        job_service = JobServicer(jobs)
-        chat = ChatServicer(orchestrator)
-        embeddings = EmbeddingServicer(orchestrator)
-        audio = AudioServicer(orchestrator, self.settings.max_audio_mb << 20)
-        system = SystemServicer(self.settings, store, orchestrator, self.stop_event.set)
+        api = DaemonAPI(self.settings, store, orchestrator, jobs=jobs, runs=runs, events=bus,
+                        request_shutdown=self.stop_event.set)
         interceptors = [TokenInterceptor(self.settings.token, self.settings.admin_token)] \
             if self.settings.token or self.settings.admin_token else []
         # Audio arrives in one message: the server's limit follows OMG_MAX_AUDIO_MB (plus room for
@@ -151,14 +127,7 @@ class Daemon:
         max_message = (max(self.settings.max_audio_mb, self.settings.max_body_mb) + 1) << 20
         grpc_server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", max_message)])
-        models_pb2_grpc.add_ModelServiceServicer_to_server(models, grpc_server)
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, grpc_server)
-        embeddings_pb2_grpc.add_EmbeddingServiceServicer_to_server(embeddings, grpc_server)
-        audio_pb2_grpc.add_AudioServiceServicer_to_server(audio, grpc_server)
-        jobs_pb2_grpc.add_JobServiceServicer_to_server(job_service, grpc_server)
-        events_pb2_grpc.add_EventServiceServicer_to_server(event_service, grpc_server)
-        runs_pb2_grpc.add_RunServiceServicer_to_server(run_service, grpc_server)
-        system_pb2_grpc.add_SystemServiceServicer_to_server(system, grpc_server)
+        add_services(api, grpc_server)
         http_sock = self._bind_http()
         try:
             if self._grpc_credentials() is not None:
@@ -171,10 +140,7 @@ class Daemon:
             http_sock.close()
             raise Unavailable(f"cannot listen for gRPC on {self.settings.grpc_addr}: address in use "
                               "or invalid; is another daemon running? set OMG_GRPC_ADDR") from None
-        app = build_app(self.settings, orchestrator=orchestrator, store=store,
-                        services={"models": models, "chat": chat, "system": system, "jobs": job_service,
-                                  "embeddings": embeddings, "audio": audio,
-                                  "events": event_service, "runs": run_service})
+        app = build_app(self.settings, api)
         tls = {"ssl_certfile": self.settings.tls_cert, "ssl_keyfile": self.settings.tls_key} \
             if self.settings.tls_cert else {}
         # Our protocol bounds heads, times out slow clients and caps connections (uvicorn's does not).

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from re import Pattern
-from typing import Any
 
 from ohmygpu.core import access
 from ohmygpu.core.errors import (
@@ -21,8 +20,7 @@ from ohmygpu.core.errors import (
 )
 from ohmygpu.core.netaddr import is_loopback, split_addr
 from ohmygpu.core.settings import Settings, split_list
-from ohmygpu.core.store import ModelStore
-from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.api import DaemonAPI
 from ohmygpu.gateway.audio import AudioRoutes
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.embeddings import EmbeddingRoutes
@@ -110,9 +108,9 @@ async def _root(request: Request) -> Response:
     return Response("ohmygpu is running", media_type="text/plain")
 
 
-def build_app(settings: Settings, *, orchestrator: Orchestrator, store: ModelStore,
-              services: dict[str, Any]) -> ASGIApp:
-    gw = Gateway(settings=settings, orchestrator=orchestrator, store=store, services=services)
+def build_app(settings: Settings, api: DaemonAPI) -> ASGIApp:
+    """The HTTP API (OpenAI, Ollama, management) over the daemon API `api`."""
+    gw = Gateway(settings=settings, api=api)
     from starlette.routing import Route
 
     routes = [Route("/", _root, methods=["GET", "HEAD"])]

@@ -96,11 +96,11 @@ class AudioRoutes:
         async with multipart_form(request, limit) as form:
             req, fmt, granularities, stream = self._request(form, translate)
             upload = form_file(form, "file")
-            with self.gw.orchestrator.uploads.new_file() as (path, out):
+            with self.gw.api.upload() as (path, out):
                 if await copy_upload(upload, out) == 0:
                     raise InvalidArgument("the audio file is empty", param="file")
                 await upload.close()
-                messages = await primed(self.gw.orchestrator.transcribe(req, path))
+                messages = await primed(self.gw.api.transcribe(req, path))
                 # The first message (the audio's info) comes after the worker decoded the whole
                 # file into memory, so the upload may go when this block ends, stream or not.
                 if stream:

@@ -64,7 +64,7 @@ class EmbeddingRoutes:
             raise InvalidArgument("'encoding_format' must be float or base64", param="encoding_format")
         dims = f.int("dimensions", 1, 1 << 16) or 0
         f.str("user")  # accepted and ignored, as a type-checked field
-        resp = await self.gw.orchestrator.embed(runtime_pb2.EmbedRequest(
+        resp = await self.gw.api.embed(runtime_pb2.EmbedRequest(
             model=model, inputs=inputs, normalize=True, dimensions=dims))
         data = [{"object": "embedding", "index": i,
                  "embedding": _float32_base64(e.values) if encoding == "base64" else list(e.values)}
@@ -84,10 +84,9 @@ class EmbeddingRoutes:
                                        keep_alive=keep_alive(f.data.get("keep_alive")))
         req.truncate = f.bool("truncate", True)
         if not inputs:  # ollama: no input just loads the model
-            worker = await self.gw.orchestrator.worker_for(model, mode=run_spec_pb2.MODE_EMBEDDINGS)
-            self.gw.orchestrator.set_keep_alive(worker, req.keep_alive)
+            await self.gw.api.load(model, run_spec_pb2.MODE_EMBEDDINGS, req.keep_alive)
             return JSONResponse({"model": model, "embeddings": []})
-        resp = await self.gw.orchestrator.embed(req)
+        resp = await self.gw.api.embed(req)
         return JSONResponse({
             "model": model, "embeddings": [list(e.values) for e in resp.embeddings],
             "total_duration": time.perf_counter_ns() - started, "load_duration": resp.timings.load_ns,
@@ -101,10 +100,9 @@ class EmbeddingRoutes:
         prompt = f.str("prompt")
         ka = keep_alive(f.data.get("keep_alive"))
         if not prompt:
-            worker = await self.gw.orchestrator.worker_for(model, mode=run_spec_pb2.MODE_EMBEDDINGS)
-            self.gw.orchestrator.set_keep_alive(worker, ka)
+            await self.gw.api.load(model, run_spec_pb2.MODE_EMBEDDINGS, ka)
             return JSONResponse({"embedding": []})
-        resp = await self.gw.orchestrator.embed(runtime_pb2.EmbedRequest(
+        resp = await self.gw.api.embed(runtime_pb2.EmbedRequest(
             model=model, inputs=[prompt], normalize=False, keep_alive=ka))
         return JSONResponse({"embedding": list(resp.embeddings[0].values)})
 

@@ -1,7 +1,7 @@
 """The management API, derived from the protos' `google.api.http` rules (grpc-gateway style).
 
 Each rule becomes a route that builds the request message from the JSON body, query string
-and path variables, calls the same servicer method gRPC clients reach, and answers with the
+and path variables, calls the daemon API method gRPC clients reach (daemon/api/), and answers with the
 message's JSON mapping. Server-streaming methods answer newline-delimited `{"result": ...}`
 objects, as grpc-gateway does. Nothing here names a method: a new rule in a proto is a new route.
 """
@@ -16,17 +16,8 @@ from typing import Any
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor, json_format, message_factory
-from ohmygpu.api.v1 import (
-    audio_pb2,
-    chat_pb2,
-    embeddings_pb2,
-    events_pb2,
-    jobs_pb2,
-    models_pb2,
-    runs_pb2,
-    system_pb2,
-)
 from ohmygpu.core.errors import InvalidArgument, OmgError
+from ohmygpu.daemon.api import SERVICES
 from ohmygpu.gateway.body import read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
@@ -35,17 +26,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-# proto service -> key of its servicer in Gateway.services
-SERVICES: dict[str, tuple[descriptor.ServiceDescriptor, str]] = {
-    "ModelService": (models_pb2.DESCRIPTOR.services_by_name["ModelService"], "models"),
-    "ChatService": (chat_pb2.DESCRIPTOR.services_by_name["ChatService"], "chat"),
-    "SystemService": (system_pb2.DESCRIPTOR.services_by_name["SystemService"], "system"),
-    "JobService": (jobs_pb2.DESCRIPTOR.services_by_name["JobService"], "jobs"),
-    "EventService": (events_pb2.DESCRIPTOR.services_by_name["EventService"], "events"),
-    "RunService": (runs_pb2.DESCRIPTOR.services_by_name["RunService"], "runs"),
-    "EmbeddingService": (embeddings_pb2.DESCRIPTOR.services_by_name["EmbeddingService"], "embeddings"),
-    "AudioService": (audio_pb2.DESCRIPTOR.services_by_name["AudioService"], "audio"),
-}
 _VAR = re.compile(r"\{(\w+)(=([^}]*))?\}")
 
 
@@ -71,7 +51,7 @@ def _to_json(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(message)
 
 
-def _handler(gw: Gateway, servicer_key: str, method: descriptor.MethodDescriptor, body_rule: str) -> Callable[[Request], Any]:
+def _handler(gw: Gateway, service_name: str, method: descriptor.MethodDescriptor, body_rule: str) -> Callable[[Request], Any]:
     request_cls = message_factory.GetMessageClass(method.input_type)
     streaming = method.server_streaming
     # A bytes field (TranscribeRequest.audio) is base64 text in JSON: only the body's byte limit
@@ -94,15 +74,14 @@ def _handler(gw: Gateway, servicer_key: str, method: descriptor.MethodDescriptor
             message = json_format.ParseDict(data, request_cls(), ignore_unknown_fields=False)
         except json_format.ParseError as e:
             raise InvalidArgument(f"invalid request for {method.name}: {str(e)[:200]}") from None
-        servicer = gw.services[servicer_key]
-        fn = getattr(type(servicer), method.name).__wrapped__
+        fn = getattr(gw.api.service(service_name), method.name)
         if not streaming:
-            return JSONResponse(_to_json(await fn(servicer, message, None)))
+            return JSONResponse(_to_json(await fn(message)))
         if "text/event-stream" in request.headers.get("accept", ""):
             # Server-sent events for browsers and EventSource clients; the stream stays open.
-            return StreamingResponse(_sse(fn(servicer, message, None)), media_type="text/event-stream",
+            return StreamingResponse(_sse(fn(message)), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
-        messages = await primed(fn(servicer, message, None))
+        messages = await primed(fn(message))
         return StreamingResponse(_ndjson(messages), media_type="application/x-ndjson")
 
     return handle
@@ -129,13 +108,13 @@ async def _sse(messages: AsyncIterator[Any]) -> AsyncIterator[str]:
 def management_routes(gw: Gateway) -> list[Route]:
     """One route per http rule of the daemon's services."""
     routes = []
-    for service, key in SERVICES.values():
+    for name, service in SERVICES.items():
         for method in service.methods:
             rule = http_rule(method)
             if rule is None:
                 continue
             verb, template, body = rule
-            routes.append(Route(starlette_path(template), _handler(gw, key, method, body),
+            routes.append(Route(starlette_path(template), _handler(gw, name, method, body),
                                 methods=[verb], name=f"{service.name}.{method.name}"))
     # Custom methods ("/v1/jobs/{id}:cancel") first, so "{id}" of a plain route cannot swallow them.
     routes.sort(key=lambda r: ":" not in r.path)

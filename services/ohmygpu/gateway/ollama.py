@@ -125,8 +125,8 @@ class OllamaRoutes:
         f = Fields(await read_json(request, self.gw.body_limit))
         source = f.str("model") or f.str("name", required=True)
         stream = f.bool("stream", True)
-        job: jobs_pb2.Job = await self.gw.call("models", "InstallModel", models_pb2.InstallModelRequest(source=source))
-        watcher = self.gw.services["jobs"].jobs.watch(job.id)
+        job = await self.gw.api.pull(source)
+        watcher = self.gw.api.watch_job(job.id)
         if stream:
             return StreamingResponse(self._pull_ndjson(watcher), media_type="application/x-ndjson")
         final = job
@@ -154,13 +154,13 @@ class OllamaRoutes:
     async def delete(self, request: Request) -> Response:
         f = Fields(await read_json(request, self.gw.body_limit))
         name = f.str("model") or f.str("name", required=True)
-        await self.gw.call("models", "DeleteModel", models_pb2.DeleteModelRequest(name=name))
+        await self.gw.api.models.DeleteModel(models_pb2.DeleteModelRequest(name=name))
         return Response(status_code=200)
 
     async def copy(self, request: Request) -> Response:
         f = Fields(await read_json(request, self.gw.body_limit))
         source, destination = f.str("source", required=True), f.str("destination", required=True)
-        await self.gw.call("models", "AliasModel", models_pb2.AliasModelRequest(source=source, destination=destination))
+        await self.gw.api.models.AliasModel(models_pb2.AliasModelRequest(source=source, destination=destination))
         return Response(status_code=200)
 
     async def version(self, request: Request) -> Response:
@@ -170,7 +170,7 @@ class OllamaRoutes:
         # Only models the Ollama API can run: clients take every entry for a chat or
         # embedding model (Open WebUI's model picker; llm-ollama registers each one as an
         # embedding model), so a whisper model, served by /v1/audio/transcriptions, is left out.
-        records = [r for r in await self.gw.list_records() if capabilities(r)]
+        records = [r for r in await self.gw.api.list_records() if capabilities(r)]
         return JSONResponse({"models": [{
             "name": r.name, "model": r.name,
             "modified_at": r.created_at.ToDatetime(timezone.utc).isoformat(),
@@ -179,7 +179,7 @@ class OllamaRoutes:
     async def show(self, request: Request) -> Response:
         f = Fields(await read_json(request, self.gw.body_limit))
         name = f.str("model") or f.str("name", required=True)
-        r = await self.gw.get_record(name)
+        r = await self.gw.api.get_record(name)
         g = r.gguf
         info = {"general.architecture": g.architecture, "general.name": g.name,
                 "general.parameter_count": g.parameter_count, "general.file_type": g.quantization}
@@ -196,12 +196,11 @@ class OllamaRoutes:
         })
 
     async def ps(self, request: Request) -> Response:
-        loaded: system_pb2.ListLoadedResponse = await self.gw.call(
-            "system", "ListLoaded", system_pb2.ListLoadedRequest())
+        loaded = await self.gw.api.system.ListLoaded(system_pb2.ListLoadedRequest())
         out = []
         for m in loaded.models:
             try:
-                details = _details(await self.gw.get_record(m.name))
+                details = _details(await self.gw.api.get_record(m.name))
             except LookupError:
                 details = {}
             # ollama shows a model kept forever with a far-future expiry.
@@ -235,7 +234,7 @@ class OllamaRoutes:
             return self._done_response(model, {"message": {"role": "assistant", "content": ""},
                                                "done_reason": reason}, stream)
         req.messages.extend(chat_messages(raw_messages))
-        messages = await primed(self.gw.orchestrator.chat(req))
+        messages = await primed(self.gw.api.chat(req))
         load_ns = 0
         if stream:
             return StreamingResponse(self._chat_ndjson(messages, model, load_ns),
@@ -255,13 +254,11 @@ class OllamaRoutes:
                              **_final_fields(final, load_ns)})
 
     async def _load_or_unload(self, model: str, keep_alive: str) -> str:
-        orchestrator = self.gw.orchestrator
         if keep_alive and parse_keep_alive(keep_alive) == 0:
-            await self.gw.get_record(model)  # 404 for an unknown model, as ollama does
-            await orchestrator.unload(model)
+            await self.gw.api.get_record(model)  # 404 for an unknown model, as ollama does
+            await self.gw.api.unload(model)
             return "unload"
-        worker = await orchestrator.worker_for(model)
-        orchestrator.set_keep_alive(worker, keep_alive)
+        await self.gw.api.load(model, keep_alive=keep_alive)
         return "load"
 
     @staticmethod
@@ -322,13 +319,13 @@ class OllamaRoutes:
             reason = await self._load_or_unload(model, ka)
             return self._done_response(model, {"response": "", "done_reason": reason}, stream)
         if raw:
-            messages = await primed(self.gw.orchestrator.complete(runtime_pb2.CompleteRequest(
+            messages = await primed(self.gw.api.complete(runtime_pb2.CompleteRequest(
                 model=model, prompt=prompt, suffix=f.str("suffix"), params=params,
                 response_format=fmt, keep_alive=ka, truncate=truncate, context_length=context_length)))
         else:
             conv = ([runtime_pb2.ChatMessage(role="system", content=system)] if system else []) + [
                 runtime_pb2.ChatMessage(role="user", content=prompt)]
-            messages = await primed(self.gw.orchestrator.chat(runtime_pb2.ChatRequest(
+            messages = await primed(self.gw.api.chat(runtime_pb2.ChatRequest(
                 model=model, messages=conv, params=params, response_format=fmt, keep_alive=ka,
                 truncate=truncate, context_length=context_length)))
         if stream:

@@ -167,11 +167,11 @@ class OpenAIRoutes:
                 "owned_by": "ohmygpu"}
 
     async def list_models(self, request: Request) -> Response:
-        records = await self.gw.list_records()
+        records = await self.gw.api.list_records()
         return JSONResponse({"object": "list", "data": [self._model_json(r) for r in records]})
 
     async def get_model(self, request: Request) -> Response:
-        return JSONResponse(self._model_json(await self.gw.get_record(request.path_params["model"])))
+        return JSONResponse(self._model_json(await self.gw.api.get_record(request.path_params["model"])))
 
     async def chat_completions(self, request: Request) -> Response:
         body = await read_json(request, self.gw.body_limit)
@@ -183,7 +183,7 @@ class OpenAIRoutes:
             response_format=response_format(f), tools=tools, tool_choice=choice)
         stream = f.bool("stream", False)
         include_usage = bool((f.obj("stream_options") or {}).get("include_usage")) if stream else False
-        messages = await primed(self.gw.orchestrator.chat(req))
+        messages = await primed(self.gw.api.chat(req))
         cid = "chatcmpl-" + uuid.uuid4().hex
         created = int(time.time())
         if stream:
@@ -256,7 +256,7 @@ class OpenAIRoutes:
             response_format=response_format(f))
         stream = f.bool("stream", False)
         include_usage = bool((f.obj("stream_options") or {}).get("include_usage")) if stream else False
-        messages = await primed(self.gw.orchestrator.complete(req))
+        messages = await primed(self.gw.api.complete(req))
         cid = "cmpl-" + uuid.uuid4().hex
         created = int(time.time())
         envelope = {"id": cid, "object": "text_completion", "created": created, "model": req.model}
