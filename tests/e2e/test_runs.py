@@ -90,3 +90,30 @@ def test_reload_only_when_load_options_change(tmp_path: Path, gguf_path: Path) -
 
 def _ps_pid(d: DaemonProc) -> str:
     return str(worker_pid(d, "a"))
+
+
+def test_a_runs_sampling_defaults_apply_and_impossible_runs_are_refused(tmp_path: Path, gguf_path: Path) -> None:
+    d = new_daemon(tmp_path).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "m").returncode == 0
+        for bad, param in (({"runtime": "exllama"}, "runtime"),
+                           ({"revision": {"commit": "b" * 40}}, "revision"),
+                           ({"network": {"bind": "0.0.0.0", "port": 9000}}, "network")):
+            r = httpx.post(d.http + "/v1/runs", json={"model": {"repo": "m"}, **bad}, timeout=60)
+            assert r.status_code == 400 and param in r.json()["message"], r.text  # grpc-gateway shape
+        assert httpx.get(d.http + "/v1/runs").json().get("runs", []) == []  # nothing recorded
+        r = httpx.post(d.http + "/v1/runs", timeout=60, json={
+            "model": {"repo": "m"}, "runtime": "llamacpp", "params": {"maxTokens": 3}})
+        assert r.status_code == 200, r.text
+
+        def chat(**extra: object) -> dict:
+            return httpx.post(d.http + "/v1/chat/completions", timeout=60, json={
+                "model": "m", "messages": [{"role": "user", "content": "Tell me a long story about a ship."}],
+                **extra}).json()
+
+        short = chat()  # no max_tokens: the run's default of 3
+        assert short["usage"]["completion_tokens"] == 3 and short["choices"][0]["finish_reason"] == "length"
+        longer = chat(max_tokens=6)  # the request's own value wins
+        assert longer["usage"]["completion_tokens"] == 6
+    finally:
+        d.stop()

@@ -45,7 +45,7 @@ from ohmygpu.daemon.nodes import Launcher, LocalNode, Node
 from ohmygpu.daemon.pool import WorkerKey, WorkerPool, check_mode, worker_key
 from ohmygpu.daemon.quarantine import RequestQuarantine, fingerprint
 from ohmygpu.daemon.scheduler import Scheduler
-from ohmygpu.daemon.specs import load_key, spec_for
+from ohmygpu.daemon.specs import check_run, load_key, spec_for, with_run_defaults
 from ohmygpu.daemon.supervisor import Worker, WorkerTrapped
 from ohmygpu.daemon.uploads import Uploads
 from ohmygpu.events.v1 import events_pb2
@@ -55,6 +55,7 @@ from ohmygpu.runtimes.api.registry import RuntimeEntry, runtime_for, supports_gp
 
 log = logging.getLogger("ohmygpu.orchestrator")
 M = TypeVar("M")
+R = TypeVar("R", runtime_pb2.ChatRequest, runtime_pb2.CompleteRequest)
 
 __all__ = ["Launcher", "Orchestrator"]
 
@@ -192,6 +193,12 @@ class Orchestrator:
         if self._patrol is None or self._patrol.done():
             self._patrol = loop.create_task(self.health.patrol(self.workers))
         return worker
+
+    async def check_run(self, name: str, run: run_spec_pb2.RunSpec) -> None:
+        """Raise InvalidArgument (or ModelNotFound) for a run that cannot be given what it asks:
+        checked before the run is recorded, so a bad one leaves nothing behind."""
+        record = await asyncio.to_thread(self.store.get, name)
+        check_run(run, record, runtime_for(record))
 
     async def pin(self, name: str, run: run_spec_pb2.RunSpec) -> Worker:
         """Load `name` with the run's options and keep it loaded until unpinned."""
@@ -334,9 +341,21 @@ class Orchestrator:
             asyncio.get_running_loop().run_in_executor(None, self.store.touch, name)
 
 
+    def _with_run_defaults(self, request: R) -> R:
+        """The request with its model's run's sampling defaults (RunSpec.params) for what it
+        leaves unset; the request itself when no run with defaults pins the model."""
+        run = self.pinned_run(request.model)  # type: ignore[attr-defined]
+        if run is None or not run.HasField("params"):
+            return request
+        out = type(request)()
+        out.CopyFrom(request)
+        out.params.CopyFrom(with_run_defaults(request.params, run.params))  # type: ignore[attr-defined]
+        return out
+
     async def chat(self, request: runtime_pb2.ChatRequest) -> AsyncIterator[runtime_pb2.ChatResponse]:
         """Stream a chat answer; raises InvalidArgument, ModelNotFound, WorkerFailed, ..."""
         admission.check_chat(request, self.settings)
+        request = self._with_run_defaults(request)
         async for message in self._stream(request.model, run_spec_pb2.MODE_CHAT,
                                           lambda w: w.stub.Chat(request), request.keep_alive,
                                           request=request):
@@ -345,6 +364,7 @@ class Orchestrator:
     async def complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
         """Stream a raw completion; raises like chat."""
         admission.check_sampling(request.params, self.settings)
+        request = self._with_run_defaults(request)
         async for message in self._stream(request.model, run_spec_pb2.MODE_COMPLETION,
                                           lambda w: w.stub.Complete(request), request.keep_alive,
                                           request=request):

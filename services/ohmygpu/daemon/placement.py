@@ -67,13 +67,13 @@ class DevicePlacement:
 
 def place_on_device(need: int, layers: int, gpus: tuple, *, requested: str = "", vram_budget: int = 0,
                     reserve: int = 512 << 20, used_by_us: dict[int, int] | None = None,
-                    allow_partial: bool = True) -> DevicePlacement:
+                    allow_partial: bool = True, model_cap: int = 0) -> DevicePlacement:
     """Pick a GPU that holds the whole model (the one with the most room), else the first `k`
     layers on the roomiest GPU when partial offload is allowed, else the CPU.
 
     `need` is the estimated total bytes, `layers` the model's block count, `gpus` the
-    inventory's GPUs. `vram_budget` (0: none) caps what our models may use per GPU, `reserve`
-    is kept free for others. `requested` "cpu" or "cuda:N" restricts the choice; raises
+    inventory's GPUs. `vram_budget` (0: none) caps what our models may use per GPU, `model_cap`
+    (0: none; a run's resources.vram_budget_mb) what this one may, `reserve` is kept free for others. `requested` "cpu" or "cuda:N" restricts the choice; raises
     NeverFits when a requested GPU cannot take even one layer.
     """
     used_by_us = used_by_us or {}
@@ -91,6 +91,8 @@ def place_on_device(need: int, layers: int, gpus: tuple, *, requested: str = "",
         free = g.free - reserve  # type: ignore[attr-defined]
         if vram_budget:
             free = min(free, vram_budget - used_by_us.get(g.index, 0))  # type: ignore[attr-defined]
+        if model_cap:
+            free = min(free, model_cap)
         return max(0, free)
 
     best = max(candidates, key=room)

@@ -78,6 +78,7 @@ class RunManager:
             raise InvalidArgument("spec.run_id must be letters, digits, . _ - (at most 64)", param="spec.run_id")
         if self._exec("SELECT 1 FROM runs WHERE id = ?", (spec.run_id,)):
             raise AlreadyExists(f"run '{spec.run_id}' already exists")
+        await self.orchestrator.check_run(model, spec)  # a run asking the impossible is not recorded
         now = time.time()
         self._exec(f"INSERT INTO runs({_COLUMNS}) VALUES (?, ?, ?, ?, '', '', ?, ?)",
                    (spec.run_id, spec.SerializeToString(), model, runs_pb2.RUN_STATE_STARTING, now, now))

@@ -88,8 +88,10 @@ class Scheduler:
         placement = place_on_device(
             need, record.gguf.block_count, gpus, requested=requested,
             vram_budget=self.settings.vram_budget_mb << 20, reserve=self.settings.vram_reserve_mb << 20,
-            used_by_us=_vram_used(workers, node.index), allow_partial=bool(self.settings.partial_offload))
+            used_by_us=_vram_used(workers, node.index), allow_partial=bool(self.settings.partial_offload),
+            model_cap=spec.resources.vram_budget_mb << 20)  # a run's own VRAM budget
         spec.resources.device = placement.device
         if not spec.resources.HasField("gpu_layers"):
             spec.resources.gpu_layers = placement.gpu_layers
         return placement
+
