@@ -2,21 +2,28 @@
 
 Like uvicorn's import strings: nothing here imports an inference library. The daemon checks
 `find_spec` of the library before spawning, so a missing extra is a clear error, not a crash
-of a worker that cannot start.
+of a worker that cannot start. What a runtime can do (a GPU in this build) is its worker's own
+GetCapabilities answer, asked once in a child (`python -m <worker> --capabilities`).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import subprocess
 import sys
 from dataclasses import dataclass
 
+from google.protobuf import json_format
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.enums import enum_name
 from ohmygpu.core.errors import InvalidArgument, MissingExtra
 from ohmygpu.core.kinds import kind_name
+from ohmygpu.runtime.v1 import runtime_pb2
+
+log = logging.getLogger("ohmygpu.registry")
+CAPABILITIES_TIMEOUT_S = 60.0  # importing a CUDA build of a library can take a while
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,6 @@ class RuntimeEntry:
     library: str  # top-level module the worker imports
     formats: tuple[int, ...]  # ArtifactFormat values it loads
     kinds: tuple[int, ...]  # ModelKind values it serves
-    gpu_probe: str  # Python code printing True when this build of the library can use a GPU
 
 
 RUNTIMES: dict[str, RuntimeEntry] = {
@@ -40,7 +46,6 @@ RUNTIMES: dict[str, RuntimeEntry] = {
         library="llama_cpp",
         formats=(assets_pb2.ARTIFACT_FORMAT_GGUF,),
         kinds=(assets_pb2.MODEL_KIND_LLM, assets_pb2.MODEL_KIND_EMBEDDING, assets_pb2.MODEL_KIND_UNSPECIFIED),
-        gpu_probe="import llama_cpp; print(bool(llama_cpp.llama_supports_gpu_offload()))",
     ),
     "whisper": RuntimeEntry(
         name="whisper",
@@ -49,22 +54,40 @@ RUNTIMES: dict[str, RuntimeEntry] = {
         library="faster_whisper",
         formats=(assets_pb2.ARTIFACT_FORMAT_CT2,),
         kinds=(assets_pb2.MODEL_KIND_WHISPER,),
-        gpu_probe="import ctranslate2; print(ctranslate2.get_cuda_device_count() > 0)",
     ),
 }
 
 
 @functools.cache
-def supports_gpu(name: str) -> bool:
-    """Whether runtime `name`'s installed library was built with GPU support (a CPU-only
-    llama-cpp-python wheel on a GPU machine must not be placed, or budgeted, on the GPU).
-    Asked in a child process, once: a broken CUDA library must not take the daemon down."""
+def capabilities(name: str) -> runtime_pb2.GetCapabilitiesResponse | None:
+    """Runtime `name`'s GetCapabilities, answered by its worker module in a child process, once
+    per daemon (a broken CUDA library must not take the daemon down, nor a hung import stall
+    it past CAPABILITIES_TIMEOUT_S); None when the worker cannot answer (its library missing)."""
     entry = RUNTIMES[name]
     try:
-        out = subprocess.run([sys.executable, "-c", entry.gpu_probe], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and out.stdout.strip().endswith("True")
+        out = subprocess.run([sys.executable, "-m", entry.worker_module, "--capabilities"],
+                             capture_output=True, text=True, timeout=CAPABILITIES_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("runtime %s did not say what it can do: %s", name, e)
+        return None
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        log.info("runtime %s did not say what it can do (exit %d): %s", name, out.returncode,
+                 out.stderr.strip()[-300:])
+        return None
+    try:
+        return json_format.Parse(lines[-1], runtime_pb2.GetCapabilitiesResponse(), ignore_unknown_fields=True)
+    except json_format.ParseError as e:
+        log.warning("runtime %s answered GetCapabilities with something else: %s", name, e)
+        return None
+
+
+def supports_gpu(name: str) -> bool:
+    """Whether runtime `name`'s installed library was built with GPU support (a CPU-only
+    llama-cpp-python wheel on a GPU machine must not be placed, or budgeted, on the GPU):
+    its worker's GetCapabilities.gpu."""
+    caps = capabilities(name)
+    return caps is not None and caps.gpu
 
 
 def library_available(module: str) -> bool:

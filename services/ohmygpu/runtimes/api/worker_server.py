@@ -3,6 +3,9 @@
 A worker is started by the daemon as `python -m <module> --socket PATH --parent-pid PID`. It
 exits when its parent dies (PR_SET_PDEATHSIG where Linux offers it, and a poll as backstop), so
 no orphan keeps a model in memory after the daemon is gone.
+
+`python -m <module> --capabilities` prints the servicer's GetCapabilities answer as JSON and
+exits, loading no model: the daemon's runtime registry asks each runtime this way, once.
 """
 
 from __future__ import annotations
@@ -80,9 +83,14 @@ class BaseRuntime(runtime_pb2_grpc.RuntimeServicer):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="ohmygpu runtime worker")
-    p.add_argument("--socket", required=True, help="Unix socket path to serve on")
+    p.add_argument("--socket", help="Unix socket path to serve on")
     p.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone")
-    return p.parse_args(argv)
+    p.add_argument("--capabilities", action="store_true",
+                   help="print GetCapabilities as JSON and exit (loads no model)")
+    args = p.parse_args(argv)
+    if not args.socket and not args.capabilities:
+        p.error("--socket is required")
+    return args
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -143,7 +151,20 @@ def run_worker(make_servicer: Callable[[LogRing], runtime_pb2_grpc.RuntimeServic
     """Entry point shared by worker modules."""
     args = parse_args(argv)
     ring = setup_logging()
+    if args.capabilities:
+        print(capabilities_json(make_servicer(ring)))
+        return
     asyncio.run(serve(make_servicer(ring), args.socket, args.parent_pid))
+
+
+def capabilities_json(servicer: runtime_pb2_grpc.RuntimeServicer) -> str:
+    """The servicer's GetCapabilities answer, from the very method the gRPC call runs, as JSON
+    (the proto's JSON mapping, which the registry parses back into the message)."""
+    from google.protobuf import json_format
+
+    # GetCapabilities reads only the library, never the call's context.
+    response = asyncio.run(servicer.GetCapabilities(runtime_pb2.GetCapabilitiesRequest(), None))
+    return json_format.MessageToJson(response, indent=None)
 
 
 def rss_bytes() -> int:
@@ -153,4 +174,4 @@ def rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-__all__ = ["LogRing", "run_worker", "rss_bytes", "runtime_pb2"]
+__all__ = ["LogRing", "capabilities_json", "run_worker", "rss_bytes", "runtime_pb2"]
