@@ -12,7 +12,7 @@ import grpc
 import httpx
 import openai
 import pytest
-from ohmygpu.api.v1 import audio_pb2_grpc
+from ohmygpu.api.v1 import audio_pb2, audio_pb2_grpc
 from ohmygpu.runtime.v1 import runtime_pb2
 
 from tests.helpers import PARAGRAPH, SENTENCE, DaemonProc, new_daemon, run_in_pty, word_error_rate
@@ -173,12 +173,18 @@ def test_wrong_model_kind_is_refused_both_ways(sd: DaemonProc, client: openai.Op
 
 def test_grpc_transcribe_and_no_client_paths(sd: DaemonProc, audio: dict[str, Path]) -> None:
     stub = audio_pb2_grpc.AudioServiceStub(grpc.insecure_channel(sd.grpc_addr))
-    msgs = list(stub.Transcribe(runtime_pb2.TranscribeRequest(model="whisper-tiny.en",
-                                                               audio=audio["flac"].read_bytes()), timeout=60))
+    msgs = list(stub.Transcribe(audio_pb2.TranscribeRequest(model="whisper-tiny.en",
+                                                             audio=audio["flac"].read_bytes()), timeout=60))
     assert msgs[0].info.duration > 5 and "fox" in "".join(m.segment.text for m in msgs[1:]).lower()
+    # The API's message has no path to name; a client that sends the worker's message (its
+    # audio_path is field 8, reserved in the API's) names none the daemon reads.
+    assert "audio_path" not in audio_pb2.TranscribeRequest.DESCRIPTOR.fields_by_name
+    raw = grpc.insecure_channel(sd.grpc_addr).unary_stream(
+        "/ohmygpu.api.v1.AudioService/Transcribe", request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=runtime_pb2.TranscribeResponse.FromString)
     with pytest.raises(grpc.RpcError) as e:
-        list(stub.Transcribe(runtime_pb2.TranscribeRequest(model="whisper-tiny.en", audio_path="/etc/passwd")))
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        list(raw(runtime_pb2.TranscribeRequest(model="whisper-tiny.en", audio_path="/etc/passwd"), timeout=60))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "empty" in e.value.details()
 
 
 def test_cli_transcribe(sd: DaemonProc, audio: dict[str, Path]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from ohmygpu.api.v1 import audio_pb2_grpc, chat_pb2_grpc, embeddings_pb2_grpc, models_pb2, models_pb2_grpc
+from ohmygpu.api.v1 import audio_pb2, audio_pb2_grpc, chat_pb2_grpc, embeddings_pb2_grpc, models_pb2, models_pb2_grpc
 from ohmygpu.runtime.v1 import runtime_pb2
 from tests.helpers import DaemonProc, new_daemon
 
@@ -64,10 +64,10 @@ def test_big_messages_are_refused_and_memory_stays_flat(gd: DaemonProc) -> None:
 
 def test_transcribe_keeps_the_upload_limit(gd: DaemonProc, audio: dict[str, Path]) -> None:
     stub = audio_pb2_grpc.AudioServiceStub(grpc.insecure_channel(gd.grpc_addr))
-    msgs = list(stub.Transcribe(runtime_pb2.TranscribeRequest(model="whisper-tiny.en",
+    msgs = list(stub.Transcribe(audio_pb2.TranscribeRequest(model="whisper-tiny.en",
                                                                audio=audio["flac"].read_bytes()), timeout=60))
     assert "fox" in "".join(m.segment.text for m in msgs[1:]).lower()
     # 40 MiB of audio is under OMG_MAX_AUDIO_MB: read, and refused only for not being audio.
     with pytest.raises(grpc.RpcError) as e:
-        list(stub.Transcribe(runtime_pb2.TranscribeRequest(model="whisper-tiny.en", audio=b"\1" * BIG), timeout=60))
+        list(stub.Transcribe(audio_pb2.TranscribeRequest(model="whisper-tiny.en", audio=b"\1" * BIG), timeout=60))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not audio" in e.value.details()

@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
+from ohmygpu.api.v1 import audio_pb2, jobs_pb2, models_pb2, system_pb2
 from ohmygpu.cli.client import Client, CliError
 from ohmygpu.core.enums import enum_name
 from ohmygpu.core.kinds import kind_name
@@ -128,7 +128,7 @@ def build_server(settings: Settings) -> MCPServer:
         format: Annotated[str, Field(pattern="^(text|srt|vtt|json|verbose_json)$")] = "text",
     ) -> str:
         audio = await anyio.to_thread.run_sync(read_audio_file, path, settings.max_audio_mb << 20)
-        request = runtime_pb2.TranscribeRequest(model=model or "", audio=audio, language=language or "")
+        request = audio_pb2.TranscribeRequest(model=model or "", audio=audio, language=language or "")
 
         def work(c: Client) -> str:
             transcript = Transcript()

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from ohmygpu.api.v1 import audio_pb2
 from ohmygpu.cli.client import Client, CliError
 from ohmygpu.core.transcripts import FORMATS, Transcript
 from ohmygpu.runtime.v1 import runtime_pb2
@@ -20,7 +21,7 @@ def run_transcribe(client: Client, args: argparse.Namespace) -> int:
         audio = path.read_bytes()
     except OSError as e:
         raise CliError(f"cannot read {path}: {e.strerror}") from None
-    req = runtime_pb2.TranscribeRequest(
+    req = audio_pb2.TranscribeRequest(
         model=args.model or "", audio=audio, language=args.language or "", translate=args.translate,
         initial_prompt=args.prompt or "", word_timestamps=args.word_timestamps, vad_filter=args.vad,
         beam_size=args.beam_size or 0)

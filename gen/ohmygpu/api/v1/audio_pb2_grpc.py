@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from ohmygpu.api.v1 import audio_pb2 as ohmygpu_dot_api_dot_v1_dot_audio__pb2
 from ohmygpu.runtime.v1 import runtime_pb2 as ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -37,7 +38,7 @@ class AudioServiceStub:
         """
         self.Transcribe = channel.unary_stream(
                 '/ohmygpu.api.v1.AudioService/Transcribe',
-                request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeRequest.SerializeToString,
+                request_serializer=ohmygpu_dot_api_dot_v1_dot_audio__pb2.TranscribeRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeResponse.FromString,
                 _registered_method=True)
 
@@ -58,7 +59,7 @@ def add_AudioServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Transcribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Transcribe,
-                    request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeRequest.FromString,
+                    request_deserializer=ohmygpu_dot_api_dot_v1_dot_audio__pb2.TranscribeRequest.FromString,
                     response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeResponse.SerializeToString,
             ),
     }
@@ -88,7 +89,7 @@ class AudioService:
             request,
             target,
             '/ohmygpu.api.v1.AudioService/Transcribe',
-            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeRequest.SerializeToString,
+            ohmygpu_dot_api_dot_v1_dot_audio__pb2.TranscribeRequest.SerializeToString,
             ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeResponse.FromString,
             options,
             channel_credentials,

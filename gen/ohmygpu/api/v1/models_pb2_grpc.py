@@ -47,6 +47,11 @@ class ModelServiceStub:
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_assets_dot_v1_dot_assets__pb2.InstallRecord.FromString,
                 _registered_method=True)
+        self.EstimateModel = channel.unary_unary(
+                '/ohmygpu.api.v1.ModelService/EstimateModel',
+                request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.EstimateModelRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.EstimateModelResponse.FromString,
+                _registered_method=True)
         self.AddModel = channel.unary_unary(
                 '/ohmygpu.api.v1.ModelService/AddModel',
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.AddModelRequest.SerializeToString,
@@ -102,6 +107,14 @@ class ModelServiceServicer:
 
     def GetModel(self, request, context):
         """Gets one model by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EstimateModel(self, request, context):
+        """The memory a model needs to load, as this daemon would load it (its context length, its
+        runtime's rule): what `omg model info` shows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,6 +190,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.GetModel,
                     request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.GetModelRequest.FromString,
                     response_serializer=ohmygpu_dot_assets_dot_v1_dot_assets__pb2.InstallRecord.SerializeToString,
+            ),
+            'EstimateModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateModel,
+                    request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.EstimateModelRequest.FromString,
+                    response_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.EstimateModelResponse.SerializeToString,
             ),
             'AddModel': grpc.unary_unary_rpc_method_handler(
                     servicer.AddModel,
@@ -274,6 +292,33 @@ class ModelService:
             '/ohmygpu.api.v1.ModelService/GetModel',
             ohmygpu_dot_api_dot_v1_dot_models__pb2.GetModelRequest.SerializeToString,
             ohmygpu_dot_assets_dot_v1_dot_assets__pb2.InstallRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.ModelService/EstimateModel',
+            ohmygpu_dot_api_dot_v1_dot_models__pb2.EstimateModelRequest.SerializeToString,
+            ohmygpu_dot_api_dot_v1_dot_models__pb2.EstimateModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from ohmygpu.api.v1 import audio_pb2
 from ohmygpu.core.errors import InvalidArgument, PayloadTooLarge
 from ohmygpu.core.settings import Settings
 from ohmygpu.daemon.orchestrator import Orchestrator
@@ -29,18 +30,25 @@ class Inference:
     async def Embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
         return await self.orchestrator.embed(request)
 
-    async def Transcribe(self, request: runtime_pb2.TranscribeRequest) -> AsyncIterator[runtime_pb2.TranscribeResponse]:
+    async def Transcribe(self, request: audio_pb2.TranscribeRequest) -> AsyncIterator[runtime_pb2.TranscribeResponse]:
         """The audio comes as bytes and is held in a private file while the worker reads it."""
-        if request.audio_path:
-            # A client-chosen path would let a remote caller make the daemon read any file.
-            raise InvalidArgument("audio_path is for the daemon's own use; send the file's bytes in 'audio'",
-                                  param="audio_path")
         if not request.audio:
             raise InvalidArgument("the audio file is empty", param="audio")
         if len(request.audio) > self.audio_limit:
             raise PayloadTooLarge(f"audio of {len(request.audio)} bytes is over the {self.audio_limit} byte limit "
                                   "(OMG_MAX_AUDIO_MB)")
         with self.orchestrator.uploads.holding(request.audio) as path:
-            request.ClearField("audio")
-            async for message in self.orchestrator.transcribe(request, path):
+            async for message in self.orchestrator.transcribe(worker_request(request), path):
                 yield message
+
+
+def worker_request(request: audio_pb2.TranscribeRequest) -> runtime_pb2.TranscribeRequest:
+    """The worker's TranscribeRequest for a caller's, without the audio (the daemon hands the
+    worker a file it owns, never one a caller names: the API message has no path to name)."""
+    out = runtime_pb2.TranscribeRequest(
+        model=request.model, language=request.language, initial_prompt=request.initial_prompt,
+        translate=request.translate, word_timestamps=request.word_timestamps,
+        beam_size=request.beam_size, vad_filter=request.vad_filter, keep_alive=request.keep_alive)
+    if request.HasField("temperature"):
+        out.temperature = request.temperature
+    return out
