@@ -169,3 +169,18 @@ def test_status_logs_and_json_listings(daemon: DaemonProc) -> None:
         json.loads(r.stdout)
     r = daemon.omg("logs", "no-such-run")
     assert r.returncode != 0 and "no-such-run" in r.stderr
+
+
+def test_model_info_shows_the_daemons_estimate(tmp_path: Path, gguf_path: Path) -> None:
+    # The memory `omg model info` prints is the daemon's (its OMG_CONTEXT_LENGTH), not one the
+    # client works out from its own settings.
+    d = new_daemon(tmp_path, extra_env={"OMG_CONTEXT_LENGTH": "1024"}).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "smollm2").returncode == 0
+        r = subprocess.run([sys.executable, "-m", "ohmygpu.cli.main", "model", "info", "smollm2"],
+                           env={**d.env, "OMG_CONTEXT_LENGTH": "8192"}, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        memory = next(line for line in r.stdout.splitlines() if line.strip().startswith("memory"))
+        assert "at 1024 tokens" in memory and "KV cache" in memory
+    finally:
+        d.stop()

@@ -15,7 +15,6 @@ from ohmygpu.cli.format import size as _size
 from ohmygpu.cli.format import table as _table
 from ohmygpu.core.artifacts import model_digest
 from ohmygpu.core.enums import enum_name
-from ohmygpu.core.estimate import context_window, estimate
 from ohmygpu.core.kinds import kind_name
 from ohmygpu.core.settings import Settings
 
@@ -56,10 +55,11 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  architecture  {g.architecture}\n  parameters    {g.parameter_count:,}\n"
                   f"  quantization  {g.quantization}\n  context       {g.context_length}")
         print(f"  size          {_size(rec.size_bytes)}")
-        est = estimate(rec, context_length=settings.context_length)
-        at = f" at {context_window(rec, settings.context_length)} tokens" if rec.HasField("gguf") else ""
-        print(f"  memory        ~{_size(est.total)}{at} "
-              f"(weights {_size(est.weights)}, KV cache {_size(est.kv_cache)}, overhead {_size(est.overhead)})")
+        # The daemon's estimate: its context length and slots, not this client's settings.
+        est = client.call(client.models.EstimateModel, models_pb2.EstimateModelRequest(name=rec.name))
+        at = f" at {est.context_length} tokens" if est.context_length else ""
+        print(f"  memory        ~{_size(est.total_bytes)}{at} (weights {_size(est.weights_bytes)}, "
+              f"KV cache {_size(est.kv_cache_bytes)}, overhead {_size(est.overhead_bytes)})")
         for a in rec.artifacts:
             print(f"  file          {a.filename}  {a.sha256}")
         if g.chat_template:

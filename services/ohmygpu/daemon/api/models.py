@@ -14,10 +14,12 @@ from ohmygpu.api.v1 import jobs_pb2, models_pb2
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import access, maintenance
 from ohmygpu.core.errors import InvalidArgument, ServerBusy
+from ohmygpu.core.estimate import context_window, estimate
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.jobs import JobManager
 from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.pool import check_mode
 
 T = TypeVar("T")
 
@@ -101,6 +103,20 @@ class Models:
 
     async def GetModel(self, request: models_pb2.GetModelRequest) -> assets_pb2.InstallRecord:
         return self._shown(await asyncio.to_thread(self.store.get, request.name))
+
+    async def EstimateModel(self, request: models_pb2.EstimateModelRequest) -> models_pb2.EstimateModelResponse:
+        """The model's memory as this daemon would load it: its context and slots (a pinning
+        run's, else OMG_CONTEXT_LENGTH and OMG_NUM_PARALLEL), in the model's own mode. The
+        client's settings play no part: they are not the daemon's."""
+        record = await asyncio.to_thread(self.store.get, request.name)
+        res = run.resources if (run := self.orchestrator.pinned_run(record.name)) is not None else None
+        context = (res.context_length if res is not None else 0) or self.settings.context_length
+        parallel = (res.max_concurrency if res is not None else 0) or max(1, self.settings.num_parallel)
+        est = estimate(record, context_length=context, parallel=parallel, mode=check_mode(record, 0))
+        return models_pb2.EstimateModelResponse(
+            weights_bytes=est.weights, kv_cache_bytes=est.kv_cache, overhead_bytes=est.overhead,
+            total_bytes=est.total,
+            context_length=context_window(record, context) if record.HasField("gguf") else 0)
 
     async def AddModel(self, request: models_pb2.AddModelRequest) -> assets_pb2.InstallRecord:
         return await asyncio.to_thread(self.store.add_local, Path(request.path),
