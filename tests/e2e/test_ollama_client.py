@@ -108,3 +108,24 @@ def test_errors_in_ollama_format(client: ollama.Client, daemon: DaemonProc) -> N
     assert r.status_code == 400 and "keep_alive" in r.json()["error"]
     r = httpx.post(daemon.http + "/api/generate", json={"model": "smollm2", "prompt": 5})
     assert r.status_code == 400 and "prompt" in r.json()["error"]
+
+
+def test_load_duration_is_the_cold_start(tmp_path, gguf_path) -> None:
+    # The first request after a cold start loaded the model: its load_duration says how long
+    # that took; a request to the loaded model took no load.
+    import httpx
+
+    from tests.helpers import new_daemon
+
+    d = new_daemon(tmp_path).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "smollm2").returncode == 0
+        body = {"model": "smollm2", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
+        cold = httpx.post(d.http + "/api/generate", json=body, timeout=120).json()
+        assert cold["load_duration"] > 0 and cold["total_duration"] >= cold["load_duration"], cold
+        warm = httpx.post(d.http + "/api/generate", json=body, timeout=120).json()
+        assert warm["load_duration"] == 0, warm
+        streamed = httpx.post(d.http + "/api/generate", json={**body, "stream": True}, timeout=120)
+        assert json.loads(streamed.text.splitlines()[-1])["load_duration"] == 0
+    finally:
+        d.stop()

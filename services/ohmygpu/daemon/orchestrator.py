@@ -55,6 +55,7 @@ from ohmygpu.runtimes.api.registry import RuntimeEntry, runtime_for, supports_gp
 
 log = logging.getLogger("ohmygpu.orchestrator")
 M = TypeVar("M")
+_Msg = TypeVar("_Msg", bound=Message)
 R = TypeVar("R", runtime_pb2.ChatRequest, runtime_pb2.CompleteRequest)
 
 __all__ = ["Launcher", "Orchestrator"]
@@ -307,18 +308,23 @@ class Orchestrator:
                               call: Callable[[Worker], grpc.aio.Call], keep_alive: str,
                               fp: str | None = None) -> AsyncIterator[M]:
         name = record.name
+        before = self.workers.get(worker_key(record, mode))
         worker = await self.worker_for(name, mode=mode, record=record)
+        # A worker started for this request (or one it waited for while it loaded) is this
+        # request's load: its last message's timings say how long it took (Ollama's load_duration).
+        load_ns = worker.load_ns if worker is not before else 0
         worker.in_flight += 1
         stream = call(worker)
         try:
             if isinstance(stream, grpc.aio.UnaryUnaryCall):
-                yield await stream
+                yield _with_load_time(await stream, load_ns)
             else:
                 async for message in stream:
                     # Only a generation's last message has a finish reason (and usage and timings).
-                    if getattr(message, "finish_reason", 0) and message.timings.eval_ns \
-                            and message.usage.completion_tokens > 1:
-                        worker.tokens_per_second = (message.usage.completion_tokens - 1) / (message.timings.eval_ns / 1e9)
+                    if getattr(message, "finish_reason", 0):
+                        if message.timings.eval_ns and message.usage.completion_tokens > 1:
+                            worker.tokens_per_second = (message.usage.completion_tokens - 1) / (message.timings.eval_ns / 1e9)
+                        message = _with_load_time(message, load_ns)
                     yield message
         except grpc.aio.AioRpcError as e:
             raise await self.health.worker_error(self.workers, worker, e, fp) from None
@@ -427,3 +433,10 @@ class Orchestrator:
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
         for node in self.nodes:
             node.close()
+
+
+def _with_load_time(message: _Msg, load_ns: int) -> _Msg:
+    """`message` with timings.load_ns set, when it has timings and this request loaded its model."""
+    if load_ns and "timings" in message.DESCRIPTOR.fields_by_name:
+        message.timings.load_ns = load_ns  # type: ignore[attr-defined]  # checked just above
+    return message

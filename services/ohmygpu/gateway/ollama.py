@@ -94,7 +94,7 @@ def _digest(record: assets_pb2.InstallRecord) -> str:
 
 
 def _final_fields(m: Any, load_ns: int) -> dict[str, Any]:
-    t, u = m.timings, m.usage
+    t, u, load_ns = m.timings, m.usage, load_ns or m.timings.load_ns  # the daemon's, when it loaded
     return {"done_reason": FINISH_NAMES[m.finish_reason] if m.finish_reason != runtime_pb2.FINISH_REASON_TOOL_CALLS else "stop",
             "total_duration": t.prompt_eval_ns + t.eval_ns + load_ns, "load_duration": load_ns,
             "prompt_eval_count": u.prompt_tokens, "prompt_eval_duration": t.prompt_eval_ns,
