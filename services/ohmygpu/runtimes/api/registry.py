@@ -66,7 +66,7 @@ def capabilities(name: str) -> runtime_pb2.GetCapabilitiesResponse | None:
     entry = RUNTIMES[name]
     try:
         out = subprocess.run([sys.executable, "-m", entry.worker_module, "--capabilities"],
-                             capture_output=True, text=True, timeout=CAPABILITIES_TIMEOUT_S)
+                             capture_output=True, text=True, timeout=CAPABILITIES_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         log.warning("runtime %s did not say what it can do: %s", name, e)
         return None

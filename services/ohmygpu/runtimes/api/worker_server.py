@@ -174,4 +174,4 @@ def rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-__all__ = ["LogRing", "capabilities_json", "run_worker", "rss_bytes", "runtime_pb2"]
+__all__ = ["LogRing", "capabilities_json", "rss_bytes", "run_worker", "runtime_pb2"]
