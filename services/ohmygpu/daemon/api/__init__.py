@@ -81,14 +81,15 @@ class DaemonAPI:
         return self._services[name]
 
     # Inference, in the shape the HTTP dialects use.
+    # (The same methods the gRPC servicers call: one entrance, one set of request checks.)
     def chat(self, request: runtime_pb2.ChatRequest) -> AsyncIterator[runtime_pb2.ChatResponse]:
-        return self._orchestrator.chat(request)
+        return self.inference.Chat(request)
 
     def complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
-        return self._orchestrator.complete(request)
+        return self.inference.Complete(request)
 
     async def embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
-        return await self._orchestrator.embed(request)
+        return await self.inference.Embed(request)
 
     @contextlib.contextmanager
     def upload(self) -> Iterator[tuple[Path, BinaryIO]]:
