@@ -13,6 +13,7 @@ from ohmygpu.core.artifacts import find_main_artifact, model_digest
 from ohmygpu.core.capabilities import capabilities
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import InvalidArgument, OmgError
+from ohmygpu.core.schema_guard import check_schema
 from ohmygpu.core.version import __version__
 from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
@@ -22,7 +23,6 @@ from ohmygpu.gateway.sampling import OLLAMA, parse_sampling
 from ohmygpu.gateway.streaming import FINISH_NAMES, ToolCalls, primed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
-from ohmygpu.core.schema_guard import check_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ohmygpu.core.errors import InvalidArgument, ModelNotFound, OmgError
+from ohmygpu.core.schema_guard import check_schema
 from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
@@ -16,7 +17,6 @@ from ohmygpu.gateway.sampling import OPENAI, parse_sampling
 from ohmygpu.gateway.streaming import FINISH_NAMES, ToolCalls, primed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
-from ohmygpu.core.schema_guard import check_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
