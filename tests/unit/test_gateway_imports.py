@@ -1,5 +1,6 @@
 """The HTTP gateway reaches the daemon only through its API module (daemon/api/): no
-orchestrator, worker, servicer or store object (issue 11, "one in-process daemon API")."""
+orchestrator, worker, servicer or store object (issue 11, "one in-process daemon API"), and
+nothing of a runtime (what it shares with one, such as core/schema_guard.py, lives in core)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def _imports(path: Path) -> set[str]:
 def _forbidden(module: str) -> bool:
     if module == "ohmygpu.core.store" or module.startswith("ohmygpu.core.store."):
         return True
+    if module == "ohmygpu.runtimes" or module.startswith("ohmygpu.runtimes."):
+        return True
     if module == "ohmygpu.daemon.api":
         return False
     return module == "ohmygpu.daemon" or module.startswith("ohmygpu.daemon.")
@@ -36,7 +39,7 @@ def test_gateway_imports_only_the_daemon_api() -> None:
     files = sorted(GATEWAY.glob("*.py"))
     assert len(files) > 5  # the walk found the package
     bad = {f"{f.name}: {m}" for f in files for m in _imports(f) if _forbidden(m)}
-    assert not bad, f"the gateway imports daemon internals or the store: {sorted(bad)}"
+    assert not bad, f"the gateway imports daemon internals, the store or a runtime: {sorted(bad)}"
 
 
 def test_the_check_catches_what_it_forbids(tmp_path: Path) -> None:
@@ -45,7 +48,9 @@ def test_the_check_catches_what_it_forbids(tmp_path: Path) -> None:
     sample.write_text("from ohmygpu.daemon.orchestrator import Orchestrator\n"
                       "from ohmygpu.core.store import ModelStore\n"
                       "def f():\n    from ohmygpu.daemon import server\n"
-                      "from ohmygpu.daemon.api import DaemonAPI\n")
+                      "from ohmygpu.daemon.api import DaemonAPI\n"
+                      "from ohmygpu.runtimes.llamacpp.schema_guard import check_schema\n"
+                      "import ohmygpu.runtimes\n")
     found = {m for m in _imports(sample) if _forbidden(m)}
     assert found == {"ohmygpu.daemon.orchestrator", "ohmygpu.core.store", "ohmygpu.daemon",
-                     "ohmygpu.daemon.server"}
+                     "ohmygpu.daemon.server", "ohmygpu.runtimes.llamacpp.schema_guard", "ohmygpu.runtimes"}

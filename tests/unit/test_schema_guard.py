@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ohmygpu.core.errors import InvalidArgument
-from ohmygpu.runtimes.llamacpp.schema_guard import MAX_REPEAT, check_schema
+from ohmygpu.core.schema_guard import MAX_REPEAT, check_schema
 
 # Each of these hung or crashed a worker (SIGSEGV in llama.cpp's grammar code) before the guard.
 HOSTILE = {

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core import access
+from ohmygpu.core import access, sampling
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import InvalidArgument, PermissionDenied, ServerBusy
 from ohmygpu.core.settings import Settings
@@ -26,21 +26,14 @@ from ohmygpu.runtime.v1 import runtime_pb2
 
 
 def check_sampling(params: run_spec_pb2.SamplingParams, settings: Settings) -> None:
-    """Raise InvalidArgument for sampling parameters out of the daemon's bounds."""
-    if params.HasField("max_tokens") and not 0 <= params.max_tokens <= settings.max_tokens_limit:
-        raise InvalidArgument(
-            f"max_tokens must be between 0 and {settings.max_tokens_limit}", param="max_tokens")
-    if params.HasField("temperature") and not 0 <= params.temperature <= 100:
-        raise InvalidArgument("temperature must be between 0 and 100", param="temperature")
-    if params.HasField("top_k") and params.top_k < 0:
-        raise InvalidArgument("top_k must not be negative", param="top_k")
-    if len(params.stop) > 16:
-        raise InvalidArgument("at most 16 stop sequences", param="stop")
+    """Raise InvalidArgument for sampling parameters out of bounds: core/sampling.py's one
+    table, the same the HTTP dialects parse against."""
+    sampling.check(params, max_tokens_limit=settings.max_tokens_limit)
 
 
 def check_chat(request: runtime_pb2.ChatRequest, settings: Settings) -> None:
-    if not request.messages:
-        raise InvalidArgument("messages must not be empty", param="messages")
+    # Empty messages are refused at the daemon API's entrance (daemon/api/inference.py), the
+    # one place both edges pass; Ollama's empty chat (a load) never becomes a ChatRequest.
     check_sampling(request.params, settings)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from ohmygpu.core.errors import InvalidArgument
 from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
-from ohmygpu.gateway.ollama import keep_alive
+from ohmygpu.gateway.ollama import keep_alive, load_or_unload
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
@@ -84,7 +84,7 @@ class EmbeddingRoutes:
                                        keep_alive=keep_alive(f.data.get("keep_alive")))
         req.truncate = f.bool("truncate", True)
         if not inputs:  # ollama: no input just loads the model
-            await self.gw.api.load(model, run_spec_pb2.MODE_EMBEDDINGS, req.keep_alive)
+            await load_or_unload(self.gw, model, req.keep_alive, run_spec_pb2.MODE_EMBEDDINGS)
             return JSONResponse({"model": model, "embeddings": []})
         resp = await self.gw.api.embed(req)
         return JSONResponse({
@@ -99,8 +99,8 @@ class EmbeddingRoutes:
         model = f.str("model", required=True)
         prompt = f.str("prompt")
         ka = keep_alive(f.data.get("keep_alive"))
-        if not prompt:
-            await self.gw.api.load(model, run_spec_pb2.MODE_EMBEDDINGS, ka)
+        if not prompt:  # as /api/embed with no input
+            await load_or_unload(self.gw, model, ka, run_spec_pb2.MODE_EMBEDDINGS)
             return JSONResponse({"embedding": []})
         resp = await self.gw.api.embed(runtime_pb2.EmbedRequest(
             model=model, inputs=[prompt], normalize=False, keep_alive=ka))

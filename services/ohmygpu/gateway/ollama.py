@@ -13,15 +13,16 @@ from ohmygpu.core.artifacts import find_main_artifact, model_digest
 from ohmygpu.core.capabilities import capabilities
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import InvalidArgument, OmgError
+from ohmygpu.core.schema_guard import check_schema
 from ohmygpu.core.version import __version__
 from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.openai import chat_messages, tools_of
-from ohmygpu.gateway.streaming import FINISH_NAMES, primed
+from ohmygpu.gateway.sampling import OLLAMA, parse_sampling
+from ohmygpu.gateway.streaming import FINISH_NAMES, ToolCalls, primed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
-from ohmygpu.runtimes.llamacpp.schema_guard import check_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -43,22 +44,21 @@ def keep_alive(value: Any) -> str:
 
 def options_params(body: Fields, limit: int) -> run_spec_pb2.SamplingParams:
     """Ollama `options` -> SamplingParams; load-time options (num_ctx, ...) are accepted."""
-    opts = body.obj("options") or {}
-    f = Fields(opts, "options.")
-    p = run_spec_pb2.SamplingParams()
-    for key, lo, hi in (("temperature", 0, 100), ("top_p", 0, 1), ("min_p", 0, 1),
-                        ("repeat_penalty", 0, 10), ("presence_penalty", -100, 100),
-                        ("frequency_penalty", -100, 100)):
-        v = f.number(key, lo, hi)
-        if v is not None:
-            setattr(p, key, v)
-    for key, target, lo, hi in (("top_k", "top_k", 0, 1 << 20), ("seed", "seed", -(1 << 63), (1 << 63) - 1),
-                                ("num_predict", "max_tokens", -2, limit)):
-        v = f.int(key, lo, hi)
-        if v is not None and not (key == "num_predict" and v < 0):  # -1/-2: until done
-            setattr(p, target, v)
-    p.stop.extend(f.stop("stop"))
-    return p
+    return parse_sampling(Fields(body.obj("options") or {}, "options."), OLLAMA, max_tokens_limit=limit)
+
+
+async def load_or_unload(gw: Gateway, model: str, keep_alive: str,
+                         mode: int = run_spec_pb2.MODE_UNSPECIFIED) -> str:
+    """Ollama's empty request (no messages, no prompt, no input), on every endpoint that has
+    one: it loads `model` for `mode`, or with keep_alive 0 unloads it. Returns ollama's
+    done_reason ("load" or "unload"); raises ModelNotFound, and PermissionDenied or
+    FailedPrecondition as every unload does (daemon API `unload`)."""
+    if keep_alive and parse_keep_alive(keep_alive) == 0:
+        await gw.api.get_record(model)  # 404 for an unknown model, as ollama does
+        await gw.api.unload(model)
+        return "unload"
+    await gw.api.load(model, mode, keep_alive)
+    return "load"
 
 
 def context_of(body: Fields) -> tuple[bool, int]:
@@ -230,7 +230,7 @@ class OllamaRoutes:
         req.truncate, req.context_length = context_of(f)
         stream = f.bool("stream", True)
         if not raw_messages:  # ollama: an empty conversation just loads (or unloads) the model
-            reason = await self._load_or_unload(model, req.keep_alive)
+            reason = await load_or_unload(self.gw, model, req.keep_alive)
             return self._done_response(model, {"message": {"role": "assistant", "content": ""},
                                                "done_reason": reason}, stream)
         req.messages.extend(chat_messages(raw_messages))
@@ -240,32 +240,24 @@ class OllamaRoutes:
             return StreamingResponse(self._chat_ndjson(messages, model, load_ns),
                                      media_type="application/x-ndjson")
         content: list[str] = []
-        calls: list[dict[str, Any]] = []
+        calls = ToolCalls()
         final: Any = runtime_pb2.ChatResponse()
         async for m in messages:
             content.append(m.content)
-            calls.extend(self._calls(m))
+            calls.add(m.tool_calls)
             if m.finish_reason:
                 final = m
         message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
         if calls:
-            message["tool_calls"] = calls
+            message["tool_calls"] = self._calls(calls)
         return JSONResponse({"model": model, "created_at": _now(), "message": message, "done": True,
                              **_final_fields(final, load_ns)})
 
-    async def _load_or_unload(self, model: str, keep_alive: str) -> str:
-        if keep_alive and parse_keep_alive(keep_alive) == 0:
-            await self.gw.api.get_record(model)  # 404 for an unknown model, as ollama does
-            await self.gw.api.unload(model)
-            return "unload"
-        await self.gw.api.load(model, keep_alive=keep_alive)
-        return "load"
-
     @staticmethod
-    def _calls(m: runtime_pb2.ChatResponse) -> list[dict[str, Any]]:
+    def _calls(calls: ToolCalls) -> list[dict[str, Any]]:
         # Ollama sends each tool call whole, with arguments as an object.
         out = []
-        for d in m.tool_calls:
+        for d in calls.whole():
             try:
                 args = json.loads(d.arguments) if d.arguments else {}
             except json.JSONDecodeError:
@@ -283,22 +275,17 @@ class OllamaRoutes:
     async def _chat_ndjson(self, messages: AsyncIterator[runtime_pb2.ChatResponse], model: str,
                            load_ns: int) -> AsyncIterator[str]:
         head = '{"model": ' + json.dumps(model) + ', "created_at": "'
-        pending_calls: dict[int, dict[str, str]] = {}
+        calls = ToolCalls()  # argument deltas are joined: ollama sends whole calls
         try:
             async for m in messages:
-                for d in m.tool_calls:  # argument deltas are joined: ollama sends whole calls
-                    c = pending_calls.setdefault(d.index, {"name": d.name, "arguments": ""})
-                    c["arguments"] += d.arguments
+                calls.add(m.tool_calls)
                 if m.content:
                     yield (head + _now() + '", "message": {"role": "assistant", "content": '
                            + json.dumps(m.content) + '}, "done": false}\n')
                 if m.finish_reason:
                     message: dict[str, Any] = {"role": "assistant", "content": ""}
-                    if pending_calls:
-                        joined = runtime_pb2.ChatResponse(tool_calls=[
-                            runtime_pb2.ToolCallDelta(index=i, name=c["name"], arguments=c["arguments"])
-                            for i, c in sorted(pending_calls.items())])
-                        message["tool_calls"] = self._calls(joined)
+                    if calls:
+                        message["tool_calls"] = self._calls(calls)
                     yield json.dumps({"model": model, "created_at": _now(), "message": message,
                                       "done": True, **_final_fields(m, load_ns)}) + "\n"
         except OmgError as e:
@@ -316,7 +303,7 @@ class OllamaRoutes:
         ka = keep_alive(f.data.get("keep_alive"))
         truncate, context_length = context_of(f)
         if not prompt:  # ollama: an empty prompt just loads (or unloads) the model
-            reason = await self._load_or_unload(model, ka)
+            reason = await load_or_unload(self.gw, model, ka)
             return self._done_response(model, {"response": "", "done_reason": reason}, stream)
         if raw:
             messages = await primed(self.gw.api.complete(runtime_pb2.CompleteRequest(

@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ohmygpu.core.errors import InvalidArgument, ModelNotFound, OmgError
+from ohmygpu.core.schema_guard import check_schema
 from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
-from ohmygpu.gateway.streaming import FINISH_NAMES, primed
+from ohmygpu.gateway.sampling import OPENAI, parse_sampling
+from ohmygpu.gateway.streaming import FINISH_NAMES, ToolCalls, primed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
-from ohmygpu.runtimes.llamacpp.schema_guard import check_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -25,29 +26,8 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def sampling_params(f: Fields, limit: int, *, default_max_tokens: int | None = None) -> run_spec_pb2.SamplingParams:
-    p = run_spec_pb2.SamplingParams()
-    for key, lo, hi in (("temperature", 0, 2), ("top_p", 0, 1), ("min_p", 0, 1),
-                        ("presence_penalty", -2, 2), ("frequency_penalty", -2, 2),
-                        ("repeat_penalty", 0, 10)):
-        v = f.number(key, lo, hi)
-        if v is not None:
-            setattr(p, key, v)
-    top_k = f.int("top_k", 0, 1 << 20)
-    if top_k is not None:
-        p.top_k = top_k
-    seed = f.int("seed", -(1 << 63), (1 << 63) - 1)
-    if seed is not None:
-        p.seed = seed
-    max_tokens = f.int("max_completion_tokens", 0, limit)
-    if max_tokens is None:
-        max_tokens = f.int("max_tokens", 0, limit)
-    if max_tokens is None:
-        max_tokens = default_max_tokens
-    if max_tokens is not None:
-        p.max_tokens = max_tokens
-    p.stop.extend(f.stop("stop"))
-    n = f.int("n", 1, 1)  # one choice per request; several would need several generations
-    del n
+    p = parse_sampling(f, OPENAI, max_tokens_limit=limit, default_max_tokens=default_max_tokens)
+    f.int("n", 1, 1)  # one choice per request; several would need several generations
     return p
 
 
@@ -65,10 +45,9 @@ def _content_text(content: Any, where: str) -> str:
 
 
 def chat_messages(raw: list[Any] | None) -> list[runtime_pb2.ChatMessage]:
-    if not raw:
-        raise InvalidArgument("'messages' must be a non-empty array", param="messages")
+    """The messages translated; none is the daemon API's to refuse (its one empty-messages rule)."""
     out = []
-    for i, m in enumerate(raw):
+    for i, m in enumerate(raw or []):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
             raise InvalidArgument(f"'{where}' must be an object", param=where)
@@ -190,20 +169,19 @@ class OpenAIRoutes:
             return StreamingResponse(self._chat_sse(messages, cid, created, req.model, include_usage),
                                      media_type="text/event-stream", headers=_SSE_HEADERS)
         content: list[str] = []
-        calls: dict[int, dict[str, Any]] = {}
+        calls = ToolCalls()
         final = runtime_pb2.ChatResponse()
         async for m in messages:
             if m.content:
                 content.append(m.content)
-            for d in m.tool_calls:
-                call = calls.setdefault(d.index, {"id": d.id, "type": "function",
-                                                  "function": {"name": d.name, "arguments": ""}})
-                call["function"]["arguments"] += d.arguments
+            calls.add(m.tool_calls)
             if m.finish_reason:
                 final = m
         message: dict[str, Any] = {"role": "assistant", "content": "".join(content) if content or not calls else None}
         if calls:
-            message["tool_calls"] = [calls[i] for i in sorted(calls)]
+            message["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.name, "arguments": c.arguments}}
+                                     for c in calls.whole()]
         return JSONResponse({
             "id": cid, "object": "chat.completion", "created": created, "model": req.model,
             "choices": [{"index": 0, "message": message, "logprobs": None,

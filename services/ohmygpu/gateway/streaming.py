@@ -1,9 +1,9 @@
 """Helpers shared by the dialects: start a stream so that errors before the first message
-become a normal error response, and finish-reason names."""
+become a normal error response, finish-reason names, and streamed tool calls joined whole."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import TypeVar
 
 from ohmygpu.runtime.v1 import runtime_pb2
@@ -38,3 +38,32 @@ async def primed(stream: AsyncIterator[M]) -> AsyncIterator[M]:
             await iterator.aclose()  # a client that went away cancels the generation
 
     return rest()
+
+
+class ToolCalls:
+    """A turn's tool calls, joined from their streamed deltas (runtime.proto ToolCallDelta: the
+    id and name on a call's first delta, its arguments' JSON text in pieces), in index order.
+    Every dialect that shows whole calls (OpenAI's and Ollama's non-streamed answers, Ollama's
+    streamed one) joins them here."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, runtime_pb2.ToolCallDelta] = {}
+
+    def add(self, deltas: Iterable[runtime_pb2.ToolCallDelta]) -> None:
+        for d in deltas:
+            call = self._calls.get(d.index)
+            if call is None:
+                self._calls[d.index] = runtime_pb2.ToolCallDelta(index=d.index, id=d.id, name=d.name,
+                                                                 arguments=d.arguments)
+                continue
+            call.arguments += d.arguments
+            # A runtime may name the call on a later delta; the first id and name given win.
+            call.id = call.id or d.id
+            call.name = call.name or d.name
+
+    def whole(self) -> list[runtime_pb2.ToolCallDelta]:
+        """The joined calls, by index."""
+        return [self._calls[i] for i in sorted(self._calls)]
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)

@@ -31,7 +31,7 @@ from ohmygpu.api.v1 import (
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
-from ohmygpu.daemon.api.inference import Inference
+from ohmygpu.daemon.api.inference import Inference, check_messages
 from ohmygpu.daemon.api.models import Jobs, Models
 from ohmygpu.daemon.api.runs import Events, Runs
 from ohmygpu.daemon.api.system import System
@@ -80,8 +80,11 @@ class DaemonAPI:
         """The object implementing proto service `name` ("ModelService", ...)."""
         return self._services[name]
 
-    # Inference, in the shape the HTTP dialects use.
+    # Inference, in the shape the HTTP dialects use: the orchestrator's streams themselves (no
+    # extra hop per token), after the checks the gRPC methods make (inference.py).
     def chat(self, request: runtime_pb2.ChatRequest) -> AsyncIterator[runtime_pb2.ChatResponse]:
+        """Raises InvalidArgument for empty messages at once; the rest as the orchestrator's chat."""
+        check_messages(request)
         return self._orchestrator.chat(request)
 
     def complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:

@@ -12,6 +12,13 @@ from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.runtime.v1 import runtime_pb2
 
 
+def check_messages(request: runtime_pb2.ChatRequest) -> None:
+    """The one empty-messages rule, for every edge (gRPC Chat, OpenAI's chat completions);
+    Ollama's empty /api/chat is a load, never a ChatRequest. Raises InvalidArgument."""
+    if not request.messages:
+        raise InvalidArgument("'messages' must be a non-empty array", param="messages")
+
+
 class Inference:
     """Chat, Complete, Embed, Transcribe."""
 
@@ -20,6 +27,7 @@ class Inference:
         self.audio_limit = settings.max_audio_mb << 20
 
     async def Chat(self, request: runtime_pb2.ChatRequest) -> AsyncIterator[runtime_pb2.ChatResponse]:
+        check_messages(request)
         async for message in self.orchestrator.chat(request):
             yield message
 

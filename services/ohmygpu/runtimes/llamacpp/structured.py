@@ -16,8 +16,8 @@ from enum import Enum
 from typing import Any
 
 from ohmygpu.core.errors import InvalidArgument
+from ohmygpu.core.schema_guard import check_schema
 from ohmygpu.runtime.v1 import runtime_pb2
-from ohmygpu.runtimes.llamacpp.schema_guard import check_schema
 
 
 class OutputMode(Enum):

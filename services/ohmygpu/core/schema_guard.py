@@ -9,6 +9,10 @@ lookahead `pattern` or an unknown `type` raised AssertionError; a remote `$ref` 
 fetched. So a schema is walked once here, pure Python with no network, and either refused with
 what is wrong (InvalidArgument, a 400) or returned in a form the converter compiles safely.
 
+It lives in core, not in the llama.cpp runtime, because it is pure and has two callers: the HTTP
+gateway checks a request's schema before any queue or worker (a 400 at once), and the worker
+checks it again before compiling (a gRPC client reaches the worker without the gateway).
+
 Rewrites (the output still validates against what the caller can reasonably expect):
 - an upper repetition bound over MAX_REPEAT (`maxLength`, `maxItems`) is dropped: the grammar
   allows any length there (the generation's max_tokens bounds it) instead of a nesting that
