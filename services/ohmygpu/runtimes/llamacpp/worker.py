@@ -37,9 +37,10 @@ from ohmygpu.runtimes.llamacpp.slots import (
     threads_per_slot,
 )
 from ohmygpu.runtimes.llamacpp.grammar import compile_grammar
+from ohmygpu.runtimes.llamacpp.loading import open_model, prepare_text
 from ohmygpu.runtimes.llamacpp.prompt import PromptBuilder, answer_room
-from ohmygpu.runtimes.llamacpp.template import CHATML, ChatTemplate, TemplateFailed
-from ohmygpu.runtimes.llamacpp.tokenize import Cancelled, Tokenizer, TooManyTokens, from_llama
+from ohmygpu.runtimes.llamacpp.template import ChatTemplate, TemplateFailed
+from ohmygpu.runtimes.llamacpp.tokenize import Cancelled, Tokenizer, TooManyTokens
 
 log = logging.getLogger("ohmygpu.worker.llamacpp")
 _DONE = object()
@@ -105,7 +106,7 @@ class LlamaCppRuntime(BaseRuntime):
         try:
             first = make_executor(0)
             self.llm = await asyncio.get_running_loop().run_in_executor(
-                first, self._load, paths[0], n_ctx, gpu_layers, embedding, threads_per_slot(self.threads, parallel))
+                first, open_model, paths[0], n_ctx, gpu_layers, embedding, threads_per_slot(self.threads, parallel))
             slots = [Slot(0, self.llm, first)]
             for i in range(1, parallel):
                 executor = make_executor(i)
@@ -122,7 +123,9 @@ class LlamaCppRuntime(BaseRuntime):
             await context.abort(grpc.StatusCode.INTERNAL, "the file is not a loadable model: llama.cpp "
                                 "could not load it (its header or tensor data is damaged or unsupported)")
         try:
-            self._prepare_text(request.spec)
+            text = prepare_text(self.llm, request.spec)
+            self.tokenizer, self.template, self.template_error = text.tokenizer, text.template, text.error
+            self.template_timeout = text.template_timeout
         except Exception as e:  # noqa: BLE001
             self.state = runtime_pb2.WORKER_STATE_FAILED
             log.error("load failed after the weights: %s", e)
@@ -133,40 +136,6 @@ class LlamaCppRuntime(BaseRuntime):
         log.info("loaded %s in %.2fs (n_ctx=%d, threads=%d, gpu_layers=%d, slots=%d)", record.name,
                  time.perf_counter() - started, n_ctx, self.threads, gpu_layers, parallel)
         yield runtime_pb2.LoadResponse(progress=1.0, stage="ready", done=True, memory_bytes=rss_bytes())
-
-    def _prepare_text(self, spec: run_spec_pb2.RunSpec) -> None:
-        """Tokenizer and chat template of the loaded model. A template that does not compile
-        fails chats with its reason, not the load (embeddings and raw completions still work)."""
-        self.tokenizer = from_llama(self.llm)
-        template_src = self.llm.metadata.get("tokenizer.chat_template") or CHATML
-        vocab = self.llm._model
-        n_vocab = self.llm.n_vocab()
-        bos = vocab.token_get_text(self.llm.token_bos()) if 0 <= self.llm.token_bos() < n_vocab else ""
-        eos = vocab.token_get_text(self.llm.token_eos()) if 0 <= self.llm.token_eos() < n_vocab else ""
-        timeout = float(spec.extensions["template_timeout_s"].number_value or 2.0) \
-            if "template_timeout_s" in spec.extensions else 2.0
-        self.template_timeout = timeout
-        try:
-            self.template, self.template_error = ChatTemplate(
-                template_src, bos_token=bos, eos_token=eos, timeout_s=timeout), None
-        except TemplateFailed as e:
-            log.error("%s", e.message)
-            self.template, self.template_error = None, e
-
-    def _load(self, path: str, n_ctx: int, gpu_layers: int, embedding: bool, threads: int) -> Any:
-        import llama_cpp
-
-        _skip_library_templates()
-
-        kwargs: dict[str, Any] = {}
-        if embedding:
-            # One micro-batch holds a whole input (non-causal encoders need that); inputs share
-            # the context as parallel sequences, so a batch of short texts is one decode.
-            kwargs.update(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-                          n_batch=n_ctx, n_ubatch=n_ctx)
-        return llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=threads,
-                               n_threads_batch=threads, n_gpu_layers=gpu_layers,
-                               verbose=False, **kwargs)
 
     async def Unload(self, request, context):
         pool, self.pool = self.pool, None
@@ -445,25 +414,6 @@ class LlamaCppRuntime(BaseRuntime):
 
     async def Transcribe(self, request, context):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the llama.cpp runtime does not transcribe")
-
-
-class _NoTemplate:
-    """Stands in for llama-cpp-python's Jinja2ChatFormatter, which `Llama()` builds for every
-    template in the file at load: a template with a syntax error failed the whole load there, and
-    its compile had no deadline. We never use those handlers (template.py renders, sandboxed and
-    bounded), so none is built."""
-
-    def __init__(self, **_: Any) -> None:
-        pass
-
-    def to_chat_handler(self) -> None:
-        return None
-
-
-def _skip_library_templates() -> None:
-    from llama_cpp import llama as llama_module
-
-    llama_module.llama_chat_format.Jinja2ChatFormatter = _NoTemplate  # type: ignore[attr-defined,misc]
 
 
 def _final_chat(result: GenerationResult) -> runtime_pb2.ChatResponse:
