@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,43 +21,16 @@ from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.api import DaemonAPI
 from ohmygpu.gateway.app import build_app
-from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.testclient import TestClient
 
-
-class RecordingOrchestrator:
-    """Takes requests as the orchestrator does and answers one short message."""
-
-    def __init__(self) -> None:
-        self.requests: list[Any] = []
-
-    async def chat(self, request: runtime_pb2.ChatRequest) -> AsyncIterator[runtime_pb2.ChatResponse]:
-        self.requests.append(request)
-        yield runtime_pb2.ChatResponse(content="ok")
-        yield runtime_pb2.ChatResponse(finish_reason=runtime_pb2.FINISH_REASON_STOP)
-
-    async def complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
-        self.requests.append(request)
-        yield runtime_pb2.CompleteResponse(text="ok")
-        yield runtime_pb2.CompleteResponse(finish_reason=runtime_pb2.FINISH_REASON_STOP)
-
-    async def worker_for(self, name: str, **_: Any) -> object:  # an ollama "load" request
-        self.requests.append(("load", name))
-        return object()
-
-    def set_keep_alive(self, worker: object, keep_alive: str) -> None:
-        pass
-
-    async def unload(self, name: str, **_: Any) -> bool:
-        self.requests.append(("unload", name))
-        return True
+from tests.fakes.orchestrator import ScriptedOrchestrator
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, RecordingOrchestrator]:
+def app(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, ScriptedOrchestrator]:
     home = tmp_path_factory.mktemp("fuzz")
     cfg = Settings.load(environ={"OMG_HOME": str(home), "OMG_CONFIG": str(Path(home) / "none.toml")})
-    orchestrator = RecordingOrchestrator()
+    orchestrator = ScriptedOrchestrator()
     api = DaemonAPI(cfg, ModelStore(Path(cfg.home)), orchestrator,  # type: ignore[arg-type]
                     jobs=None, runs=None, events=None)  # type: ignore[arg-type]
     asgi = build_app(cfg, api)
@@ -147,7 +119,7 @@ def _encode(body: Any, how: str) -> bytes:
     return json.dumps(body).encode()[:-1]  # truncated: not JSON
 
 
-def _check(client_app: tuple[TestClient, RecordingOrchestrator], path: str, body: Any, how: str) -> None:
+def _check(client_app: tuple[TestClient, ScriptedOrchestrator], path: str, body: Any, how: str) -> None:
     client, orchestrator = client_app
     orchestrator.requests.clear()
     r = client.post(path, content=_encode(body, how), headers={"Content-Type": "application/json"})
@@ -179,35 +151,35 @@ _HOW = st.sampled_from(["ascii", "ascii", "ascii", "utf8", "broken"])
 
 @_SETTINGS
 @given(body=_openai_chat, how=_HOW, data=st.data())
-def test_openai_chat_completions(app: tuple[TestClient, RecordingOrchestrator], body: Any, how: str,
+def test_openai_chat_completions(app: tuple[TestClient, ScriptedOrchestrator], body: Any, how: str,
         data: st.DataObject) -> None:
     _check(app, "/v1/chat/completions", _broken(data, body), how)
 
 
 @_SETTINGS
 @given(body=_openai_completion, how=_HOW, data=st.data())
-def test_openai_completions(app: tuple[TestClient, RecordingOrchestrator], body: Any, how: str,
+def test_openai_completions(app: tuple[TestClient, ScriptedOrchestrator], body: Any, how: str,
         data: st.DataObject) -> None:
     _check(app, "/v1/completions", _broken(data, body), how)
 
 
 @_SETTINGS
 @given(body=_ollama_chat, how=_HOW, data=st.data())
-def test_ollama_chat(app: tuple[TestClient, RecordingOrchestrator], body: Any, how: str,
+def test_ollama_chat(app: tuple[TestClient, ScriptedOrchestrator], body: Any, how: str,
         data: st.DataObject) -> None:
     _check(app, "/api/chat", _broken(data, body), how)
 
 
 @_SETTINGS
 @given(body=_ollama_generate, how=_HOW, data=st.data())
-def test_ollama_generate(app: tuple[TestClient, RecordingOrchestrator], body: Any, how: str,
+def test_ollama_generate(app: tuple[TestClient, ScriptedOrchestrator], body: Any, how: str,
         data: st.DataObject) -> None:
     _check(app, "/api/generate", _broken(data, body), how)
 
 
 @_SETTINGS
 @given(body=_json)
-def test_any_json_body(app: tuple[TestClient, RecordingOrchestrator], body: Any) -> None:
+def test_any_json_body(app: tuple[TestClient, ScriptedOrchestrator], body: Any) -> None:
     for path in ("/v1/chat/completions", "/v1/completions", "/api/chat", "/api/generate"):
         _check(app, path, body, "ascii")
 
@@ -249,7 +221,7 @@ def _all_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("path", sorted(_FULL))
-def test_every_field_with_every_kind_of_value(app: tuple[TestClient, RecordingOrchestrator], path: str) -> None:
+def test_every_field_with_every_kind_of_value(app: tuple[TestClient, ScriptedOrchestrator], path: str) -> None:
     _check(app, path, _FULL[path], "ascii")  # the full request itself is valid
     for where in _all_paths(_FULL[path]):
         for kind in [*_KINDS, "<removed>"]:
