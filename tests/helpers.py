@@ -38,6 +38,43 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
+_IMPORT_HOOK = """
+import importlib.abc, importlib.machinery, sys
+
+PATCH
+
+
+class _Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != MODULE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _Hook())
+"""
+
+
+def import_hook(directory: Path, module: str, patch: str) -> Path:
+    """A PYTHONPATH directory whose sitecustomize calls `patch(module)` (Python source defining
+    `def patch(module)`) right after `module` is imported, in every process started with it: a
+    fault planted at the outermost edge (a library that traps, a decoder that crashes), never a
+    hook in product code."""
+    directory.mkdir(parents=True, exist_ok=True)
+    # replace(), not format(): the patch's own braces must stay as written
+    source = _IMPORT_HOOK.replace("MODULE", repr(module)).replace("PATCH", patch.strip())
+    (directory / "sitecustomize.py").write_text(source)
+    return directory
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import PARAGRAPH, DaemonProc, new_daemon, worker_pid
+from tests.helpers import PARAGRAPH, DaemonProc, import_hook, new_daemon, worker_pid
 
 pytestmark = pytest.mark.slow
 NOBODY = 65534
@@ -35,35 +35,18 @@ def _faulty_library(tmp_path: Path, sig: str, function: str = "llama_decode",
     `sig` when `when` holds of its args. By default: llama_decode on any batch of 32 tokens or
     more, as an -march=native build on an AMX CPU does in a multi-threaded prompt evaluation
     (short batches work, as they do on such a machine)."""
-    hook = tmp_path / f"faulty-{sig}"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(f"""
-import importlib.abc, importlib.machinery, os, signal, sys
+    return import_hook(tmp_path / f"faulty-{sig}", "llama_cpp._internals", f"""
+def patch(module):
+    import os, signal
+    real = module.llama_cpp.{function}
 
-class _Faulty(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name != "llama_cpp._internals":
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        run = spec.loader.exec_module
+    def faulty(*args):
+        if {when}:
+            os.kill(os.getpid(), signal.{sig})
+        return real(*args)
 
-        def exec_module(module):
-            run(module)
-            real = module.llama_cpp.{function}
-
-            def faulty(*args):
-                if {when}:
-                    os.kill(os.getpid(), signal.{sig})
-                return real(*args)
-
-            module.llama_cpp.{function} = faulty
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, _Faulty())
+    module.llama_cpp.{function} = faulty
 """)
-    return hook
 
 
 def _worker_logs(d: DaemonProc) -> list[Path]:

@@ -11,6 +11,8 @@ import pytest
 from ohmygpu.core.audio import probe
 from ohmygpu.core.errors import InvalidArgument
 
+from tests.helpers import import_hook
+
 
 @pytest.mark.parametrize("seed", range(40))
 def test_random_bytes_are_not_audio(tmp_path: Path, seed: int) -> None:
@@ -44,46 +46,29 @@ def hostile_decoder(tmp_path: Path) -> Path:
     bytes say so, the way a decoder bug on a hostile upload does: CRASH (SIGSEGV), HANG, HOG (all
     the memory it can get). Other files open normally. Any process started with it is affected,
     the daemon included if it ever parses an upload itself."""
-    hook = tmp_path / "hostile-decoder"
-    hook.mkdir(exist_ok=True)
-    (hook / "sitecustomize.py").write_text('''
-import importlib.abc, importlib.machinery, os, signal, sys, time
+    return import_hook(tmp_path / "hostile-decoder", "av", '''
+def patch(module):
+    import os, signal, time
+    real = module.open
 
-class _Hostile(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name != "av":
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        run = spec.loader.exec_module
+    def hostile(file, *args, **kwargs):
+        try:
+            with open(file, "rb") as f:
+                head = f.read(5)
+        except (TypeError, OSError):
+            head = b""
+        if head == b"CRASH":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if head == b"HANG\\n":
+            time.sleep(3600)
+        if head == b"HOG\\n\\n":
+            hog = []
+            while True:
+                hog.append(bytearray(64 << 20))
+        return real(file, *args, **kwargs)
 
-        def exec_module(module):
-            run(module)
-            real = module.open
-
-            def hostile(file, *args, **kwargs):
-                try:
-                    with open(file, "rb") as f:
-                        head = f.read(5)
-                except (TypeError, OSError):
-                    head = b""
-                if head == b"CRASH":
-                    os.kill(os.getpid(), signal.SIGSEGV)
-                if head == b"HANG\\n":
-                    time.sleep(3600)
-                if head == b"HOG\\n\\n":
-                    hog = []
-                    while True:
-                        hog.append(bytearray(64 << 20))
-                return real(file, *args, **kwargs)
-
-            module.open = hostile
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, _Hostile())
+    module.open = hostile
 ''')
-    return hook
 
 
 def _tone(path: Path, seconds: float = 1.5, rate: int = 16000) -> Path:
