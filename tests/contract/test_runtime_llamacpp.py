@@ -293,39 +293,144 @@ def test_concurrent_requests_are_serialised_not_mixed(worker: WorkerProc) -> Non
     assert len(set(results.values())) == 1 and len(results) == 3
 
 
-def test_parallel_slots_share_the_weights(tmp_path: Path, record, worker: WorkerProc) -> None:
-    w = WorkerProc(tmp_path, record, parallel=2)
-    try:
-        # A second context costs its KV cache and buffers, not a second copy of the weights.
-        extra = w.progress[-1].memory_bytes - worker.progress[-1].memory_bytes
-        assert extra < record.size_bytes, extra
-        assert [p.stage for p in w.progress if "context" in p.stage] == ["context 2 of 2"]
-        request = _chat("Count from one to twenty in words.", temperature=0, seed=7, max_tokens=40)
-        alone = "".join(m.content for m in w.stub.Chat(request))
-        arrivals: dict[int, list[float]] = {0: [], 1: []}
-        texts: dict[int, str] = {}
+@pytest.fixture(scope="module")
+def batched(tmp_path_factory: pytest.TempPathFactory, record) -> Iterator[WorkerProc]:
+    """A worker with four sequences in one context (OMG_NUM_PARALLEL=4)."""
+    w = WorkerProc(tmp_path_factory.mktemp("batched"), record, parallel=4)
+    yield w
+    w.close()
 
-        def run(i: int) -> None:
-            pieces = []
-            for m in w.stub.Chat(request):
-                arrivals[i].append(time.monotonic())
-                pieces.append(m.content)
-            texts[i] = "".join(pieces)
 
-        threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
-        for t in threads:
-            t.start()
-        peak = 0
-        while any(t.is_alive() for t in threads):
-            peak = max(peak, w.stub.GetStatus(runtime_pb2.GetStatusRequest()).in_flight)
-            time.sleep(0.01)
-        assert peak == 2  # both served at once, not queued
-        # Interleaved: each stream had tokens before the other ended.
-        assert arrivals[0][0] < arrivals[1][-1] and arrivals[1][0] < arrivals[0][-1]
-        # Each slot is its own context: same seed, same answer as alone.
-        assert texts[0] == texts[1] == alone
-    finally:
-        w.close()
+def _text(stub, request) -> tuple[str, runtime_pb2.ChatResponse]:
+    msgs = list(stub.Chat(request))
+    return "".join(m.content for m in msgs), msgs[-1]
+
+
+def _at_once(stub, requests: list[runtime_pb2.ChatRequest], *, stagger: float = 0.0):
+    """Runs the requests concurrently; returns their (text, final) in order, the peak of
+    requests in flight, and each stream's piece arrival times."""
+    out: dict[int, tuple[str, runtime_pb2.ChatResponse]] = {}
+    arrivals: dict[int, list[float]] = {i: [] for i in range(len(requests))}
+
+    def run(i: int) -> None:
+        pieces, final = [], None
+        for m in stub.Chat(requests[i]):
+            arrivals[i].append(time.monotonic())
+            pieces.append(m.content)
+            final = m
+        out[i] = ("".join(pieces), final)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+        time.sleep(stagger)
+    peak = 0
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, stub.GetStatus(runtime_pb2.GetStatusRequest()).in_flight)
+        time.sleep(0.005)
+    return [out[i] for i in range(len(requests))], peak, arrivals
+
+
+def test_sequences_share_one_context_and_the_weights(batched: WorkerProc, worker: WorkerProc,
+                                                     record) -> None:
+    # Four sequences cost their KV cache, not a copy of the weights or a context each.
+    extra = batched.progress[-1].memory_bytes - worker.progress[-1].memory_bytes
+    assert extra < record.size_bytes, extra
+    assert [p.stage for p in batched.progress if p.stage.startswith("context")] == ["context: 4 x 1024 tokens"]
+    st = batched.stub.GetStatus(runtime_pb2.GetStatusRequest())
+    assert st.context_length == 1024  # each sequence has the whole window
+
+
+def test_batched_sequences_keep_their_own_sampling_state(batched: WorkerProc) -> None:
+    # Four requests, each with sampling state of its own (a grammar, a stop, penalties, a seed),
+    # decoded together: each answer is the one it gets alone.
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}},
+              "required": ["name"], "additionalProperties": False}
+    as_json = _chat("Give a name as JSON.", temperature=0, max_tokens=40)
+    as_json.response_format.type = runtime_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+    as_json.response_format.schema_json = json.dumps(schema)
+    requests = [
+        as_json,
+        _chat("Count from 1 to 10 with commas.", temperature=0, max_tokens=40, stop=["5"]),
+        _chat("Describe the sea.", temperature=0, max_tokens=40, repeat_penalty=1.8, presence_penalty=1.5),
+        _chat("Tell me a story.", temperature=1.0, seed=11, max_tokens=40),
+    ]
+    alone = [_text(batched.stub, r)[0] for r in requests]
+    together, peak, arrivals = _at_once(batched.stub, requests)
+    assert peak == 4  # all four at once, none queued
+    # Interleaved: every stream had pieces before every other one ended.
+    for i in arrivals:
+        for j in arrivals:
+            if i != j:
+                assert arrivals[i][0] < arrivals[j][-1]
+    assert [t for t, _ in together] == alone
+    json.loads(alone[0])
+    assert "5" not in alone[1] and together[1][1].finish_reason == runtime_pb2.FINISH_REASON_STOP
+
+
+def test_seeded_answer_is_the_same_however_it_is_batched(batched: WorkerProc) -> None:
+    system = runtime_pb2.ChatMessage(role="system", content="You are a sailor who tells long stories.")
+
+    def ask(text: str, **params) -> runtime_pb2.ChatRequest:
+        return runtime_pb2.ChatRequest(messages=[system, runtime_pb2.ChatMessage(role="user", content=text)],
+                                       params=run_spec_pb2.SamplingParams(**params))
+
+    seeded = ask("Tell me about the sea.", temperature=1.0, seed=42, max_tokens=48)
+    alone, final = _text(batched.stub, seeded)
+    assert final.usage.completion_tokens > 20
+    # Again: now its whole prompt but the last token comes from the cache.
+    again, final = _text(batched.stub, seeded)
+    assert final.usage.cached_tokens == final.usage.prompt_tokens - 1 and again == alone
+    # Arriving while three unseeded streams decode (its prompt evaluated in their steps), and
+    # with a cache that shares only the system prompt.
+    others = [ask(f"Write about the number {i}.", temperature=0.9, max_tokens=80) for i in range(3)]
+    results, peak, _ = _at_once(batched.stub, [*others, seeded], stagger=0.15)
+    assert peak == 4 and results[3][0] == alone
+    # Four copies at once, each on its own sequence.
+    results, _, _ = _at_once(batched.stub, [seeded] * 4)
+    assert [t for t, _ in results] == [alone] * 4
+
+
+def test_next_turn_reuses_the_conversation_cache(batched: WorkerProc) -> None:
+    first_turn = [runtime_pb2.ChatMessage(role="system", content="You answer briefly."),
+                  runtime_pb2.ChatMessage(role="user", content="Name a large animal.")]
+    req = runtime_pb2.ChatRequest(messages=first_turn, params=run_spec_pb2.SamplingParams(temperature=0, max_tokens=20))
+    answer, final = _text(batched.stub, req)
+    # Another conversation in between takes another sequence: the cache of the first survives.
+    _text(batched.stub, _chat("Something else entirely, please.", temperature=0, max_tokens=8))
+    second = runtime_pb2.ChatRequest(messages=[*first_turn, runtime_pb2.ChatMessage(role="assistant", content=answer),
+                                               runtime_pb2.ChatMessage(role="user", content="And a small one?")],
+                                     params=run_spec_pb2.SamplingParams(temperature=0, max_tokens=20))
+    _, second_final = _text(batched.stub, second)
+    assert second_final.usage.cached_tokens >= final.usage.prompt_tokens
+    assert second_final.usage.prompt_tokens > second_final.usage.cached_tokens
+
+
+def test_cancelling_one_sequence_leaves_the_others_running(batched: WorkerProc) -> None:
+    long = _chat("Write a very long essay about the ocean.", temperature=0, max_tokens=400)
+    short = _chat("Count from one to twenty in words.", temperature=0, max_tokens=60)
+    expected, _ = _text(batched.stub, short)
+    doomed = batched.stub.Chat(long)
+    it = iter(doomed)
+    next(it)
+    out: list[tuple[str, runtime_pb2.ChatResponse]] = []
+    t = threading.Thread(target=lambda: out.append(_text(batched.stub, short)))
+    t.start()
+    time.sleep(0.3)
+    doomed.cancel()
+    deadline = time.monotonic() + 2
+    while batched.stub.GetStatus(runtime_pb2.GetStatusRequest()).in_flight > 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert batched.stub.GetStatus(runtime_pb2.GetStatusRequest()).in_flight <= 1
+    t.join(60)
+    assert out and out[0][0] == expected
+
+
+def test_more_requests_than_sequences_wait_their_turn(batched: WorkerProc) -> None:
+    request = _chat("Say the word apple.", temperature=0, max_tokens=12)
+    alone, _ = _text(batched.stub, request)
+    results, _, _ = _at_once(batched.stub, [request] * 6)
+    assert [t for t, _ in results] == [alone] * 6
 
 
 # -- hostile model files: load and render failures are clear, with no path or exception class ---

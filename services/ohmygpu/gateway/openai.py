@@ -121,9 +121,12 @@ def response_format(f: Fields) -> runtime_pb2.ResponseFormat:
                           param="response_format")
 
 
-def _usage(u: runtime_pb2.Usage) -> dict[str, int]:
+def _usage(u: runtime_pb2.Usage) -> dict[str, Any]:
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.prompt_tokens + u.completion_tokens}
+            "total_tokens": u.prompt_tokens + u.completion_tokens,
+            # OpenAI's name for prompt tokens served from a cache (here: the KV cache kept on the
+            # sequence that ran the conversation's previous turn).
+            "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}
 
 
 class OpenAIRoutes:

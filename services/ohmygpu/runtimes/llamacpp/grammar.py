@@ -2,9 +2,10 @@
 
 The schema has passed schema_guard. The Python converter (llama-cpp-python's
 json_schema_to_gbnf) then runs under a deadline, and its GBNF is parsed once by llama.cpp here:
-llama-cpp-python adds the sampler that parse returns to the sampling chain without checking it,
-and a grammar llama.cpp refuses (an escape it does not know, a left recursion) is a NULL there
-and a SIGSEGV in the next token. Parsed here, a refusal is a 400 before any slot is taken.
+a grammar llama.cpp refuses (an escape it does not know, a left recursion) is a NULL sampler,
+and a NULL in a sampling chain is a SIGSEGV in the next token. Parsed here, a refusal is a 400
+before the request reaches the engine, which makes each sequence its own grammar sampler from
+the text (a grammar's parse state is per sequence).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from ohmygpu.runtimes.llamacpp.template import TemplateTimeout, run_with_deadlin
 MAX_GBNF = 1 << 20  # characters of generated grammar; the guard's bounds keep real ones far below
 
 
-def compile_grammar(plan: OutputPlan, vocab: Any, *, timeout_s: float) -> Any:
-    """The LlamaGrammar enforcing `plan`, or None; raises InvalidArgument when it cannot be built."""
+def compile_grammar(plan: OutputPlan, vocab: Any, *, timeout_s: float) -> str | None:
+    """The GBNF (root rule `root`) enforcing `plan`, or None; raises InvalidArgument when it
+    cannot be built or llama.cpp would refuse it."""
     from llama_cpp import llama_grammar
 
     if plan.schema is None and not plan.any_json:
@@ -41,7 +43,7 @@ def compile_grammar(plan: OutputPlan, vocab: Any, *, timeout_s: float) -> Any:
         if len(text) > MAX_GBNF:
             raise InvalidArgument("the JSON schema compiles to a grammar too large to enforce", param=param)
     check_gbnf(text, vocab, param=param)
-    return llama_grammar.LlamaGrammar.from_string(text, verbose=False)
+    return text
 
 
 def check_gbnf(text: str, vocab: Any, *, param: str) -> None:

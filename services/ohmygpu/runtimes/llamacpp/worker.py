@@ -1,10 +1,11 @@
 """The llama.cpp worker: one process, one GGUF model, serving the Runtime contract.
 
-Started by the daemon as `python -m ohmygpu.runtimes.llamacpp.worker --socket PATH`. The model
-has N parallel slots (RunSpec max_concurrency; see slots.py), each a context of its own over the
-same weights; a request takes a free slot or waits. Generation runs on the slot's thread and its
-text pieces cross to the event loop through an asyncio queue, so Health answers while
-generations run and a cancelled stream stops generation at the next token.
+Started by the daemon as `python -m ohmygpu.runtimes.llamacpp.worker --socket PATH`. A chat or
+completion model is served by engine.py: one context, N sequences (RunSpec max_concurrency)
+decoded together in one batch per step, with prompt-prefix reuse. Generation runs on the
+engine's thread and its text pieces cross to the event loop through an asyncio queue, so Health
+answers while generations run and a cancelled stream stops generation at the next step. An
+embeddings model is one context whose calls run, one at a time, on a thread of their own.
 """
 
 from __future__ import annotations
@@ -28,14 +29,8 @@ from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from ohmygpu.runtimes.api.worker_server import BaseRuntime, LogRing, rss_bytes, run_worker
 from ohmygpu.runtimes.llamacpp import selftest, structured
-from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling, generate
-from ohmygpu.runtimes.llamacpp.slots import (
-    Slot,
-    SlotPool,
-    fork_context,
-    make_executor,
-    threads_per_slot,
-)
+from ohmygpu.runtimes.llamacpp.engine import BatchEngine, Job
+from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling
 from ohmygpu.runtimes.llamacpp.grammar import compile_grammar
 from ohmygpu.runtimes.llamacpp.loading import open_model, prepare_text
 from ohmygpu.runtimes.llamacpp.prompt import PromptBuilder, answer_room
@@ -44,6 +39,7 @@ from ohmygpu.runtimes.llamacpp.tokenize import Cancelled, Tokenizer, TooManyToke
 
 log = logging.getLogger("ohmygpu.worker.llamacpp")
 _DONE = object()
+STUB_CONTEXT = 32  # tokens of the Llama's own context, unused for generation: engine.py has the real one
 
 
 async def _abort(context: grpc.aio.ServicerContext, e: OmgError) -> None:
@@ -54,7 +50,7 @@ async def _abort(context: grpc.aio.ServicerContext, e: OmgError) -> None:
 
 
 class LlamaCppRuntime(BaseRuntime):
-    """Runtime servicer over one llama_cpp.Llama (and its parallel slots)."""
+    """Runtime servicer over one llama_cpp.Llama (its weights) and the engine that batches."""
 
     def __init__(self, logs: LogRing) -> None:
         super().__init__(logs)
@@ -62,13 +58,15 @@ class LlamaCppRuntime(BaseRuntime):
         self.template: ChatTemplate | None = None
         self.template_error: TemplateFailed | None = None  # the model's template does not compile
         self.tokenizer: Tokenizer | None = None
-        self.pool: SlotPool | None = None
-        # Every llama.cpp call on a context runs on that slot's one thread. ggml uses OpenMP,
-        # which keeps a thread team per calling thread; calls from a pool's changing threads
-        # pile up teams that spin against each other (measured: ~105 -> ~37 tokens/s).
+        self.engine: BatchEngine | None = None
+        self.window = 0  # tokens per sequence (prompt and answer)
+        # Embeddings run on one thread of their own: ggml's OpenMP keeps a thread team per
+        # calling thread, and calls from a pool's changing threads pile up teams (engine.py).
+        self.embed_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.embed_lock = asyncio.Lock()
         # Prompts are rendered and tokenized (bounded by the window) and grammars compiled off the
-        # slots, two at once, so a prompt is ready while slots are busy and a long one never holds
-        # a slot another request could decode on.
+        # engine, two at once, so a prompt is ready while others decode and a long one never
+        # holds up a step.
         self.prompt_executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="prompt")
         self.grammar_cache: dict[str, Any] = {}
         self.template_timeout = 2.0
@@ -103,19 +101,29 @@ class LlamaCppRuntime(BaseRuntime):
         self.state = runtime_pb2.WORKER_STATE_LOADING
         yield runtime_pb2.LoadResponse(progress=0.0, stage="reading weights")
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
         try:
-            first = make_executor(0)
-            self.llm = await asyncio.get_running_loop().run_in_executor(
-                first, open_model, paths[0], n_ctx, gpu_layers, embedding, threads_per_slot(self.threads, parallel))
-            slots = [Slot(0, self.llm, first)]
-            for i in range(1, parallel):
-                executor = make_executor(i)
-                slots.append(Slot(i, await asyncio.get_running_loop().run_in_executor(
-                    executor, fork_context, self.llm), executor))
-                yield runtime_pb2.LoadResponse(progress=i / parallel, stage=f"context {i + 1} of {parallel}")
-            self.pool = SlotPool(slots)
-            # Before READY: a build that traps on this CPU dies here, not on a user's prompt.
-            n, took = await slots[0].call(selftest.check_batched_eval, self.llm, self.threads)
+            executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-load")
+            if embedding:
+                self.embed_executor = executor
+                self.llm = await loop.run_in_executor(executor, open_model, paths[0], n_ctx, gpu_layers,
+                                                      True, self.threads)
+                self.window = self.llm.n_ctx()
+                n, took = await loop.run_in_executor(executor, selftest.check_batched_eval, self.llm, self.threads)
+            else:
+                # The Llama holds the weights; its own context is a token stub. The engine's
+                # context holds every sequence's KV cache.
+                self.llm = await loop.run_in_executor(executor, open_model, paths[0], STUB_CONTEXT,
+                                                      gpu_layers, False, self.threads)
+                executor.shutdown(wait=False)
+                yield runtime_pb2.LoadResponse(progress=0.5, stage=f"context: {parallel} x {n_ctx} tokens")
+                self.engine = BatchEngine(self.llm, sequences=parallel, window=n_ctx, threads=self.threads,
+                                          isolate_seeded=gpu_layers != 0)
+                await asyncio.to_thread(self.engine.start)
+                self.window = self.engine.window
+                # Before READY: a build that traps on this CPU dies here, not on a user's prompt.
+                n, took = await asyncio.wrap_future(self.engine.call(
+                    lambda: self.engine.check_batched_eval(selftest.selftest_tokens())))
             log.info("self-test: %d tokens batched on %d threads in %.2fs", n, self.threads, took)
         except Exception as e:  # noqa: BLE001 - a hostile file can make llama.cpp raise anything
             self.state = runtime_pb2.WORKER_STATE_FAILED
@@ -133,23 +141,31 @@ class LlamaCppRuntime(BaseRuntime):
                                 "vocabulary or metadata cannot be read")
         self.model_name = record.name
         self.state = runtime_pb2.WORKER_STATE_READY
-        log.info("loaded %s in %.2fs (n_ctx=%d, threads=%d, gpu_layers=%d, slots=%d)", record.name,
-                 time.perf_counter() - started, n_ctx, self.threads, gpu_layers, parallel)
+        log.info("loaded %s in %.2fs (n_ctx=%d, threads=%d, gpu_layers=%d, sequences=%d)", record.name,
+                 time.perf_counter() - started, self.window, self.threads, gpu_layers,
+                 1 if embedding else parallel)
         yield runtime_pb2.LoadResponse(progress=1.0, stage="ready", done=True, memory_bytes=rss_bytes())
 
     async def Unload(self, request, context):
-        pool, self.pool = self.pool, None
-        if pool is not None:
-            await pool.drain()  # wait until every slot is free, then free them all
-            await asyncio.to_thread(pool.close)
-        self.llm = None
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            await asyncio.to_thread(engine.close)  # cancels what runs, frees the context
+        async with self.embed_lock:
+            llm, self.llm = self.llm, None
+            executor, self.embed_executor = self.embed_executor, None
+            if llm is not None:
+                if executor is not None:
+                    await asyncio.get_running_loop().run_in_executor(executor, llm.close)
+                    executor.shutdown(wait=True)
+                else:
+                    await asyncio.to_thread(llm.close)
         self.template = None
         self.model_name = ""
         self.state = runtime_pb2.WORKER_STATE_IDLE
         return runtime_pb2.UnloadResponse(memory_bytes=rss_bytes())
 
     async def GetStatus(self, request, context):
-        return self.status(context_length=self.llm.n_ctx() if self.llm is not None else 0)
+        return self.status(context_length=self.window if self.llm is not None else 0)
 
     # -- inference --------------------------------------------------------------------------
 
@@ -218,10 +234,9 @@ class LlamaCppRuntime(BaseRuntime):
 
     def _window(self, requested: int) -> int:
         """A request's context window: the loaded one, or less when the request asks (num_ctx)."""
-        n_ctx = self.llm.n_ctx()
-        return min(n_ctx, requested) if requested else n_ctx
+        return min(self.window, requested) if requested else self.window
 
-    async def _off_slot(self, fn: Any, cancelled: threading.Event) -> Any:
+    async def _off_engine(self, fn: Any, cancelled: threading.Event) -> Any:
         """fn() on the prompt threads; a request that goes away stops it at its next check."""
         try:
             return await asyncio.get_running_loop().run_in_executor(self.prompt_executor, fn)
@@ -267,7 +282,7 @@ class LlamaCppRuntime(BaseRuntime):
         builder = PromptBuilder(tokenizer, lambda msgs: template.render(msgs, tools=escaped_tools),
                                 n_ctx=self._window(request.context_length), cancelled=cancelled)
         max_tokens = request.params.max_tokens if request.params.HasField("max_tokens") else None
-        tokens = await self._off_slot(
+        tokens = await self._off_engine(
             lambda: builder.build(messages, truncate=request.truncate, max_tokens=max_tokens), cancelled)
         return plan, tokens
 
@@ -301,7 +316,7 @@ class LlamaCppRuntime(BaseRuntime):
             return bos + tokenizer.encode_tail(text, window - answer_room(window, max_tokens) - len(bos),
                                                specials=True)
 
-        prompt = await self._off_slot(tokens, cancelled)
+        prompt = await self._off_engine(tokens, cancelled)
         async for piece, result in self._run(prompt, request.params, plan, window, cancelled):
             if result is None:
                 yield runtime_pb2.CompleteResponse(text=piece)
@@ -316,7 +331,7 @@ class LlamaCppRuntime(BaseRuntime):
         key = "any" if plan.schema is None else json.dumps(plan.schema, sort_keys=True)
         if key not in self.grammar_cache:
             vocab, timeout = self.llm._model.vocab, self.template_timeout
-            grammar = await self._off_slot(lambda: compile_grammar(plan, vocab, timeout_s=timeout), cancelled)
+            grammar = await self._off_engine(lambda: compile_grammar(plan, vocab, timeout_s=timeout), cancelled)
             if len(self.grammar_cache) > 32:
                 self.grammar_cache.clear()
             self.grammar_cache[key] = grammar
@@ -327,47 +342,51 @@ class LlamaCppRuntime(BaseRuntime):
         window: int, cancelled: threading.Event,
     ) -> AsyncIterator[tuple[str, GenerationResult | None]]:
         """Yields (piece, None) per text piece, then ("", result). Cancels on consumer exit."""
+        if self.engine is None:
+            raise InvalidArgument("this model is loaded for embeddings" if self.llm is not None
+                                  else "no model loaded")
+        if len(tokens) >= window:  # the prompt builders keep under it; this is the last guard
+            raise ContextLengthExceeded(f"the prompt has {len(tokens)} tokens, more than this model's "
+                                        f"context window of {window} tokens")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        sampling = Sampling.from_params(params)
         grammar = await self._grammar(plan, cancelled)
+        finished: asyncio.Future[GenerationResult] = loop.create_future()
 
-        def emit(piece: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, piece)
+        def done(outcome: GenerationResult | BaseException) -> None:
+            def settle() -> None:
+                if finished.done():
+                    return
+                if isinstance(outcome, BaseException):
+                    finished.set_exception(outcome)
+                else:
+                    finished.set_result(outcome)
+                queue.put_nowait(_DONE)
+            loop.call_soon_threadsafe(settle)
 
-        def work(llm: Any) -> GenerationResult:
-            if len(tokens) >= window:  # the prompt builders keep under it; this is the last guard
-                raise ContextLengthExceeded(f"the prompt has {len(tokens)} tokens, more than this model's "
-                                            f"context window of {window} tokens")
-            return generate(llm, tokens, sampling, grammar=grammar, emit=emit, cancelled=cancelled,
-                            n_ctx=window)
-
-        if self.pool is None:
-            raise InvalidArgument("no model loaded")
-        async with self.pool.acquire() as slot:
-            self.in_flight += 1
-            fut = slot.submit(work, slot.llm)
-            fut.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
-            try:
-                done = False
-                while not done:
-                    item = await queue.get()
-                    if item is _DONE:
+        job = Job(prompt=tokens, sampling=Sampling.from_params(params), grammar=grammar, window=window,
+                  emit=lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece),
+                  finish=done, cancelled=cancelled)
+        self.in_flight += 1
+        try:
+            self.engine.submit(job)
+            done_seen = False
+            while not done_seen:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                # When the reader lags, send what has piled up as one message.
+                while not queue.empty():
+                    more = queue.get_nowait()
+                    if more is _DONE:
+                        done_seen = True
                         break
-                    # When the reader lags, send what has piled up as one message.
-                    while not queue.empty():
-                        more = queue.get_nowait()
-                        if more is _DONE:
-                            done = True
-                            break
-                        item += more
-                    yield item, None
-                yield "", fut.result()
-            finally:
-                cancelled.set()
-                self.in_flight -= 1
-                if not fut.done():
-                    await asyncio.wait([fut])  # the context is not reentrant: wait for the thread
+                    item += more
+                yield item, None
+            yield "", await finished
+        finally:
+            cancelled.set()  # the engine drops the sequence at its next step
+            self.in_flight -= 1
 
     async def Embed(self, request: runtime_pb2.EmbedRequest, context):
         if self.llm is None or not self.llm.context_params.embeddings:
@@ -393,11 +412,12 @@ class LlamaCppRuntime(BaseRuntime):
             vectors, tokens = llm.embed(inputs, normalize=False, truncate=True, return_count=True)
             return vectors, tokens, time.perf_counter_ns() - started
 
-        assert self.pool is not None
-        async with self.pool.acquire() as slot:
+        assert self.embed_executor is not None
+        async with self.embed_lock:
             self.in_flight += 1
             try:
-                vectors, tokens, elapsed = await slot.call(work, slot.llm)
+                vectors, tokens, elapsed = await asyncio.get_running_loop().run_in_executor(
+                    self.embed_executor, work, self.llm)
             except OmgError as e:
                 await _abort(context, e)
             finally:
@@ -420,7 +440,8 @@ def _final_chat(result: GenerationResult) -> runtime_pb2.ChatResponse:
     return runtime_pb2.ChatResponse(
         finish_reason=result.finish_reason,
         usage=runtime_pb2.Usage(prompt_tokens=result.prompt_tokens,
-                                completion_tokens=result.completion_tokens),
+                                completion_tokens=result.completion_tokens,
+                                cached_tokens=result.cached_tokens),
         timings=runtime_pb2.Timings(prompt_eval_ns=result.prompt_eval_ns, eval_ns=result.eval_ns),
     )
 

@@ -1,0 +1,469 @@
+"""One llama.cpp context serving many sequences: continuous batching with prompt-prefix reuse.
+
+The design llama-server and every GPU server use. The loaded model has one context holding N
+sequences (RunSpec max_concurrency = OMG_NUM_PARALLEL), each with its own window of the KV cache
+(llama.cpp's split, non-unified cache: a sequence attends only to its own cells). One thread
+owns the context and loops: each step puts every generating sequence's next token and as many
+prompt tokens of newly admitted requests as the batch has room for (prompts are evaluated in
+chunks within the same steps, so a long prompt never stalls the streams already running) into
+one `llama_decode`, then samples each sequence with its own sampler chain (penalties, grammar,
+top-k/top-p/min-p, temperature, seed). A lone request gets every thread; N requests share one
+pass over the weights per step, which on a GPU costs little more than one.
+
+When a sequence's request ends, its KV cache is kept. A new request goes to the free sequence
+whose cached tokens share the longest prefix with its prompt (a conversation's next turn, a
+shared system prompt); only the rest of the prompt is evaluated.
+
+Seeded requests must give the same answer however they are batched. On the CPU, ggml computes
+each token's row on its own (a dot product per output element, a softmax per query row, masked
+cells skipped), so a token's logits do not depend on what else is in the batch or on how the
+prompt was chunked: seeded requests batch and reuse prefixes like any other
+(tests/contract/test_runtime_llamacpp.py checks this bit for bit). GPU kernels are chosen by
+batch size and round differently, so where layers are offloaded a seeded sequence is decoded
+in steps of its own, from an empty sequence, in fixed chunks (`isolate_seeded`).
+
+All llama.cpp calls on the context run on the engine's one thread: ggml's OpenMP keeps a thread
+team per calling thread, and calls from changing threads pile up teams that spin against each
+other (measured: ~105 -> ~37 tokens/s).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import ctypes
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling, TextOutput
+
+log = logging.getLogger("ohmygpu.worker.llamacpp")
+
+PENALTY_LAST_N = 64  # llama.cpp's default window for repeat/presence/frequency penalties
+
+
+@dataclass
+class Job:
+    """One request's generation, handed to the engine. `emit` and `finish` are called on the
+    engine's thread; `finish` gets the result or the exception that ended it."""
+
+    prompt: list[int]
+    sampling: Sampling
+    grammar: str | None  # GBNF, already parsed once by llama.cpp (grammar.py)
+    window: int  # prompt and answer together, at most the sequence's window
+    emit: Callable[[str], None]
+    finish: Callable[[GenerationResult | BaseException], None]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class _Sequence:
+    """A sequence id of the context: what its KV cache holds, and the job running on it."""
+
+    def __init__(self, seq_id: int) -> None:
+        self.seq_id = seq_id
+        self.cached: list[int] = []  # tokens whose KV is in the cache, at positions 0..len-1
+        self.last_used = 0.0
+        self.job: Job | None = None
+        self.todo: list[int] = []  # prompt tokens still to evaluate
+        self.next_token: int | None = None  # sampled, to be decoded in the next step
+        self.sampler: Any = None
+        self.output: TextOutput | None = None
+        self.result = GenerationResult()
+        self.budget = 0
+        self.started_ns = 0
+        self.first_ns = 0
+        self.isolated = False
+        self.admitted = 0  # admission order: prompts are evaluated first come, first served
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class BatchEngine:
+    """The context, its sequences and the thread that steps them."""
+
+    def __init__(self, llm: Any, *, sequences: int, window: int, threads: int,
+                 n_batch: int = 512, isolate_seeded: bool = False) -> None:
+        self.llm = llm  # the llama_cpp.Llama that owns the weights (its own context is tiny)
+        self.n_seq = max(1, sequences)
+        self.requested_window = window
+        self.threads = threads
+        self.n_batch = n_batch
+        self.isolate_seeded = isolate_seeded
+        self.window = 0  # set on the thread: the per-sequence window llama.cpp gave
+        self._ctx: Any = None
+        self._batch: Any = None
+        self._vocab = llm._model.vocab
+        self._seqs = [_Sequence(i) for i in range(self.n_seq)]
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._calls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = collections.deque()
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._admissions = 0
+        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._main, name="llama-engine", daemon=True)
+
+    # -- the caller's side (any thread) ----------------------------------------------------
+
+    def start(self) -> None:
+        """Creates the context on the engine thread; raises what llama.cpp raised."""
+        self._thread.start()
+        self._ready.result()
+
+    def submit(self, job: Job) -> None:
+        with self._cv:
+            if self._stopping:
+                raise RuntimeError("the model is being unloaded")
+            self._waiting.append(job)
+            self._cv.notify()
+
+    def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        """Runs fn() on the engine thread between steps (the context is not reentrant)."""
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._cv:
+            self._calls.append((fn, fut))
+            self._cv.notify()
+        return fut
+
+    def busy(self) -> int:
+        """Requests running or waiting for a sequence."""
+        with self._cv:
+            return len(self._waiting) + sum(1 for s in self._seqs if s.job is not None)
+
+    def close(self) -> None:
+        """Cancels what runs, frees the context; the Llama (weights) is the caller's to close."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    # -- the engine thread -------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._open()
+        except BaseException as e:  # noqa: BLE001 - reported to start()
+            self._ready.set_exception(e)
+            return
+        self._ready.set_result(None)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def _open(self) -> None:
+        import llama_cpp
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.requested_window * self.n_seq
+        params.n_seq_max = self.n_seq
+        params.kv_unified = False  # each sequence its own stream: no attention over others' cells
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch
+        params.n_threads = self.threads
+        params.n_threads_batch = self.threads
+        params.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(self.llm._model.model, params)
+        if not ctx:
+            raise RuntimeError("llama.cpp could not create a context of "
+                               f"{self.n_seq} x {self.requested_window} tokens")
+        self._ctx = ctx
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.window = min(self.requested_window, int(llama_cpp.llama_n_ctx_seq(ctx)))
+        self._piece = ctypes.create_string_buffer(256)
+
+    def _shutdown(self) -> None:
+        import llama_cpp
+
+        with self._cv:
+            waiting, self._waiting = list(self._waiting), collections.deque()
+        for job in waiting:
+            job.finish(RuntimeError("the model was unloaded"))
+        for seq in self._seqs:
+            if seq.job is not None:
+                self._end(seq, runtime_pb2.FINISH_REASON_CANCELLED)
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx is not None:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while (not self._stopping and not self._calls and not self._waiting
+                       and not any(s.job is not None for s in self._seqs)):
+                    self._cv.wait()
+                if self._stopping:
+                    return
+                calls, self._calls = list(self._calls), collections.deque()
+            for fn, fut in calls:
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(fn())
+                    except BaseException as e:  # noqa: BLE001 - handed to the caller
+                        fut.set_exception(e)
+            self._admit()
+            self._drop_cancelled()
+            if any(s.job is not None for s in self._seqs):
+                try:
+                    self._step()
+                except Exception as e:  # noqa: BLE001 - a failed step ends its requests, not the worker
+                    log.error("decode step failed: %s", e)
+                    for seq in self._seqs:
+                        if seq.job is not None:
+                            self._forget(seq)
+                            self._fail(seq, e)
+
+    # -- admission: a waiting job gets a free sequence, reusing the longest cached prefix ----
+
+    def _admit(self) -> None:
+        while True:
+            with self._cv:
+                if not self._waiting:
+                    return
+                free = [s for s in self._seqs if s.job is None]
+                if not free:
+                    return
+                job = self._waiting.popleft()
+            if job.cancelled.is_set():
+                job.finish(GenerationResult(finish_reason=runtime_pb2.FINISH_REASON_CANCELLED,
+                                            prompt_tokens=len(job.prompt)))
+                continue
+            try:
+                self._start(job, free)
+            except Exception as e:  # noqa: BLE001 - this job fails; the others run on
+                job.finish(e)
+
+    def _start(self, job: Job, free: list[_Sequence]) -> None:
+        import llama_cpp
+
+        isolated = self.isolate_seeded and job.sampling.seed is not None
+        if isolated:
+            # Fixed chunks from position 0: no reuse, whose split depends on what ran before.
+            seq = min(free, key=lambda s: s.last_used)
+            keep = 0
+        else:
+            # Longest shared prefix first; among equals the least recently used cache goes.
+            seq = max(free, key=lambda s: (common_prefix(s.cached, job.prompt), -s.last_used))
+            # At least the last prompt token is evaluated again: its logits give the first token.
+            keep = min(common_prefix(seq.cached, job.prompt), len(job.prompt) - 1)
+        if not llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, keep, -1):
+            keep = 0
+            llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        seq.cached = job.prompt[:keep]
+        seq.todo = job.prompt[keep:]
+        seq.next_token = None
+        seq.isolated = isolated
+        seq.sampler = self._sampler(job)
+        seq.output = TextOutput(job.sampling.stop, job.emit)
+        seq.result = GenerationResult(prompt_tokens=len(job.prompt), cached_tokens=keep,
+                                      finish_reason=runtime_pb2.FINISH_REASON_LENGTH)
+        budget = job.window - len(job.prompt)
+        if job.sampling.max_tokens is not None and job.sampling.max_tokens > 0:
+            budget = min(budget, job.sampling.max_tokens)
+        seq.budget = budget
+        seq.started_ns = time.perf_counter_ns()
+        seq.first_ns = 0
+        self._admissions += 1
+        seq.admitted = self._admissions
+        seq.job = job
+        if budget <= 0:
+            self._end(seq, runtime_pb2.FINISH_REASON_LENGTH)
+            return
+        if job.sampling.penalised:
+            # Penalties count the prompt's last tokens too, as llama-server does.
+            penalties = llama_cpp.llama_sampler_chain_get(seq.sampler, 0)
+            for token in job.prompt[-PENALTY_LAST_N:]:
+                llama_cpp.llama_sampler_accept(penalties, token)
+
+    def _sampler(self, job: Job) -> Any:
+        """The job's own chain, in llama-cpp-python's order: penalties, grammar, top-k, top-p,
+        min-p, temperature, then a draw seeded per request."""
+        import llama_cpp
+
+        s = job.sampling
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        add = llama_cpp.llama_sampler_chain_add
+        if s.penalised:
+            add(chain, llama_cpp.llama_sampler_init_penalties(
+                self.llm.n_vocab(), PENALTY_LAST_N, s.repeat_penalty, s.frequency_penalty, s.presence_penalty))
+        if job.grammar is not None:
+            grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, job.grammar.encode("utf-8"), b"root")
+            if not grammar:  # grammar.py parsed it already; a NULL here would crash the next token
+                llama_cpp.llama_sampler_free(chain)
+                raise RuntimeError("llama.cpp refused the output grammar")
+            add(chain, grammar)
+        if s.temperature <= 0:
+            add(chain, llama_cpp.llama_sampler_init_greedy())
+            return chain
+        if s.top_k > 0:
+            add(chain, llama_cpp.llama_sampler_init_top_k(s.top_k))
+        add(chain, llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
+        add(chain, llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
+        add(chain, llama_cpp.llama_sampler_init_temp(s.temperature))
+        seed = s.seed if s.seed is not None else random.randint(0, 2**31 - 1)  # unseeded ones differ
+        add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    # -- one step: one llama_decode for all shared sequences (isolated ones in their own) ----
+
+    def _drop_cancelled(self) -> None:
+        for seq in self._seqs:
+            if seq.job is not None and seq.job.cancelled.is_set():
+                self._end(seq, runtime_pb2.FINISH_REASON_CANCELLED)
+
+    def _step(self) -> None:
+        running = sorted((s for s in self._seqs if s.job is not None), key=lambda s: s.admitted)
+        shared = [s for s in running if not s.isolated]
+        groups = ([shared] if shared else []) + [[s] for s in running if s.isolated]
+        for group in groups:
+            self._decode(group)
+
+    def _decode(self, group: list[_Sequence]) -> None:
+        import llama_cpp
+
+        batch = self._batch
+        n = 0
+        outputs: list[tuple[_Sequence, int]] = []
+
+        def add(seq: _Sequence, token: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = len(seq.cached)
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq.seq_id
+            batch.logits[n] = logits
+            seq.cached.append(token)
+            if logits:
+                outputs.append((seq, n))
+            n += 1
+
+        for seq in group:  # generating sequences first: one token each
+            if seq.next_token is not None:
+                add(seq, seq.next_token, True)
+                seq.next_token = None
+        for seq in group:  # then prompt chunks, first come first served, in the room left
+            room = self.n_batch - n
+            if room <= 0:
+                break
+            if not seq.todo:
+                continue
+            chunk, seq.todo = seq.todo[:room], seq.todo[room:]
+            for i, token in enumerate(chunk):
+                add(seq, token, not seq.todo and i == len(chunk) - 1)
+        if n == 0:
+            return
+        batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        now = time.perf_counter_ns()
+        for seq, index in outputs:
+            token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, index)
+            if not seq.first_ns:
+                seq.first_ns = now
+            self._on_token(seq, int(token))
+
+    def _on_token(self, seq: _Sequence, token: int) -> None:
+        import llama_cpp
+
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            self._end(seq, runtime_pb2.FINISH_REASON_STOP)
+            return
+        seq.result.completion_tokens += 1
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+        assert seq.output is not None
+        if n > 0 and seq.output.feed(self._piece.raw[:n]):
+            self._end(seq, runtime_pb2.FINISH_REASON_STOP, stopped=True)
+        elif seq.result.completion_tokens >= seq.budget:
+            self._end(seq, runtime_pb2.FINISH_REASON_LENGTH)
+        else:
+            seq.next_token = token
+
+    def _end(self, seq: _Sequence, reason: int, *, stopped: bool = False) -> None:
+        import llama_cpp
+
+        job = seq.job
+        assert job is not None and seq.output is not None
+        result = seq.result
+        result.finish_reason = reason
+        try:
+            seq.output.close(reason, stopped=stopped)
+        finally:
+            end = time.perf_counter_ns()
+            first = seq.first_ns or end
+            result.prompt_eval_ns = first - seq.started_ns
+            result.eval_ns = end - first
+            if seq.todo:  # cancelled mid-prompt: the cache holds what was evaluated
+                seq.todo = []
+            seq.next_token = None
+            if seq.sampler is not None:
+                llama_cpp.llama_sampler_free(seq.sampler)
+                seq.sampler = None
+            seq.job = None
+            seq.last_used = time.monotonic()
+        job.finish(result)
+
+    def _fail(self, seq: _Sequence, error: BaseException) -> None:
+        import llama_cpp
+
+        job = seq.job
+        if seq.sampler is not None:
+            llama_cpp.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+        seq.job = None
+        seq.todo = []
+        seq.next_token = None
+        if job is not None:
+            job.finish(error)
+
+    def _forget(self, seq: _Sequence) -> None:
+        """After a failed decode the sequence's cells are unknown: drop them."""
+        import llama_cpp
+
+        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        seq.cached = []
+
+    # -- on the engine thread, via call() ------------------------------------------------------
+
+    def check_batched_eval(self, tokens: int) -> tuple[int, float]:
+        """The load self-test (selftest.py): `tokens` tokens in batches on every thread, in
+        sequence 0, which is then cleared. Call through call()."""
+        import llama_cpp
+
+        n = max(2, min(tokens, self.window - 1))
+        vocab = self.llm.n_vocab()
+        ids = [(i * 7919 + 13) % vocab for i in range(n)]  # a spread of valid ids: the kernels matter
+        seq = self._seqs[0]
+        started = time.perf_counter()
+        try:
+            for start in range(0, n, self.n_batch):
+                chunk = ids[start:start + self.n_batch]
+                for i, token in enumerate(chunk):
+                    self._batch.token[i] = token
+                    self._batch.pos[i] = start + i
+                    self._batch.n_seq_id[i] = 1
+                    self._batch.seq_id[i][0] = 0
+                    self._batch.logits[i] = i == len(chunk) - 1
+                self._batch.n_tokens = len(chunk)
+                rc = llama_cpp.llama_decode(self._ctx, self._batch)
+                if rc != 0:
+                    raise RuntimeError(f"llama_decode returned {rc} in the self-test")
+        finally:
+            self._forget(seq)
+        return n, time.perf_counter() - started
