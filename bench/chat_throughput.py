@@ -5,7 +5,7 @@ two sides (never at the same time), after one warm-up request each. Prints token
 token), time to first token, and the ratios. Targets (issue 2): daemon >= 0.95 of in-process
 tokens/s and under 15 ms added to the first token.
 
-    python bench/chat_throughput.py [--threads 2] [--max-tokens 128] [--runs 5]
+    python bench/chat_throughput.py [--threads 2] [--max-tokens 128] [--runs 5] [--parallel 4]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def daemon_run(client: httpx.Client, max_tokens: int, seed: int) -> tuple[float,
     return first - started, (pieces - 1) / (last - first), usage
 
 
-def measure(path: Path, threads: int, max_tokens: int, seed: int, runs: int):
+def measure(path: Path, threads: int, max_tokens: int, seed: int, runs: int, parallel: int = 1):
     """Alternate in-process and daemon runs, so drift in machine load hits both alike; only
     one side generates at a time."""
     import llama_cpp
@@ -72,7 +72,8 @@ def measure(path: Path, threads: int, max_tokens: int, seed: int, runs: int):
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
                           verbose=False)
     with tempfile.TemporaryDirectory() as tmp:
-        d = new_daemon(Path(tmp), extra_env={"OMG_NUM_THREADS": str(threads)})
+        d = new_daemon(Path(tmp), extra_env={"OMG_NUM_THREADS": str(threads),
+                                              "OMG_NUM_PARALLEL": str(parallel)})
         d.start()
         try:
             assert d.omg("model", "add", str(path), "--name", "bench").returncode == 0
@@ -105,10 +106,13 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--runs", type=int, default=8)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--parallel", type=int, default=1,
+                   help="sequences the daemon's model holds (OMG_NUM_PARALLEL); a lone stream should not care")
     args = p.parse_args()
     path = smollm2_path()
-    print(f"model {path.name}, threads {args.threads}, max_tokens {args.max_tokens}, runs {args.runs}")
-    a, b = measure(path, args.threads, args.max_tokens, args.seed, args.runs)
+    print(f"model {path.name}, threads {args.threads}, max_tokens {args.max_tokens}, runs {args.runs}, "
+          f"OMG_NUM_PARALLEL={args.parallel}")
+    a, b = measure(path, args.threads, args.max_tokens, args.seed, args.runs, args.parallel)
     ttft_a, tps_a = summary("in-process", a)
     ttft_b, tps_b = summary("daemon", b)
     # Per-pair figures: each daemon run against the in-process run just before it, so slow

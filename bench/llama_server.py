@@ -4,7 +4,7 @@ wheel (scripts/native_wheel.py: AMX off where the CPU advertises it). The binary
 ~/.cache/ohmygpu/llama-server/<key>/, key = spec + flags + compiler, so a bench re-run reuses it.
 
     python bench/llama_server.py            # prints the binary's path (building it if needed)
-    CMAKE_ARGS=-DGGML_CUDA=on python bench/llama_server.py   # the GPU machine's build
+    OMG_LLAMA_SERVER=/path/llama-server ...   # use a binary built elsewhere
 """
 
 from __future__ import annotations
@@ -51,6 +51,10 @@ def _sdist(spec: str, into: Path) -> Path:
 
 
 def ensure_llama_server() -> Path:
+    """OMG_LLAMA_SERVER when set (a binary built elsewhere: the GPU check's CUDA build), else ours."""
+    given = os.environ.get("OMG_LLAMA_SERVER")
+    if given:
+        return Path(given)
     spec = llama_spec()
     flags = native_wheel.cpu_flags(Path("/proc/cpuinfo").read_text())
     variant = native_wheel.variants(flags, os.environ.get("CMAKE_ARGS", ""))[0]

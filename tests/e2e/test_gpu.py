@@ -63,3 +63,44 @@ def test_whisper_on_the_gpu(tmp_path: Path, whisper_path: Path, audio: dict[str,
         assert loaded["device"].startswith("cuda:")
     finally:
         d.stop()
+
+
+def test_seeded_answers_do_not_depend_on_batching_on_the_gpu(tmp_path: Path, gguf_path: Path) -> None:
+    # GPU kernels are chosen by batch size, so an offloaded model decodes a seeded sequence in
+    # steps of its own (engine.py): alone, beside three other streams, or four copies at once,
+    # the answer is the same.
+    import threading
+
+    _need("llamacpp")
+    d = new_daemon(tmp_path, extra_env={"OMG_NUM_PARALLEL": "4"}).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "m").returncode == 0
+
+        def ask(content: str, **extra: object) -> str:
+            r = httpx.post(f"{d.http}/v1/chat/completions", timeout=120, json={
+                "model": "m", "messages": [{"role": "user", "content": content}], **extra})
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["message"]["content"]
+
+        seeded = {"temperature": 1.0, "seed": 5, "max_tokens": 32}
+        alone = ask("Tell me a story.", **seeded)
+        results: dict[int, str] = {}
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, ask(
+            f"Write about {i}.", temperature=0.9, max_tokens=96))) for i in range(3)]
+        threads.append(threading.Thread(target=lambda: results.__setitem__(3, ask("Tell me a story.", **seeded))))
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join(120)
+        assert results[3] == alone
+        copies: dict[int, str] = {}
+        threads = [threading.Thread(target=lambda i=i: copies.__setitem__(i, ask("Tell me a story.", **seeded)))
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert list(copies.values()) == [alone] * 4
+    finally:
+        d.stop()

@@ -11,8 +11,9 @@ top-k/top-p/min-p, temperature, seed). A lone request gets every thread; N reque
 pass over the weights per step, which on a GPU costs little more than one.
 
 When a sequence's request ends, its KV cache is kept. A new request goes to the free sequence
-whose cached tokens share the longest prefix with its prompt (a conversation's next turn, a
-shared system prompt); only the rest of the prompt is evaluated.
+whose cache holds the largest share of its prompt (a conversation's next turn finds its own
+cache, a shared system prompt is reused) or, when none holds much of it, to the least recently
+used one; only the rest of the prompt is evaluated.
 
 Seeded requests must give the same answer however they are batched. On the CPU, ggml computes
 each token's row on its own (a dot product per output element, a softmax per query row, masked
@@ -88,6 +89,17 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+REUSE_SHARE = 0.5  # a cache must hold at least this share of a prompt to be taken over LRU
+
+
+def _reuse_share(cached: list[int], prompt: list[int]) -> float:
+    """The share of `prompt` that the sequence holding `cached` need not evaluate again. A
+    conversation's next turn or a regenerated answer scores near 1, a long shared system prompt
+    high; a prompt sharing only a few tokens of markup with another conversation scores low, and
+    taking that sequence would throw its cache away for nothing."""
+    return common_prefix(cached, prompt) / max(1, len(prompt))
 
 
 class BatchEngine:
@@ -258,8 +270,13 @@ class BatchEngine:
             seq = min(free, key=lambda s: s.last_used)
             keep = 0
         else:
-            # Longest shared prefix first; among equals the least recently used cache goes.
-            seq = max(free, key=lambda s: (common_prefix(s.cached, job.prompt), -s.last_used))
+            # The cache that serves this prompt best; when none holds much of it, the least
+            # recently used (the conversation least likely to come back).
+            def worth(s: _Sequence) -> tuple[float, float]:
+                share = _reuse_share(s.cached, job.prompt)
+                return (share if share >= REUSE_SHARE else 0.0, -s.last_used)
+
+            seq = max(free, key=worth)
             # At least the last prompt token is evaluated again: its logits give the first token.
             keep = min(common_prefix(seq.cached, job.prompt), len(job.prompt) - 1)
         if not llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, keep, -1):
