@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("extra", nargs="?", help="the run id, for stop and logs")
     rn.add_argument("--ctx", type=int, help="context length")
     rn.add_argument("--threads", type=int, help="CPU threads")
-    rn.add_argument("--parallel", type=int, help="requests served at once (slots; default OMG_NUM_PARALLEL)")
+    rn.add_argument("--parallel", type=int, help="requests served at once (sequences; default OMG_NUM_PARALLEL)")
     rn.add_argument("--gpu-layers", dest="gpu_layers", type=int, help="layers on the GPU (-1: all)")
     rn.add_argument("-f", "--follow", action="store_true", help="with logs: keep streaming")
     rn.add_argument("--json", action="store_true")

@@ -1,4 +1,4 @@
-"""Memory a model needs before it loads: weights + KV cache for its context and slots + runtime
+"""Memory a model needs before it loads: weights + KV cache for its context and sequences + runtime
 overhead. An estimate for placement; the worker's measured use replaces it once loaded."""
 
 from __future__ import annotations
@@ -39,15 +39,15 @@ def context_window(record: assets_pb2.InstallRecord, requested: int) -> int:
 
 def for_spec(record: assets_pb2.InstallRecord, spec: run_spec_pb2.RunSpec) -> MemoryEstimate:
     """What `record` needs loaded as `spec` says: the one estimate eviction and placement share,
-    made from the spec the worker is given (a run's context, slots and mode, not the defaults)."""
+    made from the spec the worker is given (a run's context, sequences and mode, not the defaults)."""
     return estimate(record, context_length=spec.resources.context_length,
                     parallel=max(1, spec.resources.max_concurrency), mode=spec.mode)
 
 
 def estimate(record: assets_pb2.InstallRecord, *, context_length: int, parallel: int = 1,
              mode: int = run_spec_pb2.MODE_CHAT) -> MemoryEstimate:
-    """Bytes `record` needs at `context_length` tokens per slot (0: auto, see context_window)
-    and `parallel` slots, loaded for `mode` (embeddings: llama.cpp's batch is the whole context)."""
+    """Bytes `record` needs at `context_length` tokens per sequence (0: auto, see context_window)
+    and `parallel` sequences, loaded for `mode` (embeddings: llama.cpp's batch is the whole context)."""
     if record.format != assets_pb2.ARTIFACT_FORMAT_GGUF:
         return _estimate_other(record)
     g = record.gguf

@@ -83,7 +83,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_loaded_models", "OMG_MAX_LOADED_MODELS", 3, int,
             "models loaded at once; loading one more unloads the least recently used idle one"),
     Setting("num_parallel", "OMG_NUM_PARALLEL", 1, int,
-            "requests one model serves at once; more wait in its queue"),
+            "requests one model serves at once (sequences decoded together in one batched context, "
+            "each with its own KV window); more wait in its queue"),
     Setting("max_queue", "OMG_MAX_QUEUE", 512, int,
             "requests that may wait, per model and overall; past it: 503 server busy"),
     Setting("health_interval_s", "OMG_HEALTH_INTERVAL", 2.0, float,

@@ -17,7 +17,7 @@ DEFAULT_TEMPLATE_TIMEOUT_S = 2.0
 
 
 def open_model(path: str, n_ctx: int, gpu_layers: int, embedding: bool, threads: int) -> Any:
-    """A llama_cpp.Llama over `path` (run it on the slot's own thread: see slots.py)."""
+    """A llama_cpp.Llama over `path` (call it on the thread that will use it: see engine.py)."""
     import llama_cpp
 
     _skip_library_templates()
