@@ -85,6 +85,11 @@ class RuntimeStub:
                 request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeResponse.FromString,
                 _registered_method=True)
+        self.GenerateImage = channel.unary_stream(
+                '/ohmygpu.runtime.v1.Runtime/GenerateImage',
+                request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.GenerateImageRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.GenerateImageResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServicer:
@@ -161,6 +166,13 @@ class RuntimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GenerateImage(self, request, context):
+        """Generate images from a prompt, or from an image: progress per denoising step, then each image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -213,6 +225,11 @@ def add_RuntimeServicer_to_server(servicer, server):
                     servicer.Transcribe,
                     request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeRequest.FromString,
                     response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeResponse.SerializeToString,
+            ),
+            'GenerateImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.GenerateImage,
+                    request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.GenerateImageRequest.FromString,
+                    response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.GenerateImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +503,33 @@ class Runtime:
             '/ohmygpu.runtime.v1.Runtime/Transcribe',
             ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeRequest.SerializeToString,
             ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ohmygpu.runtime.v1.Runtime/GenerateImage',
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.GenerateImageRequest.SerializeToString,
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.GenerateImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
