@@ -54,6 +54,16 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
         if rec.HasField("gguf"):
             print(f"  architecture  {g.architecture}\n  parameters    {g.parameter_count:,}\n"
                   f"  quantization  {g.quantization}\n  context       {g.context_length}")
+        if rec.HasField("diffusion"):
+            d = rec.diffusion
+            parts = [n for n, present in (("denoiser", d.has_denoiser), ("VAE", d.has_vae),
+                                          ("text encoder", d.has_text_encoder)) if present]
+            missing = [n for n, present in (("denoiser", d.has_denoiser), ("VAE", d.has_vae),
+                                            ("text encoder", d.has_text_encoder)) if not present]
+            print(f"  family        {d.family} (native {d.native_size}x{d.native_size})\n"
+                  f"  parameters    {d.parameters:,} ({', '.join(d.dtypes)})\n"
+                  f"  holds         {', '.join(parts) or 'nothing known'}"
+                  + (f"; lacks {', '.join(missing)}" if missing else ""))
         print(f"  size          {_size(rec.size_bytes)}")
         # The daemon's estimate: its context length and slots, not this client's settings.
         est = client.call(client.models.EstimateModel, models_pb2.EstimateModelRequest(name=rec.name))

@@ -48,6 +48,8 @@ def estimate(record: assets_pb2.InstallRecord, *, context_length: int, parallel:
              mode: int = run_spec_pb2.MODE_CHAT) -> MemoryEstimate:
     """Bytes `record` needs at `context_length` tokens per sequence (0: auto, see context_window)
     and `parallel` sequences, loaded for `mode` (embeddings: llama.cpp's batch is the whole context)."""
+    if record.kind == assets_pb2.MODEL_KIND_IMAGE:
+        return _estimate_image(record)
     if record.format != assets_pb2.ARTIFACT_FORMAT_GGUF:
         return _estimate_other(record)
     g = record.gguf
@@ -66,6 +68,19 @@ def estimate(record: assets_pb2.InstallRecord, *, context_length: int, parallel:
 
 
 _CT2_OVERHEAD = 160 << 20  # interpreter, CTranslate2, PyAV, 30 s mel windows and beams
+
+
+_IMAGE_BASE = 256 << 20  # interpreter, stable-diffusion.cpp, Pillow
+_IMAGE_COMPUTE_512 = 768 << 20  # compute buffers of a 512x512 generation (the VAE decode dominates)
+
+
+def _estimate_image(record: assets_pb2.InstallRecord) -> MemoryEstimate:
+    # Weights as stored (stable-diffusion.cpp keeps the file's types); compute buffers grow with
+    # the pixels of the family's native size, which is what most requests ask for.
+    weights = sum(a.size for a in record.artifacts if a.format == record.format) or record.size_bytes
+    side = record.diffusion.native_size or 512
+    return MemoryEstimate(weights=weights, kv_cache=0,
+                          overhead=_IMAGE_BASE + _IMAGE_COMPUTE_512 * side * side // (512 * 512))
 
 
 def _estimate_other(record: assets_pb2.InstallRecord) -> MemoryEstimate:

@@ -103,6 +103,14 @@ SETTINGS: tuple[Setting, ...] = (
             "1: put as many layers on the GPU as fit when a model does not fit whole; 0: use the CPU"),
     Setting("max_audio_mb", "OMG_MAX_AUDIO_MB", 512, int,
             "largest audio upload for transcription, in MiB"),
+    Setting("image_max_size", "OMG_IMAGE_MAX_SIZE", 2048, int,
+            "largest image side a generation may ask for, in pixels (memory grows with the pixels)"),
+    Setting("image_max_steps", "OMG_IMAGE_MAX_STEPS", 150, int,
+            "most denoising steps a generation may ask for"),
+    Setting("image_max_count", "OMG_IMAGE_MAX_COUNT", 10, int,
+            "most images one request may ask for (OpenAI's n)"),
+    Setting("max_image_mb", "OMG_MAX_IMAGE_MB", 32, int,
+            "largest input image (image to image), in MiB"),
     Setting("max_audio_seconds", "OMG_MAX_AUDIO_SECONDS", 3600, int,
             "longest audio transcribed, in seconds (checked before decoding: memory grows with it)"),
     Setting("audio_probe_timeout_s", "OMG_AUDIO_PROBE_TIMEOUT", 10.0, float,
@@ -168,6 +176,10 @@ class Settings:
     vram_reserve_mb: int
     partial_offload: int
     max_audio_mb: int
+    image_max_size: int
+    image_max_steps: int
+    image_max_count: int
+    max_image_mb: int
     max_audio_seconds: int
     audio_probe_timeout_s: float
     audio_probe_memory_mb: int

@@ -28,7 +28,9 @@ from ohmygpu.core.errors import (
 from ohmygpu.core.gguf import GgufHeader, read_model_header
 from ohmygpu.core.gguf_check import check_loadable
 from ohmygpu.core.index_db import open_index, timestamp
+from ohmygpu.core.diffusion import diffusion_info
 from ohmygpu.core.kinds import classify_files, format_of
+from ohmygpu.core.safetensors_header import read_header
 from ohmygpu.core.names import (
     default_name_for,
     parse_model_name,
@@ -178,6 +180,8 @@ class ModelStore:
         try:
             if path.is_dir():
                 record, digest = self._dir_record(path, progress)
+            elif path.is_file() and path.suffix.lower() == ".safetensors":
+                record, digest = self._checkpoint_record(path, progress)
             elif path.is_file():
                 record, digest = self._gguf_record(path, shown, progress)
             else:
@@ -222,6 +226,23 @@ class ModelStore:
             record.artifacts.add(filename=name, size=size, sha256=sha256_file(part, progress=progress),
                                  format=assets_pb2.ARTIFACT_FORMAT_GGUF, local_path=str(part))
             record.size_bytes += size
+        return record, model_digest(record)
+
+    @staticmethod
+    def _checkpoint_record(path: Path, progress: Callable[[int], None] | None,
+                           ) -> tuple[assets_pb2.InstallRecord, str]:
+        """A single-file diffusion checkpoint (SD 1.x/2.x/XL, SD3, FLUX, Wan), told by its
+        tensor names; any other safetensors file alone is not a model we can serve."""
+        info = diffusion_info(read_header(path))
+        if info is None:
+            raise InvalidModelFile(f"{path.name} is not a diffusion checkpoint")
+        size = path.stat().st_size
+        record = assets_pb2.InstallRecord(
+            ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)),
+            kind=assets_pb2.MODEL_KIND_IMAGE, format=assets_pb2.ARTIFACT_FORMAT_SAFETENSORS,
+            size_bytes=size, diffusion=info)
+        record.artifacts.add(filename=path.name, size=size, sha256=sha256_file(path, progress=progress),
+                             format=assets_pb2.ARTIFACT_FORMAT_SAFETENSORS, local_path=str(path))
         return record, model_digest(record)
 
     @staticmethod

@@ -51,6 +51,34 @@ def check_transcribe(request: runtime_pb2.TranscribeRequest) -> None:
         raise InvalidArgument("beam_size must be at most 20", param="beam_size")
 
 
+def check_image(request: runtime_pb2.GenerateImageRequest, settings: Settings) -> None:
+    """The bounds of an image generation, before any queue or load: sizes a multiple of 8 within
+    OMG_IMAGE_MAX_SIZE, steps, count and input image within their limits."""
+    if not request.prompt.strip():
+        raise InvalidArgument("'prompt' must not be empty", param="prompt")
+    if len(request.prompt) + len(request.negative_prompt) > settings.max_text_chars:
+        raise InvalidArgument(f"the prompt is longer than {settings.max_text_chars} characters", param="prompt")
+    limit = settings.image_max_size
+    for name in ("width", "height"):
+        value = getattr(request, name)
+        if value and (value % 8 or not 64 <= value <= limit):
+            raise InvalidArgument(f"{name} must be a multiple of 8 from 64 to {limit} (OMG_IMAGE_MAX_SIZE), "
+                                  f"not {value}", param="size")
+    if request.steps > settings.image_max_steps:
+        raise InvalidArgument(f"steps must be at most {settings.image_max_steps} (OMG_IMAGE_MAX_STEPS)",
+                              param="steps")
+    if request.count > settings.image_max_count:
+        raise InvalidArgument(f"at most {settings.image_max_count} images per request (OMG_IMAGE_MAX_COUNT)",
+                              param="n")
+    if request.HasField("cfg_scale") and not 0 <= request.cfg_scale <= 30:
+        raise InvalidArgument("cfg_scale must be between 0 and 30", param="cfg_scale")
+    if request.HasField("strength") and not 0 <= request.strength <= 1:
+        raise InvalidArgument("strength must be between 0 and 1", param="strength")
+    if len(request.init_image) > settings.max_image_mb << 20:
+        raise InvalidArgument(f"the input image is over {settings.max_image_mb} MiB (OMG_MAX_IMAGE_MB)",
+                              param="image")
+
+
 def whisper_model(name: str, settings: Settings, store: ModelStore) -> str:
     """The model a transcription uses: `name`; for an empty name or OpenAI's "whisper-1"
     (unless a model has that name), OMG_WHISPER_MODEL or else the store's first whisper model."""

@@ -385,6 +385,16 @@ class Orchestrator:
             return response
         raise WorkerFailed(f"worker for '{request.model}' gave no embeddings", model=request.model)
 
+    async def generate_image(self, request: runtime_pb2.GenerateImageRequest,
+                             ) -> AsyncIterator[runtime_pb2.GenerateImageResponse]:
+        """Stream an image generation's progress and images; raises InvalidArgument (bounds, a
+        model that is not an image model), ModelNotFound, WorkerFailed, ..."""
+        admission.check_image(request, self.settings)
+        async for message in self._stream(request.model, run_spec_pb2.MODE_IMAGE,
+                                          lambda w: w.stub.GenerateImage(request), request.keep_alive,
+                                          request=request):
+            yield message
+
     async def transcribe(self, request: runtime_pb2.TranscribeRequest, audio: Path,
                          ) -> AsyncIterator[runtime_pb2.TranscribeResponse]:
         """Stream the transcription of the audio file `audio` (a daemon-owned upload): its info,

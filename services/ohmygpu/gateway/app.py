@@ -24,6 +24,7 @@ from ohmygpu.daemon.api import DaemonAPI
 from ohmygpu.gateway.audio import AudioRoutes
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.embeddings import EmbeddingRoutes
+from ohmygpu.gateway.images import ImageRoutes
 from ohmygpu.gateway.errors import error_response
 from ohmygpu.gateway.management import management_routes
 from ohmygpu.gateway.ollama import OllamaRoutes
@@ -115,7 +116,7 @@ def build_app(settings: Settings, api: DaemonAPI) -> ASGIApp:
 
     routes = [Route("/", _root, methods=["GET", "HEAD"])]
     routes += OpenAIRoutes(gw).routes() + OllamaRoutes(gw).routes() + management_routes(gw)
-    routes += EmbeddingRoutes(gw).routes() + AudioRoutes(gw).routes()
+    routes += EmbeddingRoutes(gw).routes() + AudioRoutes(gw).routes() + ImageRoutes(gw).routes()
     # Management routes come from the http rules of the services' methods: the admin ones are
     # the routes of access.ADMIN_METHODS (route names are "Service.Method").
     admin_routes = [(verb, route.path_regex) for route in routes if isinstance(route, Route)

@@ -16,21 +16,23 @@ _CHUNK = 1 << 20
 
 
 @contextlib.asynccontextmanager
-async def multipart_form(request: Request, limit: int) -> AsyncIterator[FormData]:
-    """The request's form; raises InvalidArgument for a body that is not multipart, or
-    PayloadTooLarge past `limit` bytes. Spooled files are closed when the block ends."""
+async def multipart_form(request: Request, limit: int, *, field: str = "file",
+                         setting: str = "OMG_MAX_AUDIO_MB") -> AsyncIterator[FormData]:
+    """The request's form; raises InvalidArgument for a body that is not multipart (naming the
+    file `field` it must carry), or PayloadTooLarge past `limit` bytes (naming `setting`).
+    Spooled files are closed when the block ends."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidArgument("expected a multipart/form-data body with the audio in 'file'")
+        raise InvalidArgument(f"expected a multipart/form-data body with the file in '{field}'", param=field)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"upload of {declared} bytes is over the {limit} byte limit (OMG_MAX_AUDIO_MB)")
+        raise PayloadTooLarge(f"upload of {declared} bytes is over the {limit} byte limit ({setting})")
 
     async def limited() -> AsyncIterator[bytes]:
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(f"upload is over the {limit} byte limit (OMG_MAX_AUDIO_MB)")
+                raise PayloadTooLarge(f"upload is over the {limit} byte limit ({setting})")
             yield chunk
 
     parser = MultiPartParser(request.headers, limited(), max_files=4, max_fields=64)

@@ -112,7 +112,7 @@ class GgufInfo(_message.Message):
     def __init__(self, architecture: _Optional[str] = ..., name: _Optional[str] = ..., parameter_count: _Optional[int] = ..., quantization: _Optional[str] = ..., context_length: _Optional[int] = ..., embedding_length: _Optional[int] = ..., block_count: _Optional[int] = ..., chat_template: _Optional[str] = ..., gguf_version: _Optional[int] = ..., head_count: _Optional[int] = ..., head_count_kv: _Optional[int] = ..., tensor_data_bytes: _Optional[int] = ..., vocab_size: _Optional[int] = ...) -> None: ...
 
 class InstallRecord(_message.Message):
-    __slots__ = ("name", "ref", "revision", "artifacts", "kind", "format", "size_bytes", "gguf", "created_at", "last_used_at")
+    __slots__ = ("name", "ref", "revision", "artifacts", "kind", "format", "size_bytes", "gguf", "created_at", "last_used_at", "diffusion")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,7 @@ class InstallRecord(_message.Message):
     GGUF_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
+    DIFFUSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     ref: ModelRef
     revision: Revision
@@ -133,4 +134,23 @@ class InstallRecord(_message.Message):
     gguf: GgufInfo
     created_at: _timestamp_pb2.Timestamp
     last_used_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., ref: _Optional[_Union[ModelRef, _Mapping]] = ..., revision: _Optional[_Union[Revision, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., format: _Optional[_Union[ArtifactFormat, str]] = ..., size_bytes: _Optional[int] = ..., gguf: _Optional[_Union[GgufInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    diffusion: DiffusionInfo
+    def __init__(self, name: _Optional[str] = ..., ref: _Optional[_Union[ModelRef, _Mapping]] = ..., revision: _Optional[_Union[Revision, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., format: _Optional[_Union[ArtifactFormat, str]] = ..., size_bytes: _Optional[int] = ..., gguf: _Optional[_Union[GgufInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., diffusion: _Optional[_Union[DiffusionInfo, _Mapping]] = ...) -> None: ...
+
+class DiffusionInfo(_message.Message):
+    __slots__ = ("family", "has_denoiser", "has_vae", "has_text_encoder", "native_size", "parameters", "dtypes")
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    HAS_DENOISER_FIELD_NUMBER: _ClassVar[int]
+    HAS_VAE_FIELD_NUMBER: _ClassVar[int]
+    HAS_TEXT_ENCODER_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    DTYPES_FIELD_NUMBER: _ClassVar[int]
+    family: str
+    has_denoiser: bool
+    has_vae: bool
+    has_text_encoder: bool
+    native_size: int
+    parameters: int
+    dtypes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, family: _Optional[str] = ..., has_denoiser: _Optional[bool] = ..., has_vae: _Optional[bool] = ..., has_text_encoder: _Optional[bool] = ..., native_size: _Optional[int] = ..., parameters: _Optional[int] = ..., dtypes: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -23,6 +23,7 @@ from ohmygpu.api.v1 import (
     chat_pb2,
     embeddings_pb2,
     events_pb2,
+    images_pb2,
     jobs_pb2,
     models_pb2,
     runs_pb2,
@@ -52,6 +53,7 @@ SERVICES: dict[str, descriptor.ServiceDescriptor] = {
     "RunService": runs_pb2.DESCRIPTOR.services_by_name["RunService"],
     "EmbeddingService": embeddings_pb2.DESCRIPTOR.services_by_name["EmbeddingService"],
     "AudioService": audio_pb2.DESCRIPTOR.services_by_name["AudioService"],
+    "ImageService": images_pb2.DESCRIPTOR.services_by_name["ImageService"],
 }
 
 
@@ -74,7 +76,8 @@ class DaemonAPI:
         self._services: dict[str, object] = {
             "ModelService": self.models, "JobService": self.jobs, "RunService": self.runs,
             "EventService": self.events, "SystemService": self.system, "ChatService": self.inference,
-            "EmbeddingService": self.inference, "AudioService": self.inference}
+            "EmbeddingService": self.inference, "AudioService": self.inference,
+            "ImageService": self.inference}
 
     def service(self, name: str) -> Any:
         """The object implementing proto service `name` ("ModelService", ...)."""
@@ -92,6 +95,10 @@ class DaemonAPI:
 
     async def embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
         return await self._orchestrator.embed(request)
+
+    def generate_image(self, request: runtime_pb2.GenerateImageRequest,
+                       ) -> AsyncIterator[runtime_pb2.GenerateImageResponse]:
+        return self._orchestrator.generate_image(request)
 
     @contextlib.contextmanager
     def upload(self) -> Iterator[tuple[Path, BinaryIO]]:

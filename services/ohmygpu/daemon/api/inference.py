@@ -1,4 +1,4 @@
-"""ChatService, EmbeddingService and AudioService of the daemon API: inference by model name,
+"""ChatService, EmbeddingService, AudioService and ImageService of the daemon API: inference by model name,
 streamed straight from the worker."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def check_messages(request: runtime_pb2.ChatRequest) -> None:
 
 
 class Inference:
-    """Chat, Complete, Embed, Transcribe."""
+    """Chat, Complete, Embed, Transcribe, GenerateImage."""
 
     def __init__(self, settings: Settings, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
@@ -37,6 +37,11 @@ class Inference:
 
     async def Embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
         return await self.orchestrator.embed(request)
+
+    async def GenerateImage(self, request: runtime_pb2.GenerateImageRequest,
+                            ) -> AsyncIterator[runtime_pb2.GenerateImageResponse]:
+        async for message in self.orchestrator.generate_image(request):
+            yield message
 
     async def Transcribe(self, request: audio_pb2.TranscribeRequest) -> AsyncIterator[runtime_pb2.TranscribeResponse]:
         """The audio comes as bytes and is held in a private file while the worker reads it."""
