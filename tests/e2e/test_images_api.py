@@ -91,3 +91,27 @@ def test_model_info_shows_what_the_checkpoint_holds(daemon: DaemonProc) -> None:
     out = daemon.omg("model", "info", "fake-sd").stdout
     assert "family        sd1 (native 512x512)" in out and "denoiser, VAE, text encoder" in out, out
     assert "image" in daemon.omg("model", "ls").stdout
+
+
+def test_automatic1111_dialect_lists_models_and_refuses_in_its_format(daemon: DaemonProc) -> None:
+    base = daemon.http + "/sdapi/v1"
+    models = httpx.get(base + "/sd-models").json()
+    assert [m["model_name"] for m in models] == ["fake-sd"] and len(models[0]["sha256"]) == 64
+    assert httpx.get(base + "/options").json()["sd_model_checkpoint"] == "fake-sd"
+    r = httpx.post(base + "/options", json={"sd_model_checkpoint": "nope"})
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+    assert httpx.post(base + "/options", json={"sd_model_checkpoint": "fake-sd"}).status_code == 200
+    assert "Euler a" in [s["name"] for s in httpx.get(base + "/samplers").json()]
+    idle = httpx.get(base + "/progress").json()
+    assert idle["progress"] == 0 and idle["state"]["job_count"] == 0
+    for body, text in (({"prompt": "x", "width": 65}, "multiple of 8"),
+                       ({"prompt": "x", "sampler_name": "Nope"}, "unknown sampler"),
+                       ({"prompt": ""}, "required"),
+                       ({"prompt": "x", "steps": 500}, "from 1 to 150"),
+                       ({"prompt": "x", "override_settings": {"sd_model_checkpoint": "llm"}}, "cannot generate images")):
+        r = httpx.post(base + "/txt2img", json=body, timeout=30)
+        assert r.status_code == 400 and text in r.json()["detail"], (body, r.text)
+    r = httpx.post(base + "/img2img", json={"prompt": "x", "init_images": ["%%%"]}, timeout=30)
+    assert r.status_code == 400 and "base64" in r.json()["detail"]
+    r = httpx.post(base + "/img2img", json={"prompt": "x", "init_images": ["aGVsbG8="]}, timeout=30)
+    assert r.status_code == 400 and "not a PNG" in r.json()["detail"]

@@ -21,6 +21,7 @@ from ohmygpu.core.errors import (
 from ohmygpu.core.netaddr import is_loopback, split_addr
 from ohmygpu.core.settings import Settings, split_list
 from ohmygpu.daemon.api import DaemonAPI
+from ohmygpu.gateway.a1111 import A1111Routes
 from ohmygpu.gateway.audio import AudioRoutes
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.embeddings import EmbeddingRoutes
@@ -117,6 +118,7 @@ def build_app(settings: Settings, api: DaemonAPI) -> ASGIApp:
     routes = [Route("/", _root, methods=["GET", "HEAD"])]
     routes += OpenAIRoutes(gw).routes() + OllamaRoutes(gw).routes() + management_routes(gw)
     routes += EmbeddingRoutes(gw).routes() + AudioRoutes(gw).routes() + ImageRoutes(gw).routes()
+    routes += A1111Routes(gw).routes()
     # Management routes come from the http rules of the services' methods: the admin ones are
     # the routes of access.ADMIN_METHODS (route names are "Service.Method").
     admin_routes = [(verb, route.path_regex) for route in routes if isinstance(route, Route)

@@ -17,9 +17,14 @@ MANAGEMENT_PREFIXES = ("/v1/store/", "/v1/store", "/v1/omg/", "/v1/version", "/v
                        "/v1/loaded", "/v1/devices", "/v1/shutdown", "/v1/models/install", "/v1/jobs", "/v1/events", "/v1/runs")
 
 
+A1111_PREFIX = "/sdapi/"
+
+
 def dialect_for(path: str) -> str:
     if path.startswith(OLLAMA_PREFIX):
         return "ollama"
+    if path.startswith(A1111_PREFIX):
+        return "a1111"
     if path.startswith(MANAGEMENT_PREFIXES):
         return "management"
     return "openai"
@@ -28,6 +33,8 @@ def dialect_for(path: str) -> str:
 def error_body(e: OmgError, dialect: str) -> dict[str, object]:
     if dialect == "ollama":
         return {"error": e.message}
+    if dialect == "a1111":  # Automatic1111's FastAPI errors
+        return {"error": type(e).__name__, "detail": e.message}
     if dialect == "management":
         return {"code": grpc.StatusCode[e.grpc_code].value[0], "message": e.message, "details": []}
     return {"error": {"message": e.message, "type": e.openai_type,

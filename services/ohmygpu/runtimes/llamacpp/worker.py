@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -447,6 +448,11 @@ def _final_chat(result: GenerationResult) -> runtime_pb2.ChatResponse:
 
 
 def main() -> None:
+    # The engine thread gives up the GIL for every llama_decode and must get it back at once to
+    # sample and start the next step; with Python's default 5 ms switch interval the event loop
+    # (sending every stream's tokens) could hold it that long, a fifth of a step. Measured with 8
+    # clients on 4 sequences: ~95 -> ~110 tokens/s.
+    sys.setswitchinterval(0.0005)
     run_worker(LlamaCppRuntime)
 
 
