@@ -5,6 +5,11 @@ per-step progress, batches, image to image, the A1111 parameters chunk, cancella
 from __future__ import annotations
 
 import io
+import json
+import os
+import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +19,7 @@ import numpy as np
 import pytest
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.run.v1 import run_spec_pb2
-from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from PIL import Image
 
 from tests.contract.test_runtime_llamacpp import WorkerProc
@@ -65,6 +70,8 @@ def test_capabilities_load_and_status(sd: WorkerProc) -> None:
     assert caps.runtime == "sdcpp" and list(caps.modes) == [run_spec_pb2.MODE_IMAGE]
     assert set(caps.formats) == {assets_pb2.ARTIFACT_FORMAT_SAFETENSORS, assets_pb2.ARTIFACT_FORMAT_GGUF}
     assert sd.progress[0].progress == 0 and sd.progress[-1].done
+    shares = [m.progress for m in sd.progress]
+    assert len(shares) > 3 and shares == sorted(shares)  # tensors read, as sd.cpp reads them
     st = sd.stub.GetStatus(runtime_pb2.GetStatusRequest())
     assert st.state == runtime_pb2.WORKER_STATE_READY and st.model == "tiny-sd" and st.threads == THREADS
     assert st.memory_bytes > 500_000_000  # the weights, widened to f16
@@ -170,3 +177,34 @@ def test_other_calls_are_unimplemented(sd: WorkerProc) -> None:
     with pytest.raises(grpc.RpcError) as e:
         sd.stub.Embed(runtime_pb2.EmbedRequest(inputs=["x"]))
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_unloadable_file_is_internal_without_its_path(tmp_path: Path) -> None:
+    secret = tmp_path / "private-dir"
+    secret.mkdir()
+    bogus = secret / "model.safetensors"  # well-formed, but no architecture sd.cpp knows
+    header = json.dumps({"x.weight": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}}).encode()
+    bogus.write_bytes(struct.pack("<Q", len(header)) + header + bytes(4))
+    sock = f"/tmp/omg-test-{os.getpid()}-bogus.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "ohmygpu.runtimes.sdcpp.worker", "--socket", sock,
+                             "--parent-pid", str(os.getpid())], stderr=open(tmp_path / "worker.log", "ab"))
+    try:
+        with grpc.insecure_channel(f"unix://{sock}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            stub = runtime_pb2_grpc.RuntimeStub(channel)
+            record = assets_pb2.InstallRecord(name="bogus", kind=assets_pb2.MODEL_KIND_IMAGE,
+                                              format=assets_pb2.ARTIFACT_FORMAT_SAFETENSORS,
+                                              artifacts=[assets_pb2.Artifact(
+                                                  format=assets_pb2.ARTIFACT_FORMAT_SAFETENSORS,
+                                                  local_path=str(bogus))])
+            with pytest.raises(grpc.RpcError) as e:
+                list(stub.Load(runtime_pb2.LoadRequest(model=record), timeout=60))
+            assert e.value.code() == grpc.StatusCode.INTERNAL and "not loadable" in e.value.details()
+            assert "private-dir" not in e.value.details()
+            assert stub.Health(runtime_pb2.HealthRequest()).state == runtime_pb2.WORKER_STATE_FAILED
+            with pytest.raises(grpc.RpcError) as e:
+                list(stub.GenerateImage(runtime_pb2.GenerateImageRequest(prompt="x")))
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -132,19 +132,31 @@ class SdcppRuntime(BaseRuntime):
         lowlevel.sd_set_log_callback(on_log, ctypes.c_void_p(0))
         self._hooks = [progress, on_log]
 
-    def _load(self, path: str, threads: int) -> Any:
+    def _load(self, path: str, threads: int, on_tensors: Callable[[int, int], None]) -> None:
+        """Load `path` as `self.sd` (set here, on the model thread, so a Load the client gave up
+        on still leaves the model where Unload and the next Load free it)."""
         from stable_diffusion_cpp import SAMPLE_METHOD_MAP, StableDiffusion
         from stable_diffusion_cpp import stable_diffusion_cpp as lowlevel
 
         self._install_hooks()
         self._free()
-        # verbose=True: the library's quiet mode redirects the process's stdout/stderr file
-        # descriptors during each call, which would swallow every other thread's log lines.
-        sd = StableDiffusion(model_path=path, n_threads=threads, vae_decode_only=False, verbose=True)
-        method = lowlevel.sd_get_default_sample_method(sd.model)
+        self._sink = on_tensors  # sd.cpp reports tensors read through the same hook
+        try:
+            # verbose=True: the library's quiet mode redirects the process's stdout/stderr file
+            # descriptors during each call, which would swallow every other thread's log lines.
+            sd = StableDiffusion(model_path=path, n_threads=threads, vae_decode_only=False, verbose=True)
+        finally:
+            self._sink = None
+        if not sd._model.model:
+            # sd.cpp failed (its log says why). The library's own check compares the returned
+            # ctypes pointer with None, which a NULL pointer never is; and its free_sd_ctx would
+            # dereference that NULL at garbage collection, so the pointer is dropped first.
+            sd._model.model = None
+            raise RuntimeError("stable-diffusion.cpp returned no context")
+        self.sd = sd
+        method = lowlevel.sd_get_default_sample_method(self.sd.model)
         names = [k for k, v in SAMPLE_METHOD_MAP.items() if v is not None and int(v) == int(method)]
         self.default_sampler = names[0] if names and names[0] in SAMPLERS else _FALLBACK_SAMPLER
-        return sd
 
     def _free(self) -> None:
         if self.sd is not None:
@@ -196,12 +208,31 @@ class SdcppRuntime(BaseRuntime):
         self.state = runtime_pb2.WORKER_STATE_LOADING
         yield runtime_pb2.LoadResponse(progress=0.0, stage="reading weights")
         started = time.perf_counter()
+        loop = self._loop
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        reported = 0.0
+
+        def on_tensors(done: int, total: int) -> None:  # on the model thread
+            nonlocal reported
+            share = done / total if total > 0 else 0.0
+            if share - reported >= 0.1:
+                reported = share
+                loop.call_soon_threadsafe(queue.put_nowait, runtime_pb2.LoadResponse(
+                    progress=0.9 * share, stage="reading weights"))
+
         async with self.lock:
+            fut = loop.run_in_executor(self.executor, self._load, str(Path(path)), self.threads, on_tensors)
+            fut.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
             try:
-                self.sd = await self._on_thread(self._load, str(Path(path)), self.threads)
-            except Exception as e:  # noqa: BLE001 - a hostile file can make the library raise anything
+                while (item := await queue.get()) is not _DONE:
+                    yield item
+            finally:
+                if not fut.done():
+                    await asyncio.wait([fut])
+            error = fut.exception()
+            if error is not None:
                 self.state = runtime_pb2.WORKER_STATE_FAILED
-                log.error("load failed: %s", e)  # the log may name the path; the answer must not
+                log.error("load failed: %s", error)  # the log may name the path; the answer must not
                 await context.abort(grpc.StatusCode.INTERNAL, "the model is not loadable: stable-diffusion.cpp "
                                     "could not load it (not a checkpoint layout it knows, damaged, or "
                                     "missing tensors; the worker log has the details)")
