@@ -1,0 +1,162 @@
+"""Image generation end to end: a real daemon, the real stable-diffusion.cpp worker and a
+random-weight SDXS-512 checkpoint (scripts/tiny_sd.py), through the official `openai` client,
+the Automatic1111 dialect, native gRPC progress and `omg gen image`; an image model and an LLM
+budgeted in the same RAM."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from ohmygpu.api.v1 import images_pb2_grpc
+from ohmygpu.runtime.v1 import runtime_pb2
+from PIL import Image
+
+from tests.helpers import DaemonProc, new_daemon
+
+pytestmark = pytest.mark.slow
+
+# One generation thread: ggml's spinning threads slow ~10x when they share 2 cores with others.
+ENV = {"OMG_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, sd_model_path: Path, gguf_path: Path) -> Iterator[DaemonProc]:
+    d = new_daemon(tmp_path_factory.mktemp("images"), extra_env=ENV).start()
+    assert d.omg("model", "add", str(sd_model_path), "--name", "tiny-sd").returncode == 0
+    assert d.omg("model", "add", str(gguf_path), "--name", "llm").returncode == 0
+    yield d
+    d.stop()
+
+
+def _png(b64: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    assert image.format == "PNG"
+    return image
+
+
+def test_openai_client_generates_and_edits(daemon: DaemonProc) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=daemon.http + "/v1", api_key="unused")
+    first = client.images.generate(model="tiny-sd", prompt="a red boat", size="64x64", n=2,
+                                   response_format="b64_json", extra_body={"seed": 3, "steps": 2})
+    a, b = (_png(d.b64_json) for d in first.data)
+    assert a.size == b.size == (64, 64) and a.tobytes() != b.tobytes()  # n=2: seeds 3 and 4
+    assert "Seed: 3" in a.info["parameters"] and "Steps: 2" in a.info["parameters"]
+    again = client.images.generate(model="tiny-sd", prompt="a red boat", size="64x64",
+                                   response_format="b64_json", extra_body={"seed": 3, "steps": 2})
+    assert _png(again.data[0].b64_json).tobytes() == a.tobytes()  # same seed, same pixels
+    # OpenAI's default model name means the installed image model; url gives a data: URL.
+    aliased = client.images.generate(model="dall-e-2", prompt="a red boat", size="64x64", response_format="url",
+                                     extra_body={"seed": 3, "steps": 2})
+    assert aliased.data[0].url.startswith("data:image/png;base64,")
+    buf = io.BytesIO()
+    a.save(buf, format="PNG")
+    edited = client.images.edit(model="tiny-sd", image=("in.png", buf.getvalue(), "image/png"), prompt="a boat",
+                                size="64x64", response_format="b64_json", extra_body={"seed": 1, "steps": 4, "strength": 0.5})
+    assert _png(edited.data[0].b64_json).size == (64, 64)
+
+
+def test_native_grpc_streams_progress_per_step_then_images(daemon: DaemonProc) -> None:
+    with grpc.insecure_channel(daemon.grpc_addr) as channel:
+        stub = images_pb2_grpc.ImageServiceStub(channel)
+        messages = list(stub.GenerateImage(runtime_pb2.GenerateImageRequest(
+            model="tiny-sd", prompt="a tree", width=64, height=64, steps=3, seed=9), timeout=300))
+    steps = [m.progress.step for m in messages if m.HasField("progress")]
+    assert steps == [1, 2, 3], steps
+    assert messages[-1].HasField("image") and messages[-1].image.seed == 9
+
+
+def test_automatic1111_txt2img_and_progress(daemon: DaemonProc) -> None:
+    base = daemon.http + "/sdapi/v1"
+    seen: list[dict] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            seen.append(httpx.get(base + "/progress", timeout=10).json())
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        r = httpx.post(base + "/txt2img", timeout=300, json={
+            "prompt": "a house", "negative_prompt": "blur", "steps": 8, "width": 64, "height": 64,
+            "seed": 5, "sampler_name": "Euler a", "override_settings": {"sd_model_checkpoint": "tiny-sd"}})
+    finally:
+        done.set()
+        poller.join()
+    assert r.status_code == 200, r.text
+    body = r.json()
+    image = _png(body["images"][0])
+    info = json.loads(body["info"])
+    assert image.size == (64, 64) and info["seed"] == 5 and "Negative prompt: blur" in info["infotexts"][0]
+    assert any(0 < p["progress"] < 1 and p["state"]["sampling_steps"] == 8 for p in seen), seen[-3:]
+
+
+def test_omg_gen_image_writes_pngs(daemon: DaemonProc, tmp_path: Path) -> None:
+    out = tmp_path / "out.png"
+    r = daemon.omg("gen", "image", "a lighthouse", "-m", "tiny-sd", "-o", str(out), "--size", "64x64",
+                   "--steps", "2", "--seed", "7", "-n", "2", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(out), str(tmp_path / "out-1.png")]
+    assert Image.open(out).size == (64, 64) and "Seed: 7" in Image.open(out).info["parameters"]
+    assert "Seed: 8" in Image.open(tmp_path / "out-1.png").info["parameters"]
+
+
+def _estimate(d: DaemonProc, name: str) -> int:
+    r = httpx.get(f"{d.http}/v1/store:estimate", params={"name": name}, timeout=30)
+    assert r.status_code == 200, r.text
+    return int(r.json()["totalBytes"])
+
+
+def test_image_model_and_llm_share_the_ram_budget(tmp_path: Path, sd_model_path: Path, gguf_path: Path) -> None:
+    home = tmp_path / "budget"
+    d = new_daemon(home, extra_env=ENV).start()
+    try:
+        assert d.omg("model", "add", str(sd_model_path), "--name", "tiny-sd").returncode == 0
+        assert d.omg("model", "add", str(gguf_path), "--name", "llm").returncode == 0
+        image_mb, llm_mb = (_estimate(d, n) >> 20 for n in ("tiny-sd", "llm"))
+    finally:
+        d.stop()
+
+    def loaded(d: DaemonProc) -> set[str]:
+        return {m["name"] for m in json.loads(d.omg("ps", "--json").stdout)["models"]}
+
+    def use_both(d: DaemonProc) -> None:
+        r = httpx.post(d.http + "/v1/images/generations", timeout=300, json={
+            "model": "tiny-sd", "prompt": "x", "size": "64x64", "steps": 1, "seed": 1})
+        assert r.status_code == 200, r.text
+        r = httpx.post(d.http + "/api/generate", timeout=120, json={
+            "model": "llm", "prompt": "hi", "stream": False, "options": {"num_predict": 2}})
+        assert r.status_code == 200, r.text
+
+    # Room for both: both stay loaded.
+    d = new_daemon(home, extra_env={**ENV, "OMG_RAM_BUDGET_MB": str(image_mb + llm_mb + 64)}).start()
+    try:
+        use_both(d)
+        assert loaded(d) == {"tiny-sd", "llm"}
+    finally:
+        d.stop()
+    # Room for the image model's estimate but not beside the LLM: loading it evicts the idle LLM
+    # (placement counts loaded workers by what they measure, a load by its estimate).
+    d = new_daemon(home, extra_env={**ENV, "OMG_RAM_BUDGET_MB": str(image_mb + 32)}).start()
+    try:
+        r = httpx.post(d.http + "/api/generate", timeout=120, json={
+            "model": "llm", "prompt": "hi", "stream": False, "options": {"num_predict": 2}})
+        assert r.status_code == 200 and loaded(d) == {"llm"}, r.text
+        r = httpx.post(d.http + "/v1/images/generations", timeout=300, json={
+            "model": "tiny-sd", "prompt": "x", "size": "64x64", "steps": 1})
+        assert r.status_code == 200, r.text
+        assert loaded(d) == {"tiny-sd"}
+    finally:
+        d.stop()
