@@ -74,6 +74,16 @@ def test_native_grpc_streams_progress_per_step_then_images(daemon: DaemonProc) -
     steps = [m.progress.step for m in messages if m.HasField("progress")]
     assert steps == [1, 2, 3], steps
     assert messages[-1].HasField("image") and messages[-1].image.seed == 9
+    # The event stream told it too: started, each step, done.
+    states: list[tuple[str, str]] = []
+    with httpx.stream("GET", daemon.http + "/v1/events", timeout=10) as r:
+        for line in r.iter_lines():
+            event = json.loads(line)["result"]
+            if event["kind"] == "EVENT_KIND_GENERATION":
+                states.append((event["attributes"]["state"], int(event.get("progress", {}).get("completed", 0))))
+                if states[-1][0] == "done" and ("progress", 3) in states:
+                    break
+    assert states[0] == ("started", 0) and ("progress", 1) in states and states[-1][0] == "done", states
 
 
 def test_automatic1111_txt2img_and_progress(daemon: DaemonProc) -> None:
@@ -160,3 +170,17 @@ def test_image_model_and_llm_share_the_ram_budget(tmp_path: Path, sd_model_path:
         assert loaded(d) == {"tiny-sd"}
     finally:
         d.stop()
+
+
+def test_mcp_generate_image_returns_a_png(daemon: DaemonProc) -> None:
+    import anyio
+
+    from tests.e2e.test_mcp import _session
+
+    tools, (result, bad) = anyio.run(_session, daemon.env, [
+        ("generate_image", {"prompt": "a cat", "model": "tiny-sd", "size": "64x64", "steps": 1, "seed": 2}),
+        ("generate_image", {"prompt": "a cat", "model": "llm", "size": "64x64"})])
+    assert "generate_image" in {t.name for t in tools.tools}
+    image = next(c for c in result.content if c.type == "image")
+    assert image.mime_type == "image/png" and Image.open(io.BytesIO(base64.b64decode(image.data))).size == (64, 64)
+    assert bad.is_error and "cannot generate images" in "".join(getattr(c, "text", "") for c in bad.content)

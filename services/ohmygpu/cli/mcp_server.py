@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from ohmygpu.api.v1 import audio_pb2, jobs_pb2, models_pb2, system_pb2
+from ohmygpu.api.v1 import audio_pb2, images_pb2_grpc, jobs_pb2, models_pb2, system_pb2
 from ohmygpu.cli.client import Client, CliError
 from ohmygpu.core.enums import enum_name
 from ohmygpu.core.kinds import kind_name
@@ -33,7 +33,7 @@ def build_server(settings: Settings) -> MCPServer:
     """The MCP server with its tools (not started)."""
     server = MCPServer("ohmygpu", instructions=(
         "Local AI models served by the ohmygpu daemon (omg): chat with a local LLM, list and pull "
-        "models, transcribe audio files. Use list_models to see what is installed."))
+        "models, transcribe audio files, generate images. Use list_models to see what is installed."))
 
     async def daemon(work: Callable[[Client], T]) -> T:
         """Run blocking gRPC work in a thread; daemon errors become tool errors."""
@@ -49,7 +49,7 @@ def build_server(settings: Settings) -> MCPServer:
             raise ToolError(e.message) from None
 
     @server.tool(description="List the models installed in the local ohmygpu store: name, kind "
-                             "(llm, embedding, whisper), size and quantization.")
+                             "(llm, embedding, whisper, image), size and quantization.")
     async def list_models() -> list[dict[str, Any]]:
         resp = await daemon(lambda c: c.call(c.models.ListModels, models_pb2.ListModelsRequest()))
         return [{"name": m.name, "kind": kind_name(m.kind), "size_bytes": m.size_bytes,
@@ -137,6 +137,30 @@ def build_server(settings: Settings) -> MCPServer:
             return transcript.render(format)
         return await daemon(work)
 
+    @server.tool(description="Generate an image with a local image model (see list_models, kind image); "
+                             "returns the PNG.")
+    async def generate_image(
+        prompt: Annotated[str, Field(description="what to draw", min_length=1)],
+        model: Annotated[str, Field(description="an image model from list_models")],
+        size: Annotated[str, Field(pattern=r"^\d{2,4}x\d{2,4}$", description="WIDTHxHEIGHT")] = "512x512",
+        steps: Annotated[int | None, Field(ge=1, le=150, description="denoising steps")] = None,
+        seed: Annotated[int | None, Field(ge=0, description="seed; random when not given")] = None,
+        negative_prompt: Annotated[str | None, Field(description="what to keep out")] = None,
+    ) -> Image:
+        width, _, height = size.partition("x")
+        request = runtime_pb2.GenerateImageRequest(model=model, prompt=prompt, width=int(width), height=int(height),
+                                                   steps=steps or 0, negative_prompt=negative_prompt or "")
+        if seed is not None:
+            request.seed = seed
+
+        def work(c: Client) -> bytes:
+            stub = images_pb2_grpc.ImageServiceStub(c.channel)
+            for message in c.iterate(c.stream(stub.GenerateImage, request)):
+                if message.HasField("image"):
+                    return message.image.png
+            raise CliError("the daemon returned no image")
+        return Image(data=await daemon(work), format="png")
+
     # OMG_MCP_TOOLS (or --tools) limits what an MCP client may do, e.g. chat only, no pulls.
     offered = {t.strip() for t in settings.mcp_tools.split(",") if t.strip()}
     unknown = offered - set(TOOLS)
@@ -149,7 +173,7 @@ def build_server(settings: Settings) -> MCPServer:
     return server
 
 
-TOOLS = ("chat", "list_models", "status", "pull_model", "transcribe")
+TOOLS = ("chat", "list_models", "status", "pull_model", "transcribe", "generate_image")
 
 
 def read_audio_file(path: str, limit: int) -> bytes:

@@ -41,7 +41,7 @@ SETTINGS: tuple[Setting, ...] = (
             "bearer token required by the daemon and sent by clients; required off loopback"),
     Setting("admin_token", "OMG_ADMIN_TOKEN", "", str,
             "when set, management (pull, add, rm, gc, runs, unload, shutdown) needs this token"),
-    Setting("mcp_tools", "OMG_MCP_TOOLS", "chat,list_models,status,pull_model,transcribe", str,
+    Setting("mcp_tools", "OMG_MCP_TOOLS", "chat,list_models,status,pull_model,transcribe,generate_image", str,
             "tools `omg mcp` offers (comma-separated)"),
     Setting("host", "OMG_HOST", "", str,
             "daemon clients talk to: host[:port], grpcs://host[:port] for TLS (empty: OMG_GRPC_ADDR)"),

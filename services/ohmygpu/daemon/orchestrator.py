@@ -390,10 +390,32 @@ class Orchestrator:
         """Stream an image generation's progress and images; raises InvalidArgument (bounds, a
         model that is not an image model), ModelNotFound, WorkerFailed, ..."""
         admission.check_image(request, self.settings)
-        async for message in self._stream(request.model, run_spec_pb2.MODE_IMAGE,
-                                          lambda w: w.stub.GenerateImage(request), request.keep_alive,
-                                          request=request):
-            yield message
+        subject, count = f"model:{request.model}", request.count or 1
+        publish = self.events.publish
+        publish(events_pb2.EVENT_KIND_GENERATION, f"{request.model}: generating {count} image(s)",
+                subject=subject, state="started", images=str(count))
+        state = "failed"
+        made = 0
+        try:
+            async for message in self._stream(request.model, run_spec_pb2.MODE_IMAGE,
+                                              lambda w: w.stub.GenerateImage(request), request.keep_alive,
+                                              request=request):
+                if message.HasField("progress"):
+                    p = message.progress
+                    publish(events_pb2.EVENT_KIND_GENERATION, f"{request.model}: image {p.image + 1}/{p.images}, "
+                            f"step {p.step}/{p.steps}", subject=subject, level=events_pb2.LEVEL_DEBUG,
+                            completed=p.step, total=p.steps, unit="steps", state="progress")
+                elif message.HasField("image"):
+                    made += 1
+                yield message
+            state = "done"
+        except (asyncio.CancelledError, GeneratorExit):
+            state = "cancelled"
+            raise
+        finally:
+            publish(events_pb2.EVENT_KIND_GENERATION, f"{request.model}: {made} of {count} image(s), {state}",
+                    subject=subject, state=state, images=str(made),
+                    level=events_pb2.LEVEL_WARNING if state == "failed" else events_pb2.LEVEL_INFO)
 
     async def transcribe(self, request: runtime_pb2.TranscribeRequest, audio: Path,
                          ) -> AsyncIterator[runtime_pb2.TranscribeResponse]:

@@ -22,6 +22,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_ERROR: _ClassVar[EventKind]
     EVENT_KIND_ALERT: _ClassVar[EventKind]
     EVENT_KIND_QUEUE: _ClassVar[EventKind]
+    EVENT_KIND_GENERATION: _ClassVar[EventKind]
 
 class Level(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -40,6 +41,7 @@ EVENT_KIND_CRASH: EventKind
 EVENT_KIND_ERROR: EventKind
 EVENT_KIND_ALERT: EventKind
 EVENT_KIND_QUEUE: EventKind
+EVENT_KIND_GENERATION: EventKind
 LEVEL_UNSPECIFIED: Level
 LEVEL_DEBUG: Level
 LEVEL_INFO: Level
