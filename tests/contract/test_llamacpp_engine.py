@@ -40,7 +40,15 @@ class Run:
 
 @pytest.fixture(scope="module")
 def llm(gguf_path: Path):
-    model = open_model(str(gguf_path), 32, 0, False, 2)
+    from llama_cpp import llama as llama_module
+
+    # open_model turns off llama-cpp-python's own chat-template handlers (the worker renders
+    # templates itself); in this shared test process, other tests' Llama() still want them.
+    saved = llama_module.llama_chat_format.Jinja2ChatFormatter
+    try:
+        model = open_model(str(gguf_path), 32, 0, False, 2)
+    finally:
+        llama_module.llama_chat_format.Jinja2ChatFormatter = saved
     yield model
     model.close()
 

@@ -25,7 +25,8 @@ in steps of its own, from an empty sequence, in fixed chunks (`isolate_seeded`).
 
 All llama.cpp calls on the context run on the engine's one thread: ggml's OpenMP keeps a thread
 team per calling thread, and calls from changing threads pile up teams that spin against each
-other (measured: ~105 -> ~37 tokens/s).
+other (measured: ~105 -> ~37 tokens/s). They go through the low-level module `llama_cpp.llama_cpp`,
+looked up per call, where the worker-hardening tests plant a library that traps.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ class BatchEngine:
             self._shutdown()
 
     def _open(self) -> None:
-        import llama_cpp
+        from llama_cpp import llama_cpp
 
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.requested_window * self.n_seq
@@ -198,7 +199,7 @@ class BatchEngine:
         self._piece = ctypes.create_string_buffer(256)
 
     def _shutdown(self) -> None:
-        import llama_cpp
+        from llama_cpp import llama_cpp
 
         with self._cv:
             waiting, self._waiting = list(self._waiting), collections.deque()
@@ -262,7 +263,7 @@ class BatchEngine:
                 job.finish(e)
 
     def _start(self, job: Job, free: list[_Sequence]) -> None:
-        import llama_cpp
+        from llama_cpp import llama_cpp
 
         isolated = self.isolate_seeded and job.sampling.seed is not None
         if isolated:
@@ -311,7 +312,7 @@ class BatchEngine:
     def _sampler(self, job: Job) -> Any:
         """The job's own chain, in llama-cpp-python's order: penalties, grammar, top-k, top-p,
         min-p, temperature, then a draw seeded per request."""
-        import llama_cpp
+        from llama_cpp import llama_cpp
 
         s = job.sampling
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
@@ -352,7 +353,7 @@ class BatchEngine:
             self._decode(group)
 
     def _decode(self, group: list[_Sequence]) -> None:
-        import llama_cpp
+        from llama_cpp import llama_cpp
 
         batch = self._batch
         n = 0
@@ -397,7 +398,7 @@ class BatchEngine:
             self._on_token(seq, int(token))
 
     def _on_token(self, seq: _Sequence, token: int) -> None:
-        import llama_cpp
+        from llama_cpp import llama_cpp
 
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
             self._end(seq, runtime_pb2.FINISH_REASON_STOP)
@@ -413,7 +414,7 @@ class BatchEngine:
             seq.next_token = token
 
     def _end(self, seq: _Sequence, reason: int, *, stopped: bool = False) -> None:
-        import llama_cpp
+        from llama_cpp import llama_cpp
 
         job = seq.job
         assert job is not None and seq.output is not None
@@ -437,7 +438,7 @@ class BatchEngine:
         job.finish(result)
 
     def _fail(self, seq: _Sequence, error: BaseException) -> None:
-        import llama_cpp
+        from llama_cpp import llama_cpp
 
         job = seq.job
         if seq.sampler is not None:
@@ -451,7 +452,7 @@ class BatchEngine:
 
     def _forget(self, seq: _Sequence) -> None:
         """After a failed decode the sequence's cells are unknown: drop them."""
-        import llama_cpp
+        from llama_cpp import llama_cpp
 
         llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
         seq.cached = []
@@ -461,7 +462,7 @@ class BatchEngine:
     def check_batched_eval(self, tokens: int) -> tuple[int, float]:
         """The load self-test (selftest.py): `tokens` tokens in batches on every thread, in
         sequence 0, which is then cleared. Call through call()."""
-        import llama_cpp
+        from llama_cpp import llama_cpp
 
         n = max(2, min(tokens, self.window - 1))
         vocab = self.llm.n_vocab()
