@@ -194,6 +194,10 @@ def test_bad_requests_get_status_codes(worker: WorkerProc) -> None:
     with pytest.raises(grpc.RpcError) as e:
         list(worker.stub.Transcribe(runtime_pb2.TranscribeRequest()))
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert e.value.details() == "the llama.cpp runtime does not transcribe audio"
+    with pytest.raises(grpc.RpcError) as e:
+        list(worker.stub.GenerateImage(runtime_pb2.GenerateImageRequest(prompt="x")))
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED and "does not generate images" in e.value.details()
     # And it still serves.
     assert list(worker.stub.Chat(_chat("hi", max_tokens=2)))[-1].usage.completion_tokens == 2
 

@@ -20,6 +20,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
@@ -58,7 +59,11 @@ class LogRing(logging.Handler):
 
 
 class BaseRuntime(runtime_pb2_grpc.RuntimeServicer):
-    """What every runtime's servicer shares: its state, Health, StreamLogs and status fields."""
+    """What every runtime's servicer shares: its state, Health, StreamLogs and status fields, and
+    a clear UNIMPLEMENTED naming the runtime for each inference call it does not serve (a worker
+    overrides the ones it does)."""
+
+    runtime_name = "this"  # "llama.cpp", "whisper", "sdcpp": how refusals name the runtime
 
     def __init__(self, logs: LogRing) -> None:
         self.logs = logs
@@ -73,6 +78,28 @@ class BaseRuntime(runtime_pb2_grpc.RuntimeServicer):
     async def StreamLogs(self, request, context):
         async for line in self.logs.stream(request.follow):
             yield runtime_pb2.StreamLogsResponse(line=line)
+
+    async def _refuse(self, context: Any, what: str) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"the {self.runtime_name} runtime does not {what}")
+
+    async def Chat(self, request, context):
+        await self._refuse(context, "chat")
+        yield runtime_pb2.ChatResponse()  # pragma: no cover - makes this an async generator
+
+    async def Complete(self, request, context):
+        await self._refuse(context, "complete text")
+        yield runtime_pb2.CompleteResponse()  # pragma: no cover
+
+    async def Embed(self, request, context):
+        await self._refuse(context, "embed text")
+
+    async def Transcribe(self, request, context):
+        await self._refuse(context, "transcribe audio")
+        yield runtime_pb2.TranscribeResponse()  # pragma: no cover
+
+    async def GenerateImage(self, request, context):
+        await self._refuse(context, "generate images")
+        yield runtime_pb2.GenerateImageResponse()  # pragma: no cover
 
     def status(self, **extra: int) -> runtime_pb2.GetStatusResponse:
         """GetStatus's answer from the shared fields, plus runtime-specific ones."""

@@ -53,6 +53,8 @@ async def _abort(context: grpc.aio.ServicerContext, e: OmgError) -> None:
 class LlamaCppRuntime(BaseRuntime):
     """Runtime servicer over one llama_cpp.Llama (its weights) and the engine that batches."""
 
+    runtime_name = "llama.cpp"
+
     def __init__(self, logs: LogRing) -> None:
         super().__init__(logs)
         self.llm: Any = None
@@ -432,9 +434,6 @@ class LlamaCppRuntime(BaseRuntime):
                 values = [x / norm for x in values]
             out.embeddings.add(values=values)
         return out
-
-    async def Transcribe(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the llama.cpp runtime does not transcribe")
 
 
 def _final_chat(result: GenerationResult) -> runtime_pb2.ChatResponse:

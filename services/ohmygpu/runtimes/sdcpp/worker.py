@@ -78,6 +78,8 @@ def main_artifact(record: assets_pb2.InstallRecord) -> str | None:
 class SdcppRuntime(BaseRuntime):
     """Runtime servicer over one stable_diffusion_cpp.StableDiffusion."""
 
+    runtime_name = "sdcpp"
+
     def __init__(self, logs: LogRing) -> None:
         super().__init__(logs)
         self.sd: Any = None
@@ -285,21 +287,6 @@ class SdcppRuntime(BaseRuntime):
                 self.in_flight -= 1
                 if not fut.done():
                     await asyncio.wait([fut])  # the model thread is free before the next request
-
-    async def Chat(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the sdcpp runtime does not chat")
-        yield runtime_pb2.ChatResponse()  # pragma: no cover - makes this an async generator
-
-    async def Complete(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the sdcpp runtime does not complete text")
-        yield runtime_pb2.CompleteResponse()  # pragma: no cover
-
-    async def Embed(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the sdcpp runtime does not embed text")
-
-    async def Transcribe(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the sdcpp runtime does not transcribe audio")
-        yield runtime_pb2.TranscribeResponse()  # pragma: no cover
 
 
 def main() -> None:

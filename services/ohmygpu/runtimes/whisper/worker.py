@@ -45,6 +45,8 @@ def compute_type_for(device: str, requested: str) -> str:
 class WhisperRuntime(BaseRuntime):
     """Runtime servicer over one faster_whisper.WhisperModel."""
 
+    runtime_name = "whisper"
+
     def __init__(self, logs: LogRing) -> None:
         super().__init__(logs)
         self.model: Any = None
@@ -109,17 +111,6 @@ class WhisperRuntime(BaseRuntime):
 
     async def GetStatus(self, request, context):
         return self.status()
-
-    async def Chat(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the whisper runtime does not chat")
-        yield runtime_pb2.ChatResponse()  # pragma: no cover - makes this an async generator
-
-    async def Complete(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the whisper runtime does not complete text")
-        yield runtime_pb2.CompleteResponse()  # pragma: no cover
-
-    async def Embed(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the whisper runtime does not embed text")
 
     async def Transcribe(self, request: runtime_pb2.TranscribeRequest, context,
                          ) -> AsyncIterator[runtime_pb2.TranscribeResponse]:
