@@ -10,14 +10,8 @@ from pathlib import Path
 
 from ohmygpu.api.v1 import images_pb2_grpc
 from ohmygpu.cli.client import Client, CliError
+from ohmygpu.core.image_size import parse_size
 from ohmygpu.runtime.v1 import runtime_pb2
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    w, sep, h = text.lower().partition("x")
-    if not sep or not w.isdigit() or not h.isdigit():
-        raise CliError(f"--size must be WIDTHxHEIGHT, such as 512x512, not {text!r}")
-    return int(w), int(h)
 
 
 def output_paths(out: Path, count: int) -> list[Path]:

@@ -18,6 +18,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from ohmygpu.api.v1 import audio_pb2, images_pb2_grpc, jobs_pb2, models_pb2, system_pb2
 from ohmygpu.cli.client import Client, CliError
 from ohmygpu.core.enums import enum_name
+from ohmygpu.core.image_size import parse_size
 from ohmygpu.core.kinds import kind_name
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.transcripts import Transcript
@@ -147,8 +148,8 @@ def build_server(settings: Settings) -> MCPServer:
         seed: Annotated[int | None, Field(ge=0, description="seed; random when not given")] = None,
         negative_prompt: Annotated[str | None, Field(description="what to keep out")] = None,
     ) -> Image:
-        width, _, height = size.partition("x")
-        request = runtime_pb2.GenerateImageRequest(model=model, prompt=prompt, width=int(width), height=int(height),
+        width, height = parse_size(size)
+        request = runtime_pb2.GenerateImageRequest(model=model, prompt=prompt, width=width, height=height,
                                                    steps=steps or 0, negative_prompt=negative_prompt or "")
         if seed is not None:
             request.seed = seed

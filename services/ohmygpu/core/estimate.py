@@ -74,10 +74,15 @@ _IMAGE_BASE = 256 << 20  # interpreter, stable-diffusion.cpp, Pillow
 _IMAGE_COMPUTE_512 = 768 << 20  # compute buffers of a 512x512 generation (the VAE decode dominates)
 
 
+def _main_weights(record: assets_pb2.InstallRecord) -> int:
+    """Bytes of the files in the model's main format (all of them when none says)."""
+    return sum(a.size for a in record.artifacts if a.format == record.format) or record.size_bytes
+
+
 def _estimate_image(record: assets_pb2.InstallRecord) -> MemoryEstimate:
     # Weights as stored (stable-diffusion.cpp keeps the file's types); compute buffers grow with
     # the pixels of the family's native size, which is what most requests ask for.
-    weights = sum(a.size for a in record.artifacts if a.format == record.format) or record.size_bytes
+    weights = _main_weights(record)
     side = record.diffusion.native_size or 512
     return MemoryEstimate(weights=weights, kv_cache=0,
                           overhead=_IMAGE_BASE + _IMAGE_COMPUTE_512 * side * side // (512 * 512))
@@ -86,5 +91,5 @@ def _estimate_image(record: assets_pb2.InstallRecord) -> MemoryEstimate:
 def _estimate_other(record: assets_pb2.InstallRecord) -> MemoryEstimate:
     # CTranslate2 and safetensors models: the weight files as they are (int8 on CPU only makes
     # them smaller), no KV cache worth counting at whisper's 448-token decoder.
-    weights = sum(a.size for a in record.artifacts if a.format == record.format) or record.size_bytes
+    weights = _main_weights(record)
     return MemoryEstimate(weights=weights, kv_cache=0, overhead=_CT2_OVERHEAD)

@@ -79,6 +79,24 @@ def check_image(request: runtime_pb2.GenerateImageRequest, settings: Settings) -
                               param="image")
 
 
+OPENAI_IMAGE_MODELS = ("dall-e", "gpt-image")  # what image clients send by default
+
+
+def image_model(name: str, store: ModelStore) -> str:
+    """The model an image generation uses: `name`; for an empty name or one of OpenAI's image
+    model names (unless a model has that name), the store's first image model by name."""
+    if name and not name.startswith(OPENAI_IMAGE_MODELS):
+        return name
+    records = store.list()
+    if name and any(r.name == name for r in records):
+        return name
+    images = sorted(r.name for r in records if r.kind == assets_pb2.MODEL_KIND_IMAGE)
+    if not images:
+        raise InvalidArgument("no image model is installed: add one with `omg model add` or `omg pull`",
+                              param="model")
+    return images[0]
+
+
 def whisper_model(name: str, settings: Settings, store: ModelStore) -> str:
     """The model a transcription uses: `name`; for an empty name or OpenAI's "whisper-1"
     (unless a model has that name), OMG_WHISPER_MODEL or else the store's first whisper model."""

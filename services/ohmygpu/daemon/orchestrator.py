@@ -390,6 +390,7 @@ class Orchestrator:
         """Stream an image generation's progress and images; raises InvalidArgument (bounds, a
         model that is not an image model), ModelNotFound, WorkerFailed, ..."""
         admission.check_image(request, self.settings)
+        request.model = await asyncio.to_thread(admission.image_model, request.model, self.store)
         subject, count = f"model:{request.model}", request.count or 1
         publish = self.events.publish
         publish(events_pb2.EVENT_KIND_GENERATION, f"{request.model}: generating {count} image(s)",

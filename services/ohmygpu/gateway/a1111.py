@@ -22,7 +22,7 @@ from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.errors import InvalidArgument, ModelNotFound
 from ohmygpu.gateway.body import read_json
 from ohmygpu.gateway.context import Gateway
-from ohmygpu.gateway.images import image_kind
+from ohmygpu.gateway.images import collect_images, float_field, image_kind, int_field
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -58,13 +58,6 @@ def _b64_image(value: Any, name: str) -> bytes:
         raise InvalidArgument(f"'{name}' is not valid base64", param=name) from None
     image_kind(data)
     return data
-
-
-def _number(body: dict[str, Any], name: str, kind: type, lo: float, hi: float) -> Any:
-    value = body.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise InvalidArgument(f"'{name}' must be a number from {lo:g} to {hi:g}", param=name)
-    return kind(value)
 
 
 class A1111Routes:
@@ -142,13 +135,14 @@ class A1111Routes:
                       "sampling_steps": b.steps},
             "current_image": None, "textinfo": None})
 
-    async def _request(self, body: dict[str, Any]) -> runtime_pb2.GenerateImageRequest:
+    def _request(self, body: dict[str, Any]) -> runtime_pb2.GenerateImageRequest:
         prompt = body.get("prompt", "")
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidArgument("'prompt' is required", param="prompt")
         override = body.get("override_settings") or {}
         model = override.get("sd_model_checkpoint") if isinstance(override, dict) else None
-        req = runtime_pb2.GenerateImageRequest(model=model if isinstance(model, str) and model else await self._current(),
+        # No checkpoint named: the one POST /options picked, else the daemon's default image model.
+        req = runtime_pb2.GenerateImageRequest(model=model if isinstance(model, str) and model else self.checkpoint,
                                                prompt=prompt)
         negative = body.get("negative_prompt", "")
         if not isinstance(negative, str):
@@ -156,40 +150,40 @@ class A1111Routes:
         req.negative_prompt = negative
         settings = self.gw.settings
         if body.get("width") is not None:
-            req.width = _number(body, "width", int, 64, settings.image_max_size)
+            req.width = int_field(body.get("width"), "width", 64, settings.image_max_size)
         if body.get("height") is not None:
-            req.height = _number(body, "height", int, 64, settings.image_max_size)
+            req.height = int_field(body.get("height"), "height", 64, settings.image_max_size)
         if body.get("steps") is not None:
-            req.steps = _number(body, "steps", int, 1, settings.image_max_steps)
+            req.steps = int_field(body.get("steps"), "steps", 1, settings.image_max_steps)
         if body.get("cfg_scale") is not None:
-            req.cfg_scale = _number(body, "cfg_scale", float, 0, 30)
+            req.cfg_scale = float_field(body.get("cfg_scale"), "cfg_scale", 0, 30)
         seed = body.get("seed", -1)
         if seed is not None and seed != -1:
-            req.seed = _number(body, "seed", int, 0, 2**63 - 1)
+            req.seed = int_field(body.get("seed"), "seed", 0, 2**63 - 1)
         sampler = body.get("sampler_name") or body.get("sampler_index")
         if sampler:
             if sampler not in SAMPLERS:
                 raise InvalidArgument(f"unknown sampler {str(sampler)[:40]!r}; known: {', '.join(SAMPLERS)}",
                                       param="sampler_name")
             req.sampler = SAMPLERS[sampler]
-        batch = _number(body, "batch_size", int, 1, settings.image_max_count) if body.get("batch_size") else 1
-        iters = _number(body, "n_iter", int, 1, settings.image_max_count) if body.get("n_iter") else 1
+        batch = int_field(body.get("batch_size"), "batch_size", 1, settings.image_max_count) if body.get("batch_size") else 1
+        iters = int_field(body.get("n_iter"), "n_iter", 1, settings.image_max_count) if body.get("n_iter") else 1
         req.count = batch * iters
         return req
 
     async def txt2img(self, request: Request) -> Response:
         body = await read_json(request, self.gw.body_limit)
-        return await self._answer(body, await self._request(body))
+        return await self._answer(body, self._request(body))
 
     async def img2img(self, request: Request) -> Response:
         body = await read_json(request, self.gw.body_limit)
-        req = await self._request(body)
+        req = self._request(body)
         images = body.get("init_images")
         if not isinstance(images, list) or not images:
             raise InvalidArgument("'init_images' must hold one base64 image", param="init_images")
         req.init_image = _b64_image(images[0], "init_images")
         if body.get("denoising_strength") is not None:
-            req.strength = _number(body, "denoising_strength", float, 0, 1)
+            req.strength = float_field(body.get("denoising_strength"), "denoising_strength", 0, 1)
         if body.get("mask") is not None:
             raise InvalidArgument("masks (inpainting) are not supported yet", param="mask")
         return await self._answer(body, req)
@@ -198,17 +192,14 @@ class A1111Routes:
         b = self.board
         b.running += 1
         b.started, b.model, b.step, b.steps, b.image, b.images = time.monotonic(), req.model, 0, req.steps, 0, req.count
-        images: list[runtime_pb2.GeneratedImage] = []
+
+        def on_progress(p: runtime_pb2.ImageProgress) -> None:
+            b.step, b.steps, b.image, b.images = p.step, p.steps, p.image, p.images
+
         try:
-            async for message in self.gw.api.generate_image(req):
-                if message.HasField("progress"):
-                    p = message.progress
-                    b.step, b.steps, b.image, b.images = p.step, p.steps, p.image, p.images
-                elif message.HasField("image"):
-                    images.append(message.image)
+            images = await collect_images(self.gw.api.generate_image(req), on_progress)
         finally:
             b.running -= 1
-        images.sort(key=lambda i: i.index)
         info = {"prompt": req.prompt, "negative_prompt": req.negative_prompt,
                 "seed": images[0].seed if images else -1, "all_seeds": [i.seed for i in images],
                 "width": images[0].width if images else req.width, "height": images[0].height if images else req.height,

@@ -4,7 +4,7 @@ image to image generation), translated to the daemon's GenerateImageRequest.
 OpenAI's own fields (model, prompt, n, size, response_format) plus the extensions image tools
 expect of a local server: seed, steps, negative_prompt, cfg_scale, sampler, and strength for
 edits. `dall-e-*` / `gpt-image-*` names (what clients send by default) mean the first installed
-image model, as `whisper-1` means the default whisper model. `response_format: url` gets a
+image model (the daemon's rule, admission.image_model). `response_format: url` gets a
 `data:` URL, since a local daemon hosts no image URLs.
 """
 
@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.errors import InvalidArgument
+from ohmygpu.core.image_size import parse_size
 from ohmygpu.gateway.body import read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.multipart import form_file, multipart_form
@@ -25,21 +26,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-OPENAI_IMAGE_MODELS = ("dall-e", "gpt-image")
 # Magic numbers of the formats the runtime decodes: anything else is refused before a queue.
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"RIFF", "webp"))
-
-
-def parse_size(value: Any) -> tuple[int, int]:
-    """'512x512' -> (512, 512); 'auto' or unset -> (0, 0): the model's native size."""
-    if value is None or value == "auto":
-        return 0, 0
-    if not isinstance(value, str):
-        raise InvalidArgument("'size' must be a string such as 512x512", param="size")
-    w, sep, h = value.lower().partition("x")
-    if not sep or not w.isdigit() or not h.isdigit() or len(w) > 5 or len(h) > 5:
-        raise InvalidArgument("'size' must be WIDTHxHEIGHT in pixels, such as 512x512", param="size")
-    return int(w), int(h)
 
 
 def image_kind(data: bytes) -> str:
@@ -50,7 +38,7 @@ def image_kind(data: bytes) -> str:
     raise InvalidArgument("the uploaded file is not a PNG, JPEG or WebP image", param="image")
 
 
-def _int(value: Any, name: str, lo: int, hi: int) -> int:
+def int_field(value: Any, name: str, lo: int, hi: int) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -58,7 +46,7 @@ def _int(value: Any, name: str, lo: int, hi: int) -> int:
     return value
 
 
-def _float(value: Any, name: str, lo: float, hi: float) -> float:
+def float_field(value: Any, name: str, lo: float, hi: float) -> float:
     if isinstance(value, str):
         try:
             value = float(value)
@@ -89,18 +77,7 @@ class ImageRoutes:
             Route("/v1/images/edits", self.edits, methods=["POST"]),
         ]
 
-    async def _model(self, name: str) -> str:
-        """The image model a request names; the first installed one for OpenAI's names."""
-        if name and not name.startswith(OPENAI_IMAGE_MODELS):
-            return name
-        records = await self.gw.api.list_records()
-        images = sorted(r.name for r in records if r.kind == assets_pb2.MODEL_KIND_IMAGE)
-        if not images:
-            raise InvalidArgument("no image model is installed: add one with `omg model add` or "
-                                  "`omg pull`", param="model")
-        return images[0]
-
-    async def _request(self, fields: dict[str, Any] | FormData) -> tuple[runtime_pb2.GenerateImageRequest, str]:
+    def _request(self, fields: dict[str, Any] | FormData) -> tuple[runtime_pb2.GenerateImageRequest, str]:
         get = fields.get
         prompt = _str(get("prompt"), "prompt")
         if not prompt.strip():
@@ -110,24 +87,24 @@ class ImageRoutes:
             raise InvalidArgument("'response_format' must be b64_json or url", param="response_format")
         width, height = parse_size(get("size"))
         req = runtime_pb2.GenerateImageRequest(
-            model=await self._model(_str(get("model"), "model")), prompt=prompt,
+            model=_str(get("model"), "model"), prompt=prompt,
             negative_prompt=_str(get("negative_prompt"), "negative_prompt"), width=width, height=height,
             sampler=_str(get("sampler"), "sampler"))
         if get("n") is not None:
-            req.count = _int(get("n"), "n", 1, self.gw.settings.image_max_count)
+            req.count = int_field(get("n"), "n", 1, self.gw.settings.image_max_count)
         if get("steps") is not None:
-            req.steps = _int(get("steps"), "steps", 1, self.gw.settings.image_max_steps)
+            req.steps = int_field(get("steps"), "steps", 1, self.gw.settings.image_max_steps)
         if get("seed") is not None:
-            req.seed = _int(get("seed"), "seed", 0, 2**63 - 1)
+            req.seed = int_field(get("seed"), "seed", 0, 2**63 - 1)
         if get("cfg_scale") is not None:
-            req.cfg_scale = _float(get("cfg_scale"), "cfg_scale", 0, 30)
+            req.cfg_scale = float_field(get("cfg_scale"), "cfg_scale", 0, 30)
         if get("strength") is not None:
-            req.strength = _float(get("strength"), "strength", 0, 1)
+            req.strength = float_field(get("strength"), "strength", 0, 1)
         return req, fmt
 
     async def generations(self, request: Request) -> Response:
         body = await read_json(request, self.gw.body_limit)
-        req, fmt = await self._request(body)
+        req, fmt = self._request(body)
         return await self._answer(req, fmt)
 
     async def edits(self, request: Request) -> Response:
@@ -138,7 +115,7 @@ class ImageRoutes:
                                       param="mask")
             upload = form_file(form, "image" if form.get("image") is not None else "image[]")
             data = await upload.read()
-            req, fmt = await self._request(form)
+            req, fmt = self._request(form)
         if not data:
             raise InvalidArgument("the image file is empty", param="image")
         image_kind(data)
@@ -146,12 +123,9 @@ class ImageRoutes:
         return await self._answer(req, fmt)
 
     async def _answer(self, req: runtime_pb2.GenerateImageRequest, fmt: str) -> Response:
-        images: list[runtime_pb2.GeneratedImage] = []
-        async for message in self.gw.api.generate_image(req):
-            if message.HasField("image"):
-                images.append(message.image)
+        images = await collect_images(self.gw.api.generate_image(req))
         data = []
-        for image in sorted(images, key=lambda i: i.index):
+        for image in images:
             b64 = base64.b64encode(image.png).decode("ascii")
             item: dict[str, Any] = {"revised_prompt": req.prompt}
             if fmt == "url":
@@ -161,6 +135,19 @@ class ImageRoutes:
             data.append(item)
         return JSONResponse({"created": int(time.time()), "data": data,
                              "output_format": "png", "size": _size_of(images)})
+
+
+async def collect_images(stream: AsyncIterator[runtime_pb2.GenerateImageResponse],
+                         on_progress: Callable[[runtime_pb2.ImageProgress], None] | None = None,
+                         ) -> list[runtime_pb2.GeneratedImage]:
+    """A generation's images in request order, passing its progress to `on_progress`."""
+    images: list[runtime_pb2.GeneratedImage] = []
+    async for message in stream:
+        if message.HasField("image"):
+            images.append(message.image)
+        elif on_progress is not None and message.HasField("progress"):
+            on_progress(message.progress)
+    return sorted(images, key=lambda i: i.index)
 
 
 def _size_of(images: list[runtime_pb2.GeneratedImage]) -> str:

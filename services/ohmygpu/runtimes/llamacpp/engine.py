@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.llamacpp import selftest
 from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling, TextOutput
 
 log = logging.getLogger("ohmygpu.worker.llamacpp")
@@ -117,6 +118,9 @@ class BatchEngine:
         self.window = 0  # set on the thread: the per-sequence window llama.cpp gave
         self._ctx: Any = None
         self._batch: Any = None
+        from llama_cpp import llama_cpp as lib
+
+        self._lib = lib  # functions looked up per call (see the module's docstring)
         self._vocab = llm._model.vocab
         self._seqs = [_Sequence(i) for i in range(self.n_seq)]
         self._waiting: collections.deque[Job] = collections.deque()
@@ -177,9 +181,7 @@ class BatchEngine:
             self._shutdown()
 
     def _open(self) -> None:
-        from llama_cpp import llama_cpp
-
-        params = llama_cpp.llama_context_default_params()
+        params = self._lib.llama_context_default_params()
         params.n_ctx = self.requested_window * self.n_seq
         params.n_seq_max = self.n_seq
         params.kv_unified = False  # each sequence its own stream: no attention over others' cells
@@ -188,19 +190,17 @@ class BatchEngine:
         params.n_threads = self.threads
         params.n_threads_batch = self.threads
         params.no_perf = True
-        ctx = llama_cpp.llama_init_from_model(self.llm._model.model, params)
+        ctx = self._lib.llama_init_from_model(self.llm._model.model, params)
         if not ctx:
             raise RuntimeError("llama.cpp could not create a context of "
                                f"{self.n_seq} x {self.requested_window} tokens")
         self._ctx = ctx
-        self._mem = llama_cpp.llama_get_memory(ctx)
-        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        self.window = min(self.requested_window, int(llama_cpp.llama_n_ctx_seq(ctx)))
+        self._mem = self._lib.llama_get_memory(ctx)
+        self._batch = self._lib.llama_batch_init(self.n_batch, 0, 1)
+        self.window = min(self.requested_window, int(self._lib.llama_n_ctx_seq(ctx)))
         self._piece = ctypes.create_string_buffer(256)
 
     def _shutdown(self) -> None:
-        from llama_cpp import llama_cpp
-
         with self._cv:
             waiting, self._waiting = list(self._waiting), collections.deque()
         for job in waiting:
@@ -209,10 +209,10 @@ class BatchEngine:
             if seq.job is not None:
                 self._end(seq, runtime_pb2.FINISH_REASON_CANCELLED)
         if self._batch is not None:
-            llama_cpp.llama_batch_free(self._batch)
+            self._lib.llama_batch_free(self._batch)
             self._batch = None
         if self._ctx is not None:
-            llama_cpp.llama_free(self._ctx)
+            self._lib.llama_free(self._ctx)
             self._ctx = None
 
     def _loop(self) -> None:
@@ -263,8 +263,6 @@ class BatchEngine:
                 job.finish(e)
 
     def _start(self, job: Job, free: list[_Sequence]) -> None:
-        from llama_cpp import llama_cpp
-
         isolated = self.isolate_seeded and job.sampling.seed is not None
         if isolated:
             # Fixed chunks from position 0: no reuse, whose split depends on what ran before.
@@ -280,9 +278,9 @@ class BatchEngine:
             seq = max(free, key=worth)
             # At least the last prompt token is evaluated again: its logits give the first token.
             keep = min(common_prefix(seq.cached, job.prompt), len(job.prompt) - 1)
-        if not llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, keep, -1):
+        if not self._lib.llama_memory_seq_rm(self._mem, seq.seq_id, keep, -1):
             keep = 0
-            llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+            self._lib.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
         seq.cached = job.prompt[:keep]
         seq.todo = job.prompt[keep:]
         seq.next_token = None
@@ -305,37 +303,35 @@ class BatchEngine:
             return
         if job.sampling.penalised:
             # Penalties count the prompt's last tokens too, as llama-server does.
-            penalties = llama_cpp.llama_sampler_chain_get(seq.sampler, 0)
+            penalties = self._lib.llama_sampler_chain_get(seq.sampler, 0)
             for token in job.prompt[-PENALTY_LAST_N:]:
-                llama_cpp.llama_sampler_accept(penalties, token)
+                self._lib.llama_sampler_accept(penalties, token)
 
     def _sampler(self, job: Job) -> Any:
         """The job's own chain, in llama-cpp-python's order: penalties, grammar, top-k, top-p,
         min-p, temperature, then a draw seeded per request."""
-        from llama_cpp import llama_cpp
-
         s = job.sampling
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = llama_cpp.llama_sampler_chain_add
+        chain = self._lib.llama_sampler_chain_init(self._lib.llama_sampler_chain_default_params())
+        add = self._lib.llama_sampler_chain_add
         if s.penalised:
-            add(chain, llama_cpp.llama_sampler_init_penalties(
+            add(chain, self._lib.llama_sampler_init_penalties(
                 self.llm.n_vocab(), PENALTY_LAST_N, s.repeat_penalty, s.frequency_penalty, s.presence_penalty))
         if job.grammar is not None:
-            grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, job.grammar.encode("utf-8"), b"root")
+            grammar = self._lib.llama_sampler_init_grammar(self._vocab, job.grammar.encode("utf-8"), b"root")
             if not grammar:  # grammar.py parsed it already; a NULL here would crash the next token
-                llama_cpp.llama_sampler_free(chain)
+                self._lib.llama_sampler_free(chain)
                 raise RuntimeError("llama.cpp refused the output grammar")
             add(chain, grammar)
         if s.temperature <= 0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
+            add(chain, self._lib.llama_sampler_init_greedy())
             return chain
         if s.top_k > 0:
-            add(chain, llama_cpp.llama_sampler_init_top_k(s.top_k))
-        add(chain, llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_temp(s.temperature))
+            add(chain, self._lib.llama_sampler_init_top_k(s.top_k))
+        add(chain, self._lib.llama_sampler_init_top_p(s.top_p, 1))
+        add(chain, self._lib.llama_sampler_init_min_p(s.min_p, 1))
+        add(chain, self._lib.llama_sampler_init_temp(s.temperature))
         seed = s.seed if s.seed is not None else random.randint(0, 2**31 - 1)  # unseeded ones differ
-        add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        add(chain, self._lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
 
     # -- one step: one llama_decode for all shared sequences (isolated ones in their own) ----
@@ -353,19 +349,13 @@ class BatchEngine:
             self._decode(group)
 
     def _decode(self, group: list[_Sequence]) -> None:
-        from llama_cpp import llama_cpp
-
         batch = self._batch
         n = 0
         outputs: list[tuple[_Sequence, int]] = []
 
         def add(seq: _Sequence, token: int, logits: bool) -> None:
             nonlocal n
-            batch.token[n] = token
-            batch.pos[n] = len(seq.cached)
-            batch.n_seq_id[n] = 1
-            batch.seq_id[n][0] = seq.seq_id
-            batch.logits[n] = logits
+            self._put(n, token, len(seq.cached), seq.seq_id, logits)
             seq.cached.append(token)
             if logits:
                 outputs.append((seq, n))
@@ -387,24 +377,31 @@ class BatchEngine:
         if n == 0:
             return
         batch.n_tokens = n
-        rc = llama_cpp.llama_decode(self._ctx, batch)
+        rc = self._lib.llama_decode(self._ctx, batch)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
         now = time.perf_counter_ns()
         for seq, index in outputs:
-            token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, index)
+            token = self._lib.llama_sampler_sample(seq.sampler, self._ctx, index)
             if not seq.first_ns:
                 seq.first_ns = now
             self._on_token(seq, int(token))
 
-    def _on_token(self, seq: _Sequence, token: int) -> None:
-        from llama_cpp import llama_cpp
+    def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        """Batch entry i: `token` at `pos` of sequence `seq_id`, with its logits when asked."""
+        batch = self._batch
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq_id
+        batch.logits[i] = logits
 
-        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+    def _on_token(self, seq: _Sequence, token: int) -> None:
+        if self._lib.llama_vocab_is_eog(self._vocab, token):
             self._end(seq, runtime_pb2.FINISH_REASON_STOP)
             return
         seq.result.completion_tokens += 1
-        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+        n = self._lib.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
         assert seq.output is not None
         if n > 0 and seq.output.feed(self._piece.raw[:n]):
             self._end(seq, runtime_pb2.FINISH_REASON_STOP, stopped=True)
@@ -414,8 +411,6 @@ class BatchEngine:
             seq.next_token = token
 
     def _end(self, seq: _Sequence, reason: int, *, stopped: bool = False) -> None:
-        from llama_cpp import llama_cpp
-
         job = seq.job
         assert job is not None and seq.output is not None
         result = seq.result
@@ -427,34 +422,28 @@ class BatchEngine:
             first = seq.first_ns or end
             result.prompt_eval_ns = first - seq.started_ns
             result.eval_ns = end - first
-            if seq.todo:  # cancelled mid-prompt: the cache holds what was evaluated
-                seq.todo = []
-            seq.next_token = None
-            if seq.sampler is not None:
-                llama_cpp.llama_sampler_free(seq.sampler)
-                seq.sampler = None
-            seq.job = None
+            self._release(seq)  # a prompt cancelled midway: the cache holds what was evaluated
             seq.last_used = time.monotonic()
         job.finish(result)
 
     def _fail(self, seq: _Sequence, error: BaseException) -> None:
-        from llama_cpp import llama_cpp
-
         job = seq.job
+        self._release(seq)
+        if job is not None:
+            job.finish(error)
+
+    def _release(self, seq: _Sequence) -> None:
+        """The sequence serves no job any more: its sampler is freed, its cache stays."""
         if seq.sampler is not None:
-            llama_cpp.llama_sampler_free(seq.sampler)
+            self._lib.llama_sampler_free(seq.sampler)
             seq.sampler = None
         seq.job = None
         seq.todo = []
         seq.next_token = None
-        if job is not None:
-            job.finish(error)
 
     def _forget(self, seq: _Sequence) -> None:
         """After a failed decode the sequence's cells are unknown: drop them."""
-        from llama_cpp import llama_cpp
-
-        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        self._lib.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
         seq.cached = []
 
     # -- on the engine thread, via call() ------------------------------------------------------
@@ -462,24 +451,17 @@ class BatchEngine:
     def check_batched_eval(self, tokens: int) -> tuple[int, float]:
         """The load self-test (selftest.py): `tokens` tokens in batches on every thread, in
         sequence 0, which is then cleared. Call through call()."""
-        from llama_cpp import llama_cpp
-
         n = max(2, min(tokens, self.window - 1))
-        vocab = self.llm.n_vocab()
-        ids = [(i * 7919 + 13) % vocab for i in range(n)]  # a spread of valid ids: the kernels matter
+        ids = selftest.spread_ids(n, self.llm.n_vocab())
         seq = self._seqs[0]
         started = time.perf_counter()
         try:
             for start in range(0, n, self.n_batch):
                 chunk = ids[start:start + self.n_batch]
                 for i, token in enumerate(chunk):
-                    self._batch.token[i] = token
-                    self._batch.pos[i] = start + i
-                    self._batch.n_seq_id[i] = 1
-                    self._batch.seq_id[i][0] = 0
-                    self._batch.logits[i] = i == len(chunk) - 1
+                    self._put(i, token, start + i, 0, i == len(chunk) - 1)
                 self._batch.n_tokens = len(chunk)
-                rc = llama_cpp.llama_decode(self._ctx, self._batch)
+                rc = self._lib.llama_decode(self._ctx, self._batch)
                 if rc != 0:
                     raise RuntimeError(f"llama_decode returned {rc} in the self-test")
         finally:

@@ -29,15 +29,19 @@ def selftest_tokens() -> int:
     return AMX_TOKENS if "AMX" in info else SMOKE_TOKENS
 
 
+def spread_ids(n: int, vocab: int) -> list[int]:
+    """n valid token ids spread over the vocabulary: the aim is the kernels, not the text, and a
+    spread avoids a degenerate row."""
+    return [(i * 7919 + 13) % vocab for i in range(n)]
+
+
 def check_batched_eval(llm: Any, threads: int, *, tokens: int | None = None) -> tuple[int, float]:
     """Decode `tokens` tokens (default: selftest_tokens(); at most what the context holds)
     through `llm`'s context in batches of its n_batch, with `threads` threads, then clear the
     context. Returns (tokens, seconds). Raises RuntimeError when llama_decode fails; a library
     that traps kills the process, which the daemon reports."""
     n = max(2, min(tokens or selftest_tokens(), llm.n_ctx() - 1))
-    vocab = llm.n_vocab()
-    # Any valid ids do: the aim is the kernels, not the text. A spread avoids a degenerate row.
-    ids = [(i * 7919 + 13) % vocab for i in range(n)]
+    ids = spread_ids(n, llm.n_vocab())
     ctx = llm._ctx
     normal = (llm.context_params.n_threads, llm.context_params.n_threads_batch)
     started = time.perf_counter()
