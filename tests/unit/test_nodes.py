@@ -42,6 +42,19 @@ def test_ram_only_nodes_take_the_first_that_fits_without_evicting() -> None:
     assert choose_node("new", 4 * GiB, 32, [node(0, 8), node(1, 8)], max_loaded=9).node == 0
 
 
+def test_a_node_holding_the_files_wins_then_spread_or_pack_decides() -> None:
+    small, big = node(0, 8, resident("a", 2, used=1)), node(1, 16)
+    # Spread (the default): the most budget left after the load; pack: the least.
+    assert choose_node("new", 4 * GiB, 32, [small, big], max_loaded=9).node == 1
+    assert choose_node("new", 4 * GiB, 32, [small, big], max_loaded=9, strategy="pack").node == 0
+    # A node whose store lacks the files (they would be sent first) loses to one holding them,
+    # whatever the strategy; a node that must evict loses to one without the files.
+    lacking = NodeView(1, 16 * GiB, (), (), {}, holds_files=False)
+    assert choose_node("new", 4 * GiB, 32, [small, lacking], max_loaded=9).node == 0
+    full = node(0, 4, resident("a", 2, used=1))
+    assert choose_node("new", 4 * GiB, 32, [full, lacking], max_loaded=9).node == 1
+
+
 def test_a_node_with_a_gpu_that_holds_the_model_is_preferred() -> None:
     nodes = [node(0, 32), node(1, 32, gpus=(gpu(0, 2),)), node(2, 32, gpus=(gpu(0, 4), gpu(1, 20)))]
     choice = choose_node("new", 6 * GiB, 32, nodes, max_loaded=9)
@@ -101,14 +114,15 @@ class FakeRemote(LocalNode):
 
 
 async def test_the_orchestrator_launches_on_the_node_placement_chose(tmp_path: Path, gguf_path: Path) -> None:
-    """Node 0 (this machine, shaped by the launcher/inventory arguments) holds one model; the
-    second model goes to node 1 instead of evicting the first."""
+    """Node 0 (this machine, shaped by the launcher/inventory arguments) holds one model (packed
+    there first); the second model goes to node 1 instead of evicting the first."""
     store = ModelStore(tmp_path)
     for name in ("a", "b"):
         store.add_local(gguf_path, name=name)
     need = for_spec(store.get("a"), run_spec_pb2.RunSpec(resources=run_spec_pb2.Resources(
         context_length=1024, max_concurrency=1))).total
     settings = Settings.load(environ={"OMG_HOME": str(tmp_path), "OMG_CONTEXT_LENGTH": "1024",
+                                      "OMG_PLACEMENT": "pack",  # fill node 0 first
                                       "OMG_NUM_PARALLEL": "1",  # room on node 0 for one model, not two
                                       "OMG_RAM_BUDGET_MB": str(need * 3 // 2 // MiB + 1)})
     local_launches: list[str] = []

@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf import json_format
 from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.cli import gen, models, speech
+from ohmygpu.cli import gen, models, node, speech
 from ohmygpu.cli.client import EXIT_USAGE, Client, CliError
 from ohmygpu.cli.format import print_json as _json
 from ohmygpu.cli.format import size as _size
@@ -89,9 +89,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             _json(resp)
             return 0
-        _table([[r.id, r.model, enum_name(runs_pb2.RunState, r.state),
+        _table([[r.id, r.model, enum_name(runs_pb2.RunState, r.state), r.node or "-",
                  str(r.pid or ""), str(r.spec.resources.context_length or ""), r.error[:50]] for r in resp.runs],
-               ["ID", "MODEL", "STATE", "PID", "CONTEXT", "ERROR"])
+               ["ID", "MODEL", "STATE", "NODE", "PID", "CONTEXT", "ERROR"])
         return 0
     if target in ("stop", "logs"):
         if not args.extra:
@@ -116,11 +116,19 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         spec.resources.max_concurrency = args.parallel
     if args.gpu_layers is not None:
         spec.resources.gpu_layers = args.gpu_layers
+    if args.node:
+        spec.resources.node = args.node
+    for label in args.label or []:
+        key, sep, value = label.partition("=")
+        if not sep:
+            raise CliError(f"--label {label!r}: write key=value", EXIT_USAGE)
+        spec.resources.node_labels[key] = value
     run = client.call(stub.CreateRun, runs_pb2.CreateRunRequest(spec=spec), timeout=settings.worker_start_timeout_s + 10)
     if args.json:
         _json(run)
     else:
-        print(f"{run.id}: {run.model} pinned (pid {run.pid}); stop with `omg run stop {run.id}`")
+        where = f" on node {run.node}" if run.node and run.node != "local" else ""
+        print(f"{run.id}: {run.model} pinned{where} (pid {run.pid}); stop with `omg run stop {run.id}`")
     return 0
 
 
@@ -171,9 +179,9 @@ def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
         return "now" if left <= 0 else f"{int(left // 60)}m{int(left % 60):02d}s"
 
     modes = {run_spec_pb2.MODE_EMBEDDINGS: "embeddings", run_spec_pb2.MODE_TRANSCRIPTION: "transcription"}
-    _table([[m.name, modes.get(m.mode, "chat"), m.runtime, str(m.pid), m.device, _size(m.memory_bytes),
-             str(m.in_flight), until(m)]
-            for m in resp.models], ["NAME", "MODE", "RUNTIME", "PID", "DEVICE", "MEMORY", "IN FLIGHT", "UNTIL"])
+    _table([[m.name, modes.get(m.mode, "chat"), m.runtime, m.node or "local", str(m.pid), m.device,
+             _size(m.memory_bytes), str(m.in_flight), until(m)]
+            for m in resp.models], ["NAME", "MODE", "RUNTIME", "NODE", "PID", "DEVICE", "MEMORY", "IN FLIGHT", "UNTIL"])
     return 0
 
 
@@ -279,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--threads", type=int, help="CPU threads")
     rn.add_argument("--parallel", type=int, help="requests served at once (sequences; default OMG_NUM_PARALLEL)")
     rn.add_argument("--gpu-layers", dest="gpu_layers", type=int, help="layers on the GPU (-1: all)")
+    rn.add_argument("--node", help="the node to run on (`omg node ls`; local: this machine)")
+    rn.add_argument("--label", action="append", help="run on a node with this label k=v (repeatable)")
     rn.add_argument("-f", "--follow", action="store_true", help="with logs: keep streaming")
     rn.add_argument("--json", action="store_true")
     rn.set_defaults(func=cmd_run)
@@ -288,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     speech.add_parsers(sub)
     gen.add_parsers(sub)
+    node.add_parsers(sub)
     se = sub.add_parser("search", help="search the Hugging Face hub: downloads, likes, GGUF quantizations")
     se.add_argument("query", nargs="+")
     se.add_argument("--limit", type=int, default=20)
@@ -304,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("-f", "--follow", action="store_true", help="keep streaming")
     lg.set_defaults(func=lambda a, s: cmd_run(argparse.Namespace(target="logs", extra=a.run, follow=a.follow,
                                                                    json=False, ctx=None, threads=None,
-                                                                   gpu_layers=None, parallel=None), s))
+                                                                   gpu_layers=None, parallel=None, node=None,
+                                                                   label=None), s))
     comp = sub.add_parser("completion", help="print the shell completion script: omg completion bash|zsh|fish")
     comp.add_argument("shell", choices=["bash", "zsh", "fish"])
     comp.set_defaults(func=cmd_completion)

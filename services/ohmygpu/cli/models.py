@@ -116,7 +116,8 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
     from ohmygpu.cli.pull import run_pull
 
     request = models_pb2.InstallModelRequest(source=args.source, name=args.name or "", include=args.include or [],
-                                             exclude=args.exclude or [], max_rate=args.max_rate or 0)
+                                             exclude=args.exclude or [], max_rate=args.max_rate or 0,
+                                             node=getattr(args, "node", None) or "")
     return run_pull(Client(settings), request, quiet=args.quiet)
 
 
@@ -169,4 +170,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         pl.add_argument("--exclude", action="append", help="glob of files to skip (repeatable)")
         pl.add_argument("--max-rate", dest="max_rate", type=int, help="bandwidth limit, bytes/s")
         pl.add_argument("--quiet", action="store_true", help="no progress bars")
+        pl.add_argument("--node", help="place the files on this node too (it pulls them, or the daemon sends them)")
         pl.set_defaults(func=cmd_pull)

@@ -36,3 +36,18 @@ def model_digest(record: assets_pb2.InstallRecord) -> str:
     (llm-ollama) see one file as one model."""
     artifact = find_main_artifact(record)
     return artifact.sha256 if artifact is not None else ""
+
+
+def file_digests(record: assets_pb2.InstallRecord) -> frozenset[str]:
+    """The sha256 of every file of `record` (what another store must hold to serve it)."""
+    return frozenset(a.sha256 for a in record.artifacts if a.sha256)
+
+
+def find_same_files(wanted: assets_pb2.InstallRecord,
+                    held: list[assets_pb2.InstallRecord]) -> assets_pb2.InstallRecord | None:
+    """The record among `held` holding every file of `wanted` (by sha256, whatever its name):
+    the copy of a model another store has. None when none does, or `wanted` lists no digests."""
+    need = file_digests(wanted)
+    if not need:
+        return None
+    return next((r for r in held if need <= file_digests(r)), None)

@@ -130,6 +130,35 @@ SETTINGS: tuple[Setting, ...] = (
             "Hugging Face cache shared with other tools; default: $HF_HOME/hub or ~/.cache/huggingface/hub"),
     Setting("max_rate", "OMG_MAX_RATE", 0, int, "download bandwidth limit in bytes/s; 0 is unlimited"),
     Setting("pull_parallel", "OMG_PULL_PARALLEL", 4, int, "files downloaded at once per pull"),
+    # Nodes: the daemon side.
+    Setting("node_token", "OMG_NODE_TOKEN", "", str,
+            "join token nodes must present (`omg node join --token`); empty: no node is accepted "
+            "and the node listener is off"),
+    Setting("node_addr", "OMG_NODE_ADDR", "0.0.0.0:11436", str,
+            "where nodes join the daemon (TLS always; only with OMG_NODE_TOKEN set)"),
+    Setting("node_heartbeat_s", "OMG_NODE_HEARTBEAT_S", 1.0, float, "how often nodes report, in seconds"),
+    Setting("node_down_after_s", "OMG_NODE_DOWN_AFTER_S", 5.0, float,
+            "a node silent this long is marked down and its models placed elsewhere, in seconds"),
+    Setting("placement", "OMG_PLACEMENT", "spread", str,
+            "among nodes that fit a model equally well: spread (the most free memory) or pack (the least)"),
+    # Nodes: the agent side (`omg node join`).
+    Setting("node_join", "OMG_NODE_JOIN", "", str, "the daemon's node address (host:port) `omg node join` connects to"),
+    Setting("node_name", "OMG_NODE_NAME", "", str, "this node's name among the daemon's nodes; default: the host name"),
+    Setting("node_listen", "OMG_NODE_LISTEN", "0.0.0.0:11437", str,
+            "where this node's agent listens for the daemon it joined (TLS, the session's secret)"),
+    Setting("node_advertise", "OMG_NODE_ADVERTISE", "", str,
+            "the agent address the daemon dials; default: the address the daemon sees this node at, "
+            "with OMG_NODE_LISTEN's port"),
+    Setting("node_labels", "OMG_NODE_LABELS", "", str, "this node's labels, k=v,k2=v2 (RunSpecs select by them)"),
+    Setting("node_fingerprint", "OMG_NODE_FINGERPRINT", "", str,
+            "sha256 fingerprint of the daemon's node certificate (`omg serve` prints it); the node trusts only that"),
+    Setting("node_ca", "OMG_NODE_CA", "", str, "PEM certificate to trust for the daemon instead of a fingerprint"),
+    Setting("node_hub", "OMG_NODE_HUB", "auto", str,
+            "whether this node pulls models from the hub itself: on, off, auto (if HF_ENDPOINT answers); "
+            "without, the daemon streams the files"),
+    Setting("node_inventory", "OMG_NODE_INVENTORY", "", str,
+            "JSON that replaces this node's measured inventory (ram_total, ram_available, cpu_count, "
+            "gpus): for shaping test machines"),
 )
 
 
@@ -191,6 +220,20 @@ class Settings:
     hf_hub_cache: str
     max_rate: int
     pull_parallel: int
+    node_token: str
+    node_addr: str
+    node_heartbeat_s: float
+    node_down_after_s: float
+    placement: str
+    node_join: str
+    node_name: str
+    node_listen: str
+    node_advertise: str
+    node_labels: str
+    node_fingerprint: str
+    node_ca: str
+    node_hub: str
+    node_inventory: str
     sources: tuple[tuple[str, str], ...] = ()
 
     @classmethod
@@ -281,7 +324,7 @@ class Settings:
 
 
 # Settings whose values are never shown (omg config, logs): masked as "***" when set.
-SECRET_SETTINGS = frozenset({"token", "admin_token", "hf_token"})
+SECRET_SETTINGS = frozenset({"token", "admin_token", "hf_token", "node_token"})
 
 
 def split_list(value: str) -> list[str]:

@@ -52,12 +52,12 @@ class Health:
             except TimeoutError:
                 pass
             if not worker.alive:
-                blamed = fp is not None and worker.in_flight == 1 and worker.trap_hint() is None
+                blamed = fp is not None and worker.in_flight == 1 and worker.trap_hint() is None and not worker.lost
                 if workers.get(worker.key) is worker:
                     del workers[worker.key]
                     if blamed:
                         self.request_killed(worker, fp or "")
-                    else:
+                    elif not worker.lost:
                         self.worker_died(worker.key, worker)
                 await worker.stop()
                 hint = worker.trap_hint()

@@ -12,16 +12,17 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from ohmygpu.api.v1 import jobs_pb2, models_pb2
+from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.download import disk_error
-from ohmygpu.core.errors import NotFound, OmgError
+from ohmygpu.core.errors import FailedPrecondition, NotFound, OmgError
 from ohmygpu.core.hub import HubClient
 from ohmygpu.core.index_db import open_index, timestamp
 from ohmygpu.core.names import parse_model_name, parse_source
-from ohmygpu.core.pull import PullProgress, pull
+from ohmygpu.core.pull import FileState, PullProgress, pull
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.events import EventBus
@@ -62,6 +63,8 @@ class JobManager:
         self._lock = threading.Lock()
         self._running: dict[str, _Running] = {}
         self._hub: HubClient | None = None
+        # Puts a pulled model on a node (`omg pull --node`): NodeRegistry.place_files, set by the server.
+        self.to_node: Callable[..., Awaitable[None]] | None = None
 
     @property
     def hub(self) -> HubClient:
@@ -167,11 +170,13 @@ class JobManager:
         self._set_state(job_id, jobs_pb2.JOB_STATE_RUNNING)
         run.progress.changed()
         try:
-            await pull(request.source, store=self.store, hub=self.hub,
-                       hf_cache=Path(self.settings.hf_hub_cache), progress=run.progress,
-                       name=request.name, include=list(request.include), exclude=list(request.exclude),
-                       max_rate=request.max_rate or self.settings.max_rate,
-                       parallel=self.settings.pull_parallel, cancelled=run.cancel)
+            record = await pull(request.source, store=self.store, hub=self.hub,
+                                hf_cache=Path(self.settings.hf_hub_cache), progress=run.progress,
+                                name=request.name, include=list(request.include), exclude=list(request.exclude),
+                                max_rate=request.max_rate or self.settings.max_rate,
+                                parallel=self.settings.pull_parallel, cancelled=run.cancel)
+            if request.node:
+                await self._to_node(request.node, record, run)
             self._set_state(job_id, jobs_pb2.JOB_STATE_DONE)
             p = run.progress
             self.events.publish(events_pb2.EVENT_KIND_DOWNLOAD, f"pulled {request.source}", subject=f"job:{job_id}",
@@ -191,6 +196,24 @@ class JobManager:
                                 subject=f"job:{job_id}", level=events_pb2.LEVEL_ERROR)
         finally:
             run.progress.changed()
+
+    async def _to_node(self, node: str, record: assets_pb2.InstallRecord, run: _Running) -> None:
+        """The pull's second stage: the files onto node `node`, shown as one more file of the job."""
+        if self.to_node is None:
+            raise FailedPrecondition("this daemon accepts no nodes (OMG_NODE_TOKEN is not set)")
+        state = FileState(f"to node {node}", record.size_bytes, state="copying")
+        run.progress.files[state.filename] = state
+        run.progress.stage = f"placing on node {node}"
+        run.progress.changed()
+
+        def progress(done: int, total: int, stage: str) -> None:
+            run.progress.add_bytes(max(0, done - state.completed))
+            state.completed = min(done, state.total)
+            run.progress.changed()
+
+        await self.to_node(node, record, progress)
+        state.completed, state.state = state.total, "done"
+        run.progress.changed()
 
     async def get(self, job_id: str) -> jobs_pb2.Job:
         row = await asyncio.to_thread(self._row, job_id)

@@ -1,9 +1,8 @@
 """Nodes: the machines the scheduler places workers on.
 
-A node has an inventory (RAM, GPUs), a launcher (starts a worker for a record and a spec) and a
-store (the models it can load). The machine the daemon runs on is node 0, a LocalNode; a remote
-node (a later `omg node`) is another implementation of the same interface, and nothing else in
-the scheduler changes: placement (daemon/placement.py) sees a list of NodeView numbers, the
+A node has an inventory (RAM, GPUs), a launcher (starts a worker for a record and a spec) and the
+models its store holds. The machine the daemon runs on is node 0, a LocalNode; a machine running
+`omg node join` is a RemoteNode (daemon/remote.py), and nothing else in the scheduler changes: placement (daemon/placement.py) sees a list of NodeView numbers, the
 orchestrator a list of Nodes.
 """
 
@@ -32,8 +31,15 @@ class Node(Protocol):
 
     index: int  # its place in the orchestrator's list; 0 is the daemon's own machine
     name: str  # for events and logs
-    store: ModelStore
     ram_budget: int  # bytes our models may use in its RAM
+    up: bool  # reachable now; placement skips a node that is down
+    down_reason: str  # why it is down
+    labels: dict[str, str]  # what a RunSpec's node_labels select
+    address: str  # where its agent is reached; empty for the daemon's machine
+
+    def holds(self, record: assets_pb2.InstallRecord) -> bool:
+        """Whether its store has `record`'s files (a load elsewhere sends or pulls them first)."""
+        ...
 
     def inventory(self) -> Inventory:
         """What the machine has now (blocking: call it in a thread)."""
@@ -61,6 +67,10 @@ class LocalNode:
                  gpu_capable: Callable[[str], bool] = supports_gpu, index: int = 0) -> None:
         self.index = index
         self.name = "local"
+        self.up = True  # the daemon's own machine is up while the daemon runs
+        self.down_reason = ""
+        self.labels: dict[str, str] = {}
+        self.address = ""
         self.settings = settings
         self.store = store
         self._launcher = launcher or self._spawn  # tests inject one to shape failures
@@ -74,6 +84,9 @@ class LocalNode:
 
     def inventory(self) -> Inventory:
         return self._inventory()
+
+    def holds(self, record: assets_pb2.InstallRecord) -> bool:
+        return True  # the record is the daemon's own store's
 
     def gpu_capable(self, runtime: str) -> bool:
         return self._gpu_capable(runtime)

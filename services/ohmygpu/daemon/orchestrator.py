@@ -143,9 +143,9 @@ class Orchestrator:
             spec.mode = mode
             worker = self.workers.get(key)
             if worker is not None and worker.alive:
-                if run is None or worker.load_key == load_key(spec):
+                if run is None or (worker.load_key == load_key(spec) and self.scheduler.matches(worker.node, spec)):
                     return worker
-                await self._unload(key, reason="reloading with new load options")
+                await self._unload(key, reason="reloading with new load options or on another node")
                 worker = None
             if worker is not None:
                 log.warning("worker for %s %s; starting a new one", key, worker.exit_description())
@@ -162,11 +162,12 @@ class Orchestrator:
         # both what to evict and where to place.
         need = for_spec(record, spec).total
         node = await self.scheduler.make_room(key, need, record.gguf.block_count, spec, self.workers,
-                                              lambda k, why: self._unload(k, reason=why))
+                                              lambda k, why: self._unload(k, reason=why), record)
         asked = load_key(spec)  # what was asked, before placement fills in the device
         placement = await self.scheduler.place(node, record, spec, need, self.workers)
-        self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loading {key} on {placement.device}",
-                            subject=f"model:{key}", runtime=spec.runtime)
+        where = placement.device if node.index == 0 else f"node {node.name} ({placement.device})"
+        self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loading {key} on {where}",
+                            subject=f"model:{key}", runtime=spec.runtime, node=node.name)
         try:
             worker = await node.launch(name, runtime, record, spec)
         except OmgError as e:
@@ -184,8 +185,9 @@ class Orchestrator:
         worker.pinned = key in self.pins
         worker.device, worker.vram_estimate = placement.device, placement.vram
         self.workers[key] = worker
-        self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loaded {key} in {worker.load_ns / 1e9:.2f}s",
-                            subject=f"model:{key}", completed=1, total=1, unit="model",
+        self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loaded {key} in {worker.load_ns / 1e9:.2f}s"
+                            + ("" if node.index == 0 else f" on node {node.name}"),
+                            subject=f"model:{key}", completed=1, total=1, unit="model", node=node.name,
                             pid=str(worker.pid), memory_bytes=str(worker.memory_bytes))
         self.keep_alive.set_expiry(worker, "")
         loop = asyncio.get_running_loop()
@@ -455,6 +457,40 @@ class Orchestrator:
                 status = None
             out.append((worker, status))
         return out
+
+    def node_name(self, index: int) -> str:
+        """The name of node `index` ("local" for this machine)."""
+        return self.nodes[index].name if 0 <= index < len(self.nodes) else "?"
+
+    async def node_down(self, node: Node, reason: str) -> None:
+        """Node `node` is gone: its workers leave the pool (calls in flight on them end with an
+        error), and the models runs pin there are placed again on the nodes that are up."""
+        lost = [k for k, w in self.workers.items() if w.node == node.index]
+        for key in lost:
+            self.workers.pop(key, None)
+            self.events.publish(events_pb2.EVENT_KIND_UNLOAD, f"unloaded {key}: node {node.name} is down ({reason})",
+                                subject=f"model:{key}", reason=f"node {node.name} down", node=node.name)
+        mark = getattr(node, "mark_down", None)
+        if mark is not None:
+            await mark(reason)
+        for key in lost:
+            if key in self.pins:
+                asyncio.get_running_loop().create_task(self._replace_pinned(key, node.name))
+
+    async def _replace_pinned(self, key: WorkerKey, gone: str) -> None:
+        run = self.pins.get(key)
+        if run is None:
+            return
+        try:
+            worker = await self.worker_for(key.model, run=run, mode=key.mode)
+        except OmgError as e:
+            log.error("run %s (%s) lost node %s and could not be placed again: %s", run.run_id, key, gone, e.message)
+            self.events.publish(events_pb2.EVENT_KIND_RUN, f"run {run.run_id}: {key} lost node {gone} and waits "
+                                f"for room: {e.message}", subject=f"run:{run.run_id}", level=events_pb2.LEVEL_ERROR)
+            return
+        worker.pinned, worker.expires_at = True, None
+        self.events.publish(events_pb2.EVENT_KIND_RUN, f"run {run.run_id}: {key} placed again on node "
+                            f"{self.node_name(worker.node)} after node {gone} went down", subject=f"run:{run.run_id}")
 
     async def shutdown(self) -> None:
         """Stop every worker."""

@@ -118,6 +118,7 @@ class NodeView:
     residents: tuple[Resident, ...] = ()  # the models loaded on it
     gpus: tuple = ()  # its GPUs our runtime can use (an Inventory's Gpu values)
     vram_used_by_us: dict[int, int] | None = None  # GPU index -> bytes our models hold there
+    holds_files: bool = True  # whether its store has the model's files (else they are sent first)
 
 
 @dataclass(frozen=True)
@@ -135,16 +136,18 @@ _DEVICE_RANK = {-1: 0}  # the whole model on a GPU first, then a partial offload
 
 def choose_node(name: Hashable, need: int, layers: int, nodes: list[NodeView], *, max_loaded: int,
                 requested: str = "", vram_budget: int = 0, reserve: int = 512 << 20,
-                allow_partial: bool = True) -> NodeChoice:
+                allow_partial: bool = True, strategy: str = "spread") -> NodeChoice:
     """The node for model `name` (needing `need` bytes, `layers` blocks): the one needing the
-    fewest evictions, then the best device (whole GPU, partial, CPU), then the first in the list.
+    fewest evictions, then the best device (whole GPU, partial, CPU), then one that holds the
+    files already, then by `strategy` ("spread": the most RAM budget left after the load, "pack":
+    the least; among nodes that must evict anyway, list order), then the first in the list.
 
     Raises, when no node can take it: Unavailable if one could once its busy or pinned models
     are done, else NeverFits (the first node's reason).
     """
     if not nodes:
         raise NeverFits(f"model '{name}' has no node to run on")
-    choices: list[tuple[tuple[int, int, int], NodeChoice]] = []
+    choices: list[tuple[tuple[int, int, int, int, int], NodeChoice]] = []
     errors: list[OmgError] = []
     for node in nodes:
         try:
@@ -160,7 +163,11 @@ def choose_node(name: Hashable, need: int, layers: int, nodes: list[NodeView], *
         except NeverFits:
             device = DevicePlacement("cpu", 0, 0)
         rank = 2 if device.device == "cpu" else _DEVICE_RANK.get(device.gpu_layers, 1)
-        choices.append(((len(evict), rank, node.index), NodeChoice(node.index, evict, device)))
+        left = node.ram_budget - need - sum(r.memory for r in node.residents if r.name not in evict and r.name != name)
+        # Spread or pack among nodes with room; where something must go anyway, list order.
+        spread = 0 if evict else -left if strategy != "pack" else left
+        choices.append(((len(evict), rank, 0 if node.holds_files else 1, spread, node.index),
+                        NodeChoice(node.index, evict, device)))
     if choices:
         return min(choices, key=lambda c: c[0])[1]
     raise next((e for e in errors if isinstance(e, Unavailable)), errors[0])

@@ -14,13 +14,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ohmygpu.api.v1 import runs_pb2
-from ohmygpu.core.errors import AlreadyExists, InvalidArgument, NotFound, OmgError
+from ohmygpu.core.errors import AlreadyExists, InvalidArgument, ModelNotFound, NotFound, OmgError, Unavailable
 from ohmygpu.core.index_db import open_index, timestamp
 from ohmygpu.core.names import parse_model_name
 from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.placement import NeverFits
 from ohmygpu.run.v1 import run_spec_pb2
 
 log = logging.getLogger("ohmygpu.runs")
+# What a restored run meets when its node has not joined (again) yet: it waits for one.
+_NODE_MISSING = (NeverFits, NotFound, Unavailable)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, spec BLOB NOT NULL, model TEXT NOT NULL, state INTEGER NOT NULL,
@@ -37,6 +40,8 @@ class RunManager:
         self.orchestrator = orchestrator
         self._db = open_index(home, _SCHEMA)
         self._lock = threading.Lock()
+        self._waiting: dict[str, tuple[str, run_spec_pb2.RunSpec]] = {}  # restored runs waiting for a node
+        self._retry_lock = asyncio.Lock()
 
     def close(self) -> None:
         self._db.close()
@@ -60,6 +65,7 @@ class RunManager:
         worker = self.orchestrator.pinned_worker(model)
         if state == runs_pb2.RUN_STATE_RUNNING and worker is not None:
             run.pid = worker.pid
+            run.node = self.orchestrator.node_name(worker.node)
         return run
 
     async def create(self, spec: run_spec_pb2.RunSpec) -> runs_pb2.Run:
@@ -85,23 +91,42 @@ class RunManager:
         await self._start(spec.run_id, model, spec)
         return await self.get(spec.run_id)
 
-    async def _start(self, run_id: str, model: str, spec: run_spec_pb2.RunSpec) -> None:
+    async def _start(self, run_id: str, model: str, spec: run_spec_pb2.RunSpec, *, may_wait: bool = False) -> None:
         try:
             worker = await self.orchestrator.pin(model, spec)
         except OmgError as e:
-            self._update(run_id, runs_pb2.RUN_STATE_FAILED, e.message)
+            if may_wait and isinstance(e, _NODE_MISSING) and not isinstance(e, ModelNotFound):
+                # After a restart its node may not have joined again yet: it starts when one does.
+                self._waiting[run_id] = (model, spec)
+                self._update(run_id, runs_pb2.RUN_STATE_STARTING, f"waiting for a node: {e.message}")
+            else:
+                self._update(run_id, runs_pb2.RUN_STATE_FAILED, e.message)
             raise
+        self._waiting.pop(run_id, None)
         self._update(run_id, runs_pb2.RUN_STATE_RUNNING, log_path=str(worker.log_path))
 
     async def restore(self) -> None:
-        """Start again the runs that were running when the daemon stopped."""
+        """Start again the runs that were running when the daemon stopped; one whose node has
+        not joined yet waits for it (see node_up)."""
         for run_id, spec, model in self._exec("SELECT id, spec, model FROM runs WHERE state IN (?, ?)",
                                               (runs_pb2.RUN_STATE_STARTING, runs_pb2.RUN_STATE_RUNNING)):
             log.warning("restoring run %s (%s) after a restart", run_id, model)
             try:
-                await self._start(run_id, model, run_spec_pb2.RunSpec.FromString(spec))
+                await self._start(run_id, model, run_spec_pb2.RunSpec.FromString(spec), may_wait=True)
             except OmgError as e:
-                log.error("run %s could not be restored: %s", run_id, e.message)
+                log.error("run %s could not be restored%s: %s", run_id,
+                          " yet (it waits for a node)" if run_id in self._waiting else "", e.message)
+
+    async def node_up(self, node: object) -> None:
+        """A node joined or came back: start the runs waiting for one."""
+        async with self._retry_lock:
+            for run_id, (model, spec) in list(self._waiting.items()):
+                try:
+                    await self._start(run_id, model, spec, may_wait=True)
+                    log.warning("run %s (%s) restored now that node %s is up", run_id, model,
+                                getattr(node, "name", "?"))
+                except OmgError as e:
+                    log.info("run %s still waits: %s", run_id, e.message)
 
     async def get(self, run_id: str) -> runs_pb2.Run:
         rows = self._exec(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", (run_id,))
@@ -114,6 +139,7 @@ class RunManager:
 
     async def stop(self, run_id: str) -> runs_pb2.Run:
         run = await self.get(run_id)
+        self._waiting.pop(run_id, None)
         if run.state in (runs_pb2.RUN_STATE_STARTING, runs_pb2.RUN_STATE_RUNNING):
             await self.orchestrator.unpin(run.model)
             self._update(run_id, runs_pb2.RUN_STATE_STOPPED, "stopped by request")

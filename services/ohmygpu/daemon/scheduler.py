@@ -9,11 +9,12 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core.errors import InvalidArgument
+from ohmygpu.core.errors import InvalidArgument, NotFound, Unavailable
 from ohmygpu.core.settings import Settings
 from ohmygpu.daemon.nodes import Node
 from ohmygpu.daemon.placement import (
     DevicePlacement,
+    NeverFits,
     NodeView,
     Resident,
     choose_node,
@@ -41,8 +42,33 @@ class Scheduler:
         self.settings = settings
         self.nodes = nodes
 
+    def matches(self, index: int, spec: run_spec_pb2.RunSpec) -> bool:
+        """Whether node `index` is one the spec allows (its node name and labels)."""
+        node = next((n for n in self.nodes if n.index == index), None)
+        r = spec.resources
+        return node is not None and (not r.node or node.name == r.node) \
+            and all(node.labels.get(k) == v for k, v in r.node_labels.items())
+
+    def candidates(self, spec: run_spec_pb2.RunSpec, model: str) -> list[Node]:
+        """The nodes that are up and match the spec's node and labels. Raises NotFound for an
+        unknown node name or labels no node carries (a restored run waits for such a node to
+        join), Unavailable when the matching nodes are all down."""
+        named, wanted = spec.resources.node, dict(spec.resources.node_labels)
+        matching = [n for n in self.nodes if self.matches(n.index, spec)]
+        if not matching:
+            if named and not any(n.name == named for n in self.nodes):
+                raise NotFound(f"no node is named '{named}' (`omg node ls` lists them)")
+            labels = ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
+            raise NotFound(f"no node carries the labels {labels} that '{model}' asks for "
+                           "(`omg node ls` shows each node's labels)")
+        up = [n for n in matching if n.up]
+        if not up:
+            down = ", ".join(f"{n.name} ({n.down_reason})" for n in matching)
+            raise Unavailable(f"'{model}' can only go to nodes that are down now: {down}; try again when one is back")
+        return up
+
     async def _view(self, node: Node, workers: Mapping[WorkerKey, Worker], runtime: str,
-                    with_gpus: bool) -> NodeView:
+                    with_gpus: bool, record: assets_pb2.InstallRecord | None = None) -> NodeView:
         residents = tuple(Resident(k, w.memory_bytes, w.in_flight, w.last_used, w.pinned)
                           for k, w in workers.items() if w.alive and w.node == node.index)
         gpus: tuple = ()
@@ -50,21 +76,31 @@ class Scheduler:
             inv = await asyncio.to_thread(node.inventory)
             if inv.gpus and await asyncio.to_thread(node.gpu_capable, runtime):
                 gpus = inv.gpus
-        return NodeView(node.index, node.ram_budget, residents, gpus, _vram_used(workers, node.index))
+        holds = record is None or await asyncio.to_thread(node.holds, record)
+        return NodeView(node.index, node.ram_budget, residents, gpus, _vram_used(workers, node.index), holds)
 
     async def make_room(self, key: WorkerKey, need: int, layers: int, spec: run_spec_pb2.RunSpec,
                         workers: Mapping[WorkerKey, Worker],
-                        unload: Callable[[WorkerKey, str], Awaitable[object]]) -> Node:
+                        unload: Callable[[WorkerKey, str], Awaitable[object]],
+                        record: assets_pb2.InstallRecord | None = None) -> Node:
         """Choose the node for a load needing `need` bytes and unload there the least recently
         used idle workers it needs gone (budget and max_loaded_models); returns the node.
-        Raises NeverFits or Unavailable (see placement.choose_node)."""
+        Raises NeverFits or Unavailable (see placement.choose_node), and what `candidates` raises."""
+        nodes = self.candidates(spec, key.model)
         # One node: its GPUs cannot change the choice, so they are not probed twice per load.
-        with_gpus = len(self.nodes) > 1
-        views = [await self._view(n, workers, spec.runtime, with_gpus) for n in self.nodes]
-        choice = choose_node(key, need, layers, views, max_loaded=max(1, self.settings.max_loaded_models),
-                             requested=self._requested(spec), vram_budget=self.settings.vram_budget_mb << 20,
-                             reserve=self.settings.vram_reserve_mb << 20,
-                             allow_partial=bool(self.settings.partial_offload))
+        with_gpus = len(nodes) > 1
+        views = [await self._view(n, workers, spec.runtime, with_gpus, record) for n in nodes]
+        try:
+            choice = choose_node(key, need, layers, views, max_loaded=max(1, self.settings.max_loaded_models),
+                                 requested=self._requested(spec), vram_budget=self.settings.vram_budget_mb << 20,
+                                 reserve=self.settings.vram_reserve_mb << 20,
+                                 allow_partial=bool(self.settings.partial_offload), strategy=self.settings.placement)
+        except NeverFits as e:
+            down = [n for n in self.nodes if not n.up]
+            if down:  # one of them might hold it: a 503 to retry, not a 507 for ever
+                raise Unavailable(f"{e.message}; on the nodes that are up. Down now: "
+                                  + ", ".join(f"{n.name} ({n.down_reason})" for n in down)) from None
+            raise
         for victim in choice.evict:
             log.info("unloading %s (least recently used) to load %s", victim, key)
             await unload(victim, f"evicted to load {key}")  # type: ignore[arg-type]  # a WorkerKey

@@ -29,6 +29,7 @@ from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.grpc_errors import TokenInterceptor
 from ohmygpu.daemon.grpc_limits import MessageLimitInterceptor
 from ohmygpu.daemon.jobs import JobManager
+from ohmygpu.daemon.node_registry import NodeRegistry
 from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.daemon.runs import RunManager
 from ohmygpu.daemon.services import add_services
@@ -120,8 +121,11 @@ class Daemon:
         orchestrator = Orchestrator(self.settings, store, events=bus)
         jobs = JobManager(self.settings, store, events=bus)
         runs = RunManager(self.home, orchestrator)
+        nodes = NodeRegistry(self.settings, orchestrator, bus)
+        nodes.on_up.append(runs.node_up)  # runs waiting for a node (after a restart) start when it joins
+        jobs.to_node = nodes.place_files
         api = DaemonAPI(self.settings, store, orchestrator, jobs=jobs, runs=runs, events=bus,
-                        request_shutdown=self.stop_event.set)
+                        request_shutdown=self.stop_event.set, nodes=nodes)
         interceptors = [TokenInterceptor(self.settings.token, self.settings.admin_token)] \
             if self.settings.token or self.settings.admin_token else []
         # Audio arrives in one message: the server's limit follows OMG_MAX_AUDIO_MB (plus room for
@@ -152,6 +156,12 @@ class Daemon:
                                 http=protocol_for(ConnectionLimits.of(self.settings)), **tls)
         http_server = _Uvicorn(config)
         await grpc_server.start()
+        try:
+            await nodes.start()
+        except OmgError:
+            await grpc_server.stop(grace=0)
+            http_sock.close()
+            raise
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
@@ -172,6 +182,7 @@ class Daemon:
             log.warning("shutting down")
             http_server.should_exit = True
             restore.cancel()
+            await nodes.stop()
             await orchestrator.shutdown()
             await jobs.close()
             runs.close()

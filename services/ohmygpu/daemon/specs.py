@@ -40,6 +40,8 @@ def spec_for(settings: Settings, record: assets_pb2.InstallRecord, runtime: Runt
             spec.resources.max_concurrency = res.max_concurrency
         if res.vram_budget_mb:
             spec.resources.vram_budget_mb = res.vram_budget_mb
+        spec.resources.node = res.node  # where it may run: placement's filter (daemon/scheduler.py)
+        spec.resources.node_labels.update(res.node_labels)
         if run.mode:
             spec.mode = run.mode
         if run.HasField("params"):

@@ -127,6 +127,12 @@ class Worker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
+    @property
+    def lost(self) -> bool:
+        """Whether it went with its machine (a remote node down), not of a crash of its own:
+        such a loss is neither counted toward max_crashes nor blamed on a request."""
+        return False
+
     def exit_description(self) -> str:
         code = self.proc.returncode if self.proc else None
         if code is None:

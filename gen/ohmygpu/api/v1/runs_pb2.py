@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ohmygpu.run.v1 import run_spec_pb2 as ohmygpu_dot_run_dot_v1_dot_run__spec__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ohmygpu/api/v1/runs.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dohmygpu/run/v1/run_spec.proto\"\xec\x01\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.ohmygpu.run.v1.RunSpec\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.ohmygpu.api.v1.RunState\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\r\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x10\x43reateRunRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.ohmygpu.run.v1.RunSpec\"\x11\n\x0fListRunsRequest\"5\n\x10ListRunsResponse\x12!\n\x04runs\x18\x01 \x03(\x0b\x32\x13.ohmygpu.api.v1.Run\"\x1b\n\rGetRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1c\n\x0eStopRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"2\n\x14StreamRunLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"\x1a\n\nRunLogLine\x12\x0c\n\x04line\x18\x01 \x01(\t*\x81\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATE_STARTING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x15\n\x11RUN_STATE_STOPPED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x32\xee\x03\n\nRunService\x12Z\n\tCreateRun\x12 .ohmygpu.api.v1.CreateRunRequest\x1a\x13.ohmygpu.api.v1.Run\"\x16\x82\xd3\xe4\x93\x02\x10\"\x08/v1/runs:\x04spec\x12_\n\x08ListRuns\x12\x1f.ohmygpu.api.v1.ListRunsRequest\x1a .ohmygpu.api.v1.ListRunsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/runs\x12S\n\x06GetRun\x12\x1d.ohmygpu.api.v1.GetRunRequest\x1a\x13.ohmygpu.api.v1.Run\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/runs/{id}\x12]\n\x07StopRun\x12\x1e.ohmygpu.api.v1.StopRunRequest\x1a\x13.ohmygpu.api.v1.Run\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/runs/{id}/stop:\x01*\x12o\n\rStreamRunLogs\x12$.ohmygpu.api.v1.StreamRunLogsRequest\x1a\x1a.ohmygpu.api.v1.RunLogLine\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/runs/{id}/logs0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ohmygpu/api/v1/runs.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dohmygpu/run/v1/run_spec.proto\"\xfa\x01\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.ohmygpu.run.v1.RunSpec\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.ohmygpu.api.v1.RunState\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\r\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04node\x18\t \x01(\t\"9\n\x10\x43reateRunRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.ohmygpu.run.v1.RunSpec\"\x11\n\x0fListRunsRequest\"5\n\x10ListRunsResponse\x12!\n\x04runs\x18\x01 \x03(\x0b\x32\x13.ohmygpu.api.v1.Run\"\x1b\n\rGetRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1c\n\x0eStopRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"2\n\x14StreamRunLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"\x1a\n\nRunLogLine\x12\x0c\n\x04line\x18\x01 \x01(\t*\x81\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATE_STARTING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x15\n\x11RUN_STATE_STOPPED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x32\xee\x03\n\nRunService\x12Z\n\tCreateRun\x12 .ohmygpu.api.v1.CreateRunRequest\x1a\x13.ohmygpu.api.v1.Run\"\x16\x82\xd3\xe4\x93\x02\x10\"\x08/v1/runs:\x04spec\x12_\n\x08ListRuns\x12\x1f.ohmygpu.api.v1.ListRunsRequest\x1a .ohmygpu.api.v1.ListRunsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/runs\x12S\n\x06GetRun\x12\x1d.ohmygpu.api.v1.GetRunRequest\x1a\x13.ohmygpu.api.v1.Run\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/runs/{id}\x12]\n\x07StopRun\x12\x1e.ohmygpu.api.v1.StopRunRequest\x1a\x13.ohmygpu.api.v1.Run\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/runs/{id}/stop:\x01*\x12o\n\rStreamRunLogs\x12$.ohmygpu.api.v1.StreamRunLogsRequest\x1a\x1a.ohmygpu.api.v1.RunLogLine\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/runs/{id}/logs0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,24 +44,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNSERVICE'].methods_by_name['StopRun']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/runs/{id}/stop:\001*'
   _globals['_RUNSERVICE'].methods_by_name['StreamRunLogs']._loaded_options = None
   _globals['_RUNSERVICE'].methods_by_name['StreamRunLogs']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/runs/{id}/logs'
-  _globals['_RUNSTATE']._serialized_start=651
-  _globals['_RUNSTATE']._serialized_end=780
+  _globals['_RUNSTATE']._serialized_start=665
+  _globals['_RUNSTATE']._serialized_end=794
   _globals['_RUN']._serialized_start=140
-  _globals['_RUN']._serialized_end=376
-  _globals['_CREATERUNREQUEST']._serialized_start=378
-  _globals['_CREATERUNREQUEST']._serialized_end=435
-  _globals['_LISTRUNSREQUEST']._serialized_start=437
-  _globals['_LISTRUNSREQUEST']._serialized_end=454
-  _globals['_LISTRUNSRESPONSE']._serialized_start=456
-  _globals['_LISTRUNSRESPONSE']._serialized_end=509
-  _globals['_GETRUNREQUEST']._serialized_start=511
-  _globals['_GETRUNREQUEST']._serialized_end=538
-  _globals['_STOPRUNREQUEST']._serialized_start=540
-  _globals['_STOPRUNREQUEST']._serialized_end=568
-  _globals['_STREAMRUNLOGSREQUEST']._serialized_start=570
-  _globals['_STREAMRUNLOGSREQUEST']._serialized_end=620
-  _globals['_RUNLOGLINE']._serialized_start=622
-  _globals['_RUNLOGLINE']._serialized_end=648
-  _globals['_RUNSERVICE']._serialized_start=783
-  _globals['_RUNSERVICE']._serialized_end=1277
+  _globals['_RUN']._serialized_end=390
+  _globals['_CREATERUNREQUEST']._serialized_start=392
+  _globals['_CREATERUNREQUEST']._serialized_end=449
+  _globals['_LISTRUNSREQUEST']._serialized_start=451
+  _globals['_LISTRUNSREQUEST']._serialized_end=468
+  _globals['_LISTRUNSRESPONSE']._serialized_start=470
+  _globals['_LISTRUNSRESPONSE']._serialized_end=523
+  _globals['_GETRUNREQUEST']._serialized_start=525
+  _globals['_GETRUNREQUEST']._serialized_end=552
+  _globals['_STOPRUNREQUEST']._serialized_start=554
+  _globals['_STOPRUNREQUEST']._serialized_end=582
+  _globals['_STREAMRUNLOGSREQUEST']._serialized_start=584
+  _globals['_STREAMRUNLOGSREQUEST']._serialized_end=634
+  _globals['_RUNLOGLINE']._serialized_start=636
+  _globals['_RUNLOGLINE']._serialized_end=662
+  _globals['_RUNSERVICE']._serialized_start=797
+  _globals['_RUNSERVICE']._serialized_end=1291
 # @@protoc_insertion_point(module_scope)

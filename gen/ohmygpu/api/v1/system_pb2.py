@@ -28,13 +28,15 @@ from ohmygpu.run.v1 import run_spec_pb2 as ohmygpu_dot_run_dot_v1_dot_run__spec_
 from ohmygpu.runtime.v1 import runtime_pb2 as ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bohmygpu/api/v1/system.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dohmygpu/run/v1/run_spec.proto\x1a ohmygpu/runtime/v1/runtime.proto\"\x13\n\x11GetVersionRequest\"%\n\x12GetVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\"\x12\n\x10GetStatusRequest\"\xd7\x01\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x11\n\thttp_addr\x18\x02 \x01(\t\x12\x11\n\tgrpc_addr\x18\x03 \x01(\t\x12\x0c\n\x04home\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\r\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06loaded\x18\x07 \x03(\x0b\x32\x1b.ohmygpu.api.v1.LoadedModel\x12\x13\n\x0bmodel_count\x18\x08 \x01(\r\"\xf1\x02\n\x0bLoadedModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07runtime\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12\x12\n\nvram_bytes\x18\x06 \x01(\x04\x12.\n\x05state\x18\x07 \x01(\x0e\x32\x1f.ohmygpu.runtime.v1.WorkerState\x12\x11\n\tin_flight\x18\x08 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\t \x01(\r\x12.\n\nexpires_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsize_bytes\x18\x0b \x01(\x04\x12\x0e\n\x06\x64igest\x18\x0c \x01(\t\x12\"\n\x04mode\x18\r \x01(\x0e\x32\x14.ohmygpu.run.v1.Mode\x12\x0e\n\x06queued\x18\x0e \x01(\r\x12\x19\n\x11tokens_per_second\x18\x0f \x01(\x02\"\x14\n\x12ListDevicesRequest\"w\n\x03Gpu\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cmemory_total\x18\x03 \x01(\x04\x12\x13\n\x0bmemory_used\x18\x04 \x01(\x04\x12\x13\n\x0butilization\x18\x05 \x01(\r\x12\x13\n\x0btemperature\x18\x06 \x01(\r\"\x8a\x01\n\x13ListDevicesResponse\x12\x11\n\tcpu_count\x18\x01 \x01(\r\x12\x11\n\tram_total\x18\x02 \x01(\x04\x12\x15\n\rram_available\x18\x03 \x01(\x04\x12!\n\x04gpus\x18\x04 \x03(\x0b\x32\x13.ohmygpu.api.v1.Gpu\x12\x13\n\x0b\x63pu_percent\x18\x05 \x01(\x02\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x13UnloadModelResponse\x12\x10\n\x08unloaded\x18\x01 \x01(\x08\"\x13\n\x11ListLoadedRequest\"A\n\x12ListLoadedResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.ohmygpu.api.v1.LoadedModel\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse2\x9d\x05\n\rSystemService\x12h\n\nGetVersion\x12!.ohmygpu.api.v1.GetVersionRequest\x1a\".ohmygpu.api.v1.GetVersionResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/version\x12\x64\n\tGetStatus\x12 .ohmygpu.api.v1.GetStatusRequest\x1a!.ohmygpu.api.v1.GetStatusResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/status\x12g\n\nListLoaded\x12!.ohmygpu.api.v1.ListLoadedRequest\x1a\".ohmygpu.api.v1.ListLoadedResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/loaded\x12k\n\x0bListDevices\x12\".ohmygpu.api.v1.ListDevicesRequest\x1a#.ohmygpu.api.v1.ListDevicesResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/devices\x12~\n\x0bUnloadModel\x12\".ohmygpu.api.v1.UnloadModelRequest\x1a#.ohmygpu.api.v1.UnloadModelResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/loaded/{name=**}:unload:\x01*\x12\x66\n\x08Shutdown\x12\x1f.ohmygpu.api.v1.ShutdownRequest\x1a .ohmygpu.api.v1.ShutdownResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/shutdown:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bohmygpu/api/v1/system.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dohmygpu/run/v1/run_spec.proto\x1a ohmygpu/runtime/v1/runtime.proto\"\x13\n\x11GetVersionRequest\"%\n\x12GetVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\"\x12\n\x10GetStatusRequest\"\xd7\x01\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x11\n\thttp_addr\x18\x02 \x01(\t\x12\x11\n\tgrpc_addr\x18\x03 \x01(\t\x12\x0c\n\x04home\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\r\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06loaded\x18\x07 \x03(\x0b\x32\x1b.ohmygpu.api.v1.LoadedModel\x12\x13\n\x0bmodel_count\x18\x08 \x01(\r\"\xff\x02\n\x0bLoadedModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07runtime\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12\x12\n\nvram_bytes\x18\x06 \x01(\x04\x12.\n\x05state\x18\x07 \x01(\x0e\x32\x1f.ohmygpu.runtime.v1.WorkerState\x12\x11\n\tin_flight\x18\x08 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\t \x01(\r\x12.\n\nexpires_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsize_bytes\x18\x0b \x01(\x04\x12\x0e\n\x06\x64igest\x18\x0c \x01(\t\x12\"\n\x04mode\x18\r \x01(\x0e\x32\x14.ohmygpu.run.v1.Mode\x12\x0e\n\x06queued\x18\x0e \x01(\r\x12\x19\n\x11tokens_per_second\x18\x0f \x01(\x02\x12\x0c\n\x04node\x18\x10 \x01(\t\"\x14\n\x12ListDevicesRequest\"w\n\x03Gpu\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cmemory_total\x18\x03 \x01(\x04\x12\x13\n\x0bmemory_used\x18\x04 \x01(\x04\x12\x13\n\x0butilization\x18\x05 \x01(\r\x12\x13\n\x0btemperature\x18\x06 \x01(\r\"\x8a\x01\n\x13ListDevicesResponse\x12\x11\n\tcpu_count\x18\x01 \x01(\r\x12\x11\n\tram_total\x18\x02 \x01(\x04\x12\x15\n\rram_available\x18\x03 \x01(\x04\x12!\n\x04gpus\x18\x04 \x03(\x0b\x32\x13.ohmygpu.api.v1.Gpu\x12\x13\n\x0b\x63pu_percent\x18\x05 \x01(\x02\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x13UnloadModelResponse\x12\x10\n\x08unloaded\x18\x01 \x01(\x08\"\x13\n\x11ListLoadedRequest\"A\n\x12ListLoadedResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.ohmygpu.api.v1.LoadedModel\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse\"\x12\n\x10ListNodesRequest\"h\n\x11ListNodesResponse\x12#\n\x05nodes\x18\x01 \x03(\x0b\x32\x14.ohmygpu.api.v1.Node\x12\x14\n\x0cjoin_address\x18\x02 \x01(\t\x12\x18\n\x10join_fingerprint\x18\x03 \x01(\t\"\x94\x03\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x11\n\tcpu_count\x18\x04 \x01(\r\x12\x11\n\tram_total\x18\x05 \x01(\x04\x12\x15\n\rram_available\x18\x06 \x01(\x04\x12\x12\n\nram_budget\x18\x07 \x01(\x04\x12\x10\n\x08ram_used\x18\x08 \x01(\x04\x12!\n\x04gpus\x18\t \x03(\x0b\x32\x13.ohmygpu.api.v1.Gpu\x12\x0e\n\x06models\x18\n \x03(\t\x12\x0e\n\x06loaded\x18\x0b \x03(\t\x12\x30\n\x06labels\x18\x0c \x03(\x0b\x32 .ohmygpu.api.v1.Node.LabelsEntry\x12\x32\n\x0elast_heartbeat\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nhub_access\x18\x0e \x01(\x08\x12\x0f\n\x07version\x18\x0f \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x82\x06\n\rSystemService\x12h\n\nGetVersion\x12!.ohmygpu.api.v1.GetVersionRequest\x1a\".ohmygpu.api.v1.GetVersionResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/version\x12\x64\n\tGetStatus\x12 .ohmygpu.api.v1.GetStatusRequest\x1a!.ohmygpu.api.v1.GetStatusResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/status\x12g\n\nListLoaded\x12!.ohmygpu.api.v1.ListLoadedRequest\x1a\".ohmygpu.api.v1.ListLoadedResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/loaded\x12k\n\x0bListDevices\x12\".ohmygpu.api.v1.ListDevicesRequest\x1a#.ohmygpu.api.v1.ListDevicesResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/devices\x12~\n\x0bUnloadModel\x12\".ohmygpu.api.v1.UnloadModelRequest\x1a#.ohmygpu.api.v1.UnloadModelResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/loaded/{name=**}:unload:\x01*\x12\x63\n\tListNodes\x12 .ohmygpu.api.v1.ListNodesRequest\x1a!.ohmygpu.api.v1.ListNodesResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/nodes\x12\x66\n\x08Shutdown\x12\x1f.ohmygpu.api.v1.ShutdownRequest\x1a .ohmygpu.api.v1.ShutdownResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/shutdown:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ohmygpu.api.v1.system_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_NODE_LABELSENTRY']._loaded_options = None
+  _globals['_NODE_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_SYSTEMSERVICE'].methods_by_name['GetVersion']._loaded_options = None
   _globals['_SYSTEMSERVICE'].methods_by_name['GetVersion']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/version'
   _globals['_SYSTEMSERVICE'].methods_by_name['GetStatus']._loaded_options = None
@@ -45,6 +47,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SYSTEMSERVICE'].methods_by_name['ListDevices']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/devices'
   _globals['_SYSTEMSERVICE'].methods_by_name['UnloadModel']._loaded_options = None
   _globals['_SYSTEMSERVICE'].methods_by_name['UnloadModel']._serialized_options = b'\202\323\344\223\002 \"\033/v1/loaded/{name=**}:unload:\001*'
+  _globals['_SYSTEMSERVICE'].methods_by_name['ListNodes']._loaded_options = None
+  _globals['_SYSTEMSERVICE'].methods_by_name['ListNodes']._serialized_options = b'\202\323\344\223\002\013\022\t/v1/nodes'
   _globals['_SYSTEMSERVICE'].methods_by_name['Shutdown']._loaded_options = None
   _globals['_SYSTEMSERVICE'].methods_by_name['Shutdown']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/shutdown:\001*'
   _globals['_GETVERSIONREQUEST']._serialized_start=175
@@ -56,25 +60,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSRESPONSE']._serialized_start=256
   _globals['_GETSTATUSRESPONSE']._serialized_end=471
   _globals['_LOADEDMODEL']._serialized_start=474
-  _globals['_LOADEDMODEL']._serialized_end=843
-  _globals['_LISTDEVICESREQUEST']._serialized_start=845
-  _globals['_LISTDEVICESREQUEST']._serialized_end=865
-  _globals['_GPU']._serialized_start=867
-  _globals['_GPU']._serialized_end=986
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=989
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=1127
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1129
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1163
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1165
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1204
-  _globals['_LISTLOADEDREQUEST']._serialized_start=1206
-  _globals['_LISTLOADEDREQUEST']._serialized_end=1225
-  _globals['_LISTLOADEDRESPONSE']._serialized_start=1227
-  _globals['_LISTLOADEDRESPONSE']._serialized_end=1292
-  _globals['_SHUTDOWNREQUEST']._serialized_start=1294
-  _globals['_SHUTDOWNREQUEST']._serialized_end=1311
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=1313
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=1331
-  _globals['_SYSTEMSERVICE']._serialized_start=1334
-  _globals['_SYSTEMSERVICE']._serialized_end=2003
+  _globals['_LOADEDMODEL']._serialized_end=857
+  _globals['_LISTDEVICESREQUEST']._serialized_start=859
+  _globals['_LISTDEVICESREQUEST']._serialized_end=879
+  _globals['_GPU']._serialized_start=881
+  _globals['_GPU']._serialized_end=1000
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=1003
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=1141
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1143
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1177
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1179
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1218
+  _globals['_LISTLOADEDREQUEST']._serialized_start=1220
+  _globals['_LISTLOADEDREQUEST']._serialized_end=1239
+  _globals['_LISTLOADEDRESPONSE']._serialized_start=1241
+  _globals['_LISTLOADEDRESPONSE']._serialized_end=1306
+  _globals['_SHUTDOWNREQUEST']._serialized_start=1308
+  _globals['_SHUTDOWNREQUEST']._serialized_end=1325
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=1327
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=1345
+  _globals['_LISTNODESREQUEST']._serialized_start=1347
+  _globals['_LISTNODESREQUEST']._serialized_end=1365
+  _globals['_LISTNODESRESPONSE']._serialized_start=1367
+  _globals['_LISTNODESRESPONSE']._serialized_end=1471
+  _globals['_NODE']._serialized_start=1474
+  _globals['_NODE']._serialized_end=1878
+  _globals['_NODE_LABELSENTRY']._serialized_start=1833
+  _globals['_NODE_LABELSENTRY']._serialized_end=1878
+  _globals['_SYSTEMSERVICE']._serialized_start=1881
+  _globals['_SYSTEMSERVICE']._serialized_end=2651
 # @@protoc_insertion_point(module_scope)

@@ -47,7 +47,7 @@ class GetStatusResponse(_message.Message):
     def __init__(self, version: _Optional[str] = ..., http_addr: _Optional[str] = ..., grpc_addr: _Optional[str] = ..., home: _Optional[str] = ..., pid: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_count: _Optional[int] = ...) -> None: ...
 
 class LoadedModel(_message.Message):
-    __slots__ = ("name", "runtime", "pid", "device", "memory_bytes", "vram_bytes", "state", "in_flight", "context_length", "expires_at", "size_bytes", "digest", "mode", "queued", "tokens_per_second")
+    __slots__ = ("name", "runtime", "pid", "device", "memory_bytes", "vram_bytes", "state", "in_flight", "context_length", "expires_at", "size_bytes", "digest", "mode", "queued", "tokens_per_second", "node")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,7 @@ class LoadedModel(_message.Message):
     MODE_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
     name: str
     runtime: str
     pid: int
@@ -78,7 +79,8 @@ class LoadedModel(_message.Message):
     mode: _run_spec_pb2.Mode
     queued: int
     tokens_per_second: float
-    def __init__(self, name: _Optional[str] = ..., runtime: _Optional[str] = ..., pid: _Optional[int] = ..., device: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., vram_bytes: _Optional[int] = ..., state: _Optional[_Union[_runtime_pb2.WorkerState, str]] = ..., in_flight: _Optional[int] = ..., context_length: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size_bytes: _Optional[int] = ..., digest: _Optional[str] = ..., mode: _Optional[_Union[_run_spec_pb2.Mode, str]] = ..., queued: _Optional[int] = ..., tokens_per_second: _Optional[float] = ...) -> None: ...
+    node: str
+    def __init__(self, name: _Optional[str] = ..., runtime: _Optional[str] = ..., pid: _Optional[int] = ..., device: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., vram_bytes: _Optional[int] = ..., state: _Optional[_Union[_runtime_pb2.WorkerState, str]] = ..., in_flight: _Optional[int] = ..., context_length: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size_bytes: _Optional[int] = ..., digest: _Optional[str] = ..., mode: _Optional[_Union[_run_spec_pb2.Mode, str]] = ..., queued: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., node: _Optional[str] = ...) -> None: ...
 
 class ListDevicesRequest(_message.Message):
     __slots__ = ()
@@ -143,3 +145,58 @@ class ShutdownRequest(_message.Message):
 class ShutdownResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes", "join_address", "join_fingerprint")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    JOIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    JOIN_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[Node]
+    join_address: str
+    join_fingerprint: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., join_address: _Optional[str] = ..., join_fingerprint: _Optional[str] = ...) -> None: ...
+
+class Node(_message.Message):
+    __slots__ = ("name", "state", "address", "cpu_count", "ram_total", "ram_available", "ram_budget", "ram_used", "gpus", "models", "loaded", "labels", "last_heartbeat", "hub_access", "version")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RAM_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RAM_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    RAM_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    RAM_USED_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    HUB_ACCESS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    address: str
+    cpu_count: int
+    ram_total: int
+    ram_available: int
+    ram_budget: int
+    ram_used: int
+    gpus: _containers.RepeatedCompositeFieldContainer[Gpu]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    loaded: _containers.RepeatedScalarFieldContainer[str]
+    labels: _containers.ScalarMap[str, str]
+    last_heartbeat: _timestamp_pb2.Timestamp
+    hub_access: bool
+    version: str
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., address: _Optional[str] = ..., cpu_count: _Optional[int] = ..., ram_total: _Optional[int] = ..., ram_available: _Optional[int] = ..., ram_budget: _Optional[int] = ..., ram_used: _Optional[int] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., models: _Optional[_Iterable[str]] = ..., loaded: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hub_access: _Optional[bool] = ..., version: _Optional[str] = ...) -> None: ...

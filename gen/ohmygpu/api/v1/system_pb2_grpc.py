@@ -60,6 +60,11 @@ class SystemServiceStub:
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.UnloadModelRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.UnloadModelResponse.FromString,
                 _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/ohmygpu.api.v1.SystemService/ListNodes',
+                request_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/ohmygpu.api.v1.SystemService/Shutdown',
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ShutdownRequest.SerializeToString,
@@ -106,6 +111,13 @@ class SystemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNodes(self, request, context):
+        """The machines models run on: the daemon's own ("local") and the nodes that joined it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Stops the daemon and its workers.
         """
@@ -140,6 +152,11 @@ def add_SystemServiceServicer_to_server(servicer, server):
                     servicer.UnloadModel,
                     request_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.UnloadModelRequest.FromString,
                     response_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.UnloadModelResponse.SerializeToString,
+            ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListNodesRequest.FromString,
+                    response_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListNodesResponse.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -283,6 +300,33 @@ class SystemService:
             '/ohmygpu.api.v1.SystemService/UnloadModel',
             ohmygpu_dot_api_dot_v1_dot_system__pb2.UnloadModelRequest.SerializeToString,
             ohmygpu_dot_api_dot_v1_dot_system__pb2.UnloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.SystemService/ListNodes',
+            ohmygpu_dot_api_dot_v1_dot_system__pb2.ListNodesRequest.SerializeToString,
+            ohmygpu_dot_api_dot_v1_dot_system__pb2.ListNodesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,6 +23,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_ALERT: _ClassVar[EventKind]
     EVENT_KIND_QUEUE: _ClassVar[EventKind]
     EVENT_KIND_GENERATION: _ClassVar[EventKind]
+    EVENT_KIND_NODE: _ClassVar[EventKind]
 
 class Level(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -42,6 +43,7 @@ EVENT_KIND_ERROR: EventKind
 EVENT_KIND_ALERT: EventKind
 EVENT_KIND_QUEUE: EventKind
 EVENT_KIND_GENERATION: EventKind
+EVENT_KIND_NODE: EventKind
 LEVEL_UNSPECIFIED: Level
 LEVEL_DEBUG: Level
 LEVEL_INFO: Level

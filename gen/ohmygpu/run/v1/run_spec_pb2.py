@@ -26,25 +26,29 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from ohmygpu.assets.v1 import assets_pb2 as ohmygpu_dot_assets_dot_v1_dot_assets__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dohmygpu/run/v1/run_spec.proto\x12\x0eohmygpu.run.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1eohmygpu/assets/v1/assets.proto\"\xa1\x01\n\tResources\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x16\n\x0evram_budget_mb\x18\x02 \x01(\x04\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\r\x12\x13\n\x0b\x63pu_threads\x18\x04 \x01(\r\x12\x17\n\ngpu_layers\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\rB\r\n\x0b_gpu_layers\"O\n\x07Network\x12\x0c\n\x04\x62ind\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x12\n\nauth_token\x18\x03 \x01(\t\x12\x14\n\x0c\x63ors_origins\x18\x04 \x03(\t\"\x80\x03\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05min_p\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x04\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x17\n\nmax_tokens\x18\x07 \x01(\x05H\x05\x88\x01\x01\x12\x1b\n\x0erepeat_penalty\x18\x08 \x01(\x02H\x06\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\t \x01(\x02H\x07\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\n \x01(\x02H\x08\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x07\n\x05_seedB\r\n\x0b_max_tokensB\x11\n\x0f_repeat_penaltyB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\xb9\x03\n\x07RunSpec\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12*\n\x05model\x18\x02 \x01(\x0b\x32\x1b.ohmygpu.assets.v1.ModelRef\x12-\n\x08revision\x18\x03 \x01(\x0b\x32\x1b.ohmygpu.assets.v1.Revision\x12\x0f\n\x07runtime\x18\x04 \x01(\t\x12\"\n\x04mode\x18\x05 \x01(\x0e\x32\x14.ohmygpu.run.v1.Mode\x12,\n\tresources\x18\x06 \x01(\x0b\x32\x19.ohmygpu.run.v1.Resources\x12(\n\x07network\x18\x07 \x01(\x0b\x32\x17.ohmygpu.run.v1.Network\x12.\n\x06params\x18\x08 \x01(\x0b\x32\x1e.ohmygpu.run.v1.SamplingParams\x12;\n\nextensions\x18\t \x03(\x0b\x32\'.ohmygpu.run.v1.RunSpec.ExtensionsEntry\x1aI\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01*}\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_CHAT\x10\x01\x12\x13\n\x0fMODE_COMPLETION\x10\x02\x12\x13\n\x0fMODE_EMBEDDINGS\x10\x03\x12\x16\n\x12MODE_TRANSCRIPTION\x10\x04\x12\x0e\n\nMODE_IMAGE\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dohmygpu/run/v1/run_spec.proto\x12\x0eohmygpu.run.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1eohmygpu/assets/v1/assets.proto\"\xa2\x02\n\tResources\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x16\n\x0evram_budget_mb\x18\x02 \x01(\x04\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\r\x12\x13\n\x0b\x63pu_threads\x18\x04 \x01(\r\x12\x17\n\ngpu_layers\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\r\x12\x0c\n\x04node\x18\x07 \x01(\t\x12>\n\x0bnode_labels\x18\x08 \x03(\x0b\x32).ohmygpu.run.v1.Resources.NodeLabelsEntry\x1a\x31\n\x0fNodeLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_gpu_layers\"O\n\x07Network\x12\x0c\n\x04\x62ind\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x12\n\nauth_token\x18\x03 \x01(\t\x12\x14\n\x0c\x63ors_origins\x18\x04 \x03(\t\"\x80\x03\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05min_p\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x04\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x17\n\nmax_tokens\x18\x07 \x01(\x05H\x05\x88\x01\x01\x12\x1b\n\x0erepeat_penalty\x18\x08 \x01(\x02H\x06\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\t \x01(\x02H\x07\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\n \x01(\x02H\x08\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x07\n\x05_seedB\r\n\x0b_max_tokensB\x11\n\x0f_repeat_penaltyB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\xb9\x03\n\x07RunSpec\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12*\n\x05model\x18\x02 \x01(\x0b\x32\x1b.ohmygpu.assets.v1.ModelRef\x12-\n\x08revision\x18\x03 \x01(\x0b\x32\x1b.ohmygpu.assets.v1.Revision\x12\x0f\n\x07runtime\x18\x04 \x01(\t\x12\"\n\x04mode\x18\x05 \x01(\x0e\x32\x14.ohmygpu.run.v1.Mode\x12,\n\tresources\x18\x06 \x01(\x0b\x32\x19.ohmygpu.run.v1.Resources\x12(\n\x07network\x18\x07 \x01(\x0b\x32\x17.ohmygpu.run.v1.Network\x12.\n\x06params\x18\x08 \x01(\x0b\x32\x1e.ohmygpu.run.v1.SamplingParams\x12;\n\nextensions\x18\t \x03(\x0b\x32\'.ohmygpu.run.v1.RunSpec.ExtensionsEntry\x1aI\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01*}\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_CHAT\x10\x01\x12\x13\n\x0fMODE_COMPLETION\x10\x02\x12\x13\n\x0fMODE_EMBEDDINGS\x10\x03\x12\x16\n\x12MODE_TRANSCRIPTION\x10\x04\x12\x0e\n\nMODE_IMAGE\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ohmygpu.run.v1.run_spec_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_RESOURCES_NODELABELSENTRY']._loaded_options = None
+  _globals['_RESOURCES_NODELABELSENTRY']._serialized_options = b'8\001'
   _globals['_RUNSPEC_EXTENSIONSENTRY']._loaded_options = None
   _globals['_RUNSPEC_EXTENSIONSENTRY']._serialized_options = b'8\001'
-  _globals['_MODE']._serialized_start=1187
-  _globals['_MODE']._serialized_end=1312
+  _globals['_MODE']._serialized_start=1316
+  _globals['_MODE']._serialized_end=1441
   _globals['_RESOURCES']._serialized_start=112
-  _globals['_RESOURCES']._serialized_end=273
-  _globals['_NETWORK']._serialized_start=275
-  _globals['_NETWORK']._serialized_end=354
-  _globals['_SAMPLINGPARAMS']._serialized_start=357
-  _globals['_SAMPLINGPARAMS']._serialized_end=741
-  _globals['_RUNSPEC']._serialized_start=744
-  _globals['_RUNSPEC']._serialized_end=1185
-  _globals['_RUNSPEC_EXTENSIONSENTRY']._serialized_start=1112
-  _globals['_RUNSPEC_EXTENSIONSENTRY']._serialized_end=1185
+  _globals['_RESOURCES']._serialized_end=402
+  _globals['_RESOURCES_NODELABELSENTRY']._serialized_start=338
+  _globals['_RESOURCES_NODELABELSENTRY']._serialized_end=387
+  _globals['_NETWORK']._serialized_start=404
+  _globals['_NETWORK']._serialized_end=483
+  _globals['_SAMPLINGPARAMS']._serialized_start=486
+  _globals['_SAMPLINGPARAMS']._serialized_end=870
+  _globals['_RUNSPEC']._serialized_start=873
+  _globals['_RUNSPEC']._serialized_end=1314
+  _globals['_RUNSPEC_EXTENSIONSENTRY']._serialized_start=1241
+  _globals['_RUNSPEC_EXTENSIONSENTRY']._serialized_end=1314
 # @@protoc_insertion_point(module_scope)

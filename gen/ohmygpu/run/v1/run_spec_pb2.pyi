@@ -25,20 +25,31 @@ MODE_TRANSCRIPTION: Mode
 MODE_IMAGE: Mode
 
 class Resources(_message.Message):
-    __slots__ = ("device", "vram_budget_mb", "max_concurrency", "cpu_threads", "gpu_layers", "context_length")
+    __slots__ = ("device", "vram_budget_mb", "max_concurrency", "cpu_threads", "gpu_layers", "context_length", "node", "node_labels")
+    class NodeLabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     VRAM_BUDGET_MB_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     CPU_THREADS_FIELD_NUMBER: _ClassVar[int]
     GPU_LAYERS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NODE_LABELS_FIELD_NUMBER: _ClassVar[int]
     device: str
     vram_budget_mb: int
     max_concurrency: int
     cpu_threads: int
     gpu_layers: int
     context_length: int
-    def __init__(self, device: _Optional[str] = ..., vram_budget_mb: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., cpu_threads: _Optional[int] = ..., gpu_layers: _Optional[int] = ..., context_length: _Optional[int] = ...) -> None: ...
+    node: str
+    node_labels: _containers.ScalarMap[str, str]
+    def __init__(self, device: _Optional[str] = ..., vram_budget_mb: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., cpu_threads: _Optional[int] = ..., gpu_layers: _Optional[int] = ..., context_length: _Optional[int] = ..., node: _Optional[str] = ..., node_labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Network(_message.Message):
     __slots__ = ("bind", "port", "auth_token", "cors_origins")

@@ -62,7 +62,7 @@ class DaemonAPI:
 
     def __init__(self, settings: Settings, store: ModelStore, orchestrator: Orchestrator, *,
                  jobs: JobManager, runs: RunManager, events: EventBus,
-                 request_shutdown: Callable[[], None] = lambda: None) -> None:
+                 request_shutdown: Callable[[], None] = lambda: None, nodes: Any = None) -> None:
         self.settings = settings
         self._store = store
         self._orchestrator = orchestrator
@@ -72,7 +72,7 @@ class DaemonAPI:
         self.runs = Runs(runs)
         self.events = Events(events)
         self.inference = Inference(settings, orchestrator)
-        self.system = System(settings, store, orchestrator, request_shutdown)
+        self.system = System(settings, store, orchestrator, request_shutdown, nodes)
         self._services: dict[str, object] = {
             "ModelService": self.models, "JobService": self.jobs, "RunService": self.runs,
             "EventService": self.events, "SystemService": self.system, "ChatService": self.inference,

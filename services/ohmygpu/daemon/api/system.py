@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ohmygpu.api.v1 import system_pb2
 from ohmygpu.core import access
@@ -22,7 +23,8 @@ class System:
     """Version, status, loaded models, shutdown."""
 
     def __init__(self, settings: Settings, store: ModelStore, orchestrator: Orchestrator,
-                 request_shutdown: Callable[[], None]) -> None:
+                 request_shutdown: Callable[[], None], nodes: Any = None) -> None:
+        self.nodes = nodes  # the NodeRegistry (its join address and fingerprint), when serving
         self.settings = settings
         self.store = store
         self.orchestrator = orchestrator
@@ -64,9 +66,34 @@ class System:
                 in_flight=worker.in_flight, context_length=worker.context_length,
                 size_bytes=size, digest=digest, mode=worker.mode,
                 queued=self.orchestrator.queued(worker.key), tokens_per_second=worker.tokens_per_second,
+                node=self.orchestrator.node_name(worker.node),
             ))
             if worker.expires_at is not None:
                 out[-1].expires_at.CopyFrom(timestamp(worker.expires_at))
+        return out
+
+    async def ListNodes(self, request: system_pb2.ListNodesRequest) -> system_pb2.ListNodesResponse:
+        out = system_pb2.ListNodesResponse()
+        if self.nodes is not None and self.nodes.address:
+            out.join_address, out.join_fingerprint = self.nodes.address, self.nodes.fingerprint
+        local_models = [r.name for r in await asyncio.to_thread(self.store.list)]
+        for node in list(self.orchestrator.nodes):
+            inv = await asyncio.to_thread(node.inventory)
+            loaded = [w for w in self.orchestrator.workers.values() if w.node == node.index and w.alive]
+            entry = out.nodes.add(
+                name=node.name, state="up" if node.up else "down", address=node.address,
+                cpu_count=inv.cpu_count, ram_total=inv.ram_total, ram_available=inv.ram_available,
+                ram_budget=node.ram_budget, ram_used=sum(w.memory_bytes for w in loaded),
+                loaded=sorted({str(w.key) for w in loaded}), labels=node.labels,
+                gpus=[system_pb2.Gpu(index=g.index, name=g.name, memory_total=g.total, memory_used=g.used,
+                                     utilization=g.utilization, temperature=g.temperature) for g in inv.gpus])
+            if node.index == 0:
+                entry.models.extend(local_models)
+                entry.hub_access, entry.version = True, __version__
+            else:
+                entry.models.extend(sorted(r.name for r in node.models))  # type: ignore[attr-defined]
+                entry.hub_access, entry.version = node.hub_access, node.version  # type: ignore[attr-defined]
+                entry.last_heartbeat.CopyFrom(timestamp(node.last_heartbeat))  # type: ignore[attr-defined]
         return out
 
     async def GetStatus(self, request: system_pb2.GetStatusRequest) -> system_pb2.GetStatusResponse:

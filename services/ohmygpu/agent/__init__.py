@@ -1,0 +1,1 @@
+"""The node agent (`omg node join`): a machine that lends its devices to a daemon."""
