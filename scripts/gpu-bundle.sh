@@ -15,7 +15,8 @@ rm -rf .gpu && mkdir -p .gpu/wheels
   --no-deps -d .gpu/wheels grpcio==1.85.1 'protobuf>=6.31' 'googleapis-common-protos>=1.70' \
   'starlette>=0.47' 'uvicorn>=0.34' 'httptools>=0.6' 'prompt_toolkit>=3.0' 'wcwidth' \
   'python-multipart>=0.0.18' 'argcomplete>=3' 'pytest-asyncio>=0.24' 'diskcache>=5.6' \
-  'scikit-build-core>=0.10' 'pathspec' 'packaging' 'httpx' 'httpcore' 'h11' 'anyio' 'sniffio' 'idna' 'certifi'
+  'scikit-build-core>=0.10' 'pathspec' 'packaging' 'httpx' 'httpcore' 'h11' 'anyio' 'sniffio' 'idna' 'certifi' \
+  'cryptography>=42' 'cffi' 'pycparser'  # the node agent's certificates (the GPU test joins a node)
 LLAMA_SPEC=$(sed -n 's/.*"\(llama-cpp-python==[^"]*\)".*/\1/p' pyproject.toml)
 tmp=$(mktemp -d)
 "$PY" -m pip download -q --no-deps --no-binary :all: "$LLAMA_SPEC" -d "$tmp"

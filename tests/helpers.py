@@ -134,13 +134,18 @@ class DaemonProc:
         raise RuntimeError("daemon did not start")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
+
+
+def terminate(proc: subprocess.Popen | None, grace_s: float = 15) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`, and reap it (nothing when it has exited)."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def new_daemon(tmp: Path, **kw: object) -> DaemonProc:

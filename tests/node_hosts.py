@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers import free_port
+from tests.helpers import free_port, terminate
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -96,6 +96,7 @@ class NodeProc:
     fingerprint: str
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = 0
+    advertise: str = ""  # the address the daemon dials (a proxy in the bench); default: our own
     proc: subprocess.Popen | None = None
 
     @property
@@ -121,8 +122,8 @@ class NodeProc:
         args = [*self.host.prefix(), sys.executable, "-m", "ohmygpu.cli.main", "node", "join",
                 f"{self.host.gateway}:{self.daemon_port}", "--token", self.token, "--name", self.name,
                 "--listen", f"{self.host.addr}:{self.port}", "--fingerprint", self.fingerprint]
-        if not self.host.netns:  # loopback: the daemon would see 127.0.0.1, not our own address
-            args += ["--advertise", f"{self.host.addr}:{self.port}"]
+        if self.advertise or not self.host.netns:  # loopback: the daemon would see 127.0.0.1, not ours
+            args += ["--advertise", self.advertise or f"{self.host.addr}:{self.port}"]
         before = self._joins()
         self.proc = subprocess.Popen(args, env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         if wait:
@@ -162,10 +163,4 @@ class NodeProc:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)

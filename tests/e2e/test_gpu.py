@@ -104,3 +104,32 @@ def test_seeded_answers_do_not_depend_on_batching_on_the_gpu(tmp_path: Path, ggu
         assert list(copies.values()) == [alone] * 4
     finally:
         d.stop()
+
+
+def test_a_node_reports_its_gpu_and_a_model_placed_there_offloads(tmp_path: Path, gguf_path: Path) -> None:
+    """A node agent on the GPU machine (its own home): it reports NVML's GPUs with llama.cpp able
+    to use them, and a model the daemon cannot hold itself loads on the node's GPU."""
+    _need("llamacpp")
+    from tests.helpers import free_port
+    from tests.node_hosts import Host, NodeProc
+
+    node_port = free_port()
+    d = new_daemon(tmp_path, extra_env={"OMG_NODE_TOKEN": "t", "OMG_NODE_ADDR": f"127.0.0.1:{node_port}",
+                                        "OMG_RAM_BUDGET_MB": "20"}).start()
+    log = (d.home / "serve.log").read_text()
+    fingerprint = log.split("--fingerprint ", 1)[1].split()[0]
+    node = NodeProc(Host(0), "gpu-node", tmp_path / "node", node_port, "t", fingerprint).start()
+    try:
+        nodes = {n["name"]: n for n in httpx.get(f"{d.http}/v1/nodes", timeout=10).json()["nodes"]}
+        assert nodes["gpu-node"]["gpus"] and nodes["gpu-node"]["gpus"][0]["memoryTotal"]
+        assert d.omg("model", "add", str(gguf_path), "--name", "m").returncode == 0
+        r = httpx.post(f"{d.http}/api/chat", timeout=180, json={
+            "model": "m", "stream": False, "messages": [{"role": "user", "content": "Say hi"}],
+            "options": {"num_predict": 8}})
+        assert r.status_code == 200 and r.json()["message"]["content"]
+        loaded = json.loads(d.omg("ps", "--json").stdout)["models"][0]
+        assert loaded["node"] == "gpu-node" and loaded["device"].startswith("cuda:")
+        assert int(loaded["pid"]) in _gpu_pids()
+    finally:
+        node.stop()
+        d.stop()

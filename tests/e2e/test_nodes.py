@@ -27,7 +27,7 @@ from ohmygpu.events.v1 import events_pb2
 from ohmygpu.node.v1 import node_pb2, node_pb2_grpc
 
 from tests.fakes.hub import FakeHub, FakeRepo
-from tests.helpers import DaemonProc, free_port, gguf_with_uint32
+from tests.helpers import DaemonProc, PtySession, free_port, gguf_with_uint32
 from tests.node_hosts import Host, NodeProc, netns_available
 
 pytestmark = pytest.mark.slow
@@ -149,6 +149,14 @@ def test_nodes_are_listed_with_their_inventory_and_the_daemon_machine(cluster: C
     assert "NAME" in out.stdout and "tier=big" in out.stdout and "(this machine)" in out.stdout
     joined = [e for e in cluster.events([events_pb2.EVENT_KIND_NODE]) if e.attributes.get("state") == "joined"]
     assert {e.subject for e in joined} >= {"node:a", "node:b"}
+    top = PtySession(["top", "--interval", "0.5"], cluster.daemon.env)
+    try:
+        screen = top.expect("HEARTBEAT", timeout=30)  # the nodes table, with each node's state
+        top.read_for(1.0)
+        screen += top.screen
+        assert "nodes" in screen and "Injected GPU" in screen and "BUDGET USED" in screen
+    finally:
+        top.close()
 
 
 def test_a_wrong_token_is_refused_and_every_link_is_tls(cluster: Cluster) -> None:
@@ -308,6 +316,8 @@ def test_cutting_a_link_marks_the_node_down_and_its_pinned_run_is_placed_again(c
         assert cluster.chat().status_code == 200 and cluster.loaded()["smollm2"]["node"] == other
         ls = cluster.daemon.omg("run", "ls")
         assert "NODE" in ls.stdout and other in ls.stdout
+        logs = cluster.daemon.omg("run", "logs", run_id)  # the worker's log, from its node
+        assert logs.returncode == 0 and logs.stdout.strip(), logs.stderr
     finally:
         cluster.nodes[first].restore()
     cluster.wait(f"{first} back", lambda: cluster.listed()[first]["state"] == "up", timeout=30)

@@ -28,13 +28,10 @@ from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.node.v1 import node_pb2
 
-_SAFE_PART = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-
-
 def _safe_relative(filename: str) -> Path:
     """`filename` as a relative path that stays inside its directory; raises InvalidArgument."""
     parts = filename.split("/")
-    if not filename or any(p in ("", ".", "..") or not set(p) <= _SAFE_PART for p in parts):
+    if not filename or "\0" in filename or any(p in ("", ".", "..") for p in parts):
         raise InvalidArgument(f"file name {filename!r} in a model sent to this node is not a safe relative path")
     return Path(*parts)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from typing import Any
 
 import grpc
 import httpx
+from ohmygpu.core import access
 from ohmygpu.core.certs import ensure_self_signed, fetch_pinned, tls_name
 from ohmygpu.core.errors import InvalidArgument, MissingExtra, OmgError, WorkerFailed
 from ohmygpu.core.netaddr import split_addr
@@ -226,8 +226,8 @@ class NodeAgent(node_pb2_grpc.NodeAgentServiceServicer):
             async def intercept_service(self, continuation, details):  # type: ignore[override]
                 handler = await continuation(details)
                 session = agent.session
-                presented = dict(details.invocation_metadata or ()).get("authorization", "")
-                if session is not None and hmac.compare_digest(presented.encode(), f"Bearer {session.secret}".encode()):
+                presented = dict(details.invocation_metadata or ()).get("authorization")
+                if session is not None and session.secret and access.token_matches(session.secret, presented):
                     return handler
                 return _deny(handler)
         return Auth()

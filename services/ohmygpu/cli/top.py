@@ -46,6 +46,7 @@ class Snapshot:
     loaded: list[system_pb2.LoadedModel] = field(default_factory=list)
     jobs: list[jobs_pb2.Job] = field(default_factory=list)
     runs: list[runs_pb2.Run] = field(default_factory=list)
+    nodes: list[system_pb2.Node] = field(default_factory=list)  # the daemon's machine and its nodes
     # (subject, is progress, line), newest first
     events: collections.deque[tuple[str, bool, str]] = field(default_factory=lambda: collections.deque(maxlen=8))
     error: str = ""
@@ -75,22 +76,24 @@ class Top:
     def refresh(self) -> None:
         c, md = self.client, self.client.metadata
         started = time.monotonic()
-        # The four reads go out together on the one HTTP/2 connection: a refresh costs one round
+        # The reads go out together on the one HTTP/2 connection: a refresh costs one round
         # trip, not four, which is what keeps the view live over a remote or slow link.
         calls = (
             c.system.ListDevices.future(system_pb2.ListDevicesRequest(), timeout=5, metadata=md),
             c.system.ListLoaded.future(system_pb2.ListLoadedRequest(), timeout=5, metadata=md),
             c.jobs.ListJobs.future(jobs_pb2.ListJobsRequest(), timeout=5, metadata=md),
             self.runs.ListRuns.future(runs_pb2.ListRunsRequest(), timeout=5, metadata=md),
+            c.system.ListNodes.future(system_pb2.ListNodesRequest(), timeout=5, metadata=md),
         )
         try:
-            devices, loaded, jobs, runs = (call.result() for call in calls)
+            devices, loaded, jobs, runs, nodes = (call.result() for call in calls)
         except Exception as e:  # a flaky link shows as a line on the screen, never a crash
             with self.lock:
                 self.snap.error = f"daemon at {c.addr} not answering ({type(e).__name__}); retrying"
             return
         with self.lock:
             self.snap.devices, self.snap.loaded = devices, list(loaded.models)
+            self.snap.nodes = list(nodes.nodes)
             self.snap.jobs = [j for j in jobs.jobs if j.state in _ACTIVE_JOBS]
             self.snap.runs = [r for r in runs.runs if r.state in (runs_pb2.RUN_STATE_STARTING, runs_pb2.RUN_STATE_RUNNING)]
             self.snap.error, self.snap.updated = "", time.time()
@@ -183,14 +186,28 @@ class Top:
                                 ProgressBar(total=g.memory_total or 1, completed=g.memory_used, width=30),
                                 f"{g.utilization}%", f"{g.temperature}°C")
             parts.append(devices)
+            if len(s.nodes) > 1:  # the daemon's machine alone is the devices table above
+                nodes = Table(title="nodes", title_justify="left", expand=True)
+                for col in ("NODE", "STATE", "DEVICES", "BUDGET USED", "", "LOADED", "HEARTBEAT"):
+                    nodes.add_column(col)
+                for n in s.nodes:
+                    beat = "-" if not n.last_heartbeat.seconds else \
+                        f"{max(0.0, time.time() - n.last_heartbeat.ToNanoseconds() / 1e9):.1f}s"
+                    gpus = "".join(f" + {g.name}" for g in n.gpus)
+                    nodes.add_row(n.name, n.state, f"{n.cpu_count} CPU{gpus}",
+                                  f"{_size(n.ram_used)} / {_size(n.ram_budget)}",
+                                  ProgressBar(total=n.ram_budget or 1, completed=n.ram_used, width=20),
+                                  ", ".join(n.loaded) or "-", beat, style="red" if n.state != "up" else "")
+                parts.append(nodes)
             models = Table(title="loaded models", title_justify="left", expand=True)
-            for col in ("MODEL", "MODE", "DEVICE", "MEMORY", "IN FLIGHT", "QUEUED", "TOK/S", "UNTIL"):
+            for col in ("MODEL", "MODE", "NODE", "DEVICE", "MEMORY", "IN FLIGHT", "QUEUED", "TOK/S", "UNTIL"):
                 models.add_column(col)
             for m in s.loaded:
                 until = "forever" if not m.HasField("expires_at") else \
                     f"{max(0, int(m.expires_at.seconds - time.time()))}s"
                 style = "reverse" if selected == ("model", m.name) else ""
-                models.add_row(m.name, _MODES.get(m.mode, "chat"), m.device, _size(m.memory_bytes), str(m.in_flight),
+                models.add_row(m.name, _MODES.get(m.mode, "chat"), m.node or "local", m.device,
+                               _size(m.memory_bytes), str(m.in_flight),
                                str(m.queued), f"{m.tokens_per_second:.1f}" if m.tokens_per_second else "-", until,
                                style=style)
             parts.append(models)

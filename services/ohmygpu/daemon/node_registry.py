@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import re
 import secrets
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import grpc
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core import access
 from ohmygpu.core.certs import ensure_self_signed, fingerprint
 from ohmygpu.core.errors import InvalidArgument, NotFound, Unavailable
 from ohmygpu.core.netaddr import split_addr
@@ -157,9 +157,9 @@ class NodeRegistry(node_pb2_grpc.NodeServiceServicer):
 
     async def Join(self, request_iterator, context):  # type: ignore[override]  # bidi stream
         metadata = dict(context.invocation_metadata() or ())
-        presented = metadata.get("authorization", "")
-        expected = f"Bearer {self.settings.node_token}"
-        if not self.settings.node_token or not hmac.compare_digest(presented.encode(), expected.encode()):
+        # No token set accepts no node (token_matches alone would let an empty one through).
+        if not self.settings.node_token or not access.token_matches(self.settings.node_token,
+                                                                    metadata.get("authorization")):
             await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED,
                                "this daemon does not accept that join token (OMG_NODE_TOKEN)")
         first = await context.read()

@@ -20,6 +20,7 @@ from ohmygpu.core.names import parse_model_name
 from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.daemon.placement import NeverFits
 from ohmygpu.run.v1 import run_spec_pb2
+from ohmygpu.runtime.v1 import runtime_pb2
 
 log = logging.getLogger("ohmygpu.runs")
 # What a restored run meets when its node has not joined (again) yet: it waits for one.
@@ -147,7 +148,12 @@ class RunManager:
 
     async def logs(self, run_id: str, *, follow: bool) -> AsyncIterator[str]:
         """The run's worker log lines; with follow, new ones until the client goes away."""
-        await self.get(run_id)
+        run = await self.get(run_id)
+        worker = self.orchestrator.pinned_worker(run.model)
+        if worker is not None and worker.node != 0:  # its log file is on its node: ask the worker
+            async for entry in worker.stub.StreamLogs(runtime_pb2.StreamLogsRequest(follow=follow)):
+                yield entry.line
+            return
         rows = self._exec("SELECT log_path FROM runs WHERE id = ?", (run_id,))
         path = Path(rows[0][0]) if rows and rows[0][0] else None
         if path is None or not path.exists():
