@@ -71,9 +71,12 @@ def main() -> int:
                                    "OMG_KEEP_ALIVE": "-1"})
     d.start()
     fingerprint = ""
-    for line in (d.home / "serve.log").read_text().splitlines():
-        if "--fingerprint " in line:
-            fingerprint = line.rsplit("--fingerprint ", 1)[1].strip()
+    deadline = time.monotonic() + 20
+    while not fingerprint and time.monotonic() < deadline:  # the daemon prints it as it starts
+        for line in (d.home / "serve.log").read_text().splitlines():
+            if "--fingerprint " in line:
+                fingerprint = line.rsplit("--fingerprint ", 1)[1].strip()
+        time.sleep(0.1)
     agent_port = free_port()
     with SlowLink(agent_port, latency_s=0.0) as link:
         node = NodeProc(Host(0, addr="127.0.0.1"), "far", tmp / "node", node_port, TOKEN, fingerprint,
