@@ -26,13 +26,12 @@ def netns_available() -> bool:
     """Whether this machine lets us make a network namespace with a veth pair."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         return False
-    name = f"omgprobe{os.getpid()}"
+    name, tag = f"omgprobe{os.getpid()}", os.getpid() % 10000
     try:
         ok = _ip("netns", "add", name, check=False).returncode == 0
         if ok:
-            ok = _ip("link", "add", f"vp{os.getpid() % 10000}", "type", "veth", "peer", "name",
-                     f"vq{os.getpid() % 10000}", check=False).returncode == 0
-            _ip("link", "del", f"vp{os.getpid() % 10000}", check=False)
+            ok = _ip("link", "add", f"vp{tag}", "type", "veth", "peer", "name", f"vq{tag}", check=False).returncode == 0
+            _ip("link", "del", f"vp{tag}", check=False)
         return ok
     finally:
         _ip("netns", "del", name, check=False)

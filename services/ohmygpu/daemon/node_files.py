@@ -114,7 +114,7 @@ class NodeFiles:
                 progress(p.completed, p.total, p.stage)
         except grpc.aio.AioRpcError as e:
             raise agent_error(e, f"node {node.name} pulling '{record.name}'") from None
-        # The node's record: asked for again by heartbeat, but needed now.
+        # Same files by sha256 (the node checked): enough for `holds` until its next report.
         return record
 
     async def _send(self, node: RemoteNode, record: assets_pb2.InstallRecord,

@@ -17,7 +17,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -61,7 +61,8 @@ class NodeRegistry(node_pb2_grpc.NodeServiceServicer):
         self.fingerprint = ""
         self.address = ""
         self._closing = False
-        self.on_up: list = []  # callbacks run (as tasks) when a node comes up: runs waiting for one
+        # Run (as tasks) when a node comes up: runs waiting for one (RunManager.node_up).
+        self.on_up: list[Callable[[RemoteNode], Awaitable[None]]] = []
 
     # -- the listener -------------------------------------------------------------------------
 

@@ -38,7 +38,8 @@ class Node(Protocol):
     address: str  # where its agent is reached; empty for the daemon's machine
 
     def holds(self, record: assets_pb2.InstallRecord) -> bool:
-        """Whether its store has `record`'s files (a load elsewhere sends or pulls them first)."""
+        """Whether its store has `record`'s files (a load elsewhere sends or pulls them first);
+        answered from memory (the node's last report), so placement may call it on the loop."""
         ...
 
     def inventory(self) -> Inventory:

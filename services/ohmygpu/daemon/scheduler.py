@@ -76,7 +76,7 @@ class Scheduler:
             inv = await asyncio.to_thread(node.inventory)
             if inv.gpus and await asyncio.to_thread(node.gpu_capable, runtime):
                 gpus = inv.gpus
-        holds = record is None or await asyncio.to_thread(node.holds, record)
+        holds = record is None or node.holds(record)  # in memory on every node: no thread hop
         return NodeView(node.index, node.ram_budget, residents, gpus, _vram_used(workers, node.index), holds)
 
     async def make_room(self, key: WorkerKey, need: int, layers: int, spec: run_spec_pb2.RunSpec,
