@@ -25,7 +25,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core import access
+from ohmygpu.core import access, sampling
 from ohmygpu.core.audio_probe import probe_isolated
 from ohmygpu.core.errors import (
     FailedPrecondition,
@@ -364,14 +364,19 @@ class Orchestrator:
         """Stream a chat answer; raises InvalidArgument, ModelNotFound, WorkerFailed, ..."""
         admission.check_chat(request, self.settings)
         request = self._with_run_defaults(request)
+        record = None
+        if request.HasField("think") and request.think:
+            record = await asyncio.to_thread(self.store.get, request.model)
+            admission.check_thinking(request, record)
         async for message in self._stream(request.model, run_spec_pb2.MODE_CHAT,
                                           lambda w: w.stub.Chat(request), request.keep_alive,
-                                          request=request):
+                                          record=record, request=request):
             yield message
 
     async def complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
         """Stream a raw completion; raises like chat."""
         admission.check_sampling(request.params, self.settings)
+        sampling.check_logprobs(request.logprobs, request.top_logprobs)
         request = self._with_run_defaults(request)
         async for message in self._stream(request.model, run_spec_pb2.MODE_COMPLETION,
                                           lambda w: w.stub.Complete(request), request.keep_alive,
