@@ -14,7 +14,7 @@ from typing import Any
 
 import anthropic
 import pytest
-from ohmygpu.core.errors import ModelNotFound, ServerBusy, WorkerFailed
+from ohmygpu.core.errors import ContextLengthExceeded, ModelNotFound, ServerBusy, WorkerFailed
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.api import DaemonAPI
@@ -108,7 +108,8 @@ def test_a_conversation_with_tools_becomes_one_chat_request(app: App) -> None:
 ])
 def test_tool_choice_modes(app: App, choice: dict, mode: int, name: str) -> None:
     tools = [{"name": "f", "input_schema": {"type": "object"}}]
-    assert app.post({"model": "m", "max_tokens": 5, "messages": HI, "tools": tools, "tool_choice": choice}).status_code == 200
+    r = app.post({"model": "m", "max_tokens": 5, "messages": HI, "tools": tools, "tool_choice": choice})
+    assert r.status_code == 200, r.text
     req = app.only_request()
     assert (req.tool_choice.mode, req.tool_choice.function_name) == (mode, name)
 
@@ -259,6 +260,16 @@ def test_missing_model_is_not_found_with_how_to_name_a_local_one(app: App) -> No
     assert "omg model list" in e.value.body["error"]["message"]
     with pytest.raises(anthropic.NotFoundError):
         app.sdk.messages.count_tokens(model="claude-sonnet-4-5", messages=HI)
+
+
+def test_a_prompt_over_the_window_is_prompt_is_too_long(app: App) -> None:
+    # Claude Code compacts the conversation on an error that starts so.
+    app.orchestrator.error = ContextLengthExceeded("the prompt has more than 2047 tokens")
+    message = _error(app.post({"model": "m", "max_tokens": 5, "messages": HI}), 400, "invalid_request_error")
+    assert message == "prompt is too long: the prompt has more than 2047 tokens"
+    message = _error(app.post({"model": "m", "messages": HI}, "/v1/messages/count_tokens"), 400,
+                     "invalid_request_error")
+    assert message.startswith("prompt is too long: ")
 
 
 def test_busy_is_overloaded(app: App) -> None:

@@ -6,14 +6,18 @@ user message and each `tool_result` block a `tool` message answering its `tool_u
 assistant message's text its content and its `tool_use` blocks its tool calls; `tools`
 (`input_schema`) and `tool_choice` (auto, any, tool, none) the contract's tools; `max_tokens`
 (required, as Anthropic requires it), `stop_sequences`, `temperature`, `top_p` and `top_k`
-through gateway/sampling.py. Several text blocks are joined with a blank line.
+through gateway/sampling.py. Several text blocks are joined with a blank line; a tool result
+with `is_error` reaches the model as "Error: <content>" (the contract's tool message has no flag).
 
 Nothing is silently ignored: a field or block Anthropic defines that this server cannot honour
 (images, documents, thinking, server tools, containers, MCP servers, a final assistant message
 to continue, ...) is a 400 naming it, as is a field Anthropic does not define. What is accepted
 without effect is documented as harmless: `metadata`, `service_tier`, `inference_geo`,
-`speed: "standard"`, and `cache_control` anywhere (the daemon reuses a prompt's cached prefix on
-its own and reports it as `cache_read_input_tokens`).
+`speed: "standard"`, `thinking: {"type": "disabled"}`, the `citations` an earlier answer's text
+blocks carried, and `cache_control` anywhere (the daemon reuses a prompt's cached prefix on its
+own and reports it as `cache_read_input_tokens`). Two refusals are worded for Anthropic's
+clients: a missing model says how to name a local one, and a prompt over the context window
+starts "prompt is too long" (see _in_anthropics_words).
 
 Usage follows Anthropic's meaning: `input_tokens` are the prompt tokens evaluated for this
 request, `cache_read_input_tokens` those whose KV cache was reused; their sum is the prompt,
@@ -29,7 +33,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ohmygpu.core.errors import InvalidArgument, ModelNotFound, NotFound, OmgError, WorkerFailed
+from ohmygpu.core.errors import (
+    ContextLengthExceeded,
+    InvalidArgument,
+    ModelNotFound,
+    NotFound,
+    OmgError,
+    WorkerFailed,
+)
 from ohmygpu.core.schema_guard import check_schema
 from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
@@ -309,11 +320,17 @@ def translate(body: dict[str, Any], *, max_tokens_limit: int, counting: bool = F
     return Turn(req, single)
 
 
-def _model_hint(e: ModelNotFound) -> NotFound:
-    """Anthropic clients name Anthropic's models (Claude Code: claude-sonnet-...): say how to
-    name a local one instead. No name is mapped to a local model behind the client's back."""
-    return NotFound(f"{e.message}. This server runs local models under their own names (`omg model list`, "
-                    "GET /v1/models); ask for one of them (Claude Code: --model NAME, or ANTHROPIC_MODEL)")
+def _in_anthropics_words(e: OmgError) -> OmgError:
+    """Two refusals said as Anthropic's clients understand them: a missing model says how to name
+    a local one (clients name Anthropic's: Claude Code asks for claude-sonnet-...; no name is
+    mapped to a local model behind the client's back), and a prompt over the context window
+    starts "prompt is too long", which Claude Code reads as its cue to compact the conversation."""
+    if isinstance(e, ModelNotFound):
+        return NotFound(f"{e.message}. This server runs local models under their own names (`omg model list`, "
+                        "GET /v1/models); ask for one of them (Claude Code: --model NAME, or ANTHROPIC_MODEL)")
+    if isinstance(e, ContextLengthExceeded):
+        return ContextLengthExceeded(f"prompt is too long: {e.message}", param=e.param)
+    return e
 
 
 def tool_id(call_id: str) -> str:
@@ -371,8 +388,8 @@ class AnthropicRoutes:
         turn = translate(body, max_tokens_limit=self.gw.settings.max_tokens_limit, counting=True)
         try:
             counted = await self.gw.api.count_tokens(runtime_pb2.CountTokensRequest(chat=turn.request))
-        except ModelNotFound as e:
-            raise _model_hint(e) from None
+        except (ModelNotFound, ContextLengthExceeded) as e:
+            raise _in_anthropics_words(e) from None
         return JSONResponse({"input_tokens": counted.prompt_tokens})
 
     async def messages(self, request: Request) -> Response:
@@ -381,8 +398,8 @@ class AnthropicRoutes:
         stream = Fields(body).bool("stream", False)
         try:
             answers = await primed(self.gw.api.chat(turn.request))
-        except ModelNotFound as e:
-            raise _model_hint(e) from None
+        except (ModelNotFound, ContextLengthExceeded) as e:
+            raise _in_anthropics_words(e) from None
         message = {"id": "msg_" + uuid.uuid4().hex, "type": "message", "role": "assistant",
                    "model": turn.request.model}
         if stream:
@@ -444,6 +461,7 @@ class _Blocks:
         self.index = -1  # of the open block
         self.open: tuple[str, int] | None = None  # ("text", 0) or ("tool", call index)
         self.calls_seen: set[int] = set()
+        self._text_head = ""  # a text delta's event up to its text
 
     def _start(self, key: tuple[str, int], block: dict[str, Any]) -> list[str]:
         events = self.close()
@@ -456,8 +474,12 @@ class _Blocks:
         return _event("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta})
 
     def text(self, piece: str) -> list[str]:
-        events = [] if self.open == ("text", 0) else self._start(("text", 0), {"type": "text", "text": ""})
-        return events + [self._delta({"type": "text_delta", "text": piece})]
+        events = []
+        if self.open != ("text", 0):
+            events = self._start(("text", 0), {"type": "text", "text": ""})
+            # Per token only the text is JSON-encoded; the envelope is formatted once per block.
+            self._text_head = self._delta({"type": "text_delta", "text": ""}).rsplit('""', 1)[0]
+        return events + [self._text_head + json.dumps(piece) + "}}\n\n"]
 
     def tool(self, d: runtime_pb2.ToolCallDelta) -> list[str]:
         events: list[str] = []
