@@ -74,6 +74,9 @@ _TOOL_RESULT_KEYS = frozenset({"type", "tool_use_id", "content", "is_error", "ca
 _TOOL_KEYS = frozenset({"type", "name", "description", "input_schema", "cache_control"})
 _CHOICE_MODES = {"auto": runtime_pb2.TOOL_CHOICE_MODE_AUTO, "any": runtime_pb2.TOOL_CHOICE_MODE_REQUIRED,
                  "tool": runtime_pb2.TOOL_CHOICE_MODE_FUNCTION, "none": runtime_pb2.TOOL_CHOICE_MODE_NONE}
+_CHOICE_KEYS = {"auto": frozenset({"type", "disable_parallel_tool_use"}),
+                "any": frozenset({"type", "disable_parallel_tool_use"}),
+                "tool": frozenset({"type", "name", "disable_parallel_tool_use"}), "none": frozenset({"type"})}
 _JOIN = "\n\n"  # between text blocks of one message (or of the system prompt)
 
 
@@ -234,9 +237,10 @@ def tools_of(f: Fields) -> tuple[list[runtime_pb2.Tool], runtime_pb2.ToolChoice,
         _object(t, where)
         kind = t.get("type")
         if kind not in (None, "custom"):
-            raise InvalidArgument(f"'{where}.type' is {json.dumps(kind)}, one of Anthropic's own tools (web search, "
-                                  "code execution, bash, text editor, computer use, ...), which this server does not "
-                                  "run; declare a custom tool with an input_schema instead", param=where + ".type")
+            raise InvalidArgument(f"'{where}.type' is {json.dumps(kind)}, one of Anthropic's own tools (web "
+                                  "search, code execution, bash, text editor, computer use, ...), which this "
+                                  "server does not run; declare a custom tool with an input_schema instead",
+                                  param=where + ".type")
         _only(t, _TOOL_KEYS, where)
         _cache_control(t, where)
         tf = Fields(t, where + ".")
@@ -253,9 +257,9 @@ def tools_of(f: Fields) -> tuple[list[runtime_pb2.Tool], runtime_pb2.ToolChoice,
     cf = Fields(raw, "tool_choice.")
     kind = cf.str("type", required=True)
     if kind not in _CHOICE_MODES:
-        raise InvalidArgument("'tool_choice.type' must be 'auto', 'any', 'tool' or 'none'", param="tool_choice.type")
-    _only(raw, frozenset({"type"} | ({"name"} if kind == "tool" else set())
-                         | ({"disable_parallel_tool_use"} if kind != "none" else set())), "tool_choice")
+        raise InvalidArgument("'tool_choice.type' must be 'auto', 'any', 'tool' or 'none'",
+                              param="tool_choice.type")
+    _only(raw, _CHOICE_KEYS[kind], "tool_choice")
     choice.mode = _CHOICE_MODES[kind]
     single = cf.bool("disable_parallel_tool_use", False)
     if kind in ("any", "tool"):
@@ -264,8 +268,8 @@ def tools_of(f: Fields) -> tuple[list[runtime_pb2.Tool], runtime_pb2.ToolChoice,
         if kind == "tool":
             choice.function_name = cf.str("name", required=True)
             if choice.function_name not in {t.name for t in tools}:
-                raise InvalidArgument(f"'tool_choice.name' is '{choice.function_name}', which is not among the tools",
-                                      param="tool_choice.name")
+                raise InvalidArgument(f"'tool_choice.name' is '{choice.function_name}', which is not among "
+                                      "the tools", param="tool_choice.name")
         for t in tools:  # these become a grammar: checked before any queue (auto only describes them)
             check_schema(json.loads(t.parameters_json), param="tools")
     return tools, choice, single
@@ -274,9 +278,12 @@ def tools_of(f: Fields) -> tuple[list[runtime_pb2.Tool], runtime_pb2.ToolChoice,
 def _check_harmless(f: Fields) -> None:
     """The fields accepted without effect, checked for their documented shapes."""
     thinking = f.obj("thinking")
-    if thinking is not None and thinking.get("type") != "disabled":
-        raise InvalidArgument("'thinking' is not supported by this server: the models it serves give no thinking "
-                              "blocks (send {\"type\": \"disabled\"} or leave it out)", param="thinking")
+    if thinking is not None:
+        if thinking.get("type") != "disabled":
+            raise InvalidArgument("'thinking' is not supported by this server: the models it serves give no "
+                                  "thinking blocks (send {\"type\": \"disabled\"} or leave it out)",
+                                  param="thinking")
+        _only(thinking, frozenset({"type"}), "thinking")
     metadata = f.obj("metadata")
     if metadata is not None:
         _only(metadata, frozenset({"user_id"}), "metadata")

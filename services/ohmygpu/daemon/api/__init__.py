@@ -4,9 +4,9 @@
 Each proto service has one object here whose methods carry the RPC's name and take and return
 its messages (`api.service("ModelService").ListModels(request)`), with no gRPC context: the
 servicers and the HTTP management routes are translators over them. Beside them, the calls the
-HTTP dialects need in their own shape: chat / complete / count_tokens / embed / transcribe, load and unload,
-model records, pull jobs. Errors are core/errors.py's; the caller's role is the one access.check
-set at the edge (core/access.py), read where a method needs it.
+HTTP dialects need in their own shape: chat / complete / count_tokens / embed / transcribe, load
+and unload, model records, pull jobs. Errors are core/errors.py's; the caller's role is the one
+access.check set at the edge (core/access.py), read where a method needs it.
 """
 
 from __future__ import annotations
