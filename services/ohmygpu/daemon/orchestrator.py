@@ -383,6 +383,16 @@ class Orchestrator:
                                           request=request):
             yield message
 
+    async def count_tokens(self, request: runtime_pb2.CountTokensRequest) -> runtime_pb2.CountTokensResponse:
+        """The prompt tokens of a chat, counted by its model's chat worker (which renders the
+        template); raises like chat (ContextLengthExceeded for a prompt over the window)."""
+        chat = request.chat
+        async for response in self._stream(chat.model, run_spec_pb2.MODE_CHAT,
+                                           lambda w: w.stub.CountTokens(request), chat.keep_alive,
+                                           request=request):
+            return response
+        raise WorkerFailed(f"worker for '{chat.model}' gave no token count", model=chat.model)
+
     async def embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
         """Embed a batch of texts; raises InvalidArgument (empty input, a whisper model), ..."""
         admission.check_embed(request)

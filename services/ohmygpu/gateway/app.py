@@ -1,9 +1,10 @@
-"""The HTTP application: OpenAI, Ollama and management routes behind one security layer.
+"""The HTTP application: OpenAI, Ollama, Anthropic and management routes behind one security layer.
 
 The security layer is plain ASGI (no buffering of streamed answers) and checks, in order:
 the Host header against DNS rebinding (ollama CVE-2024-28224), the Origin of browser requests
 that change state or run a model (cross-site pages; gateway/origin.py), the bearer token when
-one is configured (constant-time), and CORS for configured origins only.
+one is configured (constant-time; `Authorization: Bearer`, or Anthropic's `x-api-key`), and
+CORS for configured origins only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ohmygpu.core.netaddr import is_loopback, split_addr
 from ohmygpu.core.settings import Settings, split_list
 from ohmygpu.daemon.api import DaemonAPI
 from ohmygpu.gateway.a1111 import A1111Routes
+from ohmygpu.gateway.anthropic import AnthropicRoutes
 from ohmygpu.gateway.audio import AudioRoutes
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.embeddings import EmbeddingRoutes
@@ -77,7 +79,9 @@ class SecurityMiddleware:
                                               scope.get("headers", []))) is not None:
             error = PermissionDenied(refusal)
         elif (self.token or self.admin_token) and scope.get("method") != "OPTIONS":
-            auth = dict(scope.get("headers", ())).get(b"authorization", b"").decode("latin-1")
+            headers = dict(scope.get("headers", ()))
+            auth = access.presented(headers.get(b"authorization", b"").decode("latin-1"),
+                                    headers.get(b"x-api-key", b"").decode("latin-1"))
             error = access.check(auth, admin=self._is_admin(scope), token=self.token, admin_token=self.admin_token)
         if error is not None:
             await error_response(error, scope.get("path", ""))(scope, receive, send)
@@ -111,7 +115,7 @@ async def _root(request: Request) -> Response:
 
 
 def build_app(settings: Settings, api: DaemonAPI) -> ASGIApp:
-    """The HTTP API (OpenAI, Ollama, management) over the daemon API `api`."""
+    """The HTTP API (OpenAI, Ollama, Anthropic, management) over the daemon API `api`."""
     gw = Gateway(settings=settings, api=api)
     from starlette.routing import Route
 
@@ -119,6 +123,7 @@ def build_app(settings: Settings, api: DaemonAPI) -> ASGIApp:
     routes += OpenAIRoutes(gw).routes() + OllamaRoutes(gw).routes() + management_routes(gw)
     routes += EmbeddingRoutes(gw).routes() + AudioRoutes(gw).routes() + ImageRoutes(gw).routes()
     routes += A1111Routes(gw).routes()
+    routes += AnthropicRoutes(gw).routes()
     # Management routes come from the http rules of the services' methods: the admin ones are
     # the routes of access.ADMIN_METHODS (route names are "Service.Method").
     admin_routes = [(verb, route.path_regex) for route in routes if isinstance(route, Route)

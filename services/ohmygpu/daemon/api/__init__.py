@@ -4,9 +4,9 @@
 Each proto service has one object here whose methods carry the RPC's name and take and return
 its messages (`api.service("ModelService").ListModels(request)`), with no gRPC context: the
 servicers and the HTTP management routes are translators over them. Beside them, the calls the
-HTTP dialects need in their own shape: chat / complete / embed / transcribe, load and unload,
-model records, pull jobs. Errors are core/errors.py's; the caller's role is the one access.check
-set at the edge (core/access.py), read where a method needs it.
+HTTP dialects need in their own shape: chat / complete / count_tokens / embed / transcribe, load
+and unload, model records, pull jobs. Errors are core/errors.py's; the caller's role is the one
+access.check set at the edge (core/access.py), read where a method needs it.
 """
 
 from __future__ import annotations
@@ -92,6 +92,10 @@ class DaemonAPI:
 
     def complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
         return self._orchestrator.complete(request)
+
+    async def count_tokens(self, request: runtime_pb2.CountTokensRequest) -> runtime_pb2.CountTokensResponse:
+        """The prompt tokens of `request.chat` as its model renders it; raises like chat."""
+        return await self.inference.CountTokens(request)
 
     async def embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
         return await self._orchestrator.embed(request)

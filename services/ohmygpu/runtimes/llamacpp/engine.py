@@ -451,6 +451,7 @@ class BatchEngine:
         assert job is not None and seq.output is not None
         result = seq.result
         result.finish_reason = reason
+        result.stop_sequence = seq.output.matched if stopped else ""
         try:
             seq.output.close(reason, stopped=stopped)
         finally:

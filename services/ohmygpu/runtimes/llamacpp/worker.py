@@ -267,6 +267,15 @@ class LlamaCppRuntime(BaseRuntime):
                 yield runtime_pb2.ChatResponse(content=held)
             yield final
 
+    async def CountTokens(self, request: runtime_pb2.CountTokensRequest, context) -> runtime_pb2.CountTokensResponse:
+        # The prompt a Chat of the same request would evaluate: rendered, escaped and tokenized
+        # by the same code, under the same window (a longer one is ContextLengthExceeded).
+        try:
+            _, tokens, _ = await self._chat_prompt(request.chat, threading.Event())
+        except OmgError as e:
+            await _abort(context, e)
+        return runtime_pb2.CountTokensResponse(prompt_tokens=len(tokens))
+
     def _window(self, requested: int) -> int:
         """A request's context window: the loaded one, or less when the request asks (num_ctx)."""
         return min(self.window, requested) if requested else self.window
@@ -515,6 +524,7 @@ def _final_chat(result: GenerationResult) -> runtime_pb2.ChatResponse:
                                 completion_tokens=result.completion_tokens,
                                 cached_tokens=result.cached_tokens),
         timings=runtime_pb2.Timings(prompt_eval_ns=result.prompt_eval_ns, eval_ns=result.eval_ns),
+        stop_sequence=result.stop_sequence,
     )
 
 
