@@ -47,9 +47,10 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 def subprotocol_token(subprotocols: list[str]) -> str | None:
     """The token a browser gave as the subprotocol after "bearer", or None."""
-    for i, name in enumerate(subprotocols[:-1]):
+    names = [name.strip() for entry in subprotocols for name in entry.split(",")]  # one header or several
+    for i, name in enumerate(names[:-1]):
         if name == BEARER_SUBPROTOCOL:
-            return subprotocols[i + 1]
+            return names[i + 1]
     return None
 
 
