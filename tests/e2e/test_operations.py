@@ -160,6 +160,28 @@ def test_events_over_a_websocket(daemon: DaemonProc) -> None:
     assert wait_for(lambda: subscribers(daemon) == base), subscribers(daemon)
 
 
+def test_readyz_waits_for_the_runs_a_restart_restores(tmp_path: Path, gguf_path: Path) -> None:
+    d = new_daemon(tmp_path).start()
+    try:
+        assert d.omg("model", "add", str(gguf_path), "--name", "pinned").returncode == 0
+        r = httpx.post(d.http + "/v1/runs", json={"model": {"repo": "pinned"}}, timeout=120)
+        assert r.status_code == 200, r.text
+    finally:
+        d.stop()
+    d.start()  # the run is restored (its model loaded again) in the background
+    try:
+        first = httpx.get(d.http + "/readyz", timeout=10)
+        assert first.status_code == 503, first.text
+        assert first.json()["ready"] is False and first.json()["reason"] in (
+            "starting the listeners", "restoring the runs pinned before the restart")
+        assert httpx.get(d.http + "/livez", timeout=10).status_code == 200  # alive all the while
+        assert wait_for(lambda: httpx.get(d.http + "/readyz", timeout=10).status_code == 200, timeout=60)
+        health = httpx.get(d.http + "/v1/health", timeout=10).json()
+        assert [w["state"] for w in health["workers"] if w["model"] == "pinned"] == ["WORKER_HEALTH_STATE_READY"]
+    finally:
+        d.stop()
+
+
 def raw_upgrade(port: int, host: str, extra: str = "") -> bytes:
     """The daemon's answer to a WebSocket handshake sent as written (a Host of our choosing)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:

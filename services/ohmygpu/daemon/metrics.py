@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from ohmygpu.daemon.orchestrator import Orchestrator
     from ohmygpu.daemon.readiness import Readiness
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Requests range from a listing (ms) to a long generation or stream (minutes).
 _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # First tokens include the queue and, for a model not loaded, its load.
@@ -105,6 +104,8 @@ class _Live:
 
 class Metrics:
     """The registry of one daemon, the metrics observed as things happen, and the live ones."""
+
+    content_type = CONTENT_TYPE_LATEST  # of what `render` returns
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()

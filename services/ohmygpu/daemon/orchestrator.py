@@ -9,8 +9,8 @@ This module routes; what it routes through lives beside it, each in a module nam
 nodes (daemon/nodes.py: the machines, node 0 this one), placement and eviction
 (daemon/scheduler.py over the pure daemon/placement.py), admission (daemon/admission.py:
 validation, queues and slots, keep_alive), crash accounting and the health patrol
-(daemon/health.py), the worker pool (daemon/pool.py) and one worker's process
-(daemon/supervisor.py).
+(daemon/health.py), the worker pool (daemon/pool.py), one worker's process
+(daemon/supervisor.py), and each stream's token counts and timings (daemon/metrics.py).
 """
 
 from __future__ import annotations

@@ -42,7 +42,6 @@ EVENTS_PATH = "/v1/events"
 # `new WebSocket(url, ["bearer", token])`. The daemon answers with the subprotocol "bearer" and
 # never echoes the token.
 BEARER_SUBPROTOCOL = "bearer"
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def subprotocol_token(subprotocols: list[str]) -> str | None:
@@ -78,7 +77,8 @@ class OperationsRoutes:
                             headers={"Retry-After": "1"})
 
     async def metrics(self, request: Request) -> Response:
-        return Response(await self.api.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+        metrics = self.api.metrics
+        return Response(await metrics.render(), headers={"Content-Type": metrics.content_type})
 
     async def events(self, websocket: WebSocket) -> None:
         cls = events_pb2.StreamEventsRequest
