@@ -137,6 +137,10 @@ class Queues:
         """Requests waiting for a slot of the worker `key`."""
         return self._waiting.get(key, 0)
 
+    def depths(self) -> dict[WorkerKey, int]:
+        """Requests waiting for a slot, by worker key (keys that had a queue; 0 when empty now)."""
+        return dict(self._waiting)
+
     def resize(self, key: WorkerKey) -> None:
         """Forget `key`'s slots unless requests wait on them: re-made at the next request's width."""
         if not self._waiting.get(key):

@@ -15,6 +15,8 @@ OLLAMA_PREFIX = "/api/"
 # Management routes come from the protos' http rules; they answer like grpc-gateway.
 MANAGEMENT_PREFIXES = ("/v1/store/", "/v1/store", "/v1/omg/", "/v1/version", "/v1/status",
                        "/v1/loaded", "/v1/devices", "/v1/shutdown", "/v1/models/install", "/v1/jobs", "/v1/events", "/v1/runs")
+# Operations (gateway/operations.py, and /v1/health from its http rule) answer like management.
+OPERATIONS_PATHS = ("/v1/health", "/metrics", "/livez", "/readyz")
 
 
 A1111_PREFIX = "/sdapi/"
@@ -33,7 +35,7 @@ def dialect_for(path: str) -> str:
         return "ollama"
     if path.startswith(A1111_PREFIX):
         return "a1111"
-    if path.startswith(MANAGEMENT_PREFIXES):
+    if path.startswith(MANAGEMENT_PREFIXES) or path in OPERATIONS_PATHS:
         return "management"
     return "openai"
 

@@ -38,7 +38,9 @@ from ohmygpu.daemon.api.runs import Events, Runs
 from ohmygpu.daemon.api.system import System
 from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.jobs import JobManager
+from ohmygpu.daemon.metrics import Metrics
 from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.readiness import Readiness
 from ohmygpu.daemon.runs import RunManager
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
@@ -62,8 +64,13 @@ class DaemonAPI:
 
     def __init__(self, settings: Settings, store: ModelStore, orchestrator: Orchestrator, *,
                  jobs: JobManager, runs: RunManager, events: EventBus,
-                 request_shutdown: Callable[[], None] = lambda: None, nodes: Any = None) -> None:
+                 request_shutdown: Callable[[], None] = lambda: None, nodes: Any = None,
+                 metrics: Metrics | None = None, readiness: Readiness | None = None) -> None:
         self.settings = settings
+        # Operations: what /metrics renders and the HTTP edge observes into (daemon/metrics.py),
+        # and whether the daemon has finished starting (/readyz; daemon/readiness.py).
+        self.metrics = metrics or Metrics()
+        self.readiness = readiness or Readiness()
         self._store = store
         self._orchestrator = orchestrator
         self._jobs = jobs
@@ -72,7 +79,7 @@ class DaemonAPI:
         self.runs = Runs(runs)
         self.events = Events(events)
         self.inference = Inference(settings, orchestrator)
-        self.system = System(settings, store, orchestrator, request_shutdown, nodes)
+        self.system = System(settings, store, orchestrator, request_shutdown, nodes, self.readiness)
         self._services: dict[str, object] = {
             "ModelService": self.models, "JobService": self.jobs, "RunService": self.runs,
             "EventService": self.events, "SystemService": self.system, "ChatService": self.inference,
