@@ -40,6 +40,7 @@ from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.jobs import JobManager
 from ohmygpu.daemon.metrics import Metrics
 from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.responses import ResponseStore, StoredResponse
 from ohmygpu.daemon.readiness import Readiness
 from ohmygpu.daemon.runs import RunManager
 from ohmygpu.run.v1 import run_spec_pb2
@@ -74,6 +75,7 @@ class DaemonAPI:
         self._store = store
         self._orchestrator = orchestrator
         self._jobs = jobs
+        self._responses: ResponseStore | None = None
         self.models = Models(settings, store, orchestrator, jobs)
         self.jobs = Jobs(jobs)
         self.runs = Runs(runs)
@@ -85,6 +87,13 @@ class DaemonAPI:
             "EventService": self.events, "SystemService": self.system, "ChatService": self.inference,
             "EmbeddingService": self.inference, "AudioService": self.inference,
             "ImageService": self.inference}
+
+    @property
+    def responses(self) -> ResponseStore:
+        """Stored responses of OpenAI's Responses API (opened on first use: the index's table)."""
+        if self._responses is None:
+            self._responses = ResponseStore(Path(self.settings.home))
+        return self._responses
 
     def service(self, name: str) -> Any:
         """The object implementing proto service `name` ("ModelService", ...)."""
@@ -153,4 +162,4 @@ class DaemonAPI:
         return await self.jobs.CancelJob(jobs_pb2.CancelJobRequest(id=job_id))
 
 
-__all__ = ["SERVICES", "DaemonAPI"]
+__all__ = ["SERVICES", "DaemonAPI", "StoredResponse"]
