@@ -189,3 +189,28 @@ def test_reasoning_apart_from_the_answer(client: openai.OpenAI, daemon: DaemonPr
     assert "does not support thinking" in e.value.message
     tags = httpx.post(daemon.http + "/api/show", json={"model": thinker}, timeout=30).json()
     assert "thinking" in tags["capabilities"]
+
+
+def test_anthropic_thinking_blocks(daemon: DaemonProc, thinker: str) -> None:
+    """Anthropic's thinking: asked of a reasoning model, its thoughts are a thinking block,
+    streamed as thinking_delta; not asked, the template is told not to think."""
+    import anthropic
+
+    a = anthropic.Anthropic(base_url=daemon.http, api_key="x", max_retries=0)
+    msg = [{"role": "user", "content": "Say hello to the sea."}]
+    r = a.messages.create(model=thinker, max_tokens=12, messages=msg, extra_body={"temperature": 0},
+                          thinking={"type": "enabled", "budget_tokens": 1024})
+    assert r.content[0].type == "thinking" and r.content[0].thinking
+    with a.messages.stream(model=thinker, max_tokens=12, messages=msg, extra_body={"temperature": 0},
+                           thinking={"type": "enabled", "budget_tokens": 1024}) as s:
+        final = s.get_final_message()
+    assert final.content[0].type == "thinking" and final.content[0].thinking == r.content[0].thinking
+    plain = a.messages.create(model=thinker, max_tokens=12, messages=msg, extra_body={"temperature": 0})
+    assert [b.type for b in plain.content] == ["text"]
+    # A later turn sends the thinking block back: accepted, and left out of the prompt.
+    again = a.messages.create(model=thinker, max_tokens=4, extra_body={"temperature": 0}, messages=[
+        *msg, {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": ""},
+                                                {"type": "text", "text": "Hello!"}]}, *msg])
+    assert again.content
+    with pytest.raises(anthropic.BadRequestError):
+        a.messages.create(model="smollm2", max_tokens=4, messages=msg, thinking={"type": "enabled", "budget_tokens": 1024})

@@ -10,18 +10,24 @@ through gateway/sampling.py. Several text blocks are joined with a blank line; a
 with `is_error` reaches the model as "Error: <content>" (the contract's tool message has no flag).
 
 Nothing is silently ignored: a field or block Anthropic defines that this server cannot honour
-(images, documents, thinking, server tools, containers, MCP servers, a final assistant message
+(images, documents, server tools, containers, MCP servers, a final assistant message
 to continue, ...) is a 400 naming it, as is a field Anthropic does not define. What is accepted
 without effect is documented as harmless: `metadata`, `service_tier`, `inference_geo`,
-`speed: "standard"`, `thinking: {"type": "disabled"}`, the `citations` an earlier answer's text
-blocks carried, and `cache_control` anywhere (the daemon reuses a prompt's cached prefix on its
+`speed: "standard"`, the `citations` an earlier answer's text blocks carried, earlier turns'
+thinking blocks sent back (templates leave past thinking out), and `cache_control` anywhere (the daemon reuses a prompt's cached prefix on its
 own and reports it as `cache_read_input_tokens`). Two refusals are worded for Anthropic's
 clients: a missing model says how to name a local one, and a prompt over the context window
 starts "prompt is too long" (see _in_anthropics_words).
 
 Usage follows Anthropic's meaning: `input_tokens` are the prompt tokens evaluated for this
 request, `cache_read_input_tokens` those whose KV cache was reused; their sum is the prompt,
-which is what count_tokens answers. A stream's `message_start` cannot know them yet (the worker
+which is what count_tokens answers.
+
+Thinking: `thinking: {"type": "enabled"}` asks a reasoning model (a template with a `<think>`
+block) to think, and its thoughts come back as `thinking` blocks (streamed as thinking_delta,
+closed by an empty signature_delta: nothing signs a local model's thinking); asked of a model
+that cannot think it is a 400. Without it (or "disabled") the template is asked not to think,
+as Anthropic's models do not unless asked; `budget_tokens` is bounded by max_tokens only. A stream's `message_start` cannot know them yet (the worker
 reports usage with its last message): it says 0, and `message_delta` carries the totals.
 """
 
@@ -196,8 +202,10 @@ def _assistant(blocks: list[dict[str, Any]], where: str) -> runtime_pb2.ChatMess
                 raise InvalidArgument(f"'{at}.input' is required", param=at + ".input")
             msg.tool_calls.add(id=f.str("id", required=True), name=f.str("name", required=True),
                                arguments=json.dumps(call_input))
+        elif kind in ("thinking", "redacted_thinking"):
+            continue  # an earlier turn's thinking, sent back: chat templates leave past thinking out
         else:
-            raise _unreadable(kind, at, "text and tool_use (assistant)")
+            raise _unreadable(kind, at, "text, tool_use and thinking (assistant)")
     msg.content = _JOIN.join(text)
     return msg
 
@@ -279,11 +287,18 @@ def _check_harmless(f: Fields) -> None:
     """The fields accepted without effect, checked for their documented shapes."""
     thinking = f.obj("thinking")
     if thinking is not None:
-        if thinking.get("type") != "disabled":
-            raise InvalidArgument("'thinking' is not supported by this server: the models it serves give no "
-                                  "thinking blocks (send {\"type\": \"disabled\"} or leave it out)",
-                                  param="thinking")
-        _only(thinking, frozenset({"type"}), "thinking")
+        kind = thinking.get("type")
+        if kind == "enabled":
+            # The budget bounds thinking within max_tokens; llama.cpp cannot end a block early,
+            # so max_tokens is what bounds it here (checked as Anthropic does).
+            _only(thinking, frozenset({"type", "budget_tokens"}), "thinking")
+            budget = Fields(thinking, "thinking.").int("budget_tokens", 1, 1 << 31)
+            if budget is None:
+                raise InvalidArgument("'thinking.budget_tokens' is required", param="thinking.budget_tokens")
+        elif kind == "disabled":
+            _only(thinking, frozenset({"type"}), "thinking")
+        else:
+            raise InvalidArgument("'thinking.type' must be 'enabled' or 'disabled'", param="thinking.type")
     metadata = f.obj("metadata")
     if metadata is not None:
         _only(metadata, frozenset({"user_id"}), "metadata")
@@ -318,6 +333,9 @@ def translate(body: dict[str, Any], *, max_tokens_limit: int, counting: bool = F
     tools, choice, single = tools_of(f)
     req = runtime_pb2.ChatRequest(model=f.str("model", required=True), messages=messages, tools=tools,
                                   tool_choice=choice)
+    # Thinking is off unless asked, as in Anthropic's API: a reasoning model's template is told
+    # so (Qwen3's enable_thinking); asked of a model that cannot think, it is refused.
+    req.think = (f.obj("thinking") or {}).get("type") == "enabled"
     if not counting:
         if body.get("max_tokens") is None:
             raise InvalidArgument("'max_tokens' is required", param="max_tokens")
@@ -413,15 +431,21 @@ class AnthropicRoutes:
             return StreamingResponse(self._sse(answers, message, turn), media_type="text/event-stream",
                                      headers=_SSE_HEADERS)
         text: list[str] = []
+        thought: list[str] = []
         calls = ToolCalls()
         final = runtime_pb2.ChatResponse()
         async for m in answers:
+            if m.reasoning:
+                thought.append(m.reasoning)
             if m.content:
                 text.append(m.content)
             calls.add(d for d in m.tool_calls if not (turn.single_tool and d.index > 0))
             if m.finish_reason:
                 final = m
-        content: list[dict[str, Any]] = [{"type": "text", "text": "".join(text)}] if text else []
+        # A local model's thinking has no signature to verify: it is sent empty.
+        content: list[dict[str, Any]] = [{"type": "thinking", "thinking": "".join(thought), "signature": ""}
+                                         ] if thought else []
+        content += [{"type": "text", "text": "".join(text)}] if text else []
         content += [{"type": "tool_use", "id": tool_id(c.id), "name": c.name, "input": tool_input(c.arguments)}
                     for c in calls.whole()]
         reason, sequence = stop_reason(final, turn.request.params.max_tokens)
@@ -440,6 +464,9 @@ class AnthropicRoutes:
         blocks = _Blocks()
         try:
             async for m in answers:
+                if m.reasoning:
+                    for event in blocks.thinking(m.reasoning):
+                        yield event
                 if m.content:
                     for event in blocks.text(m.content):
                         yield event
@@ -488,6 +515,12 @@ class _Blocks:
             self._text_head = self._delta({"type": "text_delta", "text": ""}).rsplit('""', 1)[0]
         return events + [self._text_head + json.dumps(piece) + "}}\n\n"]
 
+    def thinking(self, piece: str) -> list[str]:
+        events = []
+        if self.open != ("thinking", 0):
+            events = self._start(("thinking", 0), {"type": "thinking", "thinking": "", "signature": ""})
+        return events + [self._delta({"type": "thinking_delta", "thinking": piece})]
+
     def tool(self, d: runtime_pb2.ToolCallDelta) -> list[str]:
         events: list[str] = []
         if self.open != ("tool", d.index):
@@ -503,5 +536,7 @@ class _Blocks:
     def close(self) -> list[str]:
         if self.open is None:
             return []
+        # A thinking block ends with its signature, as Anthropic's do (empty: nothing signs it here).
+        signed = [self._delta({"type": "signature_delta", "signature": ""})] if self.open[0] == "thinking" else []
         self.open = None
-        return [_event("content_block_stop", {"type": "content_block_stop", "index": self.index})]
+        return signed + [_event("content_block_stop", {"type": "content_block_stop", "index": self.index})]
