@@ -39,5 +39,6 @@ def capabilities(record: assets_pb2.InstallRecord) -> list[str]:
     if record.kind == assets_pb2.MODEL_KIND_EMBEDDING:
         return [EMBEDDING]
     if record.kind in _GENERATIVE:
-        return [COMPLETION] + ([TOOLS] if template_handles_tools(record.gguf.chat_template) else [])
+        template = record.derived.template or record.gguf.chat_template  # a derived model's renders
+        return [COMPLETION] + ([TOOLS] if template_handles_tools(template) else [])
     return []
