@@ -58,7 +58,6 @@ class _Partial:
     """A private partial file next to the blob, flock'd (so gc leaves it) while it is written."""
 
     def __init__(self, blob: Path) -> None:
-        blob.parent.mkdir(parents=True, exist_ok=True)
         self.path = blob.with_name(f"{blob.name}.{uuid.uuid4().hex[:12]}{hfcache.PARTIAL_SUFFIX}")
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -96,6 +95,7 @@ async def receive(hf_cache: Path, digest: str, chunks: AsyncIterator[bytes], *, 
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"the blob of {declared} bytes is over the {limit} byte limit (OMG_MAX_BLOB_GB)")
     try:
+        blob.parent.mkdir(parents=True, exist_ok=True)
         if declared:
             _check_space(blob.parent, declared)
         partial = await asyncio.to_thread(_Partial, blob)
@@ -127,7 +127,7 @@ async def receive(hf_cache: Path, digest: str, chunks: AsyncIterator[bytes], *, 
 
 
 def _check_space(directory: Path, needed: int) -> None:
-    free = shutil.disk_usage(directory if directory.exists() else directory.parent.parent).free
+    free = shutil.disk_usage(directory).free
     if needed > free:
         raise InsufficientSpace(f"the blob needs {needed} bytes but the disk of the model cache (HF_HUB_CACHE) "
                                 f"has {free} free")

@@ -43,10 +43,13 @@ def free_unused(store: ModelStore, record: assets_pb2.InstallRecord, hf_cache: P
     they are registered in place: the user's files stay); returns bytes freed."""
     if not _in_cache(record):
         return 0
-    still_used = {a.sha256 for r in store.list() for a in r.artifacts}
+    # By path: another model with the same content elsewhere (a local add, another repo, an
+    # upload) does not keep this copy; one naming the same snapshot file (an alias) does, and a
+    # blob another snapshot links to stays (_linked_from_snapshots).
+    still_used = {a.local_path for r in store.list() for a in r.artifacts}
     freed = 0
     for artifact in record.artifacts:
-        if artifact.sha256 in still_used:
+        if artifact.local_path in still_used:
             continue
         # Only the store's own names are deleted: the snapshot link the record names, and the
         # blob its etag names in its repo, each without following any link (hfcache.remove_file).
