@@ -13,6 +13,7 @@ a template in the bounded child process of core/gguf_check.py.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import sampling
@@ -142,17 +143,18 @@ def derive(base: assets_pb2.InstallRecord, name: str, asked: assets_pb2.DerivedM
     record.created_at.CopyFrom(timestamp())
     wanted = assets_pb2.DerivedModel()
     wanted.CopyFrom(asked)
-    wanted.base = base.name
+    # Made again from itself (a Modelfile edited and created anew): it keeps the base it had.
+    wanted.base = base.derived.base if base.name == record.name else base.name
     record.derived.CopyFrom(merged(base.derived, wanted))
     return record
 
 
-def conversation(messages: list[runtime_pb2.ChatMessage] | object,
+def conversation(messages: Iterable[runtime_pb2.ChatMessage],
                  derived: assets_pb2.DerivedModel) -> list[runtime_pb2.ChatMessage]:
     """A request's messages with a derived model's start: its system prompt first when the
     request has no system message, then its messages, after the request's leading system
     messages and before the rest."""
-    given = list(messages)  # type: ignore[call-overload]
+    given = list(messages)
     lead = 0
     while lead < len(given) and given[lead].role == "system":
         lead += 1

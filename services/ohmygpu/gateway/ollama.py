@@ -15,9 +15,9 @@ from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.core.schema_guard import check_schema
 from ohmygpu.core.version import __version__
+from ohmygpu.gateway import ollama_fields as fields
 from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
-from ohmygpu.gateway import ollama_fields as fields
 from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.ollama_create import OllamaModelRoutes, modelfile, parameters_text
 from ohmygpu.gateway.openai import chat_messages, tools_of
@@ -76,7 +76,8 @@ def _details(record: assets_pb2.InstallRecord) -> dict[str, Any]:
     g = record.gguf
     params = g.parameter_count
     size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.2f}M" if params else ""
-    return {"parent_model": record.derived.base, "format": "gguf" if record.format == assets_pb2.ARTIFACT_FORMAT_GGUF else "",
+    return {"parent_model": record.derived.base,  # the model an /api/create made it from
+            "format": "gguf" if record.format == assets_pb2.ARTIFACT_FORMAT_GGUF else "",
             "family": g.architecture, "families": [g.architecture] if g.architecture else None,
             "parameter_size": size, "quantization_level": g.quantization}
 
