@@ -241,6 +241,23 @@ def gguf_with_uint32(src: Path, key: str, value: int) -> bytes:
     return out + data[h.data_offset:]
 
 
+def gguf_with_template(src: Path, dst: Path, template: str) -> Path:
+    """A copy of `src` with another chat template, written by llama.cpp's own `gguf` package:
+    how tests make a "reasoning model" (a template with a `<think>` block) from SmolLM2."""
+    import logging
+
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    logging.getLogger("gguf").setLevel(logging.WARNING)
+    reader = gguf.GGUFReader(src)
+    arch = str(reader.fields["general.architecture"].contents())
+    writer = gguf.GGUFWriter(dst, arch)
+    copy_with_new_metadata(reader, writer, {gguf.Keys.Tokenizer.CHAT_TEMPLATE: MetadataDetails(
+        gguf.GGUFValueType.STRING, template)}, [])
+    return dst
+
+
 def split_gguf(src: Path, out_dir: Path, parts: int = 2) -> list[Path]:
     """`src` split into `parts` GGUF files named as llama.cpp's gguf-split names them
     (`<stem>-00001-of-0000N.gguf`), written by llama.cpp's own `gguf` package."""

@@ -108,6 +108,23 @@ def test_stop_sequence_is_honoured_and_not_emitted(worker: WorkerProc) -> None:
     text = "".join(m.content for m in cut)
     assert stop not in text and text == full[:full.index(stop)]
     assert cut[-1].finish_reason == runtime_pb2.FINISH_REASON_STOP
+    assert cut[-1].stop_sequence == stop  # which stop ended it (Anthropic's stop_sequence)
+    unstopped = list(worker.stub.Chat(_chat("Count from 1 to 10 with commas.", temperature=0, max_tokens=40,
+                                            stop=["never in the answer"])))
+    assert unstopped[-1].stop_sequence == ""
+
+
+def test_count_tokens_is_the_prompt_a_chat_evaluates(worker: WorkerProc) -> None:
+    chat = _chat("What is the capital of France?", max_tokens=2)
+    counted = worker.stub.CountTokens(runtime_pb2.CountTokensRequest(chat=chat)).prompt_tokens
+    assert counted == list(worker.stub.Chat(chat))[-1].usage.prompt_tokens > 5
+    chat.tools.add(name="get_weather", description="Current weather in a city",
+                   parameters_json=json.dumps({"type": "object", "properties": {"city": {"type": "string"}}}))
+    with_tools = worker.stub.CountTokens(runtime_pb2.CountTokensRequest(chat=chat)).prompt_tokens
+    assert with_tools > counted + 10  # the tools are part of the rendered prompt
+    with pytest.raises(grpc.RpcError) as e:
+        worker.stub.CountTokens(runtime_pb2.CountTokensRequest(chat=_chat("word " * 3000)))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "context" in e.value.details()
 
 
 def test_sampling_params_change_output(worker: WorkerProc) -> None:

@@ -111,6 +111,9 @@ def test_other_calls_are_unimplemented(whisper: WorkerProc) -> None:
     with pytest.raises(grpc.RpcError) as e:
         whisper.stub.Embed(runtime_pb2.EmbedRequest(inputs=["x"]))
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    with pytest.raises(grpc.RpcError) as e:
+        whisper.stub.CountTokens(runtime_pb2.CountTokensRequest())
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED and "count" in e.value.details()
 
 
 def test_vad_filter_skips_silence(whisper: WorkerProc, audio: dict[str, Path], tmp_path: Path) -> None:

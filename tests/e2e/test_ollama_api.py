@@ -160,7 +160,8 @@ def test_embed_dimensions_and_one_ps_row_per_model(client: ollama.Client, daemon
     assert len(workers) == 2  # a chat worker and an embeddings worker ...
     rows = [m for m in client.ps().models if m.model == "smollm2"]
     assert len(rows) == 1  # ... shown as one model, as Ollama does
-    assert rows[0].size == sum(int(w["memoryBytes"]) for w in workers)
+    sizes = [int(w["memoryBytes"]) for w in workers]  # measured live: two calls differ a little
+    assert abs(rows[0].size - sum(sizes)) < 0.05 * sum(sizes) and rows[0].size > 1.5 * max(sizes)
     ids = [m.id for m in openai.OpenAI(base_url=daemon.http + "/v1", api_key="x").models.list().data]
     assert len(ids) == len(set(ids)) and "smollm2" in ids
 

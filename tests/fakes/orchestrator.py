@@ -32,6 +32,12 @@ class ScriptedOrchestrator:
         yield runtime_pb2.CompleteResponse(text="ok")
         yield runtime_pb2.CompleteResponse(finish_reason=runtime_pb2.FINISH_REASON_STOP)
 
+    async def count_tokens(self, request: runtime_pb2.CountTokensRequest) -> runtime_pb2.CountTokensResponse:
+        self.requests.append(request)
+        if self.error is not None:
+            raise self.error
+        return runtime_pb2.CountTokensResponse(prompt_tokens=7)
+
     async def worker_for(self, name: str, *, mode: int = 0, **_: Any) -> object:
         self.requests.append(("load", name, mode))
         return object()

@@ -9,7 +9,7 @@ import pytest
 from ohmygpu.core.errors import InvalidArgument
 from ohmygpu.runtime.v1 import runtime_pb2
 from ohmygpu.runtimes.llamacpp import structured
-from ohmygpu.runtimes.llamacpp.generation import _held_back
+from ohmygpu.runtimes.llamacpp.generation import TextOutput, _held_back
 from ohmygpu.runtimes.llamacpp.template import CHATML, ChatTemplate, TemplateFailed
 
 
@@ -91,6 +91,14 @@ def test_stop_sequence_hold_back() -> None:
     assert _held_back("hello wor", ["world"]) == 3
     assert _held_back("hello", ["xyz"]) == 0
     assert _held_back("a<|im", ["<|im_end|>"]) == 4
+
+
+def test_text_output_names_the_stop_sequence_that_ended_it() -> None:
+    emitted: list[str] = []
+    out = TextOutput(["END", "STOP", "ST"], emitted.append)
+    assert not out.feed(b"one EN") and out.matched == ""
+    assert out.feed(b"D STOP")  # both END and ST are in the text now: END comes first
+    assert "".join(emitted) == "one " and out.matched == "END"
 
 
 # -- prompts: escaping, bounded tokenization, fitting the window --------------------------------

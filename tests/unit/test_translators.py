@@ -281,5 +281,5 @@ def test_errors_in_each_dialects_envelope(app: App) -> None:
     app.orchestrator.error = None
     r = app.post("/api/chat", {"model": "m", "messages": HI, "format": {"type": "nonsense"}})
     assert r.status_code == 400 and "unknown type" in r.json()["error"]
-    r = app.post("/v1/chat/completions", {"model": "m", "messages": HI, "n": 2})
+    r = app.post("/v1/chat/completions", {"model": "m", "messages": HI, "n": 9})  # over fanout.MAX_CHOICES
     assert r.status_code == 400 and r.json()["error"]["param"] == "n"

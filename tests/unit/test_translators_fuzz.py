@@ -125,7 +125,9 @@ def _check(client_app: tuple[TestClient, ScriptedOrchestrator], path: str, body:
     r = client.post(path, content=_encode(body, how), headers={"Content-Type": "application/json"})
     assert r.status_code in (200, 400, 404, 413), (r.status_code, r.text, body)
     if r.status_code == 200:
-        assert len(orchestrator.requests) == 1, orchestrator.requests
+        n = body.get("n") if isinstance(body, dict) and path.startswith("/v1/") else None
+        choices = int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else 1  # OpenAI's n
+        assert len(orchestrator.requests) == choices, orchestrator.requests
         request = orchestrator.requests[0]
         if isinstance(request, tuple):  # ollama: no prompt or messages loads or unloads
             assert path.startswith("/api/")

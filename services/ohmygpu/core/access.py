@@ -71,6 +71,15 @@ def token_matches(expected: str, header: str | None) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+def presented(authorization: str | None, api_key: str | None) -> str | None:
+    """The credential an HTTP request presents, as an Authorization value for `check`: its
+    `Authorization` header, else its `x-api-key` header (where Anthropic's SDKs and Claude Code
+    send the key) taken as a bearer token. When both are sent, Authorization is the one checked."""
+    if authorization or not api_key:
+        return authorization
+    return "Bearer " + api_key
+
+
 def check(authorization: str | None, *, admin: bool, token: str, admin_token: str) -> OmgError | None:
     """The error for a call with this Authorization header, or None when it may proceed. Also
     records, for the rest of this request, whether the caller is the admin (`caller_manages`)."""

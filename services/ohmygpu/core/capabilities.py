@@ -13,15 +13,19 @@ model can do, with Ollama's names and rules:
   Ollama has no speech capability. Such models are served by other routes
   (/v1/audio/transcriptions) and /api/tags does not list them.
 
+- `thinking` when the chat template has a reasoning block (`<think>`, as Qwen3, DeepSeek-R1 and
+  their distillations have, or Qwen3's `enable_thinking` switch): the llama.cpp worker then
+  reports the reasoning apart from the answer, and `think: true` is refused for other models.
+
 Not advertised: `insert` (the worker does not implement fill-in-the-middle `suffix`), `vision`
-(no projector support), `thinking`.
+(no projector support).
 """
 
 from __future__ import annotations
 
 from ohmygpu.assets.v1 import assets_pb2
 
-COMPLETION, TOOLS, EMBEDDING = "completion", "tools", "embedding"
+COMPLETION, TOOLS, EMBEDDING, THINKING = "completion", "tools", "embedding", "thinking"
 # Kinds the llama.cpp runtime generates text for (records from before kinds were recorded
 # have none and are chat models).
 _GENERATIVE = (assets_pb2.MODEL_KIND_LLM, assets_pb2.MODEL_KIND_UNSPECIFIED)
@@ -32,6 +36,18 @@ def template_handles_tools(template: str) -> bool:
     return "tools" in template
 
 
+def template_thinks(template: str) -> bool:
+    """Whether a chat template has a reasoning block: it writes `<think>` (DeepSeek-R1 opens the
+    answer with it, Qwen3 closes an empty one when thinking is off) or reads `enable_thinking`."""
+    return "<think>" in template or "enable_thinking" in template
+
+
+def chat_template(record: assets_pb2.InstallRecord) -> str:
+    """The chat template the runtime renders for `record`: a derived model's own (core/derived.py),
+    else its file's."""
+    return record.derived.template or record.gguf.chat_template
+
+
 def capabilities(record: assets_pb2.InstallRecord) -> list[str]:
     """Ollama's capability names for `record` (see the module's docstring), in Ollama's order."""
     if record.format != assets_pb2.ARTIFACT_FORMAT_GGUF:
@@ -39,6 +55,7 @@ def capabilities(record: assets_pb2.InstallRecord) -> list[str]:
     if record.kind == assets_pb2.MODEL_KIND_EMBEDDING:
         return [EMBEDDING]
     if record.kind in _GENERATIVE:
-        template = record.derived.template or record.gguf.chat_template  # a derived model's renders
-        return [COMPLETION] + ([TOOLS] if template_handles_tools(template) else [])
+        template = chat_template(record)
+        return ([COMPLETION] + ([TOOLS] if template_handles_tools(template) else [])
+                + ([THINKING] if template_thinks(template) else []))
     return []

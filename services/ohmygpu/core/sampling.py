@@ -67,3 +67,15 @@ def check(params: run_spec_pb2.SamplingParams, *, max_tokens_limit: int) -> None
 def check_stop_count(count: int, param: str) -> None:
     if count > MAX_STOP:
         raise InvalidArgument(f"'{param}' holds {count} stop sequences; at most {MAX_STOP}", param=param)
+
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound on alternatives per token
+
+
+def check_logprobs(logprobs: bool, top_logprobs: int) -> None:
+    """top_logprobs within its bound, and only with logprobs (as OpenAI refuses it); raises
+    InvalidArgument. The daemon checks before any queue, the llama.cpp worker again."""
+    if top_logprobs > MAX_TOP_LOGPROBS:
+        raise InvalidArgument(f"'top_logprobs' must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs")
+    if top_logprobs and not logprobs:
+        raise InvalidArgument("'top_logprobs' needs 'logprobs' set to true", param="top_logprobs")

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import access, sampling
+from ohmygpu.core.capabilities import chat_template, template_thinks
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import InvalidArgument, PermissionDenied, ServerBusy
 from ohmygpu.core.settings import Settings
@@ -35,6 +36,15 @@ def check_chat(request: runtime_pb2.ChatRequest, settings: Settings) -> None:
     # Empty messages are refused at the daemon API's entrance (daemon/api/inference.py), the
     # one place both edges pass; Ollama's empty chat (a load) never becomes a ChatRequest.
     check_sampling(request.params, settings)
+    sampling.check_logprobs(request.logprobs, request.top_logprobs)
+
+
+def check_thinking(request: runtime_pb2.ChatRequest, record: assets_pb2.InstallRecord) -> None:
+    """`think: true` for a model whose template cannot reason is refused before any queue, as
+    Ollama refuses it (the worker checks the template it loaded too)."""
+    if request.HasField("think") and request.think and not template_thinks(chat_template(record)):
+        raise InvalidArgument(f"'{record.name}' does not support thinking (its chat template has no "
+                              "reasoning block)", param="think")
 
 
 def check_embed(request: runtime_pb2.EmbedRequest) -> None:
@@ -126,6 +136,10 @@ class Queues:
     def queued(self, key: WorkerKey) -> int:
         """Requests waiting for a slot of the worker `key`."""
         return self._waiting.get(key, 0)
+
+    def depths(self) -> dict[WorkerKey, int]:
+        """Requests waiting for a slot, by worker key (keys that had a queue; 0 when empty now)."""
+        return dict(self._waiting)
 
     def resize(self, key: WorkerKey) -> None:
         """Forget `key`'s slots unless requests wait on them: re-made at the next request's width."""

@@ -25,6 +25,11 @@ class EventBus:
         self._history: collections.deque[events_pb2.Event] = collections.deque(maxlen=_HISTORY)
         self._subscribers: set[asyncio.Queue[events_pb2.Event]] = set()
 
+    @property
+    def subscriber_count(self) -> int:
+        """Streams subscribed now (each gRPC, SSE, NDJSON or WebSocket reader)."""
+        return len(self._subscribers)
+
     def publish(self, kind: int, message: str, *, subject: str = "",
                 level: int = events_pb2.LEVEL_INFO, completed: int = 0, total: int = 0, unit: str = "",
                 **attributes: str) -> events_pb2.Event:

@@ -10,6 +10,7 @@ quarantined instead (daemon/quarantine.py), so one request repeated cannot fail 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import MutableMapping
@@ -38,6 +39,12 @@ class Health:
         self._crashes: dict[WorkerKey, list[float]] = {}
         self.failed: dict[WorkerKey, str] = {}  # worker key -> why it is no longer restarted
         self.quarantine = RequestQuarantine()  # requests that killed a worker alone
+        # What health reports read (GetHealth, /metrics): workers of a key that died, hung or
+        # failed to load since the daemon started; the last such loss (monotonic time, why) of a
+        # key not started again since; health checks each live worker (by id) missed in a row.
+        self.deaths: collections.Counter[WorkerKey] = collections.Counter()
+        self.down: dict[WorkerKey, tuple[float, str]] = {}
+        self.misses: dict[str, int] = {}
 
     async def worker_error(self, workers: MutableMapping[WorkerKey, Worker], worker: Worker,
                            e: grpc.aio.AioRpcError, fp: str | None = None) -> OmgError:
@@ -86,6 +93,7 @@ class Health:
         """Count a dead worker's crash; one its library's trap killed marks the model failed at once."""
         hint = worker.trap_hint()
         if hint is not None:
+            self._lost(name, hint)
             self.mark_failed(name, hint)
         else:
             self.record_crash(name, f"worker {worker.exit_description()}")
@@ -94,6 +102,7 @@ class Health:
         """A worker died serving one request alone: that request is quarantined, and the death
         is not counted toward max_crashes (one request, repeated, must not fail the model)."""
         what = worker.exit_description()
+        self._lost(worker.key, f"worker {what} serving one request")  # type: ignore[arg-type]  # the pool's key
         self.quarantine.add(fp, model=worker.model, what=what)
         log.warning("worker for %s %s serving one request; that request is refused from now on",
                     worker.key, what)
@@ -105,12 +114,27 @@ class Health:
     def record_crash(self, name: WorkerKey, reason: str) -> None:
         """Count a crash (or failed load); past max_crashes within 10 minutes the model is marked failed."""
         now = time.monotonic()
+        self._lost(name, reason)
         recent = [t for t in self._crashes.get(name, []) if now - t < CRASH_WINDOW_S] + [now]
         self._crashes[name] = recent
         self.events.publish(events_pb2.EVENT_KIND_CRASH, f"worker for {name}: {reason}", subject=f"model:{name}",
                             level=events_pb2.LEVEL_ERROR)
         if len(recent) >= max(1, self.settings.max_crashes):
             self.mark_failed(name, f"its worker crashed {len(recent)} times in 10 minutes (last: {reason})")
+
+    def _lost(self, name: WorkerKey, why: str) -> None:
+        self.deaths[name] += 1
+        self.down[name] = (time.monotonic(), why)
+
+    def started(self, name: WorkerKey) -> None:
+        """A worker for `name` loaded: it is no longer down."""
+        self.down.pop(name, None)
+
+    def recently_down(self, name: WorkerKey) -> str | None:
+        """Why `name`'s last worker was lost, when that was within the crash window and none
+        has loaded since; else None."""
+        when, why = self.down.get(name, (0.0, ""))
+        return why if why and time.monotonic() - when < CRASH_WINDOW_S else None
 
     def mark_failed(self, name: WorkerKey, why: str) -> None:
         """Stop restarting model `name`'s worker; said once, in the log and as an alert event."""
@@ -125,8 +149,11 @@ class Health:
         """Runs while `workers` has any. A worker whose event loop does not answer Health twice
         in a row is hung (SIGSTOP, a deadlock, swapping to death): kill its process tree;
         requests in flight then fail and the next request starts a fresh worker."""
-        misses: dict[str, int] = {}  # worker id -> health checks missed in a row
+        misses = self.misses  # worker id -> health checks missed in a row
+        misses.clear()
         while workers:
+            for gone in misses.keys() - {w.id for w in workers.values()}:
+                del misses[gone]
             for name, w in list(workers.items()):
                 if not w.alive or w.stub is None:
                     continue

@@ -50,6 +50,7 @@ class _Running:
         self.task: asyncio.Task[None] | None = None
         self.version = 0
         self.changed = asyncio.Event()
+        self.counted = 0  # of progress.downloaded, added to JobManager.downloaded_bytes
 
 
 class JobManager:
@@ -65,6 +66,8 @@ class JobManager:
         self._hub: HubClient | None = None
         # Puts a pulled model on a node (`omg pull --node`): NodeRegistry.place_files, set by the server.
         self.to_node: Callable[..., Awaitable[None]] | None = None
+        # Bytes every pull of this daemon's life downloaded (or copied to a node): only grows.
+        self.downloaded_bytes = 0
 
     @property
     def hub(self) -> HubClient:
@@ -154,6 +157,10 @@ class JobManager:
         def changed() -> None:
             run.version += 1
             run.changed.set()
+            grown = run.progress.downloaded - run.counted
+            if grown > 0:
+                self.downloaded_bytes += grown
+                run.counted = run.progress.downloaded
             now = time.monotonic()
             if now - last[0] >= 0.5:  # progress events at most twice a second per job
                 last[0] = now

@@ -9,8 +9,8 @@ This module routes; what it routes through lives beside it, each in a module nam
 nodes (daemon/nodes.py: the machines, node 0 this one), placement and eviction
 (daemon/scheduler.py over the pure daemon/placement.py), admission (daemon/admission.py:
 validation, queues and slots, keep_alive), crash accounting and the health patrol
-(daemon/health.py), the worker pool (daemon/pool.py) and one worker's process
-(daemon/supervisor.py).
+(daemon/health.py), the worker pool (daemon/pool.py), one worker's process
+(daemon/supervisor.py), and each stream's token counts and timings (daemon/metrics.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core import access, derived
+from ohmygpu.core import access, derived, sampling
 from ohmygpu.core.audio_probe import probe_isolated
 from ohmygpu.core.errors import (
     FailedPrecondition,
@@ -41,6 +41,7 @@ from ohmygpu.daemon.admission import KeepAlive, Queues
 from ohmygpu.daemon.devices import Inventory
 from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.health import Health
+from ohmygpu.daemon.metrics import Metrics
 from ohmygpu.daemon.nodes import Launcher, LocalNode, Node
 from ohmygpu.daemon.pool import WorkerKey, WorkerPool, check_mode, worker_key
 from ohmygpu.daemon.quarantine import RequestQuarantine, fingerprint
@@ -68,8 +69,9 @@ class Orchestrator:
                  inventory: Callable[[], Inventory] | None = None, events: EventBus | None = None,
                  clock: Callable[[], float] = time.time,
                  gpu_capable: Callable[[str], bool] = supports_gpu,
-                 nodes: list[Node] | None = None) -> None:
+                 nodes: list[Node] | None = None, metrics: Metrics | None = None) -> None:
         self.events = events or EventBus()
+        self.metrics = metrics or Metrics()  # token counts and timings of every stream (daemon/metrics.py)
         self.clock = clock  # wall clock for keep_alive; injected by tests
         self.settings = settings
         self.store = store
@@ -185,6 +187,7 @@ class Orchestrator:
         worker.pinned = key in self.pins
         worker.device, worker.vram_estimate = placement.device, placement.vram
         self.workers[key] = worker
+        self.health.started(key)
         self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loaded {key} in {worker.load_ns / 1e9:.2f}s"
                             + ("" if node.index == 0 else f" on node {node.name}"),
                             subject=f"model:{key}", completed=1, total=1, unit="model", node=node.name,
@@ -290,10 +293,15 @@ class Orchestrator:
         """Requests waiting for a slot of the worker `key`."""
         return self.queues.queued(key)
 
+    def loading(self) -> list[WorkerKey]:
+        """Worker keys being started (or reloaded) now."""
+        return [key for key, lock in list(self._starting.items()) if lock.locked()]
+
     async def _stream(self, name: str, mode: int, call: Callable[[Worker], grpc.aio.Call],
                       keep_alive: str = "", record: assets_pb2.InstallRecord | None = None,
                       request: Message | None = None) -> AsyncIterator[M]:
         self.keep_alive.check(keep_alive)  # a bad or forbidden value fails before any work
+        admitted = time.monotonic()  # time to first token counts the queue and a load
         fp = fingerprint(request) if request is not None else None
         if fp is not None:
             self.health.quarantine.check(fp)  # a request that killed a worker is not queued again
@@ -303,13 +311,14 @@ class Orchestrator:
         mode = check_mode(record, mode)
         key = worker_key(record, mode)
         async with self.queues.slot(key, self._width(key)):
-            async for message in self._stream_in_slot(record, mode, call, keep_alive, fp):
+            async for message in self._stream_in_slot(record, mode, call, keep_alive, fp, admitted):
                 yield message
 
     async def _stream_in_slot(self, record: assets_pb2.InstallRecord, mode: int,
                               call: Callable[[Worker], grpc.aio.Call], keep_alive: str,
-                              fp: str | None = None) -> AsyncIterator[M]:
+                              fp: str | None = None, admitted: float = 0.0) -> AsyncIterator[M]:
         name = record.name
+        meter = self.metrics.meter(name, mode, admitted or time.monotonic())
         before = self.workers.get(worker_key(record, mode))
         worker = await self.worker_for(name, mode=mode, record=record)
         # A worker started for this request (or one it waited for while it loaded) is this
@@ -322,6 +331,7 @@ class Orchestrator:
                 yield _with_load_time(await stream, load_ns)
             else:
                 async for message in stream:
+                    meter.message(message)
                     # Only a generation's last message has a finish reason (and usage and timings).
                     if getattr(message, "finish_reason", 0):
                         if message.timings.eval_ns and message.usage.completion_tokens > 1:
@@ -376,6 +386,8 @@ class Orchestrator:
         """Stream a chat answer; raises InvalidArgument, ModelNotFound, WorkerFailed, ..."""
         admission.check_chat(request, self.settings)
         record = await asyncio.to_thread(self.store.get, request.model)
+        if request.HasField("think") and request.think:
+            admission.check_thinking(request, record)
         request = self._with_defaults(request, record)
         async for message in self._stream(request.model, run_spec_pb2.MODE_CHAT,
                                           lambda w: w.stub.Chat(request), request.keep_alive,
@@ -385,12 +397,26 @@ class Orchestrator:
     async def complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
         """Stream a raw completion; raises like chat."""
         admission.check_sampling(request.params, self.settings)
+        sampling.check_logprobs(request.logprobs, request.top_logprobs)
         record = await asyncio.to_thread(self.store.get, request.model)
         request = self._with_defaults(request, record)
         async for message in self._stream(request.model, run_spec_pb2.MODE_COMPLETION,
                                           lambda w: w.stub.Complete(request), request.keep_alive,
                                           record, request):
             yield message
+
+    async def count_tokens(self, request: runtime_pb2.CountTokensRequest) -> runtime_pb2.CountTokensResponse:
+        """The prompt tokens of a chat, counted by its model's chat worker (which renders the
+        template); raises like chat (ContextLengthExceeded for a prompt over the window)."""
+        record = await asyncio.to_thread(self.store.get, request.chat.model)
+        chat = self._with_defaults(request.chat, record)  # what a chat would send: a derived model's start too
+        if chat is not request.chat:
+            request = runtime_pb2.CountTokensRequest(chat=chat)
+        async for response in self._stream(chat.model, run_spec_pb2.MODE_CHAT,
+                                           lambda w: w.stub.CountTokens(request), chat.keep_alive,
+                                           record, request):
+            return response
+        raise WorkerFailed(f"worker for '{chat.model}' gave no token count", model=chat.model)
 
     async def embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
         """Embed a batch of texts; raises InvalidArgument (empty input, a whisper model), ..."""

@@ -29,12 +29,19 @@ from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.grpc_errors import TokenInterceptor
 from ohmygpu.daemon.grpc_limits import MessageLimitInterceptor
 from ohmygpu.daemon.jobs import JobManager
+from ohmygpu.daemon.metrics import Metrics
 from ohmygpu.daemon.node_registry import NodeRegistry
 from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.readiness import LISTENERS, RUNS, STORE, Readiness
 from ohmygpu.daemon.runs import RunManager
 from ohmygpu.daemon.services import add_services
 
 log = logging.getLogger("ohmygpu.daemon")
+# WebSockets (the event stream, GET /v1/events): clients send nothing but control frames, so a
+# message may be small; a peer that stops answering pings is dropped.
+WS_MAX_MESSAGE_BYTES = 16 << 10
+WS_PING_INTERVAL_S = 20.0
+WS_PING_TIMEOUT_S = 20.0
 
 
 class _Uvicorn(uvicorn.Server):
@@ -116,16 +123,20 @@ class Daemon:
         self._check_exposure()
         self._grpc_credentials()  # a bad TLS setting fails before anything starts
         self._take_lock()
+        readiness, metrics = Readiness(), Metrics()
         store = ModelStore(self.home)
+        readiness.done(STORE)
         bus = EventBus()
-        orchestrator = Orchestrator(self.settings, store, events=bus)
+        orchestrator = Orchestrator(self.settings, store, events=bus, metrics=metrics)
         jobs = JobManager(self.settings, store, events=bus)
         runs = RunManager(self.home, orchestrator)
         nodes = NodeRegistry(self.settings, orchestrator, bus)
         nodes.on_up.append(runs.node_up)  # runs waiting for a node (after a restart) start when it joins
         jobs.to_node = nodes.place_files
+        metrics.watch(orchestrator, jobs=jobs, events=bus, readiness=readiness)
         api = DaemonAPI(self.settings, store, orchestrator, jobs=jobs, runs=runs, events=bus,
-                        request_shutdown=self.stop_event.set, nodes=nodes)
+                        request_shutdown=self.stop_event.set, nodes=nodes, metrics=metrics,
+                        readiness=readiness)
         interceptors = [TokenInterceptor(self.settings.token, self.settings.admin_token)] \
             if self.settings.token or self.settings.admin_token else []
         # Audio arrives in one message: the server's limit follows OMG_MAX_AUDIO_MB (plus room for
@@ -150,9 +161,12 @@ class Daemon:
         app = build_app(self.settings, api)
         tls = {"ssl_certfile": self.settings.tls_cert, "ssl_keyfile": self.settings.tls_key} \
             if self.settings.tls_cert else {}
-        # Our protocol bounds heads, times out slow clients and caps connections (uvicorn's does not).
+        # Our protocol bounds heads, times out slow clients and caps connections (uvicorn's does not);
+        # a WebSocket upgrade is handed, after its bounded head, to uvicorn's websockets protocol.
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2, ws="none",
+                                timeout_graceful_shutdown=2, ws="websockets-sansio",
+                                ws_max_size=WS_MAX_MESSAGE_BYTES, ws_ping_interval=WS_PING_INTERVAL_S,
+                                ws_ping_timeout=WS_PING_TIMEOUT_S, ws_per_message_deflate=False,
                                 http=protocol_for(ConnectionLimits.of(self.settings)), **tls)
         http_server = _Uvicorn(config)
         await grpc_server.start()
@@ -169,8 +183,9 @@ class Daemon:
             "pid": os.getpid(), "http_addr": self.settings.http_addr,
             "grpc_addr": self.settings.grpc_addr}))
         http_task = asyncio.create_task(http_server.serve(sockets=[http_sock]))
+        listening = asyncio.create_task(_when_serving(http_server, http_task, readiness))
         jobs.resume_unfinished()
-        restore = asyncio.create_task(runs.restore())  # pinned runs load in the background
+        restore = asyncio.create_task(_restore(runs, readiness))  # pinned runs load in the background
         log.warning("omg daemon pid %d: HTTP on %s, gRPC on %s, home %s", os.getpid(),
                     self.settings.http_addr, self.settings.grpc_addr, self.home)
         scheme = "https" if self.settings.tls_cert else "http"
@@ -180,8 +195,10 @@ class Daemon:
             await self.stop_event.wait()
         finally:
             log.warning("shutting down")
+            readiness.stopping()
             http_server.should_exit = True
             restore.cancel()
+            listening.cancel()
             await nodes.stop()
             await orchestrator.shutdown()
             await jobs.close()
@@ -193,6 +210,27 @@ class Daemon:
             (self.home / "daemon.json").unlink(missing_ok=True)
             if self._lock_file is not None:
                 self._lock_file.close()
+
+
+async def _when_serving(server: uvicorn.Server, task: asyncio.Task[None], readiness: Readiness) -> None:
+    """Mark the listeners up once uvicorn serves (gRPC and the node listener started before it)."""
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if server.started:
+        readiness.done(LISTENERS)
+    else:
+        readiness.fail(LISTENERS, "the HTTP server stopped while starting")
+
+
+async def _restore(runs: RunManager, readiness: Readiness) -> None:
+    """Restore the pinned runs; ready once each has been tried (one that cannot be is failed)."""
+    try:
+        await runs.restore()
+    except Exception:  # a bug, not a run that failed (restore marks those): serve, but not ready
+        log.exception("restoring runs failed")
+        readiness.fail(RUNS, "restoring the pinned runs failed; see the daemon log")
+        return
+    readiness.done(RUNS)
 
 
 def serve(settings: Settings) -> int:

@@ -1,9 +1,13 @@
-"""The HTTP application: OpenAI, Ollama and management routes behind one security layer.
+"""The HTTP application: OpenAI, Ollama, Anthropic and management routes behind one security layer.
 
 The security layer is plain ASGI (no buffering of streamed answers) and checks, in order:
 the Host header against DNS rebinding (ollama CVE-2024-28224), the Origin of browser requests
 that change state or run a model (cross-site pages; gateway/origin.py), the bearer token when
-one is configured (constant-time), and CORS for configured origins only.
+one is configured (constant-time; `Authorization: Bearer`, or Anthropic's `x-api-key`), and
+CORS for configured origins only. A WebSocket upgrade
+(the event stream) gets the same checks, its Origin held to the rule of a state-changing
+request, and its token also taken from the "bearer" subprotocol browsers can set
+(gateway/operations.py). The probes (/livez, /readyz) need no token; /metrics is management.
 """
 
 from __future__ import annotations
@@ -22,14 +26,23 @@ from ohmygpu.core.netaddr import is_loopback, split_addr
 from ohmygpu.core.settings import Settings, split_list
 from ohmygpu.daemon.api import DaemonAPI
 from ohmygpu.gateway.a1111 import A1111Routes
+from ohmygpu.gateway.anthropic import AnthropicRoutes
 from ohmygpu.gateway.audio import AudioRoutes
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.embeddings import EmbeddingRoutes
 from ohmygpu.gateway.images import ImageRoutes
 from ohmygpu.gateway.errors import error_response
+from ohmygpu.gateway.http_metrics import HttpMetricsMiddleware
 from ohmygpu.gateway.management import management_routes
 from ohmygpu.gateway.ollama import OllamaRoutes
 from ohmygpu.gateway.openai import OpenAIRoutes
+from ohmygpu.gateway.operations import (
+    METRICS_PATH,
+    PROBE_PATHS,
+    OperationsRoutes,
+    deny_upgrade,
+    subprotocol_token,
+)
 from ohmygpu.gateway.origin import HostGuard, OriginGuard
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -46,8 +59,10 @@ class SecurityMiddleware:
     configured."""
 
     def __init__(self, app: ASGIApp, settings: Settings,
-                 admin_routes: list[tuple[str, Pattern[str]]] | None = None) -> None:
+                 admin_routes: list[tuple[str, Pattern[str]]] | None = None,
+                 open_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
+        self.open_paths = open_paths  # answered without a token (the probes)
         self.token = settings.token
         self.admin_token = settings.admin_token
         self.admin_routes = admin_routes or []
@@ -57,8 +72,9 @@ class SecurityMiddleware:
         self.origins = OriginGuard(settings)
 
     def _host_ok(self, scope: Scope) -> bool:
-        host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), None)
-        return self.hosts.allows(host)
+        hosts = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"]
+        # Exactly one (RFC 9112 3.2): with two, the one checked might not be the one obeyed.
+        return len(hosts) == 1 and self.hosts.allows(hosts[0])
 
     def _is_admin(self, scope: Scope) -> bool:
         method, path = scope.get("method", ""), scope.get("path", "")
@@ -67,6 +83,9 @@ class SecurityMiddleware:
         return any(verb == method and pattern.match(path) for verb, pattern in self.admin_routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -76,11 +95,32 @@ class SecurityMiddleware:
         elif (refusal := self.origins.refusal(scope.get("method", ""), scope.get("scheme", "http"),
                                               scope.get("headers", []))) is not None:
             error = PermissionDenied(refusal)
-        elif (self.token or self.admin_token) and scope.get("method") != "OPTIONS":
-            auth = dict(scope.get("headers", ())).get(b"authorization", b"").decode("latin-1")
+        elif (self.token or self.admin_token) and scope.get("method") != "OPTIONS" \
+                and scope.get("path") not in self.open_paths:
+            headers = dict(scope.get("headers", ()))
+            auth = access.presented(headers.get(b"authorization", b"").decode("latin-1"),
+                                    headers.get(b"x-api-key", b"").decode("latin-1"))
             error = access.check(auth, admin=self._is_admin(scope), token=self.token, admin_token=self.admin_token)
         if error is not None:
             await error_response(error, scope.get("path", ""))(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An upgrade: Host, Origin (cross-site WebSocket hijacking) and token, refused before
+        the handshake completes."""
+        error: OmgError | None = None
+        if self.check_host and not self._host_ok(scope):
+            error = PermissionDenied("Host header not allowed; add it to OMG_ALLOWED_HOSTS")
+        elif (refusal := self.origins.websocket_refusal(scope.get("scheme", "ws"), scope.get("headers", []))) is not None:
+            error = PermissionDenied(refusal)
+        elif self.token or self.admin_token:
+            auth = dict(scope.get("headers", ())).get(b"authorization", b"").decode("latin-1")
+            if not auth and (given := subprotocol_token(list(scope.get("subprotocols") or []))) is not None:
+                auth = f"Bearer {given}"
+            error = access.check(auth or None, admin=False, token=self.token, admin_token=self.admin_token)
+        if error is not None:
+            await deny_upgrade(scope, receive, send, error)
             return
         await self.app(scope, receive, send)
 
@@ -111,7 +151,7 @@ async def _root(request: Request) -> Response:
 
 
 def build_app(settings: Settings, api: DaemonAPI) -> ASGIApp:
-    """The HTTP API (OpenAI, Ollama, management) over the daemon API `api`."""
+    """The HTTP API (OpenAI, Ollama, Anthropic, management) over the daemon API `api`."""
     gw = Gateway(settings=settings, api=api)
     from starlette.routing import Route
 
@@ -119,11 +159,16 @@ def build_app(settings: Settings, api: DaemonAPI) -> ASGIApp:
     routes += OpenAIRoutes(gw).routes() + OllamaRoutes(gw).routes() + management_routes(gw)
     routes += EmbeddingRoutes(gw).routes() + AudioRoutes(gw).routes() + ImageRoutes(gw).routes()
     routes += A1111Routes(gw).routes()
+    routes += AnthropicRoutes(gw).routes()
+    routes += OperationsRoutes(gw).routes()
     # Management routes come from the http rules of the services' methods: the admin ones are
-    # the routes of access.ADMIN_METHODS (route names are "Service.Method").
+    # the routes of access.ADMIN_METHODS (route names are "Service.Method"), and /metrics.
     admin_routes = [(verb, route.path_regex) for route in routes if isinstance(route, Route)
-                    and f"ohmygpu.api.v1.{route.name}" in access.ADMIN_METHODS for verb in route.methods or ()]
-    middleware = [Middleware(SecurityMiddleware, settings=settings, admin_routes=admin_routes)]
+                    and (f"ohmygpu.api.v1.{route.name}" in access.ADMIN_METHODS or route.path == METRICS_PATH)
+                    for verb in route.methods or ()]
+    middleware = [Middleware(HttpMetricsMiddleware, metrics=api.metrics, routes=routes),
+                  Middleware(SecurityMiddleware, settings=settings, admin_routes=admin_routes,
+                             open_paths=PROBE_PATHS)]
     origins = split_list(settings.cors_origins)
     if origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"],

@@ -222,3 +222,26 @@ class Fields:
         if isinstance(v, list) and all(isinstance(s, str) for s in v):
             return list(v)
         raise self._bad(key, "a string or an array of strings")
+
+
+@dataclass(frozen=True)
+class FieldTable:
+    """What a dialect's request may hold: fields honoured (read by the route), and fields the
+    dialect defines that this daemon cannot honour, each with why. Anything else is a field the
+    dialect does not define. Nothing is dropped silently: a refused or unknown field is a 400
+    that names it (`check`)."""
+
+    what: str  # "chat completions": named in the errors
+    honoured: frozenset[str]
+    refused: dict[str, str]  # field -> why (shown to the caller)
+
+    def check(self, data: dict[str, Any], prefix: str = "") -> None:
+        for key in data:
+            if key in self.honoured:
+                continue
+            name = prefix + key
+            why = self.refused.get(key)
+            if why is not None:
+                raise InvalidArgument(f"'{name}' is not supported: {why}", param=name)
+            raise InvalidArgument(f"unrecognized request argument supplied: '{name}' is not a field of "
+                                  f"{self.what} requests", param=name)

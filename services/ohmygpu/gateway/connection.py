@@ -12,7 +12,10 @@ its body. Here, per connection:
   without a request in flight (a slowloris, an idle keep-alive), so drippers cannot starve
   real clients; when every connection has a request in flight, the new one gets 503.
 
-Only the read side changes: responses (the per-token stream) go through uvicorn unchanged.
+Only the read side changes: responses (the per-token stream) go through uvicorn unchanged. A
+WebSocket upgrade's head is bounded like any other; the connection then passes to uvicorn's
+websockets protocol (bounded messages, pings) and counts toward `max_connections`, but is never
+the one closed to make room (it is a stream being served, like a request in flight).
 """
 
 from __future__ import annotations
@@ -146,7 +149,15 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.send_400_response("Invalid HTTP request received.")
             return
         except httptools.HttpParserUpgrade:
-            self._unsupported_upgrade_warning()  # no WebSocket routes here
+            if self._should_upgrade():
+                # A WebSocket (GET /v1/events): its head was read within the bounds above; from
+                # here uvicorn's websockets protocol owns the connection, with the message size
+                # and ping timeout daemon/server.py gives it. Our timers must not fire on it.
+                self._cancel_timer()
+                self._head_open = self._body_open = False
+                self.handle_websocket_upgrade()
+                return
+            self._unsupported_upgrade_warning()
         if self._head_open and self._head_bytes > self.limits.max_head_bytes and not self._refused:
             self._answer_error(431, PayloadTooLarge(self._head_too_large))
 

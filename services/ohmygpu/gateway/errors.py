@@ -15,17 +15,27 @@ OLLAMA_PREFIX = "/api/"
 # Management routes come from the protos' http rules; they answer like grpc-gateway.
 MANAGEMENT_PREFIXES = ("/v1/store/", "/v1/store", "/v1/omg/", "/v1/version", "/v1/status",
                        "/v1/loaded", "/v1/devices", "/v1/shutdown", "/v1/models/install", "/v1/jobs", "/v1/events", "/v1/runs")
+# Operations (gateway/operations.py, and /v1/health from its http rule) answer like management.
+OPERATIONS_PATHS = ("/v1/health", "/metrics", "/livez", "/readyz")
 
 
 A1111_PREFIX = "/sdapi/"
+ANTHROPIC_PREFIX = "/v1/messages"  # and /v1/messages/count_tokens
+# Anthropic's error types by HTTP status (https://docs.anthropic.com/en/api/errors); any other
+# status is invalid_request_error below 500 and api_error from 500 on.
+_ANTHROPIC_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                    413: "request_too_large", 414: "request_too_large", 431: "request_too_large",
+                    429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
 
 
 def dialect_for(path: str) -> str:
+    if path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/"):
+        return "anthropic"
     if path.startswith(OLLAMA_PREFIX):
         return "ollama"
     if path.startswith(A1111_PREFIX):
         return "a1111"
-    if path.startswith(MANAGEMENT_PREFIXES):
+    if path.startswith(MANAGEMENT_PREFIXES) or path in OPERATIONS_PATHS:
         return "management"
     return "openai"
 
@@ -35,6 +45,10 @@ def error_body(e: OmgError, dialect: str) -> dict[str, object]:
         return {"error": e.message}
     if dialect == "a1111":  # Automatic1111's FastAPI errors
         return {"error": type(e).__name__, "detail": e.message}
+    if dialect == "anthropic":
+        status = e.http_status
+        kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+        return {"type": "error", "error": {"type": kind, "message": e.message}}
     if dialect == "management":
         return {"code": grpc.StatusCode[e.grpc_code].value[0], "message": e.message, "details": []}
     return {"error": {"message": e.message, "type": e.openai_type,

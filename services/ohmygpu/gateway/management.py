@@ -22,6 +22,7 @@ from ohmygpu.gateway.body import read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.streaming import primed
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -47,8 +48,32 @@ def http_rule(method: descriptor.MethodDescriptor) -> tuple[str, str, str] | Non
     return verb.upper(), getattr(rule, verb), rule.body
 
 
-def _to_json(message: Any) -> dict[str, Any]:
+def to_json(message: Any) -> dict[str, Any]:
+    """A message's JSON mapping, as every management route (and the event stream) answers it."""
     return json_format.MessageToDict(message)
+
+
+def query_fields(message: descriptor.Descriptor, params: QueryParams) -> dict[str, Any]:
+    """The query string as JSON fields of a request message: a repeated field takes every value
+    given for it (`?kinds=EVENT_KIND_LOAD&kinds=EVENT_KIND_UNLOAD`), any other field the last."""
+    repeated = {name for f in message.fields if _is_repeated(f) for name in (f.name, f.json_name)}
+    return {key: params.getlist(key) if key in repeated else params[key] for key in params.keys()}
+
+
+def _is_repeated(field: descriptor.FieldDescriptor) -> bool:
+    # `is_repeated` replaced `label` (gone in protobuf 7); 6.x releases may have only `label`.
+    if hasattr(field, "is_repeated"):
+        return bool(field.is_repeated)
+    return bool(field.label == field.LABEL_REPEATED)  # type: ignore[attr-defined]
+
+
+def parse_request(cls: Any, data: dict[str, Any]) -> Any:
+    """A request message of class `cls` from JSON fields; raises InvalidArgument."""
+    try:
+        return json_format.ParseDict(data, cls(), ignore_unknown_fields=False)
+    except json_format.ParseError as e:
+        raise InvalidArgument(f"invalid request for {cls.DESCRIPTOR.name.removesuffix('Request')}: "
+                              f"{str(e)[:200]}") from None
 
 
 def _handler(gw: Gateway, service_name: str, method: descriptor.MethodDescriptor, body_rule: str) -> Callable[[Request], Any]:
@@ -67,16 +92,13 @@ def _handler(gw: Gateway, service_name: str, method: descriptor.MethodDescriptor
             data.update(await read_json(request, limits))
         elif body_rule:  # the body is one field of the request message
             data[body_rule] = await read_json(request, limits)
-        for key, value in request.query_params.items():
+        for key, value in query_fields(method.input_type, request.query_params).items():
             data.setdefault(key, value)
         data.update(request.path_params)
-        try:
-            message = json_format.ParseDict(data, request_cls(), ignore_unknown_fields=False)
-        except json_format.ParseError as e:
-            raise InvalidArgument(f"invalid request for {method.name}: {str(e)[:200]}") from None
+        message = parse_request(request_cls, data)
         fn = getattr(gw.api.service(service_name), method.name)
         if not streaming:
-            return JSONResponse(_to_json(await fn(message)))
+            return JSONResponse(to_json(await fn(message)))
         if "text/event-stream" in request.headers.get("accept", ""):
             # Server-sent events for browsers and EventSource clients; the stream stays open.
             return StreamingResponse(_sse(fn(message)), media_type="text/event-stream",
@@ -90,7 +112,7 @@ def _handler(gw: Gateway, service_name: str, method: descriptor.MethodDescriptor
 async def _ndjson(messages: AsyncIterator[Any]) -> AsyncIterator[str]:
     try:
         async for m in messages:
-            yield json.dumps({"result": _to_json(m)}) + "\n"
+            yield json.dumps({"result": to_json(m)}) + "\n"
     except OmgError as e:
         yield json.dumps({"error": json.loads(stream_error_line(e, "management"))}) + "\n"
 
@@ -98,7 +120,7 @@ async def _ndjson(messages: AsyncIterator[Any]) -> AsyncIterator[str]:
 async def _sse(messages: AsyncIterator[Any]) -> AsyncIterator[str]:
     try:
         async for m in messages:
-            data = _to_json(m)
+            data = to_json(m)
             kind = data.get("kind", "message")
             yield f"id: {data.get('id', '')}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
     except OmgError as e:

@@ -10,7 +10,7 @@ from typing import Any
 from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.artifacts import model_digest
-from ohmygpu.core.capabilities import capabilities
+from ohmygpu.core.capabilities import capabilities, chat_template
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.core.schema_guard import check_schema
@@ -186,7 +186,7 @@ class OllamaRoutes:
         d = r.derived  # a model made by /api/create: what it adds (empty otherwise)
         out = {
             "license": "\n".join(d.license), "modelfile": modelfile(r), "parameters": parameters_text(d),
-            "template": d.template or g.chat_template, "system": d.system, "details": _details(r),
+            "template": chat_template(r), "system": d.system, "details": _details(r),
             "model_info": info, "capabilities": capabilities(r),
             "modified_at": r.created_at.ToDatetime(timezone.utc).isoformat(),
         }

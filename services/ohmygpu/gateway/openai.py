@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from ohmygpu.core.errors import InvalidArgument, ModelNotFound, OmgError
 from ohmygpu.core.schema_guard import check_schema
-from ohmygpu.gateway.body import Fields, read_json
+from ohmygpu.gateway import fanout
+from ohmygpu.gateway.body import Fields, FieldTable, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.sampling import OPENAI, parse_sampling
-from ohmygpu.gateway.streaming import FINISH_NAMES, ToolCalls, primed
+from ohmygpu.gateway.streaming import FINISH_NAMES, ToolCalls
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
@@ -25,10 +26,83 @@ _ROLES = {"system", "user", "assistant", "tool", "developer"}
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+# Sampling extensions llama.cpp's server and LM Studio take at the top level (clients send them).
+_EXTENSIONS = frozenset({"top_k", "min_p", "repeat_penalty"})
+_IDENTIFIERS = frozenset({"user", "safety_identifier", "prompt_cache_key", "metadata"})
+# What OpenAI defines and no local runtime here does, with why; everything else OpenAI defines is
+# honoured. `prompt_cache_key` is honoured by construction: prompt prefixes are reused anyway.
+_REFUSED = {
+    "audio": "this daemon does not generate audio in chat; use /v1/audio/speech",
+    "prediction": "predicted outputs are not implemented",
+    "web_search_options": "there is no web search here",
+    "logit_bias": "logit_bias is not implemented",
+    "functions": "the deprecated functions API is not implemented; pass 'tools'",
+    "function_call": "the deprecated functions API is not implemented; pass 'tool_choice'",
+    "verbosity": "verbosity is not implemented",
+    "best_of": "best_of is not implemented; use n",
+    "echo": "echo is not implemented",
+}
+CHAT_FIELDS = FieldTable("chat completions", frozenset({
+    "model", "messages", "frequency_penalty", "presence_penalty", "temperature", "top_p", "seed",
+    "max_tokens", "max_completion_tokens", "stop", "stream", "stream_options", "n", "logprobs",
+    "top_logprobs", "response_format", "tools", "tool_choice", "parallel_tool_calls",
+    "reasoning_effort", "modalities", "store", "service_tier", *_IDENTIFIERS, *_EXTENSIONS}), _REFUSED)
+COMPLETION_FIELDS = FieldTable("completions", frozenset({
+    "model", "prompt", "suffix", "frequency_penalty", "presence_penalty", "temperature", "top_p",
+    "seed", "max_tokens", "stop", "stream", "stream_options", "n", "logprobs", "response_format",
+    *_IDENTIFIERS, *_EXTENSIONS}), _REFUSED)
+# reasoning_effort in terms of the one switch llama.cpp templates have (Qwen3's enable_thinking).
+_EFFORT = {"none": False, "minimal": False, "low": True, "medium": True, "high": True}
+
+
 def sampling_params(f: Fields, limit: int, *, default_max_tokens: int | None = None) -> run_spec_pb2.SamplingParams:
-    p = parse_sampling(f, OPENAI, max_tokens_limit=limit, default_max_tokens=default_max_tokens)
-    f.int("n", 1, 1)  # one choice per request; several would need several generations
-    return p
+    return parse_sampling(f, OPENAI, max_tokens_limit=limit, default_max_tokens=default_max_tokens)
+
+
+def check_accepted(f: Fields) -> None:
+    """The fields every OpenAI generation request may carry that change nothing here, checked
+    for their type (a wrong one is a 400) and for values that would ask for something else."""
+    for key in ("user", "safety_identifier", "prompt_cache_key"):
+        f.str(key)
+    f.obj("metadata")
+    if f.bool("store", False):
+        raise InvalidArgument("'store': true is not supported: chat completions are not stored here "
+                              "(the Responses API stores responses)", param="store")
+    tier = f.str("service_tier", default="auto")
+    if tier not in ("auto", "default"):
+        raise InvalidArgument(f"'service_tier' {tier!r} is not supported; one tier: 'auto'", param="service_tier")
+    modalities = f.list("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise InvalidArgument("'modalities' must be [\"text\"]: only text is generated here", param="modalities")
+
+
+def seeded(params: run_spec_pb2.SamplingParams, choice: int) -> run_spec_pb2.SamplingParams:
+    """Choice `choice`'s parameters: a seeded request's choices differ (seed + index) and each
+    stays reproducible; choice 0 is what n=1 gives."""
+    if choice == 0 or not params.HasField("seed"):
+        return params
+    out = run_spec_pb2.SamplingParams()
+    out.CopyFrom(params)
+    out.seed = params.seed + choice
+    return out
+
+
+def logprobs_json(entries: Iterable[runtime_pb2.TokenLogprob]) -> list[dict[str, Any]]:
+    """OpenAI's chat `logprobs.content` items."""
+    return [{"token": e.token, "logprob": e.logprob, "bytes": list(e.bytes),
+             "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)}
+                              for t in e.top_logprobs]} for e in entries]
+
+
+def legacy_logprobs(entries: list[runtime_pb2.TokenLogprob], offset: int) -> dict[str, Any]:
+    """The completions API's older shape: parallel lists, text offsets from `offset`."""
+    offsets = []
+    for e in entries:
+        offsets.append(offset)
+        offset += len(e.token)
+    return {"tokens": [e.token for e in entries], "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{t.token: t.logprob for t in e.top_logprobs} for e in entries],
+            "text_offset": offsets}
 
 
 def _content_text(content: Any, where: str) -> str:
@@ -44,6 +118,14 @@ def _content_text(content: Any, where: str) -> str:
     raise InvalidArgument(f"'{where}' must be a string or an array of text parts", param=where)
 
 
+# A message's fields. reasoning_content (DeepSeek's and llama-server's name for a reasoning
+# model's thoughts) comes back in histories; templates drop past thinking, and so does this.
+MESSAGE_FIELDS = FieldTable("chat message", frozenset({
+    "role", "content", "name", "tool_calls", "tool_call_id", "refusal", "reasoning_content"}), {
+    "audio": "audio in chat is not implemented", "function_call": "the deprecated functions API is "
+    "not implemented; pass 'tool_calls'"})
+
+
 def chat_messages(raw: list[Any] | None) -> list[runtime_pb2.ChatMessage]:
     """The messages translated; none is the daemon API's to refuse (its one empty-messages rule)."""
     out = []
@@ -51,7 +133,11 @@ def chat_messages(raw: list[Any] | None) -> list[runtime_pb2.ChatMessage]:
         where = f"messages[{i}]"
         if not isinstance(m, dict):
             raise InvalidArgument(f"'{where}' must be an object", param=where)
+        MESSAGE_FIELDS.check(m, where + ".")
         f = Fields(m, where + ".")
+        if f.str("refusal"):
+            raise InvalidArgument(f"'{where}.refusal' is not supported: pass the text as content",
+                                  param=where + ".refusal")
         role = f.str("role", required=True)
         if role not in _ROLES:
             raise InvalidArgument(f"'{where}.role' must be one of {sorted(_ROLES)}", param=where + ".role")
@@ -157,67 +243,88 @@ class OpenAIRoutes:
 
     async def chat_completions(self, request: Request) -> Response:
         body = await read_json(request, self.gw.body_limit)
+        CHAT_FIELDS.check(body)
         f = Fields(body)
         tools, choice = tools_of(f)
         req = runtime_pb2.ChatRequest(
             model=f.str("model", required=True), messages=chat_messages(f.list("messages")),
             params=sampling_params(f, self.gw.settings.max_tokens_limit),
-            response_format=response_format(f), tools=tools, tool_choice=choice)
+            response_format=response_format(f), tools=tools, tool_choice=choice,
+            logprobs=f.bool("logprobs", False), top_logprobs=f.int("top_logprobs", 0, 20) or 0)
+        if "parallel_tool_calls" in body:
+            req.parallel_tool_calls = f.bool("parallel_tool_calls", True)
+        effort = f.str("reasoning_effort")
+        if effort:
+            if effort not in _EFFORT:
+                raise InvalidArgument(f"'reasoning_effort' must be one of {sorted(_EFFORT)}", param="reasoning_effort")
+            req.think = _EFFORT[effort]
+        check_accepted(f)
+        n = f.int("n", 1, fanout.MAX_CHOICES) or 1
         stream = f.bool("stream", False)
         include_usage = bool((f.obj("stream_options") or {}).get("include_usage")) if stream else False
-        messages = await primed(self.gw.api.chat(req))
+
+        def open_choice(i: int) -> AsyncIterator[runtime_pb2.ChatResponse]:
+            r = req
+            if i:
+                r = runtime_pb2.ChatRequest()
+                r.CopyFrom(req)
+                r.params.CopyFrom(seeded(req.params, i))
+            return self.gw.api.chat(r)
+
+        streams = await fanout.start(open_choice, n)
         cid = "chatcmpl-" + uuid.uuid4().hex
         created = int(time.time())
         if stream:
-            return StreamingResponse(self._chat_sse(messages, cid, created, req.model, include_usage),
+            return StreamingResponse(self._chat_sse(fanout.merged(streams), cid, created, req.model, include_usage),
                                      media_type="text/event-stream", headers=_SSE_HEADERS)
-        content: list[str] = []
-        calls = ToolCalls()
-        final = runtime_pb2.ChatResponse()
-        async for m in messages:
-            if m.content:
-                content.append(m.content)
-            calls.add(m.tool_calls)
-            if m.finish_reason:
-                final = m
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(content) if content or not calls else None}
-        if calls:
-            message["tool_calls"] = [{"id": c.id, "type": "function",
-                                      "function": {"name": c.name, "arguments": c.arguments}}
-                                     for c in calls.whole()]
+        answers = [_Answer() for _ in range(n)]
+        async for i, m in fanout.merged(streams):
+            answers[i].add(m)
         return JSONResponse({
             "id": cid, "object": "chat.completion", "created": created, "model": req.model,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": FINISH_NAMES[final.finish_reason]}],
-            "usage": _usage(final.usage),
+            "choices": [a.choice(i, req.logprobs) for i, a in enumerate(answers)],
+            "usage": _usage_of([a.final.usage for a in answers]),
         })
 
-    async def _chat_sse(self, messages: AsyncIterator[runtime_pb2.ChatResponse], cid: str, created: int,
-                        model: str, include_usage: bool) -> AsyncIterator[str]:
+    async def _chat_sse(self, messages: AsyncIterator[tuple[int, runtime_pb2.ChatResponse]], cid: str,
+                        created: int, model: str, include_usage: bool) -> AsyncIterator[str]:
         # The envelope is formatted once; per token only the delta is JSON-encoded.
         base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
-        head = "data: " + json.dumps(base)[:-1] + ', "choices": [{"index": 0, "delta": '
+        head = "data: " + json.dumps(base)[:-1] + ', "choices": [{"index": '
         tail = ', "logprobs": null, "finish_reason": null}]}\n\n'
-        yield head + '{"role": "assistant", "content": ""}' + tail
+        started: set[int] = set()
+        usages: list[runtime_pb2.Usage] = []
         try:
-            async for m in messages:
-                if m.content:
-                    yield head + '{"content": ' + json.dumps(m.content) + "}" + tail
+            async for i, m in messages:
+                lead = head + str(i) + ', "delta": '
+                if i not in started:
+                    started.add(i)
+                    yield lead + '{"role": "assistant", "content": ""}' + tail
+                if m.reasoning:
+                    yield lead + '{"reasoning_content": ' + json.dumps(m.reasoning) + "}" + tail
+                if m.content or m.logprobs:
+                    delta = '{"content": ' + json.dumps(m.content) + "}"
+                    if m.logprobs:
+                        yield lead + delta + ', "logprobs": ' + json.dumps(
+                            {"content": logprobs_json(m.logprobs), "refusal": None}) + ', "finish_reason": null}]}\n\n'
+                    else:
+                        yield lead + delta + tail
                 if m.tool_calls:
                     deltas = []
                     for d in m.tool_calls:
                         fn: dict[str, str] = {"arguments": d.arguments}
-                        delta: dict[str, Any] = {"index": d.index, "function": fn}
+                        delta_call: dict[str, Any] = {"index": d.index, "function": fn}
                         if d.id:
-                            delta.update(id=d.id, type="function")
+                            delta_call.update(id=d.id, type="function")
                             fn["name"] = d.name
-                        deltas.append(delta)
-                    yield head + json.dumps({"tool_calls": deltas}) + tail
+                        deltas.append(delta_call)
+                    yield lead + json.dumps({"tool_calls": deltas}) + tail
                 if m.finish_reason:
                     reason = json.dumps(FINISH_NAMES[m.finish_reason])
-                    yield head + '{}, "logprobs": null, "finish_reason": ' + reason + "}]}\n\n"
-                    if include_usage:
-                        yield "data: " + json.dumps({**base, "choices": [], "usage": _usage(m.usage)}) + "\n\n"
+                    yield lead + '{}, "logprobs": null, "finish_reason": ' + reason + "}]}\n\n"
+                    usages.append(m.usage)
+            if include_usage:
+                yield "data: " + json.dumps({**base, "choices": [], "usage": _usage_of(usages)}) + "\n\n"
         except OmgError as e:
             yield "data: " + stream_error_line(e, "openai") + "\n\n"
             return
@@ -225,50 +332,119 @@ class OpenAIRoutes:
 
     async def completions(self, request: Request) -> Response:
         body = await read_json(request, self.gw.body_limit)
+        COMPLETION_FIELDS.check(body)
         f = Fields(body)
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
         if not isinstance(prompt, str):
             raise InvalidArgument("'prompt' must be a string", param="prompt")
+        top = f.int("logprobs", 0, 5)  # the completions API's logprobs: alternatives per token
         req = runtime_pb2.CompleteRequest(
             model=f.str("model", required=True), prompt=prompt, suffix=f.str("suffix"),
             params=sampling_params(f, self.gw.settings.max_tokens_limit, default_max_tokens=16),
-            response_format=response_format(f))
+            response_format=response_format(f), logprobs=top is not None, top_logprobs=top or 0)
+        check_accepted(f)
+        n = f.int("n", 1, fanout.MAX_CHOICES) or 1
         stream = f.bool("stream", False)
         include_usage = bool((f.obj("stream_options") or {}).get("include_usage")) if stream else False
-        messages = await primed(self.gw.api.complete(req))
+
+        def open_choice(i: int) -> AsyncIterator[runtime_pb2.CompleteResponse]:
+            r = req
+            if i:
+                r = runtime_pb2.CompleteRequest()
+                r.CopyFrom(req)
+                r.params.CopyFrom(seeded(req.params, i))
+            return self.gw.api.complete(r)
+
+        streams = await fanout.start(open_choice, n)
         cid = "cmpl-" + uuid.uuid4().hex
         created = int(time.time())
         envelope = {"id": cid, "object": "text_completion", "created": created, "model": req.model}
         if stream:
-            return StreamingResponse(self._completion_sse(messages, envelope, include_usage),
+            return StreamingResponse(self._completion_sse(fanout.merged(streams), envelope, include_usage),
                                      media_type="text/event-stream", headers=_SSE_HEADERS)
-        text: list[str] = []
-        final = runtime_pb2.CompleteResponse()
-        async for m in messages:
-            text.append(m.text)
+        texts: list[list[str]] = [[] for _ in range(n)]
+        lps: list[list[runtime_pb2.TokenLogprob]] = [[] for _ in range(n)]
+        finals = [runtime_pb2.CompleteResponse() for _ in range(n)]
+        async for i, m in fanout.merged(streams):
+            texts[i].append(m.text)
+            lps[i].extend(m.logprobs)
             if m.finish_reason:
-                final = m
+                finals[i] = m
         return JSONResponse({**envelope, "choices": [{
-            "text": "".join(text), "index": 0, "logprobs": None,
-            "finish_reason": FINISH_NAMES[final.finish_reason]}], "usage": _usage(final.usage)})
+            "text": "".join(texts[i]), "index": i,
+            "logprobs": legacy_logprobs(lps[i], 0) if req.logprobs else None,
+            "finish_reason": FINISH_NAMES[finals[i].finish_reason]} for i in range(n)],
+            "usage": _usage_of([fm.usage for fm in finals])})
 
-    async def _completion_sse(self, messages: AsyncIterator[runtime_pb2.CompleteResponse],
+    async def _completion_sse(self, messages: AsyncIterator[tuple[int, runtime_pb2.CompleteResponse]],
                               envelope: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+        usages: list[runtime_pb2.Usage] = []
+        offsets: dict[int, int] = {}
         try:
-            async for m in messages:
+            async for i, m in messages:
                 finish = FINISH_NAMES[m.finish_reason] if m.finish_reason else None
-                if m.text or finish:
-                    chunk = {**envelope, "choices": [{"text": m.text, "index": 0, "logprobs": None,
+                if m.text or finish or m.logprobs:
+                    lp = None
+                    if m.logprobs:
+                        lp = legacy_logprobs(list(m.logprobs), offsets.get(i, 0))
+                    offsets[i] = offsets.get(i, 0) + len(m.text)
+                    chunk = {**envelope, "choices": [{"text": m.text, "index": i, "logprobs": lp,
                                                       "finish_reason": finish}]}
                     yield "data: " + json.dumps(chunk) + "\n\n"
-                if finish and include_usage:
-                    yield "data: " + json.dumps({**envelope, "choices": [], "usage": _usage(m.usage)}) + "\n\n"
+                if finish:
+                    usages.append(m.usage)
+            if include_usage:
+                yield "data: " + json.dumps({**envelope, "choices": [], "usage": _usage_of(usages)}) + "\n\n"
         except OmgError as e:
             yield "data: " + stream_error_line(e, "openai") + "\n\n"
             return
         yield "data: [DONE]\n\n"
+
+
+class _Answer:
+    """One choice of a non-streamed chat answer, joined from its stream."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.logprobs: list[runtime_pb2.TokenLogprob] = []
+        self.calls = ToolCalls()
+        self.final = runtime_pb2.ChatResponse()
+
+    def add(self, m: runtime_pb2.ChatResponse) -> None:
+        if m.content:
+            self.content.append(m.content)
+        if m.reasoning:
+            self.reasoning.append(m.reasoning)
+        self.logprobs.extend(m.logprobs)
+        self.calls.add(m.tool_calls)
+        if m.finish_reason:
+            self.final = m
+
+    def choice(self, index: int, logprobs: bool) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant",
+                                   "content": "".join(self.content) if self.content or not self.calls else None}
+        if self.reasoning:
+            message["reasoning_content"] = "".join(self.reasoning)
+        if self.calls:
+            message["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.name, "arguments": c.arguments}}
+                                     for c in self.calls.whole()]
+        return {"index": index, "message": message,
+                "logprobs": {"content": logprobs_json(self.logprobs), "refusal": None} if logprobs else None,
+                "finish_reason": FINISH_NAMES[self.final.finish_reason]}
+
+
+def _usage_of(usages: list[runtime_pb2.Usage]) -> dict[str, Any]:
+    """Usage of a request's choices together: the prompt once (as OpenAI counts n > 1), the
+    completions summed."""
+    total = runtime_pb2.Usage()
+    if usages:
+        total.prompt_tokens, total.cached_tokens = usages[0].prompt_tokens, usages[0].cached_tokens
+    total.completion_tokens = sum(u.completion_tokens for u in usages)
+    return _usage(total)
 
 
 __all__ = ["OpenAIRoutes", "ModelNotFound"]

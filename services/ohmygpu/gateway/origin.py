@@ -92,6 +92,17 @@ class OriginGuard:
         """Why this request is refused, or None when it may go on."""
         if method in SAFE_METHODS:
             return None
+        return self._cross_site(scheme, headers)
+
+    def websocket_refusal(self, scheme: str, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """Why this WebSocket upgrade is refused, or None. A WebSocket is not bound by the
+        same-origin policy: any page can open one to 127.0.0.1 with the user's browser, and
+        read what it says (cross-site WebSocket hijacking). So the upgrade, a GET, is held to
+        the rule of a request that changes state: only the daemon's own pages and configured
+        origins."""
+        return self._cross_site({"ws": "http", "wss": "https"}.get(scheme, scheme), headers)
+
+    def _cross_site(self, scheme: str, headers: list[tuple[bytes, bytes]]) -> str | None:
         origin = _header(headers, b"origin")
         site = (_header(headers, b"sec-fetch-site") or "").strip().lower()
         if origin is None:

@@ -1,9 +1,10 @@
-"""Sampling parameters from a dialect's JSON, parsed once for OpenAI and Ollama.
+"""Sampling parameters from a dialect's JSON, parsed once for OpenAI, Ollama and Anthropic.
 
 Each dialect names the same SamplingParams fields its own way (OpenAI: top-level
 `max_completion_tokens` or `max_tokens`; Ollama: `options.num_predict`, where -1 and -2 mean
-"until done"). The names differ; the bounds do not: every value is checked against
-core/sampling.py's one table, and a refusal names the field as the client sent it.
+"until done"; Anthropic: `max_tokens`, and `stop_sequences` for the stops). The names differ;
+the bounds do not: every value is checked against core/sampling.py's one table, and a refusal
+names the field as the client sent it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Dialect:
     (OpenAI's max_completion_tokens over its older max_tokens) and the later is not read."""
 
     names: tuple[Name, ...]
+    stop: str = "stop"  # the JSON name of the stop sequences
 
 
 _SHARED = tuple(Name(key, key) for key in ("temperature", "top_p", "min_p", "repeat_penalty",
@@ -39,6 +41,9 @@ _SHARED = tuple(Name(key, key) for key in ("temperature", "top_p", "min_p", "rep
 # them at the top level and clients send them.
 OPENAI = Dialect((*_SHARED, Name("max_completion_tokens", "max_tokens"), Name("max_tokens", "max_tokens")))
 OLLAMA = Dialect((*_SHARED, Name("num_predict", "max_tokens", unset=frozenset({-1, -2}))))
+# Anthropic's Messages API has these four and no others (its max_tokens is required: anthropic.py).
+ANTHROPIC = Dialect(tuple(Name(key, key) for key in ("temperature", "top_p", "top_k", "max_tokens")),
+                    stop="stop_sequences")
 
 
 def parse_sampling(f: Fields, dialect: Dialect, *, max_tokens_limit: int,
@@ -61,7 +66,7 @@ def parse_sampling(f: Fields, dialect: Dialect, *, max_tokens_limit: int,
                 setattr(p, name.field, number)
     if default_max_tokens is not None and not p.HasField("max_tokens"):
         p.max_tokens = default_max_tokens
-    stops = f.stop("stop")
-    sampling.check_stop_count(len(stops), f.prefix + "stop")
+    stops = f.stop(dialect.stop)
+    sampling.check_stop_count(len(stops), f.prefix + dialect.stop)
     p.stop.extend(stops)
     return p

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from ohmygpu.runtime.v1 import runtime_pb2 as ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ohmygpu/api/v1/chat.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a ohmygpu/runtime/v1/runtime.proto2\xe9\x01\n\x0b\x43hatService\x12\x64\n\x04\x43hat\x12\x1f.ohmygpu.runtime.v1.ChatRequest\x1a .ohmygpu.runtime.v1.ChatResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/omg/chat:\x01*0\x01\x12t\n\x08\x43omplete\x12#.ohmygpu.runtime.v1.CompleteRequest\x1a$.ohmygpu.runtime.v1.CompleteResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/omg/complete:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ohmygpu/api/v1/chat.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a ohmygpu/runtime/v1/runtime.proto2\xee\x02\n\x0b\x43hatService\x12\x64\n\x04\x43hat\x12\x1f.ohmygpu.runtime.v1.ChatRequest\x1a .ohmygpu.runtime.v1.ChatResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/omg/chat:\x01*0\x01\x12t\n\x08\x43omplete\x12#.ohmygpu.runtime.v1.CompleteRequest\x1a$.ohmygpu.runtime.v1.CompleteResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/omg/complete:\x01*0\x01\x12\x82\x01\n\x0b\x43ountTokens\x12&.ohmygpu.runtime.v1.CountTokensRequest\x1a\'.ohmygpu.runtime.v1.CountTokensResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x14/v1/omg/count_tokens:\x04\x63hatb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATSERVICE'].methods_by_name['Chat']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/omg/chat:\001*'
   _globals['_CHATSERVICE'].methods_by_name['Complete']._loaded_options = None
   _globals['_CHATSERVICE'].methods_by_name['Complete']._serialized_options = b'\202\323\344\223\002\025\"\020/v1/omg/complete:\001*'
+  _globals['_CHATSERVICE'].methods_by_name['CountTokens']._loaded_options = None
+  _globals['_CHATSERVICE'].methods_by_name['CountTokens']._serialized_options = b'\202\323\344\223\002\034\"\024/v1/omg/count_tokens:\004chat'
   _globals['_CHATSERVICE']._serialized_start=110
-  _globals['_CHATSERVICE']._serialized_end=343
+  _globals['_CHATSERVICE']._serialized_end=476
 # @@protoc_insertion_point(module_scope)

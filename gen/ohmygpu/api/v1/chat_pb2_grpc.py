@@ -45,6 +45,11 @@ class ChatServiceStub:
                 request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CompleteRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CompleteResponse.FromString,
                 _registered_method=True)
+        self.CountTokens = channel.unary_unary(
+                '/ohmygpu.api.v1.ChatService/CountTokens',
+                request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CountTokensRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CountTokensResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -65,6 +70,14 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountTokens(self, request, context):
+        """Tokens of a chat's prompt as its model renders it (tools included), counted by the model's
+        worker without generating; the HTTP body is the ChatRequest itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.Complete,
                     request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CompleteRequest.FromString,
                     response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CompleteResponse.SerializeToString,
+            ),
+            'CountTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTokens,
+                    request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CountTokensRequest.FromString,
+                    response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CountTokensResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class ChatService:
             '/ohmygpu.api.v1.ChatService/Complete',
             ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CompleteRequest.SerializeToString,
             ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CompleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.ChatService/CountTokens',
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CountTokensRequest.SerializeToString,
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CountTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,8 +48,9 @@ class EventServiceServicer:
     """
 
     def StreamEvents(self, request, context):
-        """Recent events, then each new one as it happens. Over HTTP: NDJSON, or server-sent events
-        when the client accepts text/event-stream.
+        """Recent events, then each new one as it happens. Over HTTP: NDJSON, server-sent events
+        when the client accepts text/event-stream, or JSON text frames over a WebSocket upgrade of
+        the same path (the request's fields from the query string, as for the other two).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

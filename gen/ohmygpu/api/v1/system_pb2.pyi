@@ -5,12 +5,28 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from ohmygpu.run.v1 import run_spec_pb2 as _run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2 as _runtime_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class WorkerHealthState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORKER_HEALTH_STATE_UNSPECIFIED: _ClassVar[WorkerHealthState]
+    WORKER_HEALTH_STATE_READY: _ClassVar[WorkerHealthState]
+    WORKER_HEALTH_STATE_LOADING: _ClassVar[WorkerHealthState]
+    WORKER_HEALTH_STATE_UNHEALTHY: _ClassVar[WorkerHealthState]
+    WORKER_HEALTH_STATE_RESTARTING: _ClassVar[WorkerHealthState]
+    WORKER_HEALTH_STATE_FAILED: _ClassVar[WorkerHealthState]
+WORKER_HEALTH_STATE_UNSPECIFIED: WorkerHealthState
+WORKER_HEALTH_STATE_READY: WorkerHealthState
+WORKER_HEALTH_STATE_LOADING: WorkerHealthState
+WORKER_HEALTH_STATE_UNHEALTHY: WorkerHealthState
+WORKER_HEALTH_STATE_RESTARTING: WorkerHealthState
+WORKER_HEALTH_STATE_FAILED: WorkerHealthState
 
 class GetVersionRequest(_message.Message):
     __slots__ = ()
@@ -200,3 +216,65 @@ class Node(_message.Message):
     hub_access: bool
     version: str
     def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., address: _Optional[str] = ..., cpu_count: _Optional[int] = ..., ram_total: _Optional[int] = ..., ram_available: _Optional[int] = ..., ram_budget: _Optional[int] = ..., ram_used: _Optional[int] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., models: _Optional[_Iterable[str]] = ..., loaded: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hub_access: _Optional[bool] = ..., version: _Optional[str] = ...) -> None: ...
+
+class GetHealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetHealthResponse(_message.Message):
+    __slots__ = ("status", "version", "started_at", "uptime_seconds", "ready", "not_ready_reason", "nodes", "workers")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    NOT_READY_REASON_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    version: str
+    started_at: _timestamp_pb2.Timestamp
+    uptime_seconds: float
+    ready: bool
+    not_ready_reason: str
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeHealth]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerHealth]
+    def __init__(self, status: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., ready: _Optional[bool] = ..., not_ready_reason: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeHealth, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerHealth, _Mapping]]] = ...) -> None: ...
+
+class NodeHealth(_message.Message):
+    __slots__ = ("name", "state", "reason", "last_heartbeat", "workers")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    reason: str
+    last_heartbeat: _timestamp_pb2.Timestamp
+    workers: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workers: _Optional[int] = ...) -> None: ...
+
+class WorkerHealth(_message.Message):
+    __slots__ = ("model", "mode", "node", "state", "pid", "restarts", "in_flight", "queued", "device", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    mode: _run_spec_pb2.Mode
+    node: str
+    state: WorkerHealthState
+    pid: int
+    restarts: int
+    in_flight: int
+    queued: int
+    device: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., mode: _Optional[_Union[_run_spec_pb2.Mode, str]] = ..., node: _Optional[str] = ..., state: _Optional[_Union[WorkerHealthState, str]] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., device: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -65,6 +65,11 @@ class SystemServiceStub:
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.GetHealth = channel.unary_unary(
+                '/ohmygpu.api.v1.SystemService/GetHealth',
+                request_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.GetHealthRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.GetHealthResponse.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/ohmygpu.api.v1.SystemService/Shutdown',
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ShutdownRequest.SerializeToString,
@@ -118,6 +123,14 @@ class SystemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHealth(self, request, context):
+        """Whether the daemon is up and ready, and the state of each node and each worker (the health
+        check a supervisor polls; Kubernetes-style probes are /livez and /readyz over HTTP).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Stops the daemon and its workers.
         """
@@ -157,6 +170,11 @@ def add_SystemServiceServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListNodesRequest.FromString,
                     response_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'GetHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHealth,
+                    request_deserializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.GetHealthRequest.FromString,
+                    response_serializer=ohmygpu_dot_api_dot_v1_dot_system__pb2.GetHealthResponse.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -327,6 +345,33 @@ class SystemService:
             '/ohmygpu.api.v1.SystemService/ListNodes',
             ohmygpu_dot_api_dot_v1_dot_system__pb2.ListNodesRequest.SerializeToString,
             ohmygpu_dot_api_dot_v1_dot_system__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.SystemService/GetHealth',
+            ohmygpu_dot_api_dot_v1_dot_system__pb2.GetHealthRequest.SerializeToString,
+            ohmygpu_dot_api_dot_v1_dot_system__pb2.GetHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

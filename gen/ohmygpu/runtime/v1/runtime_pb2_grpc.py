@@ -80,6 +80,11 @@ class RuntimeStub:
                 request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.CountTokens = channel.unary_unary(
+                '/ohmygpu.runtime.v1.Runtime/CountTokens',
+                request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CountTokensRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CountTokensResponse.FromString,
+                _registered_method=True)
         self.Transcribe = channel.unary_stream(
                 '/ohmygpu.runtime.v1.Runtime/Transcribe',
                 request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeRequest.SerializeToString,
@@ -159,6 +164,14 @@ class RuntimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountTokens(self, request, context):
+        """Tokens of a chat's prompt as the model's chat template renders it, tools included; nothing
+        is generated (Anthropic's count_tokens).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Transcribe(self, request, context):
         """Speech to text, streamed as segments.
         """
@@ -220,6 +233,11 @@ def add_RuntimeServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.EmbedRequest.FromString,
                     response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.EmbedResponse.SerializeToString,
+            ),
+            'CountTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTokens,
+                    request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CountTokensRequest.FromString,
+                    response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CountTokensResponse.SerializeToString,
             ),
             'Transcribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Transcribe,
@@ -476,6 +494,33 @@ class Runtime:
             '/ohmygpu.runtime.v1.Runtime/Embed',
             ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.EmbedRequest.SerializeToString,
             ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.runtime.v1.Runtime/CountTokens',
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CountTokensRequest.SerializeToString,
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.CountTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,9 +4,9 @@
 Each proto service has one object here whose methods carry the RPC's name and take and return
 its messages (`api.service("ModelService").ListModels(request)`), with no gRPC context: the
 servicers and the HTTP management routes are translators over them. Beside them, the calls the
-HTTP dialects need in their own shape: chat / complete / embed / transcribe, load and unload,
-model records, pull jobs, uploaded blobs. Errors are core/errors.py's; the caller's role is the
-one access.check set at the edge (core/access.py), read where a method needs it.
+HTTP dialects need in their own shape: chat / complete / count_tokens / embed / transcribe, load
+and unload, model records, pull jobs, uploaded blobs. Errors are core/errors.py's; the caller's
+role is the one access.check set at the edge (core/access.py), read where a method needs it.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ from ohmygpu.daemon.api.runs import Events, Runs
 from ohmygpu.daemon.api.system import System
 from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.jobs import JobManager
+from ohmygpu.daemon.metrics import Metrics
 from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.readiness import Readiness
 from ohmygpu.daemon.runs import RunManager
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
@@ -63,8 +65,13 @@ class DaemonAPI:
 
     def __init__(self, settings: Settings, store: ModelStore, orchestrator: Orchestrator, *,
                  jobs: JobManager, runs: RunManager, events: EventBus,
-                 request_shutdown: Callable[[], None] = lambda: None, nodes: Any = None) -> None:
+                 request_shutdown: Callable[[], None] = lambda: None, nodes: Any = None,
+                 metrics: Metrics | None = None, readiness: Readiness | None = None) -> None:
         self.settings = settings
+        # Operations: what /metrics renders and the HTTP edge observes into (daemon/metrics.py),
+        # and whether the daemon has finished starting (/readyz; daemon/readiness.py).
+        self.metrics = metrics or Metrics()
+        self.readiness = readiness or Readiness()
         self._store = store
         self._orchestrator = orchestrator
         self._jobs = jobs
@@ -73,7 +80,7 @@ class DaemonAPI:
         self.runs = Runs(runs)
         self.events = Events(events)
         self.inference = Inference(settings, orchestrator)
-        self.system = System(settings, store, orchestrator, request_shutdown, nodes)
+        self.system = System(settings, store, orchestrator, request_shutdown, nodes, self.readiness)
         self._services: dict[str, object] = {
             "ModelService": self.models, "JobService": self.jobs, "RunService": self.runs,
             "EventService": self.events, "SystemService": self.system, "ChatService": self.inference,
@@ -93,6 +100,10 @@ class DaemonAPI:
 
     def complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
         return self._orchestrator.complete(request)
+
+    async def count_tokens(self, request: runtime_pb2.CountTokensRequest) -> runtime_pb2.CountTokensResponse:
+        """The prompt tokens of `request.chat` as its model renders it; raises like chat."""
+        return await self.inference.CountTokens(request)
 
     async def embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
         return await self._orchestrator.embed(request)

@@ -1,5 +1,5 @@
-"""ChatService, EmbeddingService, AudioService and ImageService of the daemon API: inference by model name,
-streamed straight from the worker."""
+"""ChatService (Chat, Complete, CountTokens), EmbeddingService, AudioService and ImageService
+of the daemon API: inference by model name, streamed straight from the worker."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def check_messages(request: runtime_pb2.ChatRequest) -> None:
 
 
 class Inference:
-    """Chat, Complete, Embed, Transcribe, GenerateImage."""
+    """Chat, Complete, CountTokens, Embed, Transcribe, GenerateImage."""
 
     def __init__(self, settings: Settings, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
@@ -34,6 +34,10 @@ class Inference:
     async def Complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
         async for message in self.orchestrator.complete(request):
             yield message
+
+    async def CountTokens(self, request: runtime_pb2.CountTokensRequest) -> runtime_pb2.CountTokensResponse:
+        check_messages(request.chat)
+        return await self.orchestrator.count_tokens(request)
 
     async def Embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
         return await self.orchestrator.embed(request)

@@ -1,4 +1,5 @@
-"""SystemService of the daemon API: version, status, devices, loaded models, unload, shutdown."""
+"""SystemService of the daemon API: version, status, health, devices, loaded models, unload,
+shutdown."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore, main_artifact
 from ohmygpu.core.version import __version__
+from ohmygpu.daemon.health_report import health_report
 from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.readiness import Readiness
 from ohmygpu.runtime.v1 import runtime_pb2
 
 
@@ -23,7 +26,9 @@ class System:
     """Version, status, loaded models, shutdown."""
 
     def __init__(self, settings: Settings, store: ModelStore, orchestrator: Orchestrator,
-                 request_shutdown: Callable[[], None], nodes: Any = None) -> None:
+                 request_shutdown: Callable[[], None], nodes: Any = None,
+                 readiness: Readiness | None = None) -> None:
+        self.readiness = readiness or Readiness()
         self.nodes = nodes  # the NodeRegistry (its join address and fingerprint), when serving
         self.settings = settings
         self.store = store
@@ -107,6 +112,9 @@ class System:
 
     async def ListLoaded(self, request: system_pb2.ListLoadedRequest) -> system_pb2.ListLoadedResponse:
         return system_pb2.ListLoadedResponse(models=await self._loaded())
+
+    async def GetHealth(self, request: system_pb2.GetHealthRequest) -> system_pb2.GetHealthResponse:
+        return health_report(self.orchestrator, self.readiness, self.started_at)
 
     async def Shutdown(self, request: system_pb2.ShutdownRequest) -> system_pb2.ShutdownResponse:
         # Answer first; the daemon stops right after this call returns.

@@ -93,6 +93,9 @@ class BaseRuntime(runtime_pb2_grpc.RuntimeServicer):
     async def Embed(self, request, context):
         await self._refuse(context, "embed text")
 
+    async def CountTokens(self, request, context):
+        await self._refuse(context, "count chat prompt tokens")
+
     async def Transcribe(self, request, context):
         await self._refuse(context, "transcribe audio")
         yield runtime_pb2.TranscribeResponse()  # pragma: no cover

@@ -63,6 +63,10 @@ class Job:
     emit: Callable[[str], None]
     finish: Callable[[GenerationResult | BaseException], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Log probabilities: -1 none, else each generated token's with this many alternatives,
+    # handed to `on_logprob` (on the engine's thread) before the token's text is emitted.
+    logprobs: int = -1
+    on_logprob: Callable[[runtime_pb2.TokenLogprob], None] | None = None
 
 
 class _Sequence:
@@ -382,10 +386,39 @@ class BatchEngine:
             raise RuntimeError(f"llama_decode returned {rc}")
         now = time.perf_counter_ns()
         for seq, index in outputs:
+            assert seq.job is not None
+            # The model's distribution, read before the sampler chain (which works on a copy).
+            logits = self._logits(index) if seq.job.logprobs >= 0 else None
             token = self._lib.llama_sampler_sample(seq.sampler, self._ctx, index)
             if not seq.first_ns:
                 seq.first_ns = now
-            self._on_token(seq, int(token))
+            self._on_token(seq, int(token), logits)
+
+    def _logits(self, index: int) -> Any:
+        """Batch output `index`'s logits as log probabilities (a numpy array over the vocabulary)."""
+        import numpy as np
+
+        row = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, index), shape=(self.llm.n_vocab(),))
+        peak = float(row.max())
+        return row - (peak + float(np.log(np.exp(row - peak).sum())))
+
+    def _token_bytes(self, token: int) -> bytes:
+        n = self._lib.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, True)
+        return self._piece.raw[:n] if n > 0 else b""
+
+    def _logprob(self, logprobs: Any, token: int, top: int) -> runtime_pb2.TokenLogprob:
+        import numpy as np
+
+        data = self._token_bytes(token)
+        entry = runtime_pb2.TokenLogprob(token=data.decode("utf-8", "replace"), bytes=data,
+                                         logprob=float(logprobs[token]))
+        if top > 0:
+            best = np.argpartition(-logprobs, top)[:top]
+            for alt in best[np.argsort(-logprobs[best], kind="stable")]:
+                alt_bytes = self._token_bytes(int(alt))
+                entry.top_logprobs.add(token=alt_bytes.decode("utf-8", "replace"), bytes=alt_bytes,
+                                       logprob=float(logprobs[alt]))
+        return entry
 
     def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         """Batch entry i: `token` at `pos` of sequence `seq_id`, with its logits when asked."""
@@ -396,11 +429,14 @@ class BatchEngine:
         batch.seq_id[i][0] = seq_id
         batch.logits[i] = logits
 
-    def _on_token(self, seq: _Sequence, token: int) -> None:
+    def _on_token(self, seq: _Sequence, token: int, logprobs: Any = None) -> None:
         if self._lib.llama_vocab_is_eog(self._vocab, token):
             self._end(seq, runtime_pb2.FINISH_REASON_STOP)
             return
         seq.result.completion_tokens += 1
+        job = seq.job
+        if logprobs is not None and job is not None and job.on_logprob is not None:
+            job.on_logprob(self._logprob(logprobs, token, job.logprobs))
         n = self._lib.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
         assert seq.output is not None
         if n > 0 and seq.output.feed(self._piece.raw[:n]):
@@ -415,6 +451,7 @@ class BatchEngine:
         assert job is not None and seq.output is not None
         result = seq.result
         result.finish_reason = reason
+        result.stop_sequence = seq.output.matched if stopped else ""
         try:
             seq.output.close(reason, stopped=stopped)
         finally:

@@ -23,6 +23,7 @@ class GenerationResult:
     prompt_eval_ns: int = 0
     eval_ns: int = 0
     cached_tokens: int = 0  # prompt tokens whose KV cache was reused, not evaluated
+    stop_sequence: str = ""  # the stop sequence that ended the text, if one did
 
 
 @dataclass
@@ -79,6 +80,7 @@ class TextOutput:
         self.emit = emit
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.pending = ""  # decoded, not yet emitted: it may begin a stop sequence
+        self.matched = ""  # the stop sequence that ended the text (the first in it), once one has
 
     def feed(self, data: bytes) -> bool:
         """Adds a token's bytes; True when a stop sequence has ended the text."""
@@ -89,7 +91,8 @@ class TextOutput:
             self.emit(piece)
             return False
         self.pending += piece
-        hit = min((self.pending.find(s) for s in self.stops if s in self.pending), default=-1)
+        hit, self.matched = min(((self.pending.find(s), s) for s in self.stops if s in self.pending),
+                                default=(-1, ""))
         if hit >= 0:
             if hit:
                 self.emit(self.pending[:hit])

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from jinja2 import TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from ohmygpu.core.capabilities import template_handles_tools
+from ohmygpu.core.capabilities import template_handles_tools, template_thinks
 from ohmygpu.core.errors import InvalidArgument
 
 T = TypeVar("T")
@@ -102,13 +102,16 @@ class ChatTemplate:
             raise TemplateFailed(f"the model's chat template failed: it does not compile ({_describe(e)})") from None
         self.source = source
         self.supports_tools = template_handles_tools(source)  # the rule /api/show reports too
+        self.thinks = template_thinks(source)  # likewise
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.timeout_s = timeout_s
 
     def render(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
-               add_generation_prompt: bool = True) -> str:
-        """The prompt for `messages`; raises TemplateFailed on error, timeout or huge output."""
+               add_generation_prompt: bool = True, enable_thinking: bool | None = None) -> str:
+        """The prompt for `messages`; raises TemplateFailed on error, timeout or huge output.
+        `enable_thinking` is Qwen3's switch (templates without it ignore it); None leaves it
+        undefined, the template's own default."""
         variables: dict[str, Any] = {
             "messages": messages,
             "add_generation_prompt": add_generation_prompt,
@@ -117,6 +120,8 @@ class ChatTemplate:
         }
         if tools:
             variables["tools"] = tools
+        if enable_thinking is not None:
+            variables["enable_thinking"] = enable_thinking
         try:
             return run_with_deadline(lambda: self._bounded_render(variables), self.timeout_s)
         except TemplateTimeout:

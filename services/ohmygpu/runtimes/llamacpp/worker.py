@@ -20,10 +20,12 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core import sampling
 from ohmygpu.core.errors import ContextLengthExceeded, InvalidArgument, OmgError
 from ohmygpu.core.estimate import context_window
 from ohmygpu.run.v1 import run_spec_pb2
@@ -35,6 +37,8 @@ from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling
 from ohmygpu.runtimes.llamacpp.grammar import compile_grammar
 from ohmygpu.runtimes.llamacpp.loading import open_model, prepare_text
 from ohmygpu.runtimes.llamacpp.prompt import PromptBuilder, answer_room
+from ohmygpu.runtimes.llamacpp.reasoning import OPEN as OPEN_REASONING
+from ohmygpu.runtimes.llamacpp.reasoning import ReasoningSplitter
 from ohmygpu.runtimes.llamacpp.template import ChatTemplate, TemplateFailed
 from ohmygpu.runtimes.llamacpp.tokenize import Cancelled, Tokenizer, TooManyTokens
 
@@ -181,13 +185,37 @@ class LlamaCppRuntime(BaseRuntime):
 
     async def _chat(self, request: runtime_pb2.ChatRequest) -> AsyncIterator[runtime_pb2.ChatResponse]:
         cancelled = threading.Event()
-        plan, prompt = await self._chat_prompt(request, cancelled)
+        plan, prompt, opens_reasoning = await self._chat_prompt(request, cancelled)
         names = {t.name for t in request.tools}
         window = self._window(request.context_length)
+        top = _logprobs_wanted(request.logprobs, request.top_logprobs)
+        # A reasoning model's thoughts are split from its answer, unless a grammar shapes the
+        # output (then it is all answer: JSON or a tool call).
+        assert self.template is not None
+        constrained = plan.schema is not None or plan.any_json or plan.mode in (
+            structured.OutputMode.TOOL_ARGUMENTS, structured.OutputMode.TOOL_CALL)
+        splitter = ReasoningSplitter(inside=opens_reasoning) if self.template.thinks and not constrained else None
+
+        async def pieces() -> AsyncIterator[tuple[str, str, list[runtime_pb2.TokenLogprob], GenerationResult | None]]:
+            """(reasoning, content, logprobs, None) per step, then ("", "", [], result)."""
+            async for out in self._run(prompt, request.params, plan, window, cancelled, top):
+                if out.result is not None and splitter is not None:
+                    rest = splitter.close()
+                    if rest.reasoning or rest.content:
+                        yield rest.reasoning, rest.content, [], None
+                if out.result is not None:
+                    yield "", "", [], out.result
+                elif splitter is None:
+                    yield "", out.text, out.logprobs, None
+                else:
+                    split = splitter.feed(out.text)
+                    if split.reasoning or split.content or out.logprobs:
+                        yield split.reasoning, split.content, out.logprobs, None
+
         if plan.mode is structured.OutputMode.TEXT:
-            async for piece, result in self._run(prompt, request.params, plan, window, cancelled):
+            async for reasoning, piece, logprobs, result in pieces():
                 if result is None:
-                    yield runtime_pb2.ChatResponse(content=piece)
+                    yield runtime_pb2.ChatResponse(content=piece, reasoning=reasoning, logprobs=logprobs)
                 else:
                     yield _final_chat(result)
             return
@@ -195,7 +223,7 @@ class LlamaCppRuntime(BaseRuntime):
             # The grammar produces the arguments object itself: stream it as argument deltas.
             call_id = structured.new_call_id()
             first = True
-            async for piece, result in self._run(prompt, request.params, plan, window, cancelled):
+            async for _, piece, _, result in pieces():
                 if result is None:
                     delta = runtime_pb2.ToolCallDelta(index=0, arguments=piece)
                     if first:
@@ -213,10 +241,12 @@ class LlamaCppRuntime(BaseRuntime):
         # TOOL_CALL and TOOL_AUTO: hold text while it may be a call, then decide.
         held = ""
         streaming_text = False
-        async for piece, result in self._run(prompt, request.params, plan, window, cancelled):
+        async for reasoning, piece, logprobs, result in pieces():
             if result is None:
+                if reasoning:
+                    yield runtime_pb2.ChatResponse(reasoning=reasoning)
                 if streaming_text:
-                    yield runtime_pb2.ChatResponse(content=piece)
+                    yield runtime_pb2.ChatResponse(content=piece, logprobs=logprobs)
                     continue
                 held += piece
                 if plan.mode is structured.OutputMode.TOOL_AUTO and not structured.could_be_tool_call(held):
@@ -225,6 +255,8 @@ class LlamaCppRuntime(BaseRuntime):
                 continue
             final = _final_chat(result)
             calls = None if streaming_text else structured.parse_tool_calls(held, names)
+            if calls and request.HasField("parallel_tool_calls") and not request.parallel_tool_calls:
+                calls = calls[:1]  # the caller takes one call per turn
             if calls:
                 yield runtime_pb2.ChatResponse(tool_calls=[
                     runtime_pb2.ToolCallDelta(index=i, id=structured.new_call_id(), name=n, arguments=a)
@@ -234,6 +266,15 @@ class LlamaCppRuntime(BaseRuntime):
             elif held and not streaming_text:
                 yield runtime_pb2.ChatResponse(content=held)
             yield final
+
+    async def CountTokens(self, request: runtime_pb2.CountTokensRequest, context) -> runtime_pb2.CountTokensResponse:
+        # The prompt a Chat of the same request would evaluate: rendered, escaped and tokenized
+        # by the same code, under the same window (a longer one is ContextLengthExceeded).
+        try:
+            _, tokens, _ = await self._chat_prompt(request.chat, threading.Event())
+        except OmgError as e:
+            await _abort(context, e)
+        return runtime_pb2.CountTokensResponse(prompt_tokens=len(tokens))
 
     def _window(self, requested: int) -> int:
         """A request's context window: the loaded one, or less when the request asks (num_ctx)."""
@@ -249,14 +290,19 @@ class LlamaCppRuntime(BaseRuntime):
             cancelled.set()
             raise
 
-    async def _chat_prompt(self, request: runtime_pb2.ChatRequest,
-                           cancelled: threading.Event) -> tuple[structured.OutputPlan, list[int]]:
+    async def _chat_prompt(self, request: runtime_pb2.ChatRequest, cancelled: threading.Event,
+                           ) -> tuple[structured.OutputPlan, list[int], bool]:
+        """The output plan, the prompt's tokens, and whether the prompt opened a reasoning block
+        (the template ends it with `<think>`: the output starts inside it)."""
         if self.llm is None or self.tokenizer is None:
             raise InvalidArgument("no model loaded")
         if self.template is None:
             raise self.template_error or InvalidArgument("no model loaded")
         if not request.messages:
             raise InvalidArgument("messages must not be empty", param="messages")
+        if request.think and not self.template.thinks:
+            raise InvalidArgument("this model does not support thinking: its chat template has no "
+                                  "reasoning block", param="think")
         plan = structured.plan_output(request.response_format, list(request.tools), request.tool_choice)
         messages: list[dict[str, Any]] = []
         for m in request.messages:
@@ -282,12 +328,18 @@ class LlamaCppRuntime(BaseRuntime):
                 messages.insert(0, {"role": "system", "content": note})
         template, tokenizer = self.template, self.tokenizer
         escaped_tools = tokenizer.escape(tools) if tools else None
-        builder = PromptBuilder(tokenizer, lambda msgs: template.render(msgs, tools=escaped_tools),
-                                n_ctx=self._window(request.context_length), cancelled=cancelled)
+        think = request.think if request.HasField("think") else None
+        rendered = [""]
+
+        def render(msgs: list[dict[str, Any]]) -> str:
+            rendered[0] = template.render(msgs, tools=escaped_tools, enable_thinking=think)
+            return rendered[0]
+
+        builder = PromptBuilder(tokenizer, render, n_ctx=self._window(request.context_length), cancelled=cancelled)
         max_tokens = request.params.max_tokens if request.params.HasField("max_tokens") else None
         tokens = await self._off_engine(
             lambda: builder.build(messages, truncate=request.truncate, max_tokens=max_tokens), cancelled)
-        return plan, tokens
+        return plan, tokens, rendered[0].rstrip().endswith(OPEN_REASONING)
 
     async def Complete(self, request: runtime_pb2.CompleteRequest, context) -> AsyncIterator[runtime_pb2.CompleteResponse]:
         try:
@@ -320,11 +372,12 @@ class LlamaCppRuntime(BaseRuntime):
                                                specials=True)
 
         prompt = await self._off_engine(tokens, cancelled)
-        async for piece, result in self._run(prompt, request.params, plan, window, cancelled):
-            if result is None:
-                yield runtime_pb2.CompleteResponse(text=piece)
+        top = _logprobs_wanted(request.logprobs, request.top_logprobs)
+        async for out in self._run(prompt, request.params, plan, window, cancelled, top):
+            if out.result is None:
+                yield runtime_pb2.CompleteResponse(text=out.text, logprobs=out.logprobs)
             else:
-                final = _final_chat(result)
+                final = _final_chat(out.result)
                 yield runtime_pb2.CompleteResponse(finish_reason=final.finish_reason,
                                                    usage=final.usage, timings=final.timings)
 
@@ -342,9 +395,10 @@ class LlamaCppRuntime(BaseRuntime):
 
     async def _run(
         self, tokens: list[int], params: run_spec_pb2.SamplingParams, plan: structured.OutputPlan,
-        window: int, cancelled: threading.Event,
-    ) -> AsyncIterator[tuple[str, GenerationResult | None]]:
-        """Yields (piece, None) per text piece, then ("", result). Cancels on consumer exit."""
+        window: int, cancelled: threading.Event, logprobs: int = -1,
+    ) -> AsyncIterator[_Out]:
+        """Yields an _Out per text piece (with its tokens' log probabilities when `logprobs` >= 0:
+        that many alternatives each), then one with the result. Cancels on consumer exit."""
         if self.engine is None:
             raise InvalidArgument("this model is loaded for embeddings" if self.llm is not None
                                   else "no model loaded")
@@ -367,9 +421,11 @@ class LlamaCppRuntime(BaseRuntime):
                 queue.put_nowait(_DONE)
             loop.call_soon_threadsafe(settle)
 
+        put = queue.put_nowait
         job = Job(prompt=tokens, sampling=Sampling.from_params(params), grammar=grammar, window=window,
-                  emit=lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece),
-                  finish=done, cancelled=cancelled)
+                  emit=lambda piece: loop.call_soon_threadsafe(put, piece),
+                  finish=done, cancelled=cancelled, logprobs=logprobs,
+                  on_logprob=(lambda entry: loop.call_soon_threadsafe(put, entry)) if logprobs >= 0 else None)
         self.in_flight += 1
         try:
             self.engine.submit(job)
@@ -378,15 +434,18 @@ class LlamaCppRuntime(BaseRuntime):
                 item = await queue.get()
                 if item is _DONE:
                     break
+                out = _Out()
+                out.add(item)
                 # When the reader lags, send what has piled up as one message.
                 while not queue.empty():
                     more = queue.get_nowait()
                     if more is _DONE:
                         done_seen = True
                         break
-                    item += more
-                yield item, None
-            yield "", await finished
+                    out.add(more)
+                if out.text or out.logprobs:
+                    yield out
+            yield _Out(result=await finished)
         finally:
             cancelled.set()  # the engine drops the sequence at its next step
             self.in_flight -= 1
@@ -436,6 +495,28 @@ class LlamaCppRuntime(BaseRuntime):
         return out
 
 
+def _logprobs_wanted(logprobs: bool, top: int) -> int:
+    """The engine's logprobs argument: -1 none, else alternatives per token."""
+    sampling.check_logprobs(logprobs, top)
+    return top if logprobs else -1
+
+
+@dataclass
+class _Out:
+    """What the engine produced since the last message: text and its tokens' log probabilities,
+    or, last, the result."""
+
+    text: str = ""
+    logprobs: list[runtime_pb2.TokenLogprob] = field(default_factory=list)
+    result: GenerationResult | None = None
+
+    def add(self, item: str | runtime_pb2.TokenLogprob) -> None:
+        if isinstance(item, str):
+            self.text += item
+        else:
+            self.logprobs.append(item)
+
+
 def _final_chat(result: GenerationResult) -> runtime_pb2.ChatResponse:
     return runtime_pb2.ChatResponse(
         finish_reason=result.finish_reason,
@@ -443,6 +524,7 @@ def _final_chat(result: GenerationResult) -> runtime_pb2.ChatResponse:
                                 completion_tokens=result.completion_tokens,
                                 cached_tokens=result.cached_tokens),
         timings=runtime_pb2.Timings(prompt_eval_ns=result.prompt_eval_ns, eval_ns=result.eval_ns),
+        stop_sequence=result.stop_sequence,
     )
 
 
