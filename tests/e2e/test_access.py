@@ -33,6 +33,15 @@ def test_admin_token_guards_management(tmp_path: Path, gguf_path: Path) -> None:
         assert r.status_code == 403 and "OMG_ADMIN_TOKEN" in r.json()["error"]
         r = httpx.request("DELETE", f"{url}/api/delete", json={"model": "x"}, headers=USER)
         assert r.status_code == 403
+        # Making models is management too: create, and the blobs it is made from (even asking
+        # whether one was uploaded).
+        blob = f"{url}/api/blobs/sha256:{'0' * 64}"
+        assert httpx.post(f"{url}/api/create", json={"model": "x", "from": "m"}, headers=USER).status_code == 403
+        assert httpx.post(blob, content=b"x", headers=USER).status_code == 403
+        assert httpx.head(blob, headers=USER).status_code == 403
+        assert httpx.head(blob, headers=ADMIN).status_code == 404
+        r = httpx.post(f"{url}/v1/store/models:create", json={"name": "x"}, headers=USER)
+        assert r.status_code == 403
         r = httpx.post(f"{url}/v1/models/install", json={"source": "org/x"}, headers=USER)
         assert r.status_code == 403 and r.json()["code"] == 7  # grpc-gateway style PERMISSION_DENIED
         r = httpx.post(f"{url}/v1/store:gc", json={}, headers=USER)

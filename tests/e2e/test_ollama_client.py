@@ -90,6 +90,23 @@ def test_tools(client: ollama.Client) -> None:
         assert r.message.content
 
 
+def test_create_copy_delete(client: ollama.Client) -> None:
+    # create, copy and delete as the client sends them (tests/e2e/test_ollama_api.py covers what
+    # a created model does).
+    assert client.create(model="smol-terse", from_="smollm2", system="Answer in one word.",
+                         parameters={"num_predict": 4}).status == "success"
+    assert client.copy("smol-terse", "smol-terse-2").status == "success"
+    names = {m.model for m in client.list().models}
+    assert {"smol-terse", "smol-terse-2"} <= names
+    assert client.show("smol-terse-2").details.parent_model == "smollm2"
+    for name in ("smol-terse-2", "smol-terse"):
+        assert client.delete(name).status == "success"
+    assert not {"smol-terse", "smol-terse-2"} & {m.model for m in client.list().models}
+    with pytest.raises(ollama.ResponseError) as e:
+        client.delete("smol-terse")
+    assert e.value.status_code == 404
+
+
 def test_ps(client: ollama.Client) -> None:
     client.generate(model="smollm2", prompt="")
     ps = client.ps().models

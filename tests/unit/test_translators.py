@@ -96,7 +96,7 @@ def test_ollama_chat_becomes_a_chat_request(app: App) -> None:
                                "truncate": False, "format": "json",
                                "options": {"temperature": 0.2, "top_k": 3, "min_p": 0.1, "repeat_penalty": 1.1,
                                            "num_predict": 9, "num_ctx": 512, "stop": ["a", "b"],
-                                           "mirostat": 2}})  # other ollama options: accepted, unused
+                                           "mirostat": 0, "use_mmap": True}})  # what llama.cpp does: accepted
     assert r.status_code == 200, r.text
     req = app.only_request()
     p = req.params

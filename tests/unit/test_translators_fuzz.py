@@ -206,7 +206,7 @@ _FULL = {
     "/api/chat": {"model": "smollm2", "messages": _FULL_MESSAGES, "tools": _FULL_TOOLS, "stream": False,
                   "options": {"temperature": 0.5, "num_predict": 4, "num_ctx": 512, "stop": ["x"], "seed": 2},
                   "keep_alive": "5m", "format": {"type": "object"}},
-    "/api/generate": {"model": "smollm2", "prompt": "p", "system": "s", "suffix": "x", "raw": False,
+    "/api/generate": {"model": "smollm2", "prompt": "p", "system": "s", "raw": False,
                       "stream": False, "options": {"top_k": 3, "stop": ["x"]}, "keep_alive": 30, "format": "json"},
 }
 _KINDS: list[Any] = [None, True, False, 0, 7, -1, 1 << 64, 1.5, float("inf"), "", "text", "\ud800", [], [1],

@@ -47,7 +47,8 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
             _json(rec)
             return 0
         g = rec.gguf
-        source = rec.ref.repo if rec.ref.provider == assets_pb2.PROVIDER_HF else f"local ({rec.ref.repo})"
+        source = (rec.ref.repo if rec.ref.provider == assets_pb2.PROVIDER_HF else "uploaded"
+                  if rec.ref.provider == assets_pb2.PROVIDER_UPLOAD else f"local ({rec.ref.repo})")
         fmt = enum_name(assets_pb2.ArtifactFormat, rec.format)
         print(f"{rec.name}\n  source        {source} {rec.revision.commit}\n"
               f"  kind          {kind_name(rec.kind)}\n  format        {fmt}")
@@ -72,8 +73,11 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
               f"KV cache {_size(est.kv_cache_bytes)}, overhead {_size(est.overhead_bytes)})")
         for a in rec.artifacts:
             print(f"  file          {a.filename}  {a.sha256}")
-        if g.chat_template:
-            print("  chat template " + g.chat_template[:200].replace("\n", "\\n") + ("…" if len(g.chat_template) > 200 else ""))
+        if rec.HasField("derived"):
+            _print_derived(rec.derived)
+        template = rec.derived.template or g.chat_template
+        if template:
+            print("  chat template " + template[:200].replace("\n", "\\n") + ("…" if len(template) > 200 else ""))
         return 0
     if args.action == "rm":
         resp = client.call(client.models.DeleteModel, models_pb2.DeleteModelRequest(name=args.name), timeout=120)
@@ -110,6 +114,26 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "pull":
         return cmd_pull(args, settings)
     raise CliError(f"unknown model action {args.action}", EXIT_USAGE)
+
+
+def _print_derived(d: assets_pb2.DerivedModel) -> None:
+    """What a model made by create (Ollama's /api/create) adds to its files."""
+    def short(text: str) -> str:
+        return text[:200].replace("\n", "\\n") + ("…" if len(text) > 200 else "")
+
+    print(f"  made from     {d.base or 'an uploaded file'}")
+    if d.system:
+        print(f"  system        {short(d.system)}")
+    for field, value in d.params.ListFields():
+        shown = ", ".join(repr(v) for v in value) if field.name == "stop" else \
+            f"{value:g}" if isinstance(value, float) else value
+        print(f"  default       {field.name} = {shown}")
+    if d.context_length:
+        print(f"  context       {d.context_length} (its own)")
+    for m in d.messages:
+        print(f"  message       {m.role}: {short(m.content)}")
+    if d.license:
+        print(f"  license       {short(d.license[0])}")
 
 
 def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,10 +1,11 @@
 """Who may do what: inference with OMG_TOKEN, management with OMG_ADMIN_TOKEN when one is set.
 
-Pulling, adding, deleting and collecting models, cancelling jobs, starting and stopping runs,
-unloading models and stopping the daemon are management; everything else (chat, completion,
-embeddings, transcription, listings, events) is inference. With OMG_ADMIN_TOKEN set, management
-needs it, so a token handed to an application cannot also delete models or pull 100 GB. The
-admin token is accepted for inference too. One table here serves gRPC and HTTP.
+Pulling, adding, creating (and uploading files for), deleting and collecting models, cancelling
+jobs, starting and stopping runs, unloading models and stopping the daemon are management;
+everything else (chat, completion, embeddings, transcription, listings, events) is inference.
+With OMG_ADMIN_TOKEN set, management needs it, so a token handed to an application cannot also
+delete models or pull 100 GB. The admin token is accepted for inference too. One table here
+serves gRPC and HTTP.
 
 Verifying models (hashing every byte of the store) is management too: eight at once starved the
 daemon. What only management may see, too: local paths (a model's files, the daemon's home) are
@@ -26,6 +27,7 @@ ADMIN_METHODS = frozenset({
     "ohmygpu.api.v1.ModelService.AddModel",
     "ohmygpu.api.v1.ModelService.DeleteModel",
     "ohmygpu.api.v1.ModelService.AliasModel",
+    "ohmygpu.api.v1.ModelService.CreateModel",
     "ohmygpu.api.v1.ModelService.GarbageCollect",
     "ohmygpu.api.v1.ModelService.VerifyModels",
     "ohmygpu.api.v1.JobService.CancelJob",
@@ -37,6 +39,15 @@ ADMIN_METHODS = frozenset({
 # Ollama's management endpoints (method, path).
 OLLAMA_ADMIN = frozenset({("POST", "/api/pull"), ("DELETE", "/api/delete"), ("POST", "/api/copy"),
                           ("POST", "/api/create"), ("POST", "/api/push")})
+# ... and those under a path (method, prefix): uploading a blob to make a model from, and asking
+# whether one was uploaded (an existence oracle only the admin needs).
+OLLAMA_ADMIN_PREFIXES = (("POST", "/api/blobs/"), ("HEAD", "/api/blobs/"))
+
+
+def is_ollama_admin(method: str, path: str) -> bool:
+    """Whether the Ollama request `method` `path` manages the daemon."""
+    return (method, path) in OLLAMA_ADMIN or any(
+        method == verb and path.startswith(prefix) for verb, prefix in OLLAMA_ADMIN_PREFIXES)
 
 
 # Whether the request being served presented the admin token. Set by `check`, which both edges

@@ -42,6 +42,12 @@ def template_thinks(template: str) -> bool:
     return "<think>" in template or "enable_thinking" in template
 
 
+def chat_template(record: assets_pb2.InstallRecord) -> str:
+    """The chat template the runtime renders for `record`: a derived model's own (core/derived.py),
+    else its file's."""
+    return record.derived.template or record.gguf.chat_template
+
+
 def capabilities(record: assets_pb2.InstallRecord) -> list[str]:
     """Ollama's capability names for `record` (see the module's docstring), in Ollama's order."""
     if record.format != assets_pb2.ARTIFACT_FORMAT_GGUF:
@@ -49,7 +55,7 @@ def capabilities(record: assets_pb2.InstallRecord) -> list[str]:
     if record.kind == assets_pb2.MODEL_KIND_EMBEDDING:
         return [EMBEDDING]
     if record.kind in _GENERATIVE:
-        template = record.gguf.chat_template
+        template = chat_template(record)
         return ([COMPLETION] + ([TOOLS] if template_handles_tools(template) else [])
                 + ([THINKING] if template_thinks(template) else []))
     return []

@@ -157,6 +157,14 @@ class FailedPrecondition(OmgError):
     openai_type = "invalid_request_error"
 
 
+class Unimplemented(OmgError, NotImplementedError):
+    """The request asks for something this daemon does not do (pushing to a registry)."""
+
+    grpc_code = "UNIMPLEMENTED"
+    http_status = 501
+    openai_type = "invalid_request_error"
+
+
 class Unavailable(OmgError):
     """The daemon or a worker cannot take the request now (starting, shutting down, busy)."""
 
@@ -211,6 +219,7 @@ BY_GRPC_CODE: dict[str, type[OmgError]] = {
     "PERMISSION_DENIED": PermissionDenied,
     "FAILED_PRECONDITION": FailedPrecondition,
     "UNAVAILABLE": Unavailable,
+    "UNIMPLEMENTED": Unimplemented,
     "INTERNAL": WorkerFailed,
 }
 

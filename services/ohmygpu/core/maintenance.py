@@ -20,8 +20,10 @@ from ohmygpu.core.hfcache import PARTIAL_SUFFIX
 from ohmygpu.core.store import ModelStore
 
 
-def _pulled(record: assets_pb2.InstallRecord) -> bool:
-    return record.ref.provider == assets_pb2.PROVIDER_HF
+def _in_cache(record: assets_pb2.InstallRecord) -> bool:
+    """Whether the record's files are the store's own, in the HF cache: pulled, or uploaded
+    (core/blobs.py). A file registered in place is the user's."""
+    return record.ref.provider in (assets_pb2.PROVIDER_HF, assets_pb2.PROVIDER_UPLOAD)
 
 
 def remove_model(store: ModelStore, name: str, hf_cache: Path) -> int:
@@ -33,12 +35,21 @@ def remove_model(store: ModelStore, name: str, hf_cache: Path) -> int:
         store.delete(name)
         return 0
     store.delete(name)
-    if not _pulled(record):
-        return 0  # registered in place: the user's file stays
-    still_used = {a.sha256 for r in store.list() for a in r.artifacts}
+    return free_unused(store, record, hf_cache)
+
+
+def free_unused(store: ModelStore, record: assets_pb2.InstallRecord, hf_cache: Path) -> int:
+    """Delete the files of `record`, no longer in the index, that no model in it uses (none when
+    they are registered in place: the user's files stay); returns bytes freed."""
+    if not _in_cache(record):
+        return 0
+    # By path: another model with the same content elsewhere (a local add, another repo, an
+    # upload) does not keep this copy; one naming the same snapshot file (an alias) does, and a
+    # blob another snapshot links to stays (_linked_from_snapshots).
+    still_used = {a.local_path for r in store.list() for a in r.artifacts}
     freed = 0
     for artifact in record.artifacts:
-        if artifact.sha256 in still_used:
+        if artifact.local_path in still_used:
             continue
         # Only the store's own names are deleted: the snapshot link the record names, and the
         # blob its etag names in its repo, each without following any link (hfcache.remove_file).

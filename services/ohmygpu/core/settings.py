@@ -103,6 +103,8 @@ SETTINGS: tuple[Setting, ...] = (
             "1: put as many layers on the GPU as fit when a model does not fit whole; 0: use the CPU"),
     Setting("max_audio_mb", "OMG_MAX_AUDIO_MB", 512, int,
             "largest audio upload for transcription, in MiB"),
+    Setting("max_blob_gb", "OMG_MAX_BLOB_GB", 512, int,
+            "largest file uploaded to make a model from (Ollama's POST /api/blobs), in GiB"),
     Setting("image_max_size", "OMG_IMAGE_MAX_SIZE", 2048, int,
             "largest image side a generation may ask for, in pixels (memory grows with the pixels)"),
     Setting("image_max_steps", "OMG_IMAGE_MAX_STEPS", 150, int,
@@ -205,6 +207,7 @@ class Settings:
     vram_reserve_mb: int
     partial_offload: int
     max_audio_mb: int
+    max_blob_gb: int
     image_max_size: int
     image_max_steps: int
     image_max_count: int

@@ -276,6 +276,37 @@ class ModelStore:
                 "INSERT OR REPLACE INTO models(name, sha256, record, last_used) VALUES (?, ?, ?, 0)",
                 (name, digest, record.SerializeToString()))
 
+    def put_created(self, record: assets_pb2.InstallRecord) -> assets_pb2.InstallRecord | None:
+        """Store a record made by CreateModel (core/derived.py, core/blobs.py). A name holding a
+        model not made that way is refused with AlreadyExists (create never replaces a pulled or
+        added model); one made that way is replaced, and returned so its files can be freed."""
+        name = parse_model_name(record.name)
+        with self._lock:
+            held = self._replaceable(name)
+            self._db.execute(
+                "INSERT OR REPLACE INTO models(name, sha256, record, last_used) VALUES (?, ?, ?, 0)",
+                (name, model_digest(record), record.SerializeToString()))
+        return held
+
+    def check_creatable(self, name: str) -> None:
+        """Raise AlreadyExists (or InvalidName) when put_created would refuse `name`: checked
+        before any file is linked for it."""
+        name = parse_model_name(name)
+        with self._lock:
+            self._replaceable(name)
+
+    def _replaceable(self, name: str) -> assets_pb2.InstallRecord | None:
+        """(Under the lock.) The created model `name` holds, which a new one replaces; None when
+        the name is free. Raises AlreadyExists for any other model."""
+        row = self._db.execute("SELECT record FROM models WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        held = self._decode(name, row[0], 0)
+        if held is None or not held.HasField("derived"):
+            raise AlreadyExists(f"model '{name}' already exists and was not made by create; remove it "
+                                f"first (`omg model rm {name}`) or pick another name")
+        return held
+
     def alias(self, source: str, destination: str) -> assets_pb2.InstallRecord:
         """Register `destination` as another name for `source`'s files (no bytes copied).
 

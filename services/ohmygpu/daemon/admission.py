@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import access, sampling
-from ohmygpu.core.capabilities import template_thinks
+from ohmygpu.core.capabilities import chat_template, template_thinks
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import InvalidArgument, PermissionDenied, ServerBusy
 from ohmygpu.core.settings import Settings
@@ -42,7 +42,7 @@ def check_chat(request: runtime_pb2.ChatRequest, settings: Settings) -> None:
 def check_thinking(request: runtime_pb2.ChatRequest, record: assets_pb2.InstallRecord) -> None:
     """`think: true` for a model whose template cannot reason is refused before any queue, as
     Ollama refuses it (the worker checks the template it loaded too)."""
-    if request.HasField("think") and request.think and not template_thinks(record.gguf.chat_template):
+    if request.HasField("think") and request.think and not template_thinks(chat_template(record)):
         raise InvalidArgument(f"'{record.name}' does not support thinking (its chat template has no "
                               "reasoning block)", param="think")
 

@@ -25,7 +25,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core import access, sampling
+from ohmygpu.core import access, derived, sampling
 from ohmygpu.core.audio_probe import probe_isolated
 from ohmygpu.core.errors import (
     FailedPrecondition,
@@ -359,47 +359,62 @@ class Orchestrator:
             asyncio.get_running_loop().run_in_executor(None, self.store.touch, name)
 
 
-    def _with_run_defaults(self, request: R) -> R:
-        """The request with its model's run's sampling defaults (RunSpec.params) for what it
-        leaves unset; the request itself when no run with defaults pins the model."""
-        run = self.pinned_run(request.model)  # type: ignore[attr-defined]
-        if run is None or not run.HasField("params"):
+    def _with_defaults(self, request: R, record: assets_pb2.InstallRecord) -> R:
+        """The request with the defaults of its model for what it leaves unset: the sampling
+        defaults of a run pinning the model (RunSpec.params), then a derived model's own
+        (core/derived.py), and, for a chat, a derived model's system prompt and messages. The
+        request itself when there is nothing to add."""
+        run = self.pinned_run(record.name)
+        layers = [run.params] if run is not None and run.HasField("params") else []
+        made = record.HasField("derived")
+        if made and record.derived.HasField("params"):
+            layers.append(derived.sampling_params(record.derived))
+        chat = isinstance(request, runtime_pb2.ChatRequest) and made and derived.adds_to_chat(record.derived)
+        if not layers and not chat:
             return request
         out = type(request)()
         out.CopyFrom(request)
-        out.params.CopyFrom(with_run_defaults(request.params, run.params))  # type: ignore[attr-defined]
+        for defaults in layers:
+            out.params.CopyFrom(with_run_defaults(out.params, defaults))  # type: ignore[attr-defined]
+        if chat:
+            conversation = derived.conversation(out.messages, record.derived)  # type: ignore[attr-defined]
+            del out.messages[:]  # type: ignore[attr-defined]
+            out.messages.extend(conversation)  # type: ignore[attr-defined]
         return out
 
     async def chat(self, request: runtime_pb2.ChatRequest) -> AsyncIterator[runtime_pb2.ChatResponse]:
         """Stream a chat answer; raises InvalidArgument, ModelNotFound, WorkerFailed, ..."""
         admission.check_chat(request, self.settings)
-        request = self._with_run_defaults(request)
-        record = None
+        record = await asyncio.to_thread(self.store.get, request.model)
         if request.HasField("think") and request.think:
-            record = await asyncio.to_thread(self.store.get, request.model)
             admission.check_thinking(request, record)
+        request = self._with_defaults(request, record)
         async for message in self._stream(request.model, run_spec_pb2.MODE_CHAT,
                                           lambda w: w.stub.Chat(request), request.keep_alive,
-                                          record=record, request=request):
+                                          record, request):
             yield message
 
     async def complete(self, request: runtime_pb2.CompleteRequest) -> AsyncIterator[runtime_pb2.CompleteResponse]:
         """Stream a raw completion; raises like chat."""
         admission.check_sampling(request.params, self.settings)
         sampling.check_logprobs(request.logprobs, request.top_logprobs)
-        request = self._with_run_defaults(request)
+        record = await asyncio.to_thread(self.store.get, request.model)
+        request = self._with_defaults(request, record)
         async for message in self._stream(request.model, run_spec_pb2.MODE_COMPLETION,
                                           lambda w: w.stub.Complete(request), request.keep_alive,
-                                          request=request):
+                                          record, request):
             yield message
 
     async def count_tokens(self, request: runtime_pb2.CountTokensRequest) -> runtime_pb2.CountTokensResponse:
         """The prompt tokens of a chat, counted by its model's chat worker (which renders the
         template); raises like chat (ContextLengthExceeded for a prompt over the window)."""
-        chat = request.chat
+        record = await asyncio.to_thread(self.store.get, request.chat.model)
+        chat = self._with_defaults(request.chat, record)  # what a chat would send: a derived model's start too
+        if chat is not request.chat:
+            request = runtime_pb2.CountTokensRequest(chat=chat)
         async for response in self._stream(chat.model, run_spec_pb2.MODE_CHAT,
                                            lambda w: w.stub.CountTokens(request), chat.keep_alive,
-                                           request=request):
+                                           record, request):
             return response
         raise WorkerFailed(f"worker for '{chat.model}' gave no token count", model=chat.model)
 

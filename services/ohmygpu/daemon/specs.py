@@ -14,9 +14,10 @@ from ohmygpu.runtimes.api.registry import RuntimeEntry
 
 def spec_for(settings: Settings, record: assets_pb2.InstallRecord, runtime: RuntimeEntry,
              run: run_spec_pb2.RunSpec | None = None) -> run_spec_pb2.RunSpec:
-    """The RunSpec a worker loads with: daemon defaults, overridden by a run's resources; the
-    run's sampling defaults and extensions travel with it. Raises InvalidArgument for a run
-    that asks what cannot be given (see check_run)."""
+    """The RunSpec a worker loads with: daemon defaults, overridden by a derived model's context
+    window (core/derived.py), then by a run's resources; the run's sampling defaults and
+    extensions travel with it. Raises InvalidArgument for a run that asks what cannot be given
+    (see check_run)."""
     spec = run_spec_pb2.RunSpec(
         model=record.ref, revision=record.revision, runtime=runtime.name,
         mode=run_spec_pb2.MODE_CHAT,
@@ -25,6 +26,8 @@ def spec_for(settings: Settings, record: assets_pb2.InstallRecord, runtime: Runt
             context_length=settings.context_length,
             max_concurrency=max(1, settings.num_parallel)),
     )
+    if record.derived.context_length:
+        spec.resources.context_length = record.derived.context_length
     if run is not None:
         check_run(run, record, runtime)
         res = run.resources

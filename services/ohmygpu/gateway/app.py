@@ -79,7 +79,7 @@ class SecurityMiddleware:
 
     def _is_admin(self, scope: Scope) -> bool:
         method, path = scope.get("method", ""), scope.get("path", "")
-        if (method, path) in access.OLLAMA_ADMIN:
+        if access.is_ollama_admin(method, path):
             return True
         return any(verb == method and pattern.match(path) for verb, pattern in self.admin_routes)
 

@@ -12,6 +12,7 @@ from ohmygpu.core.errors import InvalidArgument
 from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.ollama import keep_alive, load_or_unload
+from ohmygpu.gateway.ollama_fields import embed_options
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
@@ -77,6 +78,7 @@ class EmbeddingRoutes:
         started = time.perf_counter_ns()
         f = Fields(await read_json(request, self.gw.body_limit))
         model = f.str("model", required=True)
+        embed_options(f)
         raw = f.data.get("input")
         inputs = [] if raw is None or raw == [] else text_inputs(raw, "input")
         req = runtime_pb2.EmbedRequest(model=model, inputs=inputs, normalize=True,
@@ -97,6 +99,7 @@ class EmbeddingRoutes:
         # The older endpoint: one prompt, a vector that is not normalised (as ollama's is not).
         f = Fields(await read_json(request, self.gw.body_limit))
         model = f.str("model", required=True)
+        embed_options(f)
         prompt = f.str("prompt")
         ka = keep_alive(f.data.get("keep_alive"))
         if not prompt:  # as /api/embed with no input

@@ -9,23 +9,27 @@ from typing import Any
 
 from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core.artifacts import find_main_artifact, model_digest
-from ohmygpu.core.capabilities import capabilities
+from ohmygpu.core.artifacts import model_digest
+from ohmygpu.core.capabilities import capabilities, chat_template
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.core.schema_guard import check_schema
 from ohmygpu.core.version import __version__
+from ohmygpu.gateway import ollama_fields as fields
 from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
+from ohmygpu.gateway.ollama_create import OllamaModelRoutes, modelfile, parameters_text
 from ohmygpu.gateway.openai import chat_messages, tools_of
-from ohmygpu.gateway.sampling import OLLAMA, parse_sampling
 from ohmygpu.gateway.streaming import FINISH_NAMES, ToolCalls, primed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+
+_FOREVER = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
 
 
 def _now() -> str:
@@ -42,11 +46,6 @@ def keep_alive(value: Any) -> str:
     return f"{value}s" if isinstance(value, (int, float)) else value.strip()
 
 
-def options_params(body: Fields, limit: int) -> run_spec_pb2.SamplingParams:
-    """Ollama `options` -> SamplingParams; load-time options (num_ctx, ...) are accepted."""
-    return parse_sampling(Fields(body.obj("options") or {}, "options."), OLLAMA, max_tokens_limit=limit)
-
-
 async def load_or_unload(gw: Gateway, model: str, keep_alive: str,
                          mode: int = run_spec_pb2.MODE_UNSPECIFIED) -> str:
     """Ollama's empty request (no messages, no prompt, no input), on every endpoint that has
@@ -59,13 +58,6 @@ async def load_or_unload(gw: Gateway, model: str, keep_alive: str,
         return "unload"
     await gw.api.load(model, mode, keep_alive)
     return "load"
-
-
-def context_of(body: Fields) -> tuple[bool, int]:
-    """(truncate, context_length) as ollama reads them: `truncate` (default true: a prompt too
-    long for the window is fitted, older turns first) and `options.num_ctx` (0: the loaded window)."""
-    opts = Fields(body.obj("options") or {}, "options.")
-    return body.bool("truncate", True), opts.int("num_ctx", 1, 1 << 24) or 0
 
 
 def format_of(body: Fields) -> runtime_pb2.ResponseFormat:
@@ -84,7 +76,8 @@ def _details(record: assets_pb2.InstallRecord) -> dict[str, Any]:
     g = record.gguf
     params = g.parameter_count
     size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.2f}M" if params else ""
-    return {"parent_model": "", "format": "gguf" if record.format == assets_pb2.ARTIFACT_FORMAT_GGUF else "",
+    return {"parent_model": record.derived.base,  # the model an /api/create made it from
+            "format": "gguf" if record.format == assets_pb2.ARTIFACT_FORMAT_GGUF else "",
             "family": g.architecture, "families": [g.architecture] if g.architecture else None,
             "parameter_size": size, "quantization_level": g.quantization}
 
@@ -118,11 +111,13 @@ class OllamaRoutes:
             Route("/api/pull", self.pull, methods=["POST"]),
             Route("/api/delete", self.delete, methods=["DELETE"]),
             Route("/api/copy", self.copy, methods=["POST"]),
+            *OllamaModelRoutes(self.gw).routes(),  # create, blobs, push: gateway/ollama_create.py
         ]
 
     async def pull(self, request: Request) -> Response:
         """Ollama's pull, backed by a pull job; progress as ollama's status objects."""
         f = Fields(await read_json(request, self.gw.body_limit))
+        fields.check(f, "pull")
         source = f.str("model") or f.str("name", required=True)
         stream = f.bool("stream", True)
         job = await self.gw.api.pull(source)
@@ -178,6 +173,7 @@ class OllamaRoutes:
 
     async def show(self, request: Request) -> Response:
         f = Fields(await read_json(request, self.gw.body_limit))
+        fields.check(f, "show")
         name = f.str("model") or f.str("name", required=True)
         r = await self.gw.api.get_record(name)
         g = r.gguf
@@ -187,47 +183,68 @@ class OllamaRoutes:
             info.update({f"{g.architecture}.context_length": g.context_length,
                          f"{g.architecture}.embedding_length": g.embedding_length,
                          f"{g.architecture}.block_count": g.block_count})
-        main = find_main_artifact(r)  # the file a runtime is given: what ollama's FROM names
-        return JSONResponse({
-            "license": "", "modelfile": f"FROM {main.filename if main is not None else r.name}\n",
-            "parameters": "", "template": g.chat_template, "details": _details(r), "model_info": info,
-            "capabilities": capabilities(r),
+        d = r.derived  # a model made by /api/create: what it adds (empty otherwise)
+        out = {
+            "license": "\n".join(d.license), "modelfile": modelfile(r), "parameters": parameters_text(d),
+            "template": chat_template(r), "system": d.system, "details": _details(r),
+            "model_info": info, "capabilities": capabilities(r),
             "modified_at": r.created_at.ToDatetime(timezone.utc).isoformat(),
-        })
+        }
+        if d.messages:
+            out["messages"] = [{"role": m.role, "content": m.content} for m in d.messages]
+        return JSONResponse(out)
 
     async def ps(self, request: Request) -> Response:
+        # One row per model: an LLM serving chat and embeddings has two workers, which Ollama
+        # (one runner per model) shows as one: their memory summed, the later expiry.
         loaded = await self.gw.api.system.ListLoaded(system_pb2.ListLoadedRequest())
-        out = []
+        rows: dict[str, dict[str, Any]] = {}
         for m in loaded.models:
-            try:
-                details = _details(await self.gw.api.get_record(m.name))
-            except LookupError:
-                details = {}
             # ollama shows a model kept forever with a far-future expiry.
-            expires = (m.expires_at.ToDatetime(timezone.utc).isoformat().replace("+00:00", "Z")
-                       if m.HasField("expires_at") else "9999-12-31T23:59:59Z")
-            out.append({"name": m.name, "model": m.name, "size": m.memory_bytes,
-                        "digest": m.digest.removeprefix("sha256:"), "details": details,
-                        "expires_at": expires, "size_vram": m.vram_bytes,
-                        "context_length": m.context_length})
-        return JSONResponse({"models": out})
+            expires = m.expires_at.ToDatetime(timezone.utc) if m.HasField("expires_at") else _FOREVER
+            row = rows.get(m.name)
+            if row is None:
+                rows[m.name] = {"name": m.name, "model": m.name, "size": m.memory_bytes,
+                                "digest": m.digest.removeprefix("sha256:"), "details": {},
+                                "expires_at": expires, "size_vram": m.vram_bytes,
+                                "context_length": m.context_length}
+                continue
+            row["size"] += m.memory_bytes
+            row["size_vram"] += m.vram_bytes
+            row["expires_at"] = max(row["expires_at"], expires)
+            if m.mode == run_spec_pb2.MODE_CHAT:  # the window a chat gets
+                row["context_length"] = m.context_length
+        for row in rows.values():
+            try:
+                row["details"] = _details(await self.gw.api.get_record(row["name"]))
+            except LookupError:
+                pass
+            row["expires_at"] = row["expires_at"].isoformat().replace("+00:00", "Z")
+        return JSONResponse({"models": list(rows.values())})
 
     async def chat(self, request: Request) -> Response:
         f = Fields(await read_json(request, self.gw.body_limit))
+        fields.check(f, "chat")
         model = f.str("model", required=True)
         raw_messages = f.list("messages") or []
-        for m in raw_messages:  # ollama sends tool-call arguments as objects
-            calls = m.get("tool_calls") if isinstance(m, dict) else None
+        for i, m in enumerate(raw_messages):
+            if isinstance(m, dict):  # not an object: chat_messages says so
+                fields.check(Fields(m, f"messages[{i}]."), "message")
+                if "tool_name" in m and "name" not in m:  # ollama names the tool a result is of
+                    m["name"] = Fields(m, f"messages[{i}].").str("tool_name")
+            calls = m.get("tool_calls") if isinstance(m, dict) else None  # ollama sends arguments as objects
             for call in calls if isinstance(calls, list) else []:  # not a list: chat_messages says so
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict) and not isinstance(fn.get("arguments", ""), str):
                     fn["arguments"] = json.dumps(fn["arguments"])
         tools, choice = tools_of(f)
+        params, num_ctx = fields.sampling_options(f, "options", self.gw.settings.max_tokens_limit)
         req = runtime_pb2.ChatRequest(
-            model=model, params=options_params(f, self.gw.settings.max_tokens_limit),
-            response_format=format_of(f), tools=tools, tool_choice=choice,
-            keep_alive=keep_alive(f.data.get("keep_alive")))
-        req.truncate, req.context_length = context_of(f)
+            model=model, params=params, response_format=format_of(f), tools=tools, tool_choice=choice,
+            keep_alive=keep_alive(f.data.get("keep_alive")), context_length=num_ctx)
+        # ollama's truncate (default true): a prompt too long for the window is fitted, older
+        # turns first; options.num_ctx narrows the window (0: the loaded one)
+        req.truncate = f.bool("truncate", True)
         stream = f.bool("stream", True)
         if not raw_messages:  # ollama: an empty conversation just loads (or unloads) the model
             reason = await load_or_unload(self.gw, model, req.keep_alive)
@@ -293,21 +310,22 @@ class OllamaRoutes:
 
     async def generate(self, request: Request) -> Response:
         f = Fields(await read_json(request, self.gw.body_limit))
+        fields.check(f, "generate")
         model = f.str("model", required=True)
         prompt = f.str("prompt")
         system = f.str("system")
         raw = f.bool("raw", False)
         stream = f.bool("stream", True)
-        params = options_params(f, self.gw.settings.max_tokens_limit)
+        params, context_length = fields.sampling_options(f, "options", self.gw.settings.max_tokens_limit)
         fmt = format_of(f)
         ka = keep_alive(f.data.get("keep_alive"))
-        truncate, context_length = context_of(f)
+        truncate = f.bool("truncate", True)
         if not prompt:  # ollama: an empty prompt just loads (or unloads) the model
             reason = await load_or_unload(self.gw, model, ka)
             return self._done_response(model, {"response": "", "done_reason": reason}, stream)
         if raw:
             messages = await primed(self.gw.api.complete(runtime_pb2.CompleteRequest(
-                model=model, prompt=prompt, suffix=f.str("suffix"), params=params,
+                model=model, prompt=prompt, params=params,
                 response_format=fmt, keep_alive=ka, truncate=truncate, context_length=context_length)))
         else:
             conv = ([runtime_pb2.ChatMessage(role="system", content=system)] if system else []) + [

@@ -73,6 +73,23 @@ class AliasModelRequest(_message.Message):
     destination: str
     def __init__(self, source: _Optional[str] = ..., destination: _Optional[str] = ...) -> None: ...
 
+class CreateModelRequest(_message.Message):
+    __slots__ = ("name", "derived", "files")
+    class FilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DERIVED_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    derived: _assets_pb2.DerivedModel
+    files: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., derived: _Optional[_Union[_assets_pb2.DerivedModel, _Mapping]] = ..., files: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class DeleteModelResponse(_message.Message):
     __slots__ = ("freed_bytes",)
     FREED_BYTES_FIELD_NUMBER: _ClassVar[int]

@@ -87,6 +87,11 @@ class ModelServiceStub:
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelResponse.FromString,
                 _registered_method=True)
+        self.CreateModel = channel.unary_unary(
+                '/ohmygpu.api.v1.ModelService/CreateModel',
+                request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.CreateModelRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_assets_dot_v1_dot_assets__pb2.InstallRecord.FromString,
+                _registered_method=True)
         self.AliasModel = channel.unary_unary(
                 '/ohmygpu.api.v1.ModelService/AliasModel',
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.AliasModelRequest.SerializeToString,
@@ -169,6 +174,16 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateModel(self, request, context):
+        """Makes a model from another one's files (no bytes copied) or from uploaded files (Ollama's
+        /api/blobs), with a system prompt, template, messages and sampling defaults of its own
+        (Ollama's /api/create). A name that holds a model not made this way is refused
+        (ALREADY_EXISTS); one made this way is replaced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AliasModel(self, request, context):
         """Registers another name for a model's files, no bytes copied (ollama's /api/copy). A name
         that holds another model is refused (ALREADY_EXISTS); one that holds the same content is
@@ -230,6 +245,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.DeleteModel,
                     request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelRequest.FromString,
                     response_serializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelResponse.SerializeToString,
+            ),
+            'CreateModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateModel,
+                    request_deserializer=ohmygpu_dot_api_dot_v1_dot_models__pb2.CreateModelRequest.FromString,
+                    response_serializer=ohmygpu_dot_assets_dot_v1_dot_assets__pb2.InstallRecord.SerializeToString,
             ),
             'AliasModel': grpc.unary_unary_rpc_method_handler(
                     servicer.AliasModel,
@@ -508,6 +528,33 @@ class ModelService:
             '/ohmygpu.api.v1.ModelService/DeleteModel',
             ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelRequest.SerializeToString,
             ohmygpu_dot_api_dot_v1_dot_models__pb2.DeleteModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.ModelService/CreateModel',
+            ohmygpu_dot_api_dot_v1_dot_models__pb2.CreateModelRequest.SerializeToString,
+            ohmygpu_dot_assets_dot_v1_dot_assets__pb2.InstallRecord.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,6 +16,7 @@ class Provider(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROVIDER_HF: _ClassVar[Provider]
     PROVIDER_LOCAL: _ClassVar[Provider]
     PROVIDER_URL: _ClassVar[Provider]
+    PROVIDER_UPLOAD: _ClassVar[Provider]
 
 class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,6 +37,7 @@ PROVIDER_UNSPECIFIED: Provider
 PROVIDER_HF: Provider
 PROVIDER_LOCAL: Provider
 PROVIDER_URL: Provider
+PROVIDER_UPLOAD: Provider
 MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_LLM: ModelKind
 MODEL_KIND_EMBEDDING: ModelKind
@@ -112,7 +114,7 @@ class GgufInfo(_message.Message):
     def __init__(self, architecture: _Optional[str] = ..., name: _Optional[str] = ..., parameter_count: _Optional[int] = ..., quantization: _Optional[str] = ..., context_length: _Optional[int] = ..., embedding_length: _Optional[int] = ..., block_count: _Optional[int] = ..., chat_template: _Optional[str] = ..., gguf_version: _Optional[int] = ..., head_count: _Optional[int] = ..., head_count_kv: _Optional[int] = ..., tensor_data_bytes: _Optional[int] = ..., vocab_size: _Optional[int] = ...) -> None: ...
 
 class InstallRecord(_message.Message):
-    __slots__ = ("name", "ref", "revision", "artifacts", "kind", "format", "size_bytes", "gguf", "created_at", "last_used_at", "diffusion")
+    __slots__ = ("name", "ref", "revision", "artifacts", "kind", "format", "size_bytes", "gguf", "created_at", "last_used_at", "diffusion", "derived")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +126,7 @@ class InstallRecord(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
     DIFFUSION_FIELD_NUMBER: _ClassVar[int]
+    DERIVED_FIELD_NUMBER: _ClassVar[int]
     name: str
     ref: ModelRef
     revision: Revision
@@ -135,7 +138,58 @@ class InstallRecord(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     last_used_at: _timestamp_pb2.Timestamp
     diffusion: DiffusionInfo
-    def __init__(self, name: _Optional[str] = ..., ref: _Optional[_Union[ModelRef, _Mapping]] = ..., revision: _Optional[_Union[Revision, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., format: _Optional[_Union[ArtifactFormat, str]] = ..., size_bytes: _Optional[int] = ..., gguf: _Optional[_Union[GgufInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., diffusion: _Optional[_Union[DiffusionInfo, _Mapping]] = ...) -> None: ...
+    derived: DerivedModel
+    def __init__(self, name: _Optional[str] = ..., ref: _Optional[_Union[ModelRef, _Mapping]] = ..., revision: _Optional[_Union[Revision, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., format: _Optional[_Union[ArtifactFormat, str]] = ..., size_bytes: _Optional[int] = ..., gguf: _Optional[_Union[GgufInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., diffusion: _Optional[_Union[DiffusionInfo, _Mapping]] = ..., derived: _Optional[_Union[DerivedModel, _Mapping]] = ...) -> None: ...
+
+class DerivedModel(_message.Message):
+    __slots__ = ("base", "system", "template", "messages", "params", "context_length", "license")
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    LICENSE_FIELD_NUMBER: _ClassVar[int]
+    base: str
+    system: str
+    template: str
+    messages: _containers.RepeatedCompositeFieldContainer[DerivedMessage]
+    params: SamplingDefaults
+    context_length: int
+    license: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, base: _Optional[str] = ..., system: _Optional[str] = ..., template: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[DerivedMessage, _Mapping]]] = ..., params: _Optional[_Union[SamplingDefaults, _Mapping]] = ..., context_length: _Optional[int] = ..., license: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DerivedMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class SamplingDefaults(_message.Message):
+    __slots__ = ("temperature", "top_p", "top_k", "min_p", "seed", "stop", "max_tokens", "repeat_penalty", "presence_penalty", "frequency_penalty")
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MIN_P_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    seed: int
+    stop: _containers.RepeatedScalarFieldContainer[str]
+    max_tokens: int
+    repeat_penalty: float
+    presence_penalty: float
+    frequency_penalty: float
+    def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., repeat_penalty: _Optional[float] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ...) -> None: ...
 
 class DiffusionInfo(_message.Message):
     __slots__ = ("family", "has_denoiser", "has_vae", "has_text_encoder", "native_size", "parameters", "dtypes")

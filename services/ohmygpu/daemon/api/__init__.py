@@ -5,8 +5,8 @@ Each proto service has one object here whose methods carry the RPC's name and ta
 its messages (`api.service("ModelService").ListModels(request)`), with no gRPC context: the
 servicers and the HTTP management routes are translators over them. Beside them, the calls the
 HTTP dialects need in their own shape: chat / complete / count_tokens / embed / transcribe, load
-and unload, model records, pull jobs. Errors are core/errors.py's; the caller's role is the one
-access.check set at the edge (core/access.py), read where a method needs it.
+and unload, model records, pull jobs, uploaded blobs. Errors are core/errors.py's; the caller's
+role is the one access.check set at the edge (core/access.py), read where a method needs it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ohmygpu.api.v1 import (
     system_pb2,
 )
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core import blobs
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
 from ohmygpu.daemon.api.inference import Inference, check_messages
@@ -130,6 +131,17 @@ class DaemonAPI:
                    ) -> AsyncIterator[runtime_pb2.TranscribeResponse]:
         """Transcribe the file of an open `upload()` block."""
         return self._orchestrator.transcribe(request, upload)
+
+    # Files uploaded to make a model from (Ollama's /api/blobs; ModelService.CreateModel names them).
+    async def blob_exists(self, digest: str) -> bool:
+        """Whether blob `digest` ("sha256:<hex>") was uploaded; raises InvalidDigest."""
+        return await asyncio.to_thread(blobs.exists, self.models.hf_cache, digest)
+
+    async def receive_blob(self, digest: str, chunks: AsyncIterator[bytes], *, declared: int | None = None) -> int:
+        """Keep the bytes of `chunks` as blob `digest` once they hash to it (core/blobs.py
+        `receive`, bounded by OMG_MAX_BLOB_GB); returns their size."""
+        return await blobs.receive(self.models.hf_cache, digest, chunks, limit=self.settings.max_blob_gb << 30,
+                                   declared=declared)
 
     # Loading, as Ollama's empty requests and keep_alive ask for it.
     async def load(self, model: str, mode: int = run_spec_pb2.MODE_UNSPECIFIED, keep_alive: str = "") -> None:

@@ -12,8 +12,8 @@ from typing import TypeVar
 
 from ohmygpu.api.v1 import jobs_pb2, models_pb2
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core import access, maintenance
-from ohmygpu.core.errors import InvalidArgument, ServerBusy
+from ohmygpu.core import access, blobs, derived, maintenance
+from ohmygpu.core.errors import FailedPrecondition, InvalidArgument, ServerBusy
 from ohmygpu.core.estimate import context_window, estimate
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
@@ -110,7 +110,8 @@ class Models:
         client's settings play no part: they are not the daemon's."""
         record = await asyncio.to_thread(self.store.get, request.name)
         res = run.resources if (run := self.orchestrator.pinned_run(record.name)) is not None else None
-        context = (res.context_length if res is not None else 0) or self.settings.context_length
+        context = ((res.context_length if res is not None else 0) or record.derived.context_length
+                   or self.settings.context_length)
         parallel = (res.max_concurrency if res is not None else 0) or max(1, self.settings.num_parallel)
         est = estimate(record, context_length=context, parallel=parallel, mode=check_mode(record, 0))
         return models_pb2.EstimateModelResponse(
@@ -121,6 +122,48 @@ class Models:
     async def AddModel(self, request: models_pb2.AddModelRequest) -> assets_pb2.InstallRecord:
         return await asyncio.to_thread(self.store.add_local, Path(request.path),
                                        name=request.name or None)
+
+    async def CreateModel(self, request: models_pb2.CreateModelRequest) -> assets_pb2.InstallRecord:
+        """A model made from another's files or an uploaded GGUF, with settings of its own
+        (core/derived.py). Raises InvalidArgument (naming Ollama's field), ModelNotFound (the
+        base), NotFound (a blob not uploaded), AlreadyExists (the name holds a model not made by
+        create), FailedPrecondition (a run pins the model it replaces)."""
+        if not request.name:
+            raise InvalidArgument("'model' (the new model's name) is required", param="model")
+        base, files = request.derived.base, dict(request.files)
+        if bool(base) == bool(files):
+            raise InvalidArgument("give 'from' (a model to make it from) or 'files' (an uploaded GGUF), not "
+                                  + ("both" if base else "neither"), param="from" if base else "files")
+        run = self.orchestrator.pinned_run(request.name)
+        if run is not None:
+            raise FailedPrecondition(f"model '{request.name}' is pinned by run {run.run_id}; stop the run before "
+                                     f"replacing the model (omg run stop {run.run_id})")
+        record = await asyncio.to_thread(self._created, request)
+        # Its workers (if it replaced a loaded model) hold the old template and window.
+        await self.orchestrator.unload(request.name, reason="replaced by create")
+        return self._shown(record)
+
+    def _created(self, request: models_pb2.CreateModelRequest) -> assets_pb2.InstallRecord:
+        """(On a thread.) Build, check and store the record CreateModel makes."""
+        self.store.check_creatable(request.name)
+        limit = self.settings.max_tokens_limit
+        if request.derived.base:
+            record = derived.derive(self.store.get(request.derived.base), request.name, request.derived)
+            derived.check(record.derived, record, max_tokens_limit=limit)
+            replaced = self.store.put_created(record)
+        else:
+            record = blobs.upload_record(self.hf_cache, request.name, dict(request.files))
+            record.derived.CopyFrom(request.derived)
+            derived.check(record.derived, record, max_tokens_limit=limit)
+            linked = blobs.link(self.hf_cache, record)
+            try:
+                replaced = self.store.put_created(record)
+            except BaseException:
+                blobs.unlink(self.hf_cache, linked)
+                raise
+        if replaced is not None:
+            maintenance.free_unused(self.store, replaced, self.hf_cache)
+        return record
 
     async def DeleteModel(self, request: models_pb2.DeleteModelRequest) -> models_pb2.DeleteModelResponse:
         await asyncio.to_thread(self.store.require, request.name)  # NotFound before stopping anything

@@ -42,9 +42,10 @@ class TextSide:
     template_timeout: float
 
 
-def prepare_text(llm: Any, spec: run_spec_pb2.RunSpec) -> TextSide:
-    """Tokenizer and chat template of `llm`, with the spec's template deadline."""
-    template_src = llm.metadata.get("tokenizer.chat_template") or CHATML
+def prepare_text(llm: Any, spec: run_spec_pb2.RunSpec, template: str = "") -> TextSide:
+    """Tokenizer and chat template of `llm`, with the spec's template deadline: `template` (a
+    derived model's, core/derived.py) instead of the file's own when given."""
+    template_src = template or llm.metadata.get("tokenizer.chat_template") or CHATML
     vocab = llm._model
     n_vocab = llm.n_vocab()
     bos = vocab.token_get_text(llm.token_bos()) if 0 <= llm.token_bos() < n_vocab else ""

@@ -138,7 +138,7 @@ class LlamaCppRuntime(BaseRuntime):
             await context.abort(grpc.StatusCode.INTERNAL, "the file is not a loadable model: llama.cpp "
                                 "could not load it (its header or tensor data is damaged or unsupported)")
         try:
-            text = prepare_text(self.llm, request.spec)
+            text = prepare_text(self.llm, request.spec, record.derived.template)
             self.tokenizer, self.template, self.template_error = text.tokenizer, text.template, text.error
             self.template_timeout = text.template_timeout
         except Exception as e:  # noqa: BLE001
