@@ -214,3 +214,38 @@ def test_anthropic_thinking_blocks(daemon: DaemonProc, thinker: str) -> None:
     assert again.content
     with pytest.raises(anthropic.BadRequestError):
         a.messages.create(model="smollm2", max_tokens=4, messages=msg, thinking={"type": "enabled", "budget_tokens": 1024})
+
+
+def test_ollama_think_and_logprobs(daemon: DaemonProc, thinker: str) -> None:
+    """The `ollama` client's think and logprobs: the thoughts in message.thinking, apart from
+    the content; each token's log probability with its alternatives."""
+    import ollama
+
+    o = ollama.Client(host=daemon.http)
+    opts = {"temperature": 0, "num_predict": 10}
+    r = o.chat(model=thinker, messages=HELLO, think=True, options=opts)
+    assert r.message.thinking and "<think>" not in r.message.thinking and r.message.content == ""
+    parts = list(o.chat(model=thinker, messages=HELLO, think=True, options=opts, stream=True))
+    assert "".join(p.message.thinking or "" for p in parts) == r.message.thinking
+    quick = o.chat(model=thinker, messages=HELLO, think=False, options=opts)
+    assert quick.message.content and not quick.message.thinking
+    g = o.generate(model=thinker, prompt="Say hello to the sea.", think=True, options=opts)
+    assert g.thinking == r.message.thinking
+    # A model that cannot think: refused, naming the field, as ollama does.
+    with pytest.raises(ollama.ResponseError) as e:
+        o.chat(model="smollm2", messages=HELLO, think=True, options=opts)
+    assert e.value.status_code == 400 and "think" in e.value.error
+    # Log probabilities, streamed and not, the same numbers.
+    body = {"model": "smollm2", "messages": HELLO, "options": {"temperature": 0, "num_predict": 6},
+            "logprobs": True, "top_logprobs": 2, "stream": False}
+    whole = httpx.post(daemon.http + "/api/chat", json=body, timeout=120).json()
+    lps = whole["logprobs"]
+    assert len(lps) == whole["eval_count"] == 6 and "".join(t["token"] for t in lps) == whole["message"]["content"]
+    assert all(len(t["top_logprobs"]) == 2 and t["logprob"] <= 0 for t in lps)
+    with httpx.stream("POST", daemon.http + "/api/chat", json={**body, "stream": True}, timeout=120) as s:
+        streamed = [t for line in s.iter_lines() if line for t in __import__("json").loads(line).get("logprobs", [])]
+    assert [round(t["logprob"], 4) for t in streamed] == [round(t["logprob"], 4) for t in lps]
+    gen = httpx.post(daemon.http + "/api/generate", timeout=120, json={
+        "model": "smollm2", "prompt": "The sea is", "raw": True, "logprobs": True, "stream": False,
+        "options": {"temperature": 0, "num_predict": 3}}).json()
+    assert len(gen["logprobs"]) == 3

@@ -43,8 +43,8 @@ def check_thinking(request: runtime_pb2.ChatRequest, record: assets_pb2.InstallR
     """`think: true` for a model whose template cannot reason is refused before any queue, as
     Ollama refuses it (the worker checks the template it loaded too)."""
     if request.HasField("think") and request.think and not template_thinks(chat_template(record)):
-        raise InvalidArgument(f"'{record.name}' does not support thinking (its chat template has no "
-                              "reasoning block)", param="think")
+        raise InvalidArgument(f"'think' was asked for, and '{record.name}' does not support thinking (its "
+                              "chat template has no reasoning block)", param="think")
 
 
 def check_embed(request: runtime_pb2.EmbedRequest) -> None:

@@ -20,7 +20,7 @@ from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.ollama_create import OllamaModelRoutes, modelfile, parameters_text
-from ohmygpu.gateway.openai import chat_messages, tools_of
+from ohmygpu.gateway.openai import chat_messages, logprobs_json, tools_of
 from ohmygpu.gateway.streaming import FINISH_NAMES, ToolCalls, primed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
@@ -239,9 +239,14 @@ class OllamaRoutes:
                     fn["arguments"] = json.dumps(fn["arguments"])
         tools, choice = tools_of(f)
         params, num_ctx = fields.sampling_options(f, "options", self.gw.settings.max_tokens_limit)
+        logprobs, top = fields.logprobs_of(f)
         req = runtime_pb2.ChatRequest(
             model=model, params=params, response_format=format_of(f), tools=tools, tool_choice=choice,
-            keep_alive=keep_alive(f.data.get("keep_alive")), context_length=num_ctx)
+            keep_alive=keep_alive(f.data.get("keep_alive")), context_length=num_ctx,
+            logprobs=logprobs, top_logprobs=top)
+        think = fields.think_of(f)
+        if think is not None:
+            req.think = think
         # ollama's truncate (default true): a prompt too long for the window is fitted, older
         # turns first; options.num_ctx narrows the window (0: the loaded one)
         req.truncate = f.bool("truncate", True)
@@ -257,18 +262,25 @@ class OllamaRoutes:
             return StreamingResponse(self._chat_ndjson(messages, model, load_ns),
                                      media_type="application/x-ndjson")
         content: list[str] = []
+        thinking: list[str] = []
+        lps: list[runtime_pb2.TokenLogprob] = []
         calls = ToolCalls()
         final: Any = runtime_pb2.ChatResponse()
         async for m in messages:
             content.append(m.content)
+            thinking.append(m.reasoning)
+            lps.extend(m.logprobs)
             calls.add(m.tool_calls)
             if m.finish_reason:
                 final = m
         message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+        if any(thinking):
+            message["thinking"] = "".join(thinking)
         if calls:
             message["tool_calls"] = self._calls(calls)
+        extra = {"logprobs": logprobs_json(lps)} if req.logprobs else {}
         return JSONResponse({"model": model, "created_at": _now(), "message": message, "done": True,
-                             **_final_fields(final, load_ns)})
+                             **extra, **_final_fields(final, load_ns)})
 
     @staticmethod
     def _calls(calls: ToolCalls) -> list[dict[str, Any]]:
@@ -296,7 +308,15 @@ class OllamaRoutes:
         try:
             async for m in messages:
                 calls.add(m.tool_calls)
-                if m.content:
+                if m.reasoning or m.logprobs:
+                    piece: dict[str, Any] = {"role": "assistant", "content": m.content}
+                    if m.reasoning:
+                        piece["thinking"] = m.reasoning
+                    chunk: dict[str, Any] = {"model": model, "created_at": _now(), "message": piece, "done": False}
+                    if m.logprobs:
+                        chunk["logprobs"] = logprobs_json(m.logprobs)
+                    yield json.dumps(chunk) + "\n"
+                elif m.content:
                     yield (head + _now() + '", "message": {"role": "assistant", "content": '
                            + json.dumps(m.content) + '}, "done": false}\n')
                 if m.finish_reason:
@@ -320,29 +340,46 @@ class OllamaRoutes:
         fmt = format_of(f)
         ka = keep_alive(f.data.get("keep_alive"))
         truncate = f.bool("truncate", True)
+        logprobs, top = fields.logprobs_of(f)
+        think = fields.think_of(f)
+        if think is not None and raw:
+            raise InvalidArgument("'think' does not apply to a raw prompt: the template, which writes the "
+                                  "reasoning block, is not used", param="think")
         if not prompt:  # ollama: an empty prompt just loads (or unloads) the model
             reason = await load_or_unload(self.gw, model, ka)
             return self._done_response(model, {"response": "", "done_reason": reason}, stream)
         if raw:
             messages = await primed(self.gw.api.complete(runtime_pb2.CompleteRequest(
                 model=model, prompt=prompt, params=params,
-                response_format=fmt, keep_alive=ka, truncate=truncate, context_length=context_length)))
+                response_format=fmt, keep_alive=ka, truncate=truncate, context_length=context_length,
+                logprobs=logprobs, top_logprobs=top)))
         else:
             conv = ([runtime_pb2.ChatMessage(role="system", content=system)] if system else []) + [
                 runtime_pb2.ChatMessage(role="user", content=prompt)]
-            messages = await primed(self.gw.api.chat(runtime_pb2.ChatRequest(
+            chat = runtime_pb2.ChatRequest(
                 model=model, messages=conv, params=params, response_format=fmt, keep_alive=ka,
-                truncate=truncate, context_length=context_length)))
+                truncate=truncate, context_length=context_length, logprobs=logprobs, top_logprobs=top)
+            if think is not None:
+                chat.think = think
+            messages = await primed(self.gw.api.chat(chat))
         if stream:
             return StreamingResponse(self._generate_ndjson(messages, model),
                                      media_type="application/x-ndjson")
         text: list[str] = []
+        thinking: list[str] = []
+        lps: list[runtime_pb2.TokenLogprob] = []
         final: Any = None
         async for m in messages:
             text.append(m.text if raw else m.content)
+            if not raw:
+                thinking.append(m.reasoning)
+            lps.extend(m.logprobs)
             if m.finish_reason:
                 final = m
-        return JSONResponse({"model": model, "created_at": _now(), "response": "".join(text),
+        extra: dict[str, Any] = {"thinking": "".join(thinking)} if any(thinking) else {}
+        if logprobs:
+            extra["logprobs"] = logprobs_json(lps)
+        return JSONResponse({"model": model, "created_at": _now(), "response": "".join(text), **extra,
                              "done": True, **_final_fields(final or runtime_pb2.ChatResponse(), 0)})
 
     async def _generate_ndjson(self, messages: AsyncIterator[Any], model: str) -> AsyncIterator[str]:
@@ -350,7 +387,15 @@ class OllamaRoutes:
         try:
             async for m in messages:
                 text = m.text if isinstance(m, runtime_pb2.CompleteResponse) else m.content
-                if text:
+                reasoning = getattr(m, "reasoning", "")
+                if reasoning or m.logprobs:
+                    chunk: dict[str, Any] = {"model": model, "created_at": _now(), "response": text}
+                    if reasoning:
+                        chunk["thinking"] = reasoning
+                    if m.logprobs:
+                        chunk["logprobs"] = logprobs_json(m.logprobs)
+                    yield json.dumps({**chunk, "done": False}) + "\n"
+                elif text:
                     yield head + _now() + '", "response": ' + json.dumps(text) + ', "done": false}\n'
                 if m.finish_reason:
                     yield json.dumps({"model": model, "created_at": _now(), "response": "", "done": True,

@@ -10,7 +10,9 @@ Options (`options` on chat, generate and embed; `parameters` on create) follow t
 key by key (OPTIONS): honoured, accepted only at the value that changes nothing here
 (`mirostat: 0`, `repeat_last_n: 64`, `use_mmap: true`, ...), or refused. A key Ollama does not
 define is refused too (Ollama itself ignores one with a warning in its log, which a client never
-sees). `think`, `logprobs` and `top_logprobs` are refused until the runtime carries them.
+sees). `think` (true, false, or a level, which means true), `logprobs` and `top_logprobs` are
+honoured; a message's `thinking` (an earlier answer's, sent back) is accepted and left out of the
+prompt, as chat templates leave past thinking out.
 """
 
 from __future__ import annotations
@@ -22,15 +24,15 @@ from ohmygpu.gateway.body import Fields
 from ohmygpu.gateway.sampling import OLLAMA, parse_sampling
 from ohmygpu.run.v1 import run_spec_pb2
 
-_NOT_YET = "is not supported by this model"  # the runtime does not carry it yet
 _VISION = "images need a vision model, and this daemon has no vision runtime yet; send text only"
 
 # Per endpoint (a message of /api/chat is "message"): the fields honoured.
 HONOURED: dict[str, frozenset[str]] = {
-    "chat": frozenset({"model", "messages", "tools", "format", "options", "stream", "keep_alive", "truncate"}),
-    "message": frozenset({"role", "content", "tool_calls", "tool_name", "name", "tool_call_id"}),
+    "chat": frozenset({"model", "messages", "tools", "format", "options", "stream", "keep_alive", "truncate",
+                       "think", "logprobs", "top_logprobs"}),
+    "message": frozenset({"role", "content", "tool_calls", "tool_name", "name", "tool_call_id", "thinking"}),
     "generate": frozenset({"model", "prompt", "system", "raw", "format", "options", "stream", "keep_alive",
-                           "truncate"}),
+                           "truncate", "think", "logprobs", "top_logprobs"}),
     "embed": frozenset({"model", "input", "truncate", "dimensions", "keep_alive", "options"}),
     "embeddings": frozenset({"model", "prompt", "keep_alive", "options"}),
     "show": frozenset({"model", "name"}),
@@ -44,11 +46,10 @@ HONOURED: dict[str, frozenset[str]] = {
 
 # Per endpoint: field -> why it is refused (the 400's text after the field's name).
 REFUSED: dict[str, dict[str, str]] = {
-    "chat": {"think": _NOT_YET, "logprobs": _NOT_YET, "top_logprobs": _NOT_YET,
-             "shift": "(sliding the window during generation) is not supported: generation stops at the "
+    "chat": {"shift": "(sliding the window during generation) is not supported: generation stops at the "
                       "window's end (done_reason \"length\")"},
-    "message": {"images": _VISION, "thinking": _NOT_YET},
-    "generate": {"images": _VISION, "think": _NOT_YET, "logprobs": _NOT_YET, "top_logprobs": _NOT_YET,
+    "message": {"images": _VISION},
+    "generate": {"images": _VISION,
                  "suffix": "(fill-in-the-middle) is not supported yet",
                  "template": "per request is not supported: make a model with it (POST /api/create with "
                              "'template') and use that model",
@@ -142,3 +143,22 @@ def embed_options(body: Fields) -> None:
     if opts.data.get("num_ctx") is not None:
         raise InvalidArgument("'options.num_ctx' cannot narrow an embedding model's window: embeddings use the "
                               "loaded one (set OMG_CONTEXT_LENGTH or a run's context)", param="options.num_ctx")
+
+
+_THINK_LEVELS = ("low", "medium", "high")  # gpt-oss's levels: all of them mean "think" here
+
+
+def think_of(f: Fields) -> bool | None:
+    """`think`: true, false, or a level (true); None when not sent (the model's default)."""
+    value = f.data.get("think")
+    if value is None or isinstance(value, bool):
+        return value
+    if value in _THINK_LEVELS:
+        return True
+    raise InvalidArgument(f"'{f.prefix}think' must be true, false, or one of {list(_THINK_LEVELS)}",
+                          param=f.prefix + "think")
+
+
+def logprobs_of(f: Fields) -> tuple[bool, int]:
+    """(`logprobs`, `top_logprobs`), checked; the daemon refuses top_logprobs without logprobs."""
+    return f.bool("logprobs", False), f.int("top_logprobs", 0, 20) or 0

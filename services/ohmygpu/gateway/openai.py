@@ -126,14 +126,17 @@ MESSAGE_FIELDS = FieldTable("chat message", frozenset({
     "not implemented; pass 'tool_calls'"})
 
 
-def chat_messages(raw: list[Any] | None) -> list[runtime_pb2.ChatMessage]:
-    """The messages translated; none is the daemon API's to refuse (its one empty-messages rule)."""
+def chat_messages(raw: list[Any] | None, table: FieldTable | None = None) -> list[runtime_pb2.ChatMessage]:
+    """The messages translated; none is the daemon API's to refuse (its one empty-messages rule).
+    Each message's fields are checked against `table` (OpenAI's by default; Ollama checks its
+    own, gateway/ollama_fields.py, and passes None)."""
     out = []
     for i, m in enumerate(raw or []):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
             raise InvalidArgument(f"'{where}' must be an object", param=where)
-        MESSAGE_FIELDS.check(m, where + ".")
+        if table is not None:
+            table.check(m, where + ".")
         f = Fields(m, where + ".")
         if f.str("refusal"):
             raise InvalidArgument(f"'{where}.refusal' is not supported: pass the text as content",
@@ -247,7 +250,7 @@ class OpenAIRoutes:
         f = Fields(body)
         tools, choice = tools_of(f)
         req = runtime_pb2.ChatRequest(
-            model=f.str("model", required=True), messages=chat_messages(f.list("messages")),
+            model=f.str("model", required=True), messages=chat_messages(f.list("messages"), MESSAGE_FIELDS),
             params=sampling_params(f, self.gw.settings.max_tokens_limit),
             response_format=response_format(f), tools=tools, tool_choice=choice,
             logprobs=f.bool("logprobs", False), top_logprobs=f.int("top_logprobs", 0, 20) or 0)
