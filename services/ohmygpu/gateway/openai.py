@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from ohmygpu.core.errors import InvalidArgument, ModelNotFound, OmgError
 from ohmygpu.core.schema_guard import check_schema
@@ -26,6 +26,7 @@ _ROLES = {"system", "user", "assistant", "tool", "developer"}
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+R = TypeVar("R", runtime_pb2.ChatRequest, runtime_pb2.CompleteRequest)
 # Sampling extensions llama.cpp's server and LM Studio take at the top level (clients send them).
 _EXTENSIONS = frozenset({"top_k", "min_p", "repeat_penalty"})
 _IDENTIFIERS = frozenset({"user", "safety_identifier", "prompt_cache_key", "metadata"})
@@ -76,15 +77,23 @@ def check_accepted(f: Fields) -> None:
         raise InvalidArgument("'modalities' must be [\"text\"]: only text is generated here", param="modalities")
 
 
-def seeded(params: run_spec_pb2.SamplingParams, choice: int) -> run_spec_pb2.SamplingParams:
-    """Choice `choice`'s parameters: a seeded request's choices differ (seed + index) and each
-    stays reproducible; choice 0 is what n=1 gives."""
-    if choice == 0 or not params.HasField("seed"):
-        return params
-    out = run_spec_pb2.SamplingParams()
-    out.CopyFrom(params)
-    out.seed = params.seed + choice
+def for_choice(request: R, choice: int) -> R:
+    """Choice `choice`'s request: a seeded request's choices differ (seed + index) and each
+    stays reproducible; choice 0 is the request itself, what n=1 gives."""
+    if choice == 0 or not request.params.HasField("seed"):  # type: ignore[attr-defined]
+        return request
+    out = type(request)()
+    out.CopyFrom(request)
+    out.params.seed += choice  # type: ignore[attr-defined]
     return out
+
+
+def think_for(effort: str, param: str) -> bool:
+    """A `reasoning_effort` (or the Responses API's `reasoning.effort`) as the one switch
+    llama.cpp templates have; raises InvalidArgument naming `param`."""
+    if effort not in _EFFORT:
+        raise InvalidArgument(f"'{param}' must be one of {sorted(_EFFORT)}", param=param)
+    return _EFFORT[effort]
 
 
 def logprobs_json(entries: Iterable[runtime_pb2.TokenLogprob]) -> list[dict[str, Any]]:
@@ -258,23 +267,13 @@ class OpenAIRoutes:
             req.parallel_tool_calls = f.bool("parallel_tool_calls", True)
         effort = f.str("reasoning_effort")
         if effort:
-            if effort not in _EFFORT:
-                raise InvalidArgument(f"'reasoning_effort' must be one of {sorted(_EFFORT)}", param="reasoning_effort")
-            req.think = _EFFORT[effort]
+            req.think = think_for(effort, "reasoning_effort")
         check_accepted(f)
         n = f.int("n", 1, fanout.MAX_CHOICES) or 1
         stream = f.bool("stream", False)
         include_usage = bool((f.obj("stream_options") or {}).get("include_usage")) if stream else False
 
-        def open_choice(i: int) -> AsyncIterator[runtime_pb2.ChatResponse]:
-            r = req
-            if i:
-                r = runtime_pb2.ChatRequest()
-                r.CopyFrom(req)
-                r.params.CopyFrom(seeded(req.params, i))
-            return self.gw.api.chat(r)
-
-        streams = await fanout.start(open_choice, n)
+        streams = await fanout.start(lambda i: self.gw.api.chat(for_choice(req, i)), n)
         cid = "chatcmpl-" + uuid.uuid4().hex
         created = int(time.time())
         if stream:
@@ -352,15 +351,7 @@ class OpenAIRoutes:
         stream = f.bool("stream", False)
         include_usage = bool((f.obj("stream_options") or {}).get("include_usage")) if stream else False
 
-        def open_choice(i: int) -> AsyncIterator[runtime_pb2.CompleteResponse]:
-            r = req
-            if i:
-                r = runtime_pb2.CompleteRequest()
-                r.CopyFrom(req)
-                r.params.CopyFrom(seeded(req.params, i))
-            return self.gw.api.complete(r)
-
-        streams = await fanout.start(open_choice, n)
+        streams = await fanout.start(lambda i: self.gw.api.complete(for_choice(req, i)), n)
         cid = "cmpl-" + uuid.uuid4().hex
         created = int(time.time())
         envelope = {"id": cid, "object": "text_completion", "created": created, "model": req.model}

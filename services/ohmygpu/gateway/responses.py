@@ -24,7 +24,7 @@ from ohmygpu.daemon.api import StoredResponse
 from ohmygpu.gateway.body import Fields, FieldTable, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import error_body
-from ohmygpu.gateway.openai import check_accepted, logprobs_json
+from ohmygpu.gateway.openai import check_accepted, logprobs_json, think_for
 from ohmygpu.gateway.sampling import Dialect, Name, parse_sampling
 from ohmygpu.gateway.streaming import ToolCalls, primed
 from ohmygpu.runtime.v1 import runtime_pb2
@@ -46,7 +46,6 @@ FIELDS = FieldTable("responses", frozenset({
     "max_tool_calls": "max_tool_calls is not implemented",
 })
 _INCLUDES = {"message.output_text.logprobs"}
-_EFFORT = {"none": False, "minimal": False, "low": True, "medium": True, "high": True}
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -285,9 +284,7 @@ class ResponsesRoutes:
         reasoning = Fields(f.obj("reasoning") or {}, "reasoning.")
         effort = reasoning.str("effort")
         if effort:
-            if effort not in _EFFORT:
-                raise InvalidArgument(f"'reasoning.effort' must be one of {sorted(_EFFORT)}", param="reasoning.effort")
-            req.think = _EFFORT[effort]
+            req.think = think_for(effort, "reasoning.effort")
         for key in reasoning.data:
             if key not in ("effort", "summary", "generate_summary"):
                 raise InvalidArgument(f"'reasoning.{key}' is not a field of reasoning", param=f"reasoning.{key}")
