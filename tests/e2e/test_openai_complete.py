@@ -75,6 +75,9 @@ def test_completions_logprobs_in_the_legacy_shape(daemon: DaemonProc) -> None:
     assert "".join(lp["tokens"]) == choice["text"]
     assert lp["text_offset"][0] == 0 and all(len(d) == 2 for d in lp["top_logprobs"])
     assert all(x <= 0 for x in lp["token_logprobs"])
+    # The worker has no fill-in-the-middle: a suffix is refused, not dropped.
+    r = httpx.post(daemon.http + "/v1/completions", timeout=60, json={"model": "smollm2", "prompt": "a", "suffix": "b"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "suffix"
 
 
 def test_n_choices_seeded_and_reproducible(client: openai.OpenAI) -> None:

@@ -201,7 +201,7 @@ _FULL = {
         "tool_choice": {"type": "function", "function": {"name": "f"}}, "temperature": 0.5, "top_p": 0.9,
         "seed": 1, "max_tokens": 5, "n": 1, "stream": True, "stream_options": {"include_usage": True},
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
-    "/v1/completions": {"model": "smollm2", "prompt": ["p"], "suffix": "s", "max_tokens": 3, "stop": "x",
+    "/v1/completions": {"model": "smollm2", "prompt": ["p"], "suffix": "", "max_tokens": 3, "stop": "x",
                         "response_format": {"type": "json_object"}, "stream": False},
     "/api/chat": {"model": "smollm2", "messages": _FULL_MESSAGES, "tools": _FULL_TOOLS, "stream": False,
                   "options": {"temperature": 0.5, "num_predict": 4, "num_ctx": 512, "stop": ["x"], "seed": 2},

@@ -341,9 +341,11 @@ class OpenAIRoutes:
             prompt = prompt[0]
         if not isinstance(prompt, str):
             raise InvalidArgument("'prompt' must be a string", param="prompt")
+        if f.str("suffix"):  # the llama.cpp worker has no fill-in-the-middle: never dropped silently
+            raise InvalidArgument("'suffix' (fill-in-the-middle) is not supported yet", param="suffix")
         top = f.int("logprobs", 0, 5)  # the completions API's logprobs: alternatives per token
         req = runtime_pb2.CompleteRequest(
-            model=f.str("model", required=True), prompt=prompt, suffix=f.str("suffix"),
+            model=f.str("model", required=True), prompt=prompt,
             params=sampling_params(f, self.gw.settings.max_tokens_limit, default_max_tokens=16),
             response_format=response_format(f), logprobs=top is not None, top_logprobs=top or 0)
         check_accepted(f)
