@@ -37,7 +37,7 @@ def _alive(daemon: DaemonProc) -> None:
     (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "max_tokens": 99999999999999}', 400, "max_tokens"),
     (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', 400, "temperature"),
     (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, "stream"),
-    (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "n": 3}', 400, "'n'"),
+    (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "n": 9}', 400, "'n'"),
     (b'{"model": "../../etc/passwd", "messages": [{"role": "user", "content": "x"}]}', 400, "invalid model name"),
     (b'{"model": "ghost", "messages": [{"role": "user", "content": "x"}]}', 404, "not found"),
     (b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}', 400, "response_format"),
