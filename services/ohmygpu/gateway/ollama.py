@@ -21,7 +21,7 @@ from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.ollama_create import OllamaModelRoutes, modelfile, parameters_text
 from ohmygpu.gateway.openai import chat_messages, logprobs_json, tools_of
-from ohmygpu.gateway.streaming import FINISH_NAMES, ToolCalls, primed
+from ohmygpu.gateway.streaming import FINISH_NAMES, Answer, ToolCalls, primed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
@@ -261,26 +261,17 @@ class OllamaRoutes:
         if stream:
             return StreamingResponse(self._chat_ndjson(messages, model, load_ns),
                                      media_type="application/x-ndjson")
-        content: list[str] = []
-        thinking: list[str] = []
-        lps: list[runtime_pb2.TokenLogprob] = []
-        calls = ToolCalls()
-        final: Any = runtime_pb2.ChatResponse()
+        answer = Answer()
         async for m in messages:
-            content.append(m.content)
-            thinking.append(m.reasoning)
-            lps.extend(m.logprobs)
-            calls.add(m.tool_calls)
-            if m.finish_reason:
-                final = m
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
-        if any(thinking):
-            message["thinking"] = "".join(thinking)
-        if calls:
-            message["tool_calls"] = self._calls(calls)
-        extra = {"logprobs": logprobs_json(lps)} if req.logprobs else {}
+            answer.add(m)
+        message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+        if answer.reasoning:
+            message["thinking"] = answer.thought
+        if answer.calls:
+            message["tool_calls"] = self._calls(answer.calls)
+        extra = {"logprobs": logprobs_json(answer.logprobs)} if req.logprobs else {}
         return JSONResponse({"model": model, "created_at": _now(), "message": message, "done": True,
-                             **extra, **_final_fields(final, load_ns)})
+                             **extra, **_final_fields(answer.final, load_ns)})
 
     @staticmethod
     def _calls(calls: ToolCalls) -> list[dict[str, Any]]:

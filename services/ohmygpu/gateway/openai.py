@@ -15,7 +15,7 @@ from ohmygpu.gateway.body import Fields, FieldTable, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.sampling import OPENAI, parse_sampling
-from ohmygpu.gateway.streaming import FINISH_NAMES, ToolCalls
+from ohmygpu.gateway.streaming import FINISH_NAMES, Answer
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
@@ -399,31 +399,14 @@ class OpenAIRoutes:
         yield "data: [DONE]\n\n"
 
 
-class _Answer:
-    """One choice of a non-streamed chat answer, joined from its stream."""
-
-    def __init__(self) -> None:
-        self.content: list[str] = []
-        self.reasoning: list[str] = []
-        self.logprobs: list[runtime_pb2.TokenLogprob] = []
-        self.calls = ToolCalls()
-        self.final = runtime_pb2.ChatResponse()
-
-    def add(self, m: runtime_pb2.ChatResponse) -> None:
-        if m.content:
-            self.content.append(m.content)
-        if m.reasoning:
-            self.reasoning.append(m.reasoning)
-        self.logprobs.extend(m.logprobs)
-        self.calls.add(m.tool_calls)
-        if m.finish_reason:
-            self.final = m
+class _Answer(Answer):
+    """One choice of a non-streamed chat answer."""
 
     def choice(self, index: int, logprobs: bool) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant",
-                                   "content": "".join(self.content) if self.content or not self.calls else None}
+                                   "content": self.text if self.content or not self.calls else None}
         if self.reasoning:
-            message["reasoning_content"] = "".join(self.reasoning)
+            message["reasoning_content"] = self.thought
         if self.calls:
             message["tool_calls"] = [{"id": c.id, "type": "function",
                                       "function": {"name": c.name, "arguments": c.arguments}}

@@ -26,7 +26,7 @@ from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import error_body
 from ohmygpu.gateway.openai import check_accepted, logprobs_json, think_for
 from ohmygpu.gateway.sampling import Dialect, Name, parse_sampling
-from ohmygpu.gateway.streaming import ToolCalls, primed
+from ohmygpu.gateway.streaming import Answer, primed
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -166,37 +166,26 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-class _Output:
+class _Output(Answer):
     """A response's output items as they are built from the chat stream."""
 
     def __init__(self, want_logprobs: bool) -> None:
+        super().__init__()
         self.reasoning_id, self.message_id = _new_id("rs"), _new_id("msg")
-        self.reasoning: list[str] = []
-        self.text: list[str] = []
-        self.logprobs: list[runtime_pb2.TokenLogprob] = []
-        self.calls = ToolCalls()
         self.call_ids: dict[int, str] = {}
-        self.final = runtime_pb2.ChatResponse()
         self.want_logprobs = want_logprobs
 
     def add(self, m: runtime_pb2.ChatResponse) -> None:
-        if m.reasoning:
-            self.reasoning.append(m.reasoning)
-        if m.content:
-            self.text.append(m.content)
-        self.logprobs.extend(m.logprobs)
-        self.calls.add(m.tool_calls)
+        super().add(m)
         for d in m.tool_calls:
             self.call_ids.setdefault(d.index, _new_id("fc"))
-        if m.finish_reason:
-            self.final = m
 
     def reasoning_item(self) -> dict[str, Any]:
         return {"type": "reasoning", "id": self.reasoning_id, "summary": [], "status": "completed",
-                "content": [{"type": "reasoning_text", "text": "".join(self.reasoning)}]}
+                "content": [{"type": "reasoning_text", "text": self.thought}]}
 
     def text_part(self) -> dict[str, Any]:
-        return {"type": "output_text", "text": "".join(self.text), "annotations": [],
+        return {"type": "output_text", "text": self.text, "annotations": [],
                 "logprobs": logprobs_json(self.logprobs) if self.want_logprobs else []}
 
     def message_item(self, status: str = "completed") -> dict[str, Any]:
@@ -209,14 +198,14 @@ class _Output:
 
     def items(self) -> list[dict[str, Any]]:
         out = [self.reasoning_item()] if self.reasoning else []
-        if self.text or not self.calls:
+        if self.content or not self.calls:
             out.append(self.message_item())
         out += [self.call_item(c) for c in self.calls.whole()]
         return out
 
     def as_message(self) -> runtime_pb2.ChatMessage:
         """The answer as the conversation's next message (what a next turn continues from)."""
-        return runtime_pb2.ChatMessage(role="assistant", content="".join(self.text), tool_calls=[
+        return runtime_pb2.ChatMessage(role="assistant", content=self.text, tool_calls=[
             runtime_pb2.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in self.calls.whole()])
 
 
@@ -340,9 +329,8 @@ class ResponsesRoutes:
             nonlocal index, open_kind
             out = []
             if open_kind == "reasoning":
-                text = "".join(output.reasoning)
                 out.append(event("response.reasoning_text.done", item_id=output.reasoning_id, output_index=index,
-                                 content_index=0, text=text))
+                                 content_index=0, text=output.thought))
                 out.append(event("response.output_item.done", output_index=index, item=output.reasoning_item()))
             elif open_kind == "message":
                 part = output.text_part()
@@ -400,7 +388,7 @@ class ResponsesRoutes:
                 yield event("response.function_call_arguments.done", item_id=output.call_ids[call.index],
                             output_index=at, name=call.name, arguments=call.arguments)
                 yield event("response.output_item.done", output_index=at, item=output.call_item(call))
-            if not output.text and not output.calls and not output.reasoning:
+            if not output.content and not output.calls and not output.reasoning:
                 # Nothing generated: the (empty) message item still comes, as non-streamed.
                 yield event("response.output_item.added", output_index=index,
                             item={**output.message_item("in_progress"), "content": []})

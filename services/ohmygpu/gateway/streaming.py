@@ -67,3 +67,34 @@ class ToolCalls:
 
     def __bool__(self) -> bool:
         return bool(self._calls)
+
+
+class Answer:
+    """A chat answer joined from its stream: text, reasoning, log probabilities, whole tool
+    calls and the last message (finish reason, usage). What every non-streamed answer (and the
+    Responses API's items) is built from."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.logprobs: list[runtime_pb2.TokenLogprob] = []
+        self.calls = ToolCalls()
+        self.final = runtime_pb2.ChatResponse()
+
+    def add(self, m: runtime_pb2.ChatResponse) -> None:
+        if m.content:
+            self.content.append(m.content)
+        if m.reasoning:
+            self.reasoning.append(m.reasoning)
+        self.logprobs.extend(m.logprobs)
+        self.calls.add(m.tool_calls)
+        if m.finish_reason:
+            self.final = m
+
+    @property
+    def text(self) -> str:
+        return "".join(self.content)
+
+    @property
+    def thought(self) -> str:
+        return "".join(self.reasoning)
