@@ -24,6 +24,9 @@ KIND_NAMES = {
     assets_pb2.MODEL_KIND_EMBEDDING: "embedding",
     assets_pb2.MODEL_KIND_WHISPER: "whisper",
     assets_pb2.MODEL_KIND_IMAGE: "image",
+    assets_pb2.MODEL_KIND_TTS: "tts",
+    assets_pb2.MODEL_KIND_RERANKER: "reranker",
+    assets_pb2.MODEL_KIND_ADAPTER: "adapter",
 }
 
 

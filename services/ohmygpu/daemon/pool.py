@@ -22,6 +22,9 @@ _NATURAL_MODE = {
     assets_pb2.MODEL_KIND_EMBEDDING: run_spec_pb2.MODE_EMBEDDINGS,
     assets_pb2.MODEL_KIND_WHISPER: run_spec_pb2.MODE_TRANSCRIPTION,
     assets_pb2.MODEL_KIND_IMAGE: run_spec_pb2.MODE_IMAGE,
+    assets_pb2.MODEL_KIND_TTS: run_spec_pb2.MODE_SPEECH,
+    assets_pb2.MODEL_KIND_RERANKER: run_spec_pb2.MODE_RERANK,
+    assets_pb2.MODEL_KIND_ADAPTER: run_spec_pb2.MODE_CHAT,  # served as its base with the adapter applied
 }
 # How a worker beside the model's own mode is labelled in events, logs and errors.
 _LABEL = {run_spec_pb2.MODE_EMBEDDINGS: "embeddings", run_spec_pb2.MODE_CHAT: "chat"}
@@ -59,16 +62,23 @@ def worker_key(record: assets_pb2.InstallRecord, mode: int) -> WorkerKey:
 _WHAT = {
     run_spec_pb2.MODE_CHAT: "chat", run_spec_pb2.MODE_COMPLETION: "complete text",
     run_spec_pb2.MODE_EMBEDDINGS: "embed text", run_spec_pb2.MODE_TRANSCRIPTION: "transcribe audio",
-    run_spec_pb2.MODE_IMAGE: "generate images",
+    run_spec_pb2.MODE_IMAGE: "generate images", run_spec_pb2.MODE_SPEECH: "speak text",
+    run_spec_pb2.MODE_RERANK: "rerank documents", run_spec_pb2.MODE_TRAINING: "train",
 }
 _A_KIND = {
     assets_pb2.MODEL_KIND_LLM: "an LLM", assets_pb2.MODEL_KIND_EMBEDDING: "an embedding model",
     assets_pb2.MODEL_KIND_WHISPER: "a whisper (speech-to-text) model", assets_pb2.MODEL_KIND_IMAGE: "an image model",
+    assets_pb2.MODEL_KIND_TTS: "a text to speech model", assets_pb2.MODEL_KIND_RERANKER: "a reranker",
+    assets_pb2.MODEL_KIND_ADAPTER: "a fine-tuned adapter",
 }
 _USE = {
     assets_pb2.MODEL_KIND_WHISPER: "use it with /v1/audio/transcriptions or `omg transcribe`",
     assets_pb2.MODEL_KIND_EMBEDDING: "use it with /v1/embeddings, /api/embed or `omg embed`",
     assets_pb2.MODEL_KIND_LLM: "use it with /v1/chat/completions, /api/chat or `omg chat`",
+    assets_pb2.MODEL_KIND_ADAPTER: "use it with /v1/chat/completions, /api/chat or `omg chat`",
+    assets_pb2.MODEL_KIND_TTS: "use it with /v1/audio/speech or `omg say`",
+    assets_pb2.MODEL_KIND_RERANKER: "use it with /v1/rerank",
+    assets_pb2.MODEL_KIND_IMAGE: "use it with /v1/images/generations or `omg gen image`",
 }
 
 

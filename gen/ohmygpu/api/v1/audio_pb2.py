@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from ohmygpu.runtime.v1 import runtime_pb2 as ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aohmygpu/api/v1/audio.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a ohmygpu/runtime/v1/runtime.proto\"\xfe\x01\n\x11TranscribeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x16\n\x0einitial_prompt\x18\x04 \x01(\t\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\ttranslate\x18\x06 \x01(\x08\x12\x17\n\x0fword_timestamps\x18\x07 \x01(\x08\x12\x11\n\tbeam_size\x18\t \x01(\r\x12\x12\n\nvad_filter\x18\n \x01(\x08\x12\x12\n\nkeep_alive\x18\x0b \x01(\tB\x0e\n\x0c_temperatureJ\x04\x08\x08\x10\tR\naudio_path2\x88\x01\n\x0c\x41udioService\x12x\n\nTranscribe\x12!.ohmygpu.api.v1.TranscribeRequest\x1a&.ohmygpu.runtime.v1.TranscribeResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/omg/transcribe:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aohmygpu/api/v1/audio.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a ohmygpu/runtime/v1/runtime.proto\"\xfe\x01\n\x11TranscribeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x16\n\x0einitial_prompt\x18\x04 \x01(\t\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\ttranslate\x18\x06 \x01(\x08\x12\x17\n\x0fword_timestamps\x18\x07 \x01(\x08\x12\x11\n\tbeam_size\x18\t \x01(\r\x12\x12\n\nvad_filter\x18\n \x01(\x08\x12\x12\n\nkeep_alive\x18\x0b \x01(\tB\x0e\n\x0c_temperatureJ\x04\x08\x08\x10\tR\naudio_path2\xe7\x02\n\x0c\x41udioService\x12x\n\nTranscribe\x12!.ohmygpu.api.v1.TranscribeRequest\x1a&.ohmygpu.runtime.v1.TranscribeResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/omg/transcribe:\x01*0\x01\x12h\n\x05Speak\x12 .ohmygpu.runtime.v1.SpeakRequest\x1a!.ohmygpu.runtime.v1.SpeakResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/omg/speak:\x01*0\x01\x12s\n\nListVoices\x12%.ohmygpu.runtime.v1.ListVoicesRequest\x1a&.ohmygpu.runtime.v1.ListVoicesResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/omg/voicesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUDIOSERVICE'].methods_by_name['Transcribe']._loaded_options = None
   _globals['_AUDIOSERVICE'].methods_by_name['Transcribe']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/omg/transcribe:\001*'
+  _globals['_AUDIOSERVICE'].methods_by_name['Speak']._loaded_options = None
+  _globals['_AUDIOSERVICE'].methods_by_name['Speak']._serialized_options = b'\202\323\344\223\002\022\"\r/v1/omg/speak:\001*'
+  _globals['_AUDIOSERVICE'].methods_by_name['ListVoices']._loaded_options = None
+  _globals['_AUDIOSERVICE'].methods_by_name['ListVoices']._serialized_options = b'\202\323\344\223\002\020\022\016/v1/omg/voices'
   _globals['_TRANSCRIBEREQUEST']._serialized_start=111
   _globals['_TRANSCRIBEREQUEST']._serialized_end=365
   _globals['_AUDIOSERVICE']._serialized_start=368
-  _globals['_AUDIOSERVICE']._serialized_end=504
+  _globals['_AUDIOSERVICE']._serialized_end=727
 # @@protoc_insertion_point(module_scope)

@@ -41,6 +41,16 @@ class AudioServiceStub:
                 request_serializer=ohmygpu_dot_api_dot_v1_dot_audio__pb2.TranscribeRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeResponse.FromString,
                 _registered_method=True)
+        self.Speak = channel.unary_stream(
+                '/ohmygpu.api.v1.AudioService/Speak',
+                request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.SpeakRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.SpeakResponse.FromString,
+                _registered_method=True)
+        self.ListVoices = channel.unary_unary(
+                '/ohmygpu.api.v1.AudioService/ListVoices',
+                request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.ListVoicesRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.ListVoicesResponse.FromString,
+                _registered_method=True)
 
 
 class AudioServiceServicer:
@@ -54,6 +64,20 @@ class AudioServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Speak(self, request, context):
+        """Text to speech, the audio streamed as it is produced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVoices(self, request, context):
+        """The voices of every text to speech model in the store (or of one, by model).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudioServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +85,16 @@ def add_AudioServiceServicer_to_server(servicer, server):
                     servicer.Transcribe,
                     request_deserializer=ohmygpu_dot_api_dot_v1_dot_audio__pb2.TranscribeRequest.FromString,
                     response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeResponse.SerializeToString,
+            ),
+            'Speak': grpc.unary_stream_rpc_method_handler(
+                    servicer.Speak,
+                    request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.SpeakRequest.FromString,
+                    response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.SpeakResponse.SerializeToString,
+            ),
+            'ListVoices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVoices,
+                    request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.ListVoicesRequest.FromString,
+                    response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.ListVoicesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +125,60 @@ class AudioService:
             '/ohmygpu.api.v1.AudioService/Transcribe',
             ohmygpu_dot_api_dot_v1_dot_audio__pb2.TranscribeRequest.SerializeToString,
             ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TranscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Speak(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ohmygpu.api.v1.AudioService/Speak',
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.SpeakRequest.SerializeToString,
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.SpeakResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVoices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.AudioService/ListVoices',
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.ListVoicesRequest.SerializeToString,
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.ListVoicesResponse.FromString,
             options,
             channel_credentials,
             insecure,

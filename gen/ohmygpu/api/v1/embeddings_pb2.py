@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from ohmygpu.runtime.v1 import runtime_pb2 as ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fohmygpu/api/v1/embeddings.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a ohmygpu/runtime/v1/runtime.proto2z\n\x10\x45mbeddingService\x12\x66\n\x05\x45mbed\x12 .ohmygpu.runtime.v1.EmbedRequest\x1a!.ohmygpu.runtime.v1.EmbedResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/omg/embed:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fohmygpu/api/v1/embeddings.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a ohmygpu/runtime/v1/runtime.proto2\xe6\x01\n\x10\x45mbeddingService\x12\x66\n\x05\x45mbed\x12 .ohmygpu.runtime.v1.EmbedRequest\x1a!.ohmygpu.runtime.v1.EmbedResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/omg/embed:\x01*\x12j\n\x06Rerank\x12!.ohmygpu.runtime.v1.RerankRequest\x1a\".ohmygpu.runtime.v1.RerankResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/omg/rerank:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EMBEDDINGSERVICE'].methods_by_name['Embed']._loaded_options = None
   _globals['_EMBEDDINGSERVICE'].methods_by_name['Embed']._serialized_options = b'\202\323\344\223\002\022\"\r/v1/omg/embed:\001*'
-  _globals['_EMBEDDINGSERVICE']._serialized_start=115
-  _globals['_EMBEDDINGSERVICE']._serialized_end=237
+  _globals['_EMBEDDINGSERVICE'].methods_by_name['Rerank']._loaded_options = None
+  _globals['_EMBEDDINGSERVICE'].methods_by_name['Rerank']._serialized_options = b'\202\323\344\223\002\023\"\016/v1/omg/rerank:\001*'
+  _globals['_EMBEDDINGSERVICE']._serialized_start=116
+  _globals['_EMBEDDINGSERVICE']._serialized_end=346
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,11 @@ class EmbeddingServiceStub:
                 request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/ohmygpu.api.v1.EmbeddingService/Rerank',
+                request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.RerankRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.RerankResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingServiceServicer:
@@ -53,6 +58,13 @@ class EmbeddingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rerank(self, request, context):
+        """Documents scored against a query by a reranker model, best first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +72,11 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.EmbedRequest.FromString,
                     response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.EmbedResponse.SerializeToString,
+            ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.RerankRequest.FromString,
+                    response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.RerankResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +107,33 @@ class EmbeddingService:
             '/ohmygpu.api.v1.EmbeddingService/Embed',
             ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.EmbedRequest.SerializeToString,
             ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.api.v1.EmbeddingService/Rerank',
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.RerankRequest.SerializeToString,
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.RerankResponse.FromString,
             options,
             channel_credentials,
             insecure,

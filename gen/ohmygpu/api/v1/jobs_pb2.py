@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ohmygpu/api/v1/jobs.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n\x0c\x46ileProgress\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x11\n\tcompleted\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\"\x80\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.ohmygpu.api.v1.JobState\x12\r\n\x05model\x18\x04 \x01(\t\x12+\n\x05\x66iles\x18\x05 \x03(\x0b\x32\x1c.ohmygpu.api.v1.FileProgress\x12\x17\n\x0f\x63ompleted_bytes\x18\x06 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x07 \x01(\x04\x12\x1d\n\x15rate_bytes_per_second\x18\x08 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\t \x01(\x01\x12\r\n\x05\x65rror\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64ownloaded_bytes\x18\r \x01(\x04\x12\x0f\n\x07message\x18\x0e \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x11\n\x0fListJobsRequest\"5\n\x10ListJobsResponse\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.ohmygpu.api.v1.Job\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t*\x95\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x12\n\x0eJOB_STATE_DONE\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x88\x03\n\nJobService\x12S\n\x06GetJob\x12\x1d.ohmygpu.api.v1.GetJobRequest\x1a\x13.ohmygpu.api.v1.Job\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/jobs/{id}\x12_\n\x08ListJobs\x12\x1f.ohmygpu.api.v1.ListJobsRequest\x1a .ohmygpu.api.v1.ListJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12\x63\n\tCancelJob\x12 .ohmygpu.api.v1.CancelJobRequest\x1a\x13.ohmygpu.api.v1.Job\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/jobs/{id}:cancel:\x01*\x12_\n\x08WatchJob\x12\x1f.ohmygpu.api.v1.WatchJobRequest\x1a\x13.ohmygpu.api.v1.Job\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/jobs/{id}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ohmygpu/api/v1/jobs.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n\x0c\x46ileProgress\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x11\n\tcompleted\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\"\xae\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.ohmygpu.api.v1.JobState\x12\r\n\x05model\x18\x04 \x01(\t\x12+\n\x05\x66iles\x18\x05 \x03(\x0b\x32\x1c.ohmygpu.api.v1.FileProgress\x12\x17\n\x0f\x63ompleted_bytes\x18\x06 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x07 \x01(\x04\x12\x1d\n\x15rate_bytes_per_second\x18\x08 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\t \x01(\x01\x12\r\n\x05\x65rror\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64ownloaded_bytes\x18\r \x01(\x04\x12\x0f\n\x07message\x18\x0e \x01(\t\x12,\n\x05train\x18\x0f \x01(\x0b\x32\x1d.ohmygpu.api.v1.TrainProgress\"\xa5\x01\n\rTrainProgress\x12\x0c\n\x04\x62\x61se\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\x13\n\x0btotal_steps\x18\x03 \x01(\r\x12\x0c\n\x04loss\x18\x04 \x01(\x02\x12\x12\n\nfirst_loss\x18\x05 \x01(\x02\x12\x17\n\x0f\x63heckpoint_step\x18\x06 \x01(\r\x12\x19\n\x11resumed_from_step\x18\x07 \x01(\r\x12\r\n\x05\x65poch\x18\x08 \x01(\x02\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x11\n\x0fListJobsRequest\"5\n\x10ListJobsResponse\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.ohmygpu.api.v1.Job\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t*\x95\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x12\n\x0eJOB_STATE_DONE\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x88\x03\n\nJobService\x12S\n\x06GetJob\x12\x1d.ohmygpu.api.v1.GetJobRequest\x1a\x13.ohmygpu.api.v1.Job\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/jobs/{id}\x12_\n\x08ListJobs\x12\x1f.ohmygpu.api.v1.ListJobsRequest\x1a .ohmygpu.api.v1.ListJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12\x63\n\tCancelJob\x12 .ohmygpu.api.v1.CancelJobRequest\x1a\x13.ohmygpu.api.v1.Job\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/jobs/{id}:cancel:\x01*\x12_\n\x08WatchJob\x12\x1f.ohmygpu.api.v1.WatchJobRequest\x1a\x13.ohmygpu.api.v1.Job\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/jobs/{id}:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,22 +41,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBSERVICE'].methods_by_name['CancelJob']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/jobs/{id}:cancel:\001*'
   _globals['_JOBSERVICE'].methods_by_name['WatchJob']._loaded_options = None
   _globals['_JOBSERVICE'].methods_by_name['WatchJob']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/jobs/{id}:watch'
-  _globals['_JOBSTATE']._serialized_start=761
-  _globals['_JOBSTATE']._serialized_end=910
+  _globals['_JOBSTATE']._serialized_start=975
+  _globals['_JOBSTATE']._serialized_end=1124
   _globals['_FILEPROGRESS']._serialized_start=108
   _globals['_FILEPROGRESS']._serialized_end=205
   _globals['_JOB']._serialized_start=208
-  _globals['_JOB']._serialized_end=592
-  _globals['_GETJOBREQUEST']._serialized_start=594
-  _globals['_GETJOBREQUEST']._serialized_end=621
-  _globals['_LISTJOBSREQUEST']._serialized_start=623
-  _globals['_LISTJOBSREQUEST']._serialized_end=640
-  _globals['_LISTJOBSRESPONSE']._serialized_start=642
-  _globals['_LISTJOBSRESPONSE']._serialized_end=695
-  _globals['_CANCELJOBREQUEST']._serialized_start=697
-  _globals['_CANCELJOBREQUEST']._serialized_end=727
-  _globals['_WATCHJOBREQUEST']._serialized_start=729
-  _globals['_WATCHJOBREQUEST']._serialized_end=758
-  _globals['_JOBSERVICE']._serialized_start=913
-  _globals['_JOBSERVICE']._serialized_end=1305
+  _globals['_JOB']._serialized_end=638
+  _globals['_TRAINPROGRESS']._serialized_start=641
+  _globals['_TRAINPROGRESS']._serialized_end=806
+  _globals['_GETJOBREQUEST']._serialized_start=808
+  _globals['_GETJOBREQUEST']._serialized_end=835
+  _globals['_LISTJOBSREQUEST']._serialized_start=837
+  _globals['_LISTJOBSREQUEST']._serialized_end=854
+  _globals['_LISTJOBSRESPONSE']._serialized_start=856
+  _globals['_LISTJOBSRESPONSE']._serialized_end=909
+  _globals['_CANCELJOBREQUEST']._serialized_start=911
+  _globals['_CANCELJOBREQUEST']._serialized_end=941
+  _globals['_WATCHJOBREQUEST']._serialized_start=943
+  _globals['_WATCHJOBREQUEST']._serialized_end=972
+  _globals['_JOBSERVICE']._serialized_start=1127
+  _globals['_JOBSERVICE']._serialized_end=1519
 # @@protoc_insertion_point(module_scope)

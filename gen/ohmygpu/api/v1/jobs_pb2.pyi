@@ -41,7 +41,7 @@ class FileProgress(_message.Message):
     def __init__(self, filename: _Optional[str] = ..., completed: _Optional[int] = ..., total: _Optional[int] = ..., sha256: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "state", "model", "files", "completed_bytes", "total_bytes", "rate_bytes_per_second", "eta_seconds", "error", "created_at", "updated_at", "downloaded_bytes", "message")
+    __slots__ = ("id", "kind", "state", "model", "files", "completed_bytes", "total_bytes", "rate_bytes_per_second", "eta_seconds", "error", "created_at", "updated_at", "downloaded_bytes", "message", "train")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class Job(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     DOWNLOADED_BYTES_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     state: JobState
@@ -70,7 +71,28 @@ class Job(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     downloaded_bytes: int
     message: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., model: _Optional[str] = ..., files: _Optional[_Iterable[_Union[FileProgress, _Mapping]]] = ..., completed_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., rate_bytes_per_second: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., downloaded_bytes: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    train: TrainProgress
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., model: _Optional[str] = ..., files: _Optional[_Iterable[_Union[FileProgress, _Mapping]]] = ..., completed_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., rate_bytes_per_second: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., downloaded_bytes: _Optional[int] = ..., message: _Optional[str] = ..., train: _Optional[_Union[TrainProgress, _Mapping]] = ...) -> None: ...
+
+class TrainProgress(_message.Message):
+    __slots__ = ("base", "step", "total_steps", "loss", "first_loss", "checkpoint_step", "resumed_from_step", "epoch")
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_LOSS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_STEP_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    base: str
+    step: int
+    total_steps: int
+    loss: float
+    first_loss: float
+    checkpoint_step: int
+    resumed_from_step: int
+    epoch: float
+    def __init__(self, base: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., first_loss: _Optional[float] = ..., checkpoint_step: _Optional[int] = ..., resumed_from_step: _Optional[int] = ..., epoch: _Optional[float] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("id",)

@@ -25,6 +25,9 @@ class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_KIND_EMBEDDING: _ClassVar[ModelKind]
     MODEL_KIND_WHISPER: _ClassVar[ModelKind]
     MODEL_KIND_IMAGE: _ClassVar[ModelKind]
+    MODEL_KIND_TTS: _ClassVar[ModelKind]
+    MODEL_KIND_RERANKER: _ClassVar[ModelKind]
+    MODEL_KIND_ADAPTER: _ClassVar[ModelKind]
 
 class ArtifactFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -33,6 +36,7 @@ class ArtifactFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ARTIFACT_FORMAT_SAFETENSORS: _ClassVar[ArtifactFormat]
     ARTIFACT_FORMAT_CT2: _ClassVar[ArtifactFormat]
     ARTIFACT_FORMAT_OTHER: _ClassVar[ArtifactFormat]
+    ARTIFACT_FORMAT_ONNX: _ClassVar[ArtifactFormat]
 PROVIDER_UNSPECIFIED: Provider
 PROVIDER_HF: Provider
 PROVIDER_LOCAL: Provider
@@ -43,11 +47,15 @@ MODEL_KIND_LLM: ModelKind
 MODEL_KIND_EMBEDDING: ModelKind
 MODEL_KIND_WHISPER: ModelKind
 MODEL_KIND_IMAGE: ModelKind
+MODEL_KIND_TTS: ModelKind
+MODEL_KIND_RERANKER: ModelKind
+MODEL_KIND_ADAPTER: ModelKind
 ARTIFACT_FORMAT_UNSPECIFIED: ArtifactFormat
 ARTIFACT_FORMAT_GGUF: ArtifactFormat
 ARTIFACT_FORMAT_SAFETENSORS: ArtifactFormat
 ARTIFACT_FORMAT_CT2: ArtifactFormat
 ARTIFACT_FORMAT_OTHER: ArtifactFormat
+ARTIFACT_FORMAT_ONNX: ArtifactFormat
 
 class ModelRef(_message.Message):
     __slots__ = ("provider", "repo", "kind")
@@ -114,7 +122,7 @@ class GgufInfo(_message.Message):
     def __init__(self, architecture: _Optional[str] = ..., name: _Optional[str] = ..., parameter_count: _Optional[int] = ..., quantization: _Optional[str] = ..., context_length: _Optional[int] = ..., embedding_length: _Optional[int] = ..., block_count: _Optional[int] = ..., chat_template: _Optional[str] = ..., gguf_version: _Optional[int] = ..., head_count: _Optional[int] = ..., head_count_kv: _Optional[int] = ..., tensor_data_bytes: _Optional[int] = ..., vocab_size: _Optional[int] = ...) -> None: ...
 
 class InstallRecord(_message.Message):
-    __slots__ = ("name", "ref", "revision", "artifacts", "kind", "format", "size_bytes", "gguf", "created_at", "last_used_at", "diffusion", "derived")
+    __slots__ = ("name", "ref", "revision", "artifacts", "kind", "format", "size_bytes", "gguf", "created_at", "last_used_at", "diffusion", "derived", "transformers", "speech", "adapter")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +135,9 @@ class InstallRecord(_message.Message):
     LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
     DIFFUSION_FIELD_NUMBER: _ClassVar[int]
     DERIVED_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORMERS_FIELD_NUMBER: _ClassVar[int]
+    SPEECH_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
     name: str
     ref: ModelRef
     revision: Revision
@@ -139,7 +150,78 @@ class InstallRecord(_message.Message):
     last_used_at: _timestamp_pb2.Timestamp
     diffusion: DiffusionInfo
     derived: DerivedModel
-    def __init__(self, name: _Optional[str] = ..., ref: _Optional[_Union[ModelRef, _Mapping]] = ..., revision: _Optional[_Union[Revision, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., format: _Optional[_Union[ArtifactFormat, str]] = ..., size_bytes: _Optional[int] = ..., gguf: _Optional[_Union[GgufInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., diffusion: _Optional[_Union[DiffusionInfo, _Mapping]] = ..., derived: _Optional[_Union[DerivedModel, _Mapping]] = ...) -> None: ...
+    transformers: TransformersInfo
+    speech: SpeechInfo
+    adapter: AdapterInfo
+    def __init__(self, name: _Optional[str] = ..., ref: _Optional[_Union[ModelRef, _Mapping]] = ..., revision: _Optional[_Union[Revision, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., format: _Optional[_Union[ArtifactFormat, str]] = ..., size_bytes: _Optional[int] = ..., gguf: _Optional[_Union[GgufInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., diffusion: _Optional[_Union[DiffusionInfo, _Mapping]] = ..., derived: _Optional[_Union[DerivedModel, _Mapping]] = ..., transformers: _Optional[_Union[TransformersInfo, _Mapping]] = ..., speech: _Optional[_Union[SpeechInfo, _Mapping]] = ..., adapter: _Optional[_Union[AdapterInfo, _Mapping]] = ...) -> None: ...
+
+class TransformersInfo(_message.Message):
+    __slots__ = ("architecture", "model_type", "parameter_count", "weight_bytes", "dtype", "context_length", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "chat_template", "sentence_transformers", "pooling", "normalize", "embedding_dimensions")
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    NUM_HEADS_FIELD_NUMBER: _ClassVar[int]
+    NUM_KV_HEADS_FIELD_NUMBER: _ClassVar[int]
+    CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    SENTENCE_TRANSFORMERS_FIELD_NUMBER: _ClassVar[int]
+    POOLING_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    architecture: str
+    model_type: str
+    parameter_count: int
+    weight_bytes: int
+    dtype: str
+    context_length: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    chat_template: str
+    sentence_transformers: bool
+    pooling: str
+    normalize: bool
+    embedding_dimensions: int
+    def __init__(self, architecture: _Optional[str] = ..., model_type: _Optional[str] = ..., parameter_count: _Optional[int] = ..., weight_bytes: _Optional[int] = ..., dtype: _Optional[str] = ..., context_length: _Optional[int] = ..., hidden_size: _Optional[int] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., num_kv_heads: _Optional[int] = ..., chat_template: _Optional[str] = ..., sentence_transformers: _Optional[bool] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., embedding_dimensions: _Optional[int] = ...) -> None: ...
+
+class SpeechInfo(_message.Message):
+    __slots__ = ("engine", "voices", "sample_rate", "language")
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    VOICES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    engine: str
+    voices: _containers.RepeatedScalarFieldContainer[str]
+    sample_rate: int
+    language: str
+    def __init__(self, engine: _Optional[str] = ..., voices: _Optional[_Iterable[str]] = ..., sample_rate: _Optional[int] = ..., language: _Optional[str] = ...) -> None: ...
+
+class AdapterInfo(_message.Message):
+    __slots__ = ("base", "method", "rank", "alpha", "target_modules", "job_id", "final_loss", "steps", "gguf_adapter")
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FINAL_LOSS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GGUF_ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    base: str
+    method: str
+    rank: int
+    alpha: float
+    target_modules: _containers.RepeatedScalarFieldContainer[str]
+    job_id: str
+    final_loss: float
+    steps: int
+    gguf_adapter: str
+    def __init__(self, base: _Optional[str] = ..., method: _Optional[str] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., job_id: _Optional[str] = ..., final_loss: _Optional[float] = ..., steps: _Optional[int] = ..., gguf_adapter: _Optional[str] = ...) -> None: ...
 
 class DerivedModel(_message.Message):
     __slots__ = ("base", "system", "template", "messages", "params", "context_length", "license")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eohmygpu/events/v1/events.proto\x12\x11ohmygpu.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\":\n\x08Progress\x12\x11\n\tcompleted\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x0c\n\x04unit\x18\x03 \x01(\t\"\xd4\x02\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x04kind\x18\x03 \x01(\x0e\x32\x1c.ohmygpu.events.v1.EventKind\x12\'\n\x05level\x18\x04 \x01(\x0e\x32\x18.ohmygpu.events.v1.Level\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12-\n\x08progress\x18\x07 \x01(\x0b\x32\x1b.ohmygpu.events.v1.Progress\x12<\n\nattributes\x18\x08 \x03(\x0b\x32(.ohmygpu.events.v1.Event.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x9c\x02\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_KIND_DOWNLOAD\x10\x01\x12\x13\n\x0f\x45VENT_KIND_LOAD\x10\x02\x12\x15\n\x11\x45VENT_KIND_UNLOAD\x10\x03\x12\x12\n\x0e\x45VENT_KIND_RUN\x10\x04\x12\x12\n\x0e\x45VENT_KIND_LOG\x10\x05\x12\x14\n\x10\x45VENT_KIND_CRASH\x10\x06\x12\x14\n\x10\x45VENT_KIND_ERROR\x10\x07\x12\x14\n\x10\x45VENT_KIND_ALERT\x10\x08\x12\x14\n\x10\x45VENT_KIND_QUEUE\x10\t\x12\x19\n\x15\x45VENT_KIND_GENERATION\x10\n\x12\x13\n\x0f\x45VENT_KIND_NODE\x10\x0b*c\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLEVEL_DEBUG\x10\x01\x12\x0e\n\nLEVEL_INFO\x10\x02\x12\x11\n\rLEVEL_WARNING\x10\x03\x12\x0f\n\x0bLEVEL_ERROR\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eohmygpu/events/v1/events.proto\x12\x11ohmygpu.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\":\n\x08Progress\x12\x11\n\tcompleted\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x0c\n\x04unit\x18\x03 \x01(\t\"\xd4\x02\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x04kind\x18\x03 \x01(\x0e\x32\x1c.ohmygpu.events.v1.EventKind\x12\'\n\x05level\x18\x04 \x01(\x0e\x32\x18.ohmygpu.events.v1.Level\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12-\n\x08progress\x18\x07 \x01(\x0b\x32\x1b.ohmygpu.events.v1.Progress\x12<\n\nattributes\x18\x08 \x03(\x0b\x32(.ohmygpu.events.v1.Event.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xb2\x02\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_KIND_DOWNLOAD\x10\x01\x12\x13\n\x0f\x45VENT_KIND_LOAD\x10\x02\x12\x15\n\x11\x45VENT_KIND_UNLOAD\x10\x03\x12\x12\n\x0e\x45VENT_KIND_RUN\x10\x04\x12\x12\n\x0e\x45VENT_KIND_LOG\x10\x05\x12\x14\n\x10\x45VENT_KIND_CRASH\x10\x06\x12\x14\n\x10\x45VENT_KIND_ERROR\x10\x07\x12\x14\n\x10\x45VENT_KIND_ALERT\x10\x08\x12\x14\n\x10\x45VENT_KIND_QUEUE\x10\t\x12\x19\n\x15\x45VENT_KIND_GENERATION\x10\n\x12\x13\n\x0f\x45VENT_KIND_NODE\x10\x0b\x12\x14\n\x10\x45VENT_KIND_TRAIN\x10\x0c*c\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLEVEL_DEBUG\x10\x01\x12\x0e\n\nLEVEL_INFO\x10\x02\x12\x11\n\rLEVEL_WARNING\x10\x03\x12\x0f\n\x0bLEVEL_ERROR\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_EVENT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_EVENTKIND']._serialized_start=490
-  _globals['_EVENTKIND']._serialized_end=774
-  _globals['_LEVEL']._serialized_start=776
-  _globals['_LEVEL']._serialized_end=875
+  _globals['_EVENTKIND']._serialized_end=796
+  _globals['_LEVEL']._serialized_start=798
+  _globals['_LEVEL']._serialized_end=897
   _globals['_PROGRESS']._serialized_start=86
   _globals['_PROGRESS']._serialized_end=144
   _globals['_EVENT']._serialized_start=147

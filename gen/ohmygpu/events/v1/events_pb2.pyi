@@ -24,6 +24,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_QUEUE: _ClassVar[EventKind]
     EVENT_KIND_GENERATION: _ClassVar[EventKind]
     EVENT_KIND_NODE: _ClassVar[EventKind]
+    EVENT_KIND_TRAIN: _ClassVar[EventKind]
 
 class Level(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -44,6 +45,7 @@ EVENT_KIND_ALERT: EventKind
 EVENT_KIND_QUEUE: EventKind
 EVENT_KIND_GENERATION: EventKind
 EVENT_KIND_NODE: EventKind
+EVENT_KIND_TRAIN: EventKind
 LEVEL_UNSPECIFIED: Level
 LEVEL_DEBUG: Level
 LEVEL_INFO: Level

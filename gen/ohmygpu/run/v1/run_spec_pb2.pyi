@@ -17,12 +17,18 @@ class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODE_EMBEDDINGS: _ClassVar[Mode]
     MODE_TRANSCRIPTION: _ClassVar[Mode]
     MODE_IMAGE: _ClassVar[Mode]
+    MODE_SPEECH: _ClassVar[Mode]
+    MODE_RERANK: _ClassVar[Mode]
+    MODE_TRAINING: _ClassVar[Mode]
 MODE_UNSPECIFIED: Mode
 MODE_CHAT: Mode
 MODE_COMPLETION: Mode
 MODE_EMBEDDINGS: Mode
 MODE_TRANSCRIPTION: Mode
 MODE_IMAGE: Mode
+MODE_SPEECH: Mode
+MODE_RERANK: Mode
+MODE_TRAINING: Mode
 
 class Resources(_message.Message):
     __slots__ = ("device", "vram_budget_mb", "max_concurrency", "cpu_threads", "gpu_layers", "context_length", "node", "node_labels")

@@ -39,6 +39,16 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_TOOL_CALLS: _ClassVar[FinishReason]
     FINISH_REASON_CANCELLED: _ClassVar[FinishReason]
+
+class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AUDIO_ENCODING_UNSPECIFIED: _ClassVar[AudioEncoding]
+    AUDIO_ENCODING_MP3: _ClassVar[AudioEncoding]
+    AUDIO_ENCODING_OPUS: _ClassVar[AudioEncoding]
+    AUDIO_ENCODING_AAC: _ClassVar[AudioEncoding]
+    AUDIO_ENCODING_FLAC: _ClassVar[AudioEncoding]
+    AUDIO_ENCODING_WAV: _ClassVar[AudioEncoding]
+    AUDIO_ENCODING_PCM: _ClassVar[AudioEncoding]
 WORKER_STATE_UNSPECIFIED: WorkerState
 WORKER_STATE_IDLE: WorkerState
 WORKER_STATE_LOADING: WorkerState
@@ -58,6 +68,13 @@ FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_TOOL_CALLS: FinishReason
 FINISH_REASON_CANCELLED: FinishReason
+AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
+AUDIO_ENCODING_MP3: AudioEncoding
+AUDIO_ENCODING_OPUS: AudioEncoding
+AUDIO_ENCODING_AAC: AudioEncoding
+AUDIO_ENCODING_FLAC: AudioEncoding
+AUDIO_ENCODING_WAV: AudioEncoding
+AUDIO_ENCODING_PCM: AudioEncoding
 
 class GetCapabilitiesRequest(_message.Message):
     __slots__ = ()
@@ -84,12 +101,14 @@ class GetCapabilitiesResponse(_message.Message):
     def __init__(self, runtime: _Optional[str] = ..., version: _Optional[str] = ..., modes: _Optional[_Iterable[_Union[_run_spec_pb2.Mode, str]]] = ..., formats: _Optional[_Iterable[_Union[_assets_pb2.ArtifactFormat, str]]] = ..., structured_output: _Optional[bool] = ..., tool_calls: _Optional[bool] = ..., gpu: _Optional[bool] = ..., http_base_url: _Optional[str] = ...) -> None: ...
 
 class LoadRequest(_message.Message):
-    __slots__ = ("spec", "model")
+    __slots__ = ("spec", "model", "base")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
     spec: _run_spec_pb2.RunSpec
     model: _assets_pb2.InstallRecord
-    def __init__(self, spec: _Optional[_Union[_run_spec_pb2.RunSpec, _Mapping]] = ..., model: _Optional[_Union[_assets_pb2.InstallRecord, _Mapping]] = ...) -> None: ...
+    base: _assets_pb2.InstallRecord
+    def __init__(self, spec: _Optional[_Union[_run_spec_pb2.RunSpec, _Mapping]] = ..., model: _Optional[_Union[_assets_pb2.InstallRecord, _Mapping]] = ..., base: _Optional[_Union[_assets_pb2.InstallRecord, _Mapping]] = ...) -> None: ...
 
 class LoadResponse(_message.Message):
     __slots__ = ("progress", "stage", "done", "memory_bytes")
@@ -546,3 +565,153 @@ class GenerateImageResponse(_message.Message):
     progress: ImageProgress
     image: GeneratedImage
     def __init__(self, progress: _Optional[_Union[ImageProgress, _Mapping]] = ..., image: _Optional[_Union[GeneratedImage, _Mapping]] = ...) -> None: ...
+
+class SpeakRequest(_message.Message):
+    __slots__ = ("model", "input", "voice", "encoding", "speed", "language", "keep_alive")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    VOICE_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    SPEED_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    input: str
+    voice: str
+    encoding: AudioEncoding
+    speed: float
+    language: str
+    keep_alive: str
+    def __init__(self, model: _Optional[str] = ..., input: _Optional[str] = ..., voice: _Optional[str] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., speed: _Optional[float] = ..., language: _Optional[str] = ..., keep_alive: _Optional[str] = ...) -> None: ...
+
+class SpeakResponse(_message.Message):
+    __slots__ = ("audio", "sample_rate", "content_type", "seconds", "done", "characters")
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    audio: bytes
+    sample_rate: int
+    content_type: str
+    seconds: float
+    done: bool
+    characters: int
+    def __init__(self, audio: _Optional[bytes] = ..., sample_rate: _Optional[int] = ..., content_type: _Optional[str] = ..., seconds: _Optional[float] = ..., done: _Optional[bool] = ..., characters: _Optional[int] = ...) -> None: ...
+
+class ListVoicesRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class Voice(_message.Message):
+    __slots__ = ("id", "language", "gender", "model")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    GENDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    language: str
+    gender: str
+    model: str
+    def __init__(self, id: _Optional[str] = ..., language: _Optional[str] = ..., gender: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ListVoicesResponse(_message.Message):
+    __slots__ = ("voices",)
+    VOICES_FIELD_NUMBER: _ClassVar[int]
+    voices: _containers.RepeatedCompositeFieldContainer[Voice]
+    def __init__(self, voices: _Optional[_Iterable[_Union[Voice, _Mapping]]] = ...) -> None: ...
+
+class RerankRequest(_message.Message):
+    __slots__ = ("model", "query", "documents", "top_n", "keep_alive")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TOP_N_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    query: str
+    documents: _containers.RepeatedScalarFieldContainer[str]
+    top_n: int
+    keep_alive: str
+    def __init__(self, model: _Optional[str] = ..., query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., keep_alive: _Optional[str] = ...) -> None: ...
+
+class RerankResult(_message.Message):
+    __slots__ = ("index", "relevance_score")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RELEVANCE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    relevance_score: float
+    def __init__(self, index: _Optional[int] = ..., relevance_score: _Optional[float] = ...) -> None: ...
+
+class RerankResponse(_message.Message):
+    __slots__ = ("results", "usage")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RerankResult]
+    usage: Usage
+    def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+
+class TrainOptions(_message.Message):
+    __slots__ = ("epochs", "max_steps", "learning_rate", "batch_size", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "max_length", "seed", "checkpoint_every")
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LORA_RANK_FIELD_NUMBER: _ClassVar[int]
+    LORA_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    LORA_DROPOUT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_EVERY_FIELD_NUMBER: _ClassVar[int]
+    epochs: int
+    max_steps: int
+    learning_rate: float
+    batch_size: int
+    lora_rank: int
+    lora_alpha: float
+    lora_dropout: float
+    target_modules: _containers.RepeatedScalarFieldContainer[str]
+    max_length: int
+    seed: int
+    checkpoint_every: int
+    def __init__(self, epochs: _Optional[int] = ..., max_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., lora_rank: _Optional[int] = ..., lora_alpha: _Optional[float] = ..., lora_dropout: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., seed: _Optional[int] = ..., checkpoint_every: _Optional[int] = ...) -> None: ...
+
+class TrainRequest(_message.Message):
+    __slots__ = ("data_path", "checkpoint_dir", "output_dir", "options", "gguf_adapter")
+    DATA_PATH_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_DIR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    GGUF_ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    data_path: str
+    checkpoint_dir: str
+    output_dir: str
+    options: TrainOptions
+    gguf_adapter: str
+    def __init__(self, data_path: _Optional[str] = ..., checkpoint_dir: _Optional[str] = ..., output_dir: _Optional[str] = ..., options: _Optional[_Union[TrainOptions, _Mapping]] = ..., gguf_adapter: _Optional[str] = ...) -> None: ...
+
+class TrainResponse(_message.Message):
+    __slots__ = ("step", "total_steps", "loss", "learning_rate", "checkpoint_step", "resumed_from_step", "done", "epoch", "stage")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_STEP_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    total_steps: int
+    loss: float
+    learning_rate: float
+    checkpoint_step: int
+    resumed_from_step: int
+    done: bool
+    epoch: float
+    stage: str
+    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., learning_rate: _Optional[float] = ..., checkpoint_step: _Optional[int] = ..., resumed_from_step: _Optional[int] = ..., done: _Optional[bool] = ..., epoch: _Optional[float] = ..., stage: _Optional[str] = ...) -> None: ...

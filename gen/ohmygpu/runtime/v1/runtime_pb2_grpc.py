@@ -95,6 +95,26 @@ class RuntimeStub:
                 request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.GenerateImageRequest.SerializeToString,
                 response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.GenerateImageResponse.FromString,
                 _registered_method=True)
+        self.Speak = channel.unary_stream(
+                '/ohmygpu.runtime.v1.Runtime/Speak',
+                request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.SpeakRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.SpeakResponse.FromString,
+                _registered_method=True)
+        self.ListVoices = channel.unary_unary(
+                '/ohmygpu.runtime.v1.Runtime/ListVoices',
+                request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.ListVoicesRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.ListVoicesResponse.FromString,
+                _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/ohmygpu.runtime.v1.Runtime/Rerank',
+                request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.RerankRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.RerankResponse.FromString,
+                _registered_method=True)
+        self.Train = channel.unary_stream(
+                '/ohmygpu.runtime.v1.Runtime/Train',
+                request_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TrainRequest.SerializeToString,
+                response_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TrainResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServicer:
@@ -186,6 +206,34 @@ class RuntimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Speak(self, request, context):
+        """Text to speech: the audio in the requested encoding, streamed as it is produced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVoices(self, request, context):
+        """The voices a text to speech model offers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rerank(self, request, context):
+        """Scores of documents against a query (a cross-encoder reranker).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Train(self, request, context):
+        """Fine-tunes an adapter on a dataset: progress per step, checkpoints, then the adapter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -248,6 +296,26 @@ def add_RuntimeServicer_to_server(servicer, server):
                     servicer.GenerateImage,
                     request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.GenerateImageRequest.FromString,
                     response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.GenerateImageResponse.SerializeToString,
+            ),
+            'Speak': grpc.unary_stream_rpc_method_handler(
+                    servicer.Speak,
+                    request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.SpeakRequest.FromString,
+                    response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.SpeakResponse.SerializeToString,
+            ),
+            'ListVoices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVoices,
+                    request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.ListVoicesRequest.FromString,
+                    response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.ListVoicesResponse.SerializeToString,
+            ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.RerankRequest.FromString,
+                    response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.RerankResponse.SerializeToString,
+            ),
+            'Train': grpc.unary_stream_rpc_method_handler(
+                    servicer.Train,
+                    request_deserializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TrainRequest.FromString,
+                    response_serializer=ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TrainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -575,6 +643,114 @@ class Runtime:
             '/ohmygpu.runtime.v1.Runtime/GenerateImage',
             ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.GenerateImageRequest.SerializeToString,
             ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.GenerateImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Speak(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ohmygpu.runtime.v1.Runtime/Speak',
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.SpeakRequest.SerializeToString,
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.SpeakResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVoices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.runtime.v1.Runtime/ListVoices',
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.ListVoicesRequest.SerializeToString,
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.ListVoicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohmygpu.runtime.v1.Runtime/Rerank',
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.RerankRequest.SerializeToString,
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Train(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ohmygpu.runtime.v1.Runtime/Train',
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TrainRequest.SerializeToString,
+            ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2.TrainResponse.FromString,
             options,
             channel_credentials,
             insecure,
