@@ -83,3 +83,12 @@ def audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         w.setframerate(16000)
         w.writeframes(b"")
     return files
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct in Hugging Face format (safetensors), made from the GGUF by
+    transformers' GGUF loader (scripts/hf_smollm2.py, ~25 s once) into ~/.cache/ohmygpu/test-models."""
+    from tests.helpers import load_script
+
+    return load_script("hf_smollm2").cached()
