@@ -16,7 +16,7 @@ from typing import Any
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor, json_format, message_factory
-from ohmygpu.core.errors import InvalidArgument, OmgError
+from ohmygpu.core.errors import InvalidArgument, OmgError, Unimplemented
 from ohmygpu.daemon.api import SERVICES
 from ohmygpu.gateway.body import read_json
 from ohmygpu.gateway.context import Gateway
@@ -96,7 +96,9 @@ def _handler(gw: Gateway, service_name: str, method: descriptor.MethodDescriptor
             data.setdefault(key, value)
         data.update(request.path_params)
         message = parse_request(request_cls, data)
-        fn = getattr(gw.api.service(service_name), method.name)
+        fn = getattr(gw.api.service(service_name), method.name, None)
+        if fn is None:  # an RPC of the contract this daemon does not serve yet: as gRPC answers it
+            raise Unimplemented(f"{service_name}.{method.name} is not served by this daemon")
         if not streaming:
             return JSONResponse(to_json(await fn(message)))
         if "text/event-stream" in request.headers.get("accept", ""):
