@@ -20,6 +20,9 @@ from tests.helpers import (
     whisper_dir,
 )
 
+# Failure reports carry a dead daemon's log (tests/daemon_report.py).
+pytest_plugins = ["tests.daemon_report"]
+
 
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
