@@ -17,6 +17,9 @@ function num(id, label, value, attrs = {}) {
   return el("label", {}, label, " ", el("input", { id, type: "number", value, step: "any", ...attrs }));
 }
 
+// Streams in flight, aborted when the view is left (the daemon then stops generating).
+const inFlight = new Set();
+
 function chatPanel(models, ctx) {
   const names = byKind(models, ["MODEL_KIND_LLM"]);
   const transcript = el("div", { id: "chat-log", class: "chat-log", "aria-live": "polite" });
@@ -47,6 +50,7 @@ function chatPanel(models, ctx) {
       temperature: Number(v("chat-temperature")), top_p: Number(v("chat-top-p")), max_tokens: Number(v("chat-max-tokens")) };
     if (v("chat-seed") !== "") body.seed = Number(v("chat-seed"));
     controller = new AbortController();
+    inFlight.add(controller);
     send.disabled = true; stop.disabled = false;
     const started = performance.now();
     let first = 0, pieces = 0, usage = null, finish = "";
@@ -92,6 +96,7 @@ function chatPanel(models, ctx) {
       }
     } finally {
       out.classList.remove("streaming");
+      inFlight.delete(controller);
       controller = null;
       send.disabled = false; stop.disabled = true;
     }
@@ -187,6 +192,7 @@ function imagePanel(models, ctx) {
       height: Number(v("image-height")), steps: Number(v("image-steps")), count: 1 };
     if (v("image-seed") !== "") body.seed = Number(v("image-seed"));
     controller = new AbortController();
+    inFlight.add(controller);
     go.disabled = true; stop.disabled = false;
     bar.value = 0; label.textContent = "starting…";
     try {
@@ -205,6 +211,7 @@ function imagePanel(models, ctx) {
     } catch (e) {
       label.textContent = e.name === "AbortError" ? "stopped" : e.message;
     } finally {
+      inFlight.delete(controller);
       controller = null; go.disabled = false; stop.disabled = true;
     }
   }
@@ -256,5 +263,5 @@ export function mount(root, ctx) {
   }).catch((e) => {
     if (!(e instanceof ApiError && e.status === 401)) body.replaceChildren(el("p", { class: "error" }, e.message));
   });
-  return null;
+  return () => { inFlight.forEach((c) => c.abort()); inFlight.clear(); };
 }
