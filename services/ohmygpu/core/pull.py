@@ -23,6 +23,7 @@ from ohmygpu.core.gguf_check import check_loadable
 from ohmygpu.core.hub import HubClient, RemoteFile, RepoSnapshot
 from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.kinds import classify_files, format_of
+from ohmygpu.core.speech_files import speech_info
 from ohmygpu.core.names import (
     is_main_gguf,
     is_projector,
@@ -231,7 +232,9 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
         record.kind, record.format, main = classify_files(paths)
         if not main:
             raise InvalidArgument(f"{repo_id} has no model weights this version knows (GGUF, a CTranslate2 "
-                                  "model.bin, safetensors)")
+                                  "model.bin, safetensors, a Piper or Kokoro ONNX voice)")
+        if record.kind == assets_pb2.MODEL_KIND_TTS:
+            record.speech.CopyFrom(speech_info(paths))
         for artifact in record.artifacts:  # configs and tokenizers stay OTHER; the weights get the format
             artifact.format = record.format if artifact.filename == main else \
                 assets_pb2.ARTIFACT_FORMAT_OTHER
