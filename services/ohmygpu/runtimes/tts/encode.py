@@ -9,13 +9,15 @@ ends without the total sample count in its header, as any streamed FLAC does; de
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from ohmygpu.core import wav
 from ohmygpu.runtime.v1 import runtime_pb2
+
+log = logging.getLogger("ohmygpu.worker.tts")
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,6 @@ class Encoder:
         if self._container is not None:
             try:
                 self._container.close()
-            except Exception:  # noqa: BLE001 - closing an abandoned stream; nothing to report
-                pass
+            except Exception as e:  # noqa: BLE001 - an abandoned stream's trailer may not be writable
+                log.debug("closing an abandoned encoder: %r", e)
             self._container = None

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from ohmygpu.assets.v1 import assets_pb2
 
 

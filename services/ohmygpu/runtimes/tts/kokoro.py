@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from ohmygpu.core.speech_files import KOKORO_SAMPLE_RATE, kokoro_vocab, voice_language
 from ohmygpu.runtimes.tts import phonemes
 from ohmygpu.runtimes.tts.engine import Engine, onnx_session

@@ -37,10 +37,25 @@ class Unphonemizable(ValueError):
     """Text the phonemizer cannot read (a client error, said in words the client can act on)."""
 
 
+_ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "prof.", "sr.", "jr.", "vs.", "etc.", "e.g.",
+                            "i.e.", "no.", "fig.", "approx."})
+
+
+def _split_sentences(text: str) -> list[str]:
+    pieces, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        words = text[start:m.start()].rsplit(None, 1)
+        if words and words[-1].lower() in _ABBREVIATIONS and "\n" not in m.group():
+            continue  # "Dr. Smith" is one sentence
+        pieces.append(text[start:m.start()])
+        start = m.end()
+    return pieces + [text[start:]]
+
+
 def sentences(text: str) -> list[str]:
     """`text` cut into sentences (the unit audio is streamed in), none over MAX_SENTENCE_CHARS."""
     out: list[str] = []
-    for piece in _SENTENCE_END.split(_CONTROL.sub(" ", text)):
+    for piece in _split_sentences(_CONTROL.sub(" ", text)):
         piece = piece.strip()
         while len(piece) > MAX_SENTENCE_CHARS:
             head = piece[:MAX_SENTENCE_CHARS]

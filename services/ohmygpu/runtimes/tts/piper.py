@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from ohmygpu.core.speech_files import piper_voice_names, read_json
 from ohmygpu.runtimes.tts import phonemes
 from ohmygpu.runtimes.tts.engine import Engine, onnx_session
