@@ -86,9 +86,15 @@ def test_a_kokoro_folder_with_a_broken_voices_file_is_refused(tmp_path: Path) ->
         find_speech({p.name: p for p in tmp_path.iterdir()})
 
 
-def test_an_onnx_alone_is_not_speech(tmp_path: Path) -> None:
+def test_an_onnx_alone_or_with_another_models_config_is_not_speech(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"x")
     assert find_speech({"model.onnx": tmp_path / "model.onnx"}) is None
+    kokoro_files(tmp_path)
+    (tmp_path / "vocab.json").unlink()
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    assert find_speech({p.name: p for p in tmp_path.iterdir()}) is None
+    (tmp_path / "config.json").write_text(json.dumps({"vocab": {"a": 1}}))  # kokoro-onnx's config.json
+    assert find_speech({p.name: p for p in tmp_path.iterdir()})[1].engine == "kokoro"
 
 
 def test_the_store_registers_voices_and_refuses_an_onnx_without_config(tmp_path: Path) -> None:

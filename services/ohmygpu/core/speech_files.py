@@ -115,7 +115,13 @@ def find_speech(files: dict[str, Path]) -> tuple[str, assets_pb2.SpeechInfo] | N
         if name + ".json" in files:
             return name, piper_info(files[name + ".json"])
     voices = sorted(n for n in files if _is_voices_file(n))
-    vocab = next((n for n in sorted(files) if n.rsplit("/", 1)[-1] in ("vocab.json", "config.json")), "")
+    vocab = next((n for n in sorted(files) if n.rsplit("/", 1)[-1] == "vocab.json"), "")
+    if not vocab:
+        # kokoro-onnx's config.json holds the vocabulary; another model's config.json (an ONNX
+        # export of a transformers model) does not, and is not a Kokoro model.
+        config = next((n for n in sorted(files) if n.rsplit("/", 1)[-1] == "config.json"), "")
+        if config and voices and "vocab" in read_json(files[config]):
+            vocab = config
     if voices and vocab:
         main = next((n for n in onnx if "kokoro" in n.lower()), onnx[0])
         return main, kokoro_info(files[voices[0]], files[vocab])
