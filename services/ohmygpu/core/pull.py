@@ -32,6 +32,7 @@ from ohmygpu.core.names import (
     quant_of,
 )
 from ohmygpu.core.safetensors_header import read_header
+from ohmygpu.core.speech_files import speech_info
 from ohmygpu.core.store import ModelStore, gguf_info, kind_of
 
 log = logging.getLogger("ohmygpu.pull")
@@ -242,7 +243,9 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
         record.kind, record.format, main = classify_files(paths)
         if not main:
             raise InvalidArgument(f"{repo_id} has no model weights this version knows (GGUF, a CTranslate2 "
-                                  "model.bin, safetensors)")
+                                  "model.bin, safetensors, a Piper or Kokoro ONNX voice)")
+        if record.kind == assets_pb2.MODEL_KIND_TTS:
+            record.speech.CopyFrom(speech_info(paths))
         if record.kind == assets_pb2.MODEL_KIND_UNSPECIFIED and main.lower().endswith(".safetensors"):
             # No config.json names an architecture: a single-file diffusion checkpoint, by its tensors.
             info = diffusion_info(read_header(paths[main]))

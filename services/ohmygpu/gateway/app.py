@@ -33,6 +33,7 @@ from ohmygpu.gateway.console import CONSOLE_PATHS, console_routes
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.embeddings import EmbeddingRoutes
 from ohmygpu.gateway.images import ImageRoutes
+from ohmygpu.gateway.speech import SpeechRoutes
 from ohmygpu.gateway.errors import error_response
 from ohmygpu.gateway.http_metrics import HttpMetricsMiddleware
 from ohmygpu.gateway.management import management_routes
@@ -161,7 +162,7 @@ def build_app(settings: Settings, api: DaemonAPI) -> ASGIApp:
     routes = [Route("/", _root, methods=["GET", "HEAD"])]
     routes += OpenAIRoutes(gw).routes() + OllamaRoutes(gw).routes() + management_routes(gw)
     routes += EmbeddingRoutes(gw).routes() + AudioRoutes(gw).routes() + ImageRoutes(gw).routes()
-    routes += A1111Routes(gw).routes()
+    routes += SpeechRoutes(gw).routes() + A1111Routes(gw).routes()
     routes += AnthropicRoutes(gw).routes() + ResponsesRoutes(gw).routes()
     routes += OperationsRoutes(gw).routes() + console_routes()
     # Management routes come from the http rules of the services' methods: the admin ones are
