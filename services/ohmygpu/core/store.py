@@ -31,6 +31,7 @@ from ohmygpu.core.index_db import open_index, timestamp
 from ohmygpu.core.diffusion import diffusion_info
 from ohmygpu.core.kinds import classify_files, format_of
 from ohmygpu.core.safetensors_header import read_header
+from ohmygpu.core.transformers_info import fill_record, module_files
 from ohmygpu.core.names import (
     default_name_for,
     parse_model_name,
@@ -258,6 +259,9 @@ class ModelStore:
         record = assets_pb2.InstallRecord(
             ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)),
             kind=kind, format=fmt)
+        fill_record(record, path, files)  # a transformers folder: its kind and TransformersInfo
+        if record.HasField("transformers"):
+            files.update(module_files(path))  # sentence-transformers modules' subfolders (1_Pooling/)
         # The main file first (where people look for it); model_digest finds it by format.
         for fname in [main] + [n for n in files if n != main]:
             p = files[fname]

@@ -20,7 +20,7 @@ def check_messages(request: runtime_pb2.ChatRequest) -> None:
 
 
 class Inference:
-    """Chat, Complete, CountTokens, Embed, Transcribe, GenerateImage."""
+    """Chat, Complete, CountTokens, Embed, Rerank, Transcribe, GenerateImage."""
 
     def __init__(self, settings: Settings, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
@@ -41,6 +41,9 @@ class Inference:
 
     async def Embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
         return await self.orchestrator.embed(request)
+
+    async def Rerank(self, request: runtime_pb2.RerankRequest) -> runtime_pb2.RerankResponse:
+        return await self.orchestrator.rerank(request)
 
     async def GenerateImage(self, request: runtime_pb2.GenerateImageRequest,
                             ) -> AsyncIterator[runtime_pb2.GenerateImageResponse]:
