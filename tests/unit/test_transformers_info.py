@@ -138,7 +138,7 @@ def test_capabilities_and_refusals_of_transformers_models(tmp_path: Path) -> Non
                                    transformers=assets_pb2.TransformersInfo(architecture="BertModel"))
     assert capabilities.capabilities(emb) == ["embedding"]
     rr = assets_pb2.InstallRecord(kind=assets_pb2.MODEL_KIND_RERANKER, format=assets_pb2.ARTIFACT_FORMAT_SAFETENSORS,
-                                  transformers=assets_pb2.TransformersInfo(architecture="BertForSequenceClassification"))
+                                  transformers=assets_pb2.TransformersInfo(architecture="BertForSequence"))
     assert capabilities.capabilities(rr) == []
     assert capabilities.refusal(llm) is None
     message, param = capabilities.refusal(llm, tools=True)

@@ -23,7 +23,6 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -213,7 +212,8 @@ class TransformersRuntime(BaseRuntime):
         callers of the worker itself: never silently ignored."""
         if request.response_format.type not in (runtime_pb2.RESPONSE_FORMAT_TYPE_UNSPECIFIED,
                                                 runtime_pb2.RESPONSE_FORMAT_TYPE_TEXT):
-            raise InvalidArgument("the transformers runtime does not support a response format", param="response_format")
+            raise InvalidArgument("the transformers runtime does not support a response format",
+                                  param="response_format")
         if request.logprobs:
             raise InvalidArgument("the transformers runtime does not support log probabilities", param="logprobs")
         if isinstance(request, runtime_pb2.ChatRequest):
@@ -315,7 +315,8 @@ class TransformersRuntime(BaseRuntime):
         except Exception as e:  # noqa: BLE001 - torch can fail in many ways; the log has it, the answer says so
             await _internal(context, e)
 
-    async def Complete(self, request: runtime_pb2.CompleteRequest, context) -> AsyncIterator[runtime_pb2.CompleteResponse]:
+    async def Complete(self, request: runtime_pb2.CompleteRequest,
+                       context) -> AsyncIterator[runtime_pb2.CompleteResponse]:
         try:
             self._refuse_unsupported(request)
             async for item in self._generate(self._complete_prompt, request, context):
@@ -357,7 +358,8 @@ class TransformersRuntime(BaseRuntime):
                     self.in_flight -= 1
             dims = request.dimensions
             if dims and dims > len(vectors[0]):
-                raise InvalidArgument(f"dimensions must be at most {len(vectors[0])} for this model", param="dimensions")
+                raise InvalidArgument(f"dimensions must be at most {len(vectors[0])} for this model",
+                                      param="dimensions")
         except OmgError as e:
             await _abort(context, e)
         out = runtime_pb2.EmbedResponse(usage=runtime_pb2.Usage(prompt_tokens=tokens),
