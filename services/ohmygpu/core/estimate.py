@@ -31,7 +31,7 @@ _UNKNOWN_CONTEXT = 4096  # a GGUF that does not say its trained window
 def context_window(record: assets_pb2.InstallRecord, requested: int) -> int:
     """The context a model loads with: `requested` (0: auto, the model's trained window up to
     AUTO_CONTEXT_CAP), never more than the model's own. The worker and this estimate both use it."""
-    trained = record.gguf.context_length
+    trained = record.gguf.context_length or record.transformers.context_length
     if requested <= 0:
         return min(trained, AUTO_CONTEXT_CAP) if trained else _UNKNOWN_CONTEXT
     return min(requested, trained) if trained else requested
@@ -50,6 +50,8 @@ def estimate(record: assets_pb2.InstallRecord, *, context_length: int, parallel:
     and `parallel` sequences, loaded for `mode` (embeddings: llama.cpp's batch is the whole context)."""
     if record.kind == assets_pb2.MODEL_KIND_IMAGE:
         return _estimate_image(record)
+    if record.HasField("transformers"):
+        return _estimate_transformers(record, context_length, parallel, mode)
     if record.format != assets_pb2.ARTIFACT_FORMAT_GGUF:
         return _estimate_other(record)
     g = record.gguf
@@ -93,3 +95,35 @@ def _estimate_other(record: assets_pb2.InstallRecord) -> MemoryEstimate:
     # them smaller), no KV cache worth counting at whisper's 448-token decoder.
     weights = _main_weights(record)
     return MemoryEstimate(weights=weights, kv_cache=0, overhead=_CT2_OVERHEAD)
+
+
+_TORCH_BASE = 320 << 20  # interpreter, torch, transformers and tokenizers imported (measured ~300 MiB)
+_LOGITS = 64 << 20  # sampling's working copies of the logits
+ENCODER_MAX_TOKENS = 2048  # tokens an encoder input is cut to (the worker uses the same bound)
+_ENCODER_BATCH = 32  # inputs an embedding or rerank call runs at once (runtimes/hf/worker.py)
+
+
+def _estimate_transformers(record: assets_pb2.InstallRecord, context_length: int, parallel: int,
+                           mode: int) -> MemoryEstimate:
+    """A transformers model, from its safetensors headers (core/transformers_info.py): the
+    weights as stored (the worker loads them in their own dtype), a KV cache of the context for
+    a generative model (the worker generates one sequence at a time, in the weights' dtype), and
+    activations: the logits of a prompt chunk, or an encoder batch's hidden states."""
+    t = record.transformers
+    weights = t.weight_bytes or _main_weights(record)
+    width = 4 if t.dtype == "F32" else 2
+    if record.kind in (assets_pb2.MODEL_KIND_EMBEDDING, assets_pb2.MODEL_KIND_RERANKER) \
+            or mode in (run_spec_pb2.MODE_EMBEDDINGS, run_spec_pb2.MODE_RERANK):
+        n_ctx = min(t.context_length or 512, ENCODER_MAX_TOKENS)
+        # Attention scores of one layer (heads x n x n) and a few hidden-state copies per input.
+        per_input = n_ctx * n_ctx * max(1, t.num_heads) * 4 + n_ctx * max(1, t.hidden_size) * 4 * 8
+        return MemoryEstimate(weights=weights, kv_cache=0, overhead=_TORCH_BASE + per_input * _ENCODER_BATCH // 4)
+    n_ctx = context_window(record, context_length)
+    head_dim = t.hidden_size // t.num_heads if t.num_heads else 0
+    kv = 2 * t.num_layers * n_ctx * (t.num_kv_heads or t.num_heads) * head_dim * width
+    if not kv:
+        kv = weights // 10
+    # The worker keeps the logits of the last position only (a large vocabulary's: ~1 MiB), and
+    # evaluates a prompt in one pass: its hidden states and MLP activations per token.
+    overhead = _TORCH_BASE + _LOGITS + t.hidden_size * 4 * n_ctx * 12
+    return MemoryEstimate(weights=weights, kv_cache=kv, overhead=overhead)

@@ -24,6 +24,7 @@ from ohmygpu.core.gguf_check import check_loadable
 from ohmygpu.core.hub import HubClient, RemoteFile, RepoSnapshot
 from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.kinds import classify_files, format_of
+from ohmygpu.core.transformers_info import fill_record
 from ohmygpu.core.names import (
     is_main_gguf,
     is_projector,
@@ -255,6 +256,8 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
         for artifact in record.artifacts:  # configs and tokenizers stay OTHER; the weights get the format
             artifact.format = record.format if artifact.filename == main else \
                 assets_pb2.ARTIFACT_FORMAT_OTHER
+        if "config.json" in paths:  # a transformers model: its kind and TransformersInfo
+            fill_record(record, paths["config.json"].parent, paths)
     record.ref.kind = record.kind
     store.put(record)
     return record

@@ -32,6 +32,7 @@ from ohmygpu.core.diffusion import diffusion_info
 from ohmygpu.core.kinds import classify_files, format_of
 from ohmygpu.core.speech_files import speech_info
 from ohmygpu.core.safetensors_header import read_header
+from ohmygpu.core.transformers_info import fill_record, module_files
 from ohmygpu.core.names import (
     default_name_for,
     parse_model_name,
@@ -272,6 +273,9 @@ class ModelStore:
             kind=kind, format=fmt)
         if kind == assets_pb2.MODEL_KIND_TTS:
             record.speech.CopyFrom(speech_info(files))
+        fill_record(record, path, files)  # a transformers folder: its kind and TransformersInfo
+        if record.HasField("transformers"):
+            files.update(module_files(path))  # sentence-transformers modules' subfolders (1_Pooling/)
         # The main file first (where people look for it); model_digest finds it by format.
         for fname in [main] + [n for n in files if n != main]:
             p = files[fname]

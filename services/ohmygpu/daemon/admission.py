@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import access, sampling
-from ohmygpu.core.capabilities import chat_template, template_thinks
+from ohmygpu.core.capabilities import chat_template, refusal, template_thinks
 from ohmygpu.core.durations import parse_keep_alive
 from ohmygpu.core.errors import InvalidArgument, PermissionDenied, ServerBusy
 from ohmygpu.core.settings import Settings
@@ -24,6 +24,8 @@ from ohmygpu.daemon.supervisor import Worker
 from ohmygpu.events.v1 import events_pb2
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
+
+MAX_RERANK_DOCUMENTS = 1000  # Cohere's own limit per request
 
 
 def check_sampling(params: run_spec_pb2.SamplingParams, settings: Settings) -> None:
@@ -45,6 +47,32 @@ def check_thinking(request: runtime_pb2.ChatRequest, record: assets_pb2.InstallR
     if request.HasField("think") and request.think and not template_thinks(chat_template(record)):
         raise InvalidArgument(f"'think' was asked for, and '{record.name}' does not support thinking (its "
                               "chat template has no reasoning block)", param="think")
+
+
+def check_features(request: runtime_pb2.ChatRequest | runtime_pb2.CompleteRequest,
+                   record: assets_pb2.InstallRecord) -> None:
+    """Refuse, before any queue, what the runtime serving `record` cannot honour (tools or a
+    response format for the transformers runtime: core/capabilities.refusal), naming it."""
+    chat = isinstance(request, runtime_pb2.ChatRequest)
+    fmt = request.response_format.type not in (runtime_pb2.RESPONSE_FORMAT_TYPE_UNSPECIFIED,
+                                               runtime_pb2.RESPONSE_FORMAT_TYPE_TEXT)
+    tools = chat and bool(request.tools) and request.tool_choice.mode != runtime_pb2.TOOL_CHOICE_MODE_NONE
+    refused = refusal(record, tools=tools, response_format=fmt, logprobs=request.logprobs,
+                      think=chat and request.HasField("think") and request.think)
+    if refused is not None:
+        raise InvalidArgument(refused[0], param=refused[1])
+
+
+def check_rerank(request: runtime_pb2.RerankRequest) -> None:
+    if not request.query:
+        raise InvalidArgument("query must not be empty", param="query")
+    if not request.documents:
+        raise InvalidArgument("documents must not be empty", param="documents")
+    if len(request.documents) > MAX_RERANK_DOCUMENTS:
+        raise InvalidArgument(f"documents holds {len(request.documents)} entries; at most {MAX_RERANK_DOCUMENTS}",
+                              param="documents")
+    if any(not d for d in request.documents):
+        raise InvalidArgument("documents must not contain empty strings", param="documents")
 
 
 def check_embed(request: runtime_pb2.EmbedRequest) -> None:

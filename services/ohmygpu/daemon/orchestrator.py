@@ -388,6 +388,7 @@ class Orchestrator:
         record = await asyncio.to_thread(self.store.get, request.model)
         if request.HasField("think") and request.think:
             admission.check_thinking(request, record)
+        admission.check_features(request, record)
         request = self._with_defaults(request, record)
         async for message in self._stream(request.model, run_spec_pb2.MODE_CHAT,
                                           lambda w: w.stub.Chat(request), request.keep_alive,
@@ -399,6 +400,7 @@ class Orchestrator:
         admission.check_sampling(request.params, self.settings)
         sampling.check_logprobs(request.logprobs, request.top_logprobs)
         record = await asyncio.to_thread(self.store.get, request.model)
+        admission.check_features(request, record)
         request = self._with_defaults(request, record)
         async for message in self._stream(request.model, run_spec_pb2.MODE_COMPLETION,
                                           lambda w: w.stub.Complete(request), request.keep_alive,
@@ -426,6 +428,16 @@ class Orchestrator:
                                            request=request):
             return response
         raise WorkerFailed(f"worker for '{request.model}' gave no embeddings", model=request.model)
+
+    async def rerank(self, request: runtime_pb2.RerankRequest) -> runtime_pb2.RerankResponse:
+        """Score documents against a query with a reranker; raises InvalidArgument (no query or
+        documents, a model that is not a reranker), ModelNotFound, WorkerFailed, ..."""
+        admission.check_rerank(request)
+        async for response in self._stream(request.model, run_spec_pb2.MODE_RERANK,
+                                           lambda w: w.stub.Rerank(request), request.keep_alive,
+                                           request=request):
+            return response
+        raise WorkerFailed(f"worker for '{request.model}' gave no scores", model=request.model)
 
     async def generate_image(self, request: runtime_pb2.GenerateImageRequest,
                              ) -> AsyncIterator[runtime_pb2.GenerateImageResponse]:

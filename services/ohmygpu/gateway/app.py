@@ -39,6 +39,7 @@ from ohmygpu.gateway.http_metrics import HttpMetricsMiddleware
 from ohmygpu.gateway.management import management_routes
 from ohmygpu.gateway.ollama import OllamaRoutes
 from ohmygpu.gateway.openai import OpenAIRoutes
+from ohmygpu.gateway.rerank import RerankRoutes
 from ohmygpu.gateway.responses import ResponsesRoutes
 from ohmygpu.gateway.operations import (
     METRICS_PATH,
@@ -162,7 +163,7 @@ def build_app(settings: Settings, api: DaemonAPI) -> ASGIApp:
     routes = [Route("/", _root, methods=["GET", "HEAD"])]
     routes += OpenAIRoutes(gw).routes() + OllamaRoutes(gw).routes() + management_routes(gw)
     routes += EmbeddingRoutes(gw).routes() + AudioRoutes(gw).routes() + ImageRoutes(gw).routes()
-    routes += SpeechRoutes(gw).routes() + A1111Routes(gw).routes()
+    routes += SpeechRoutes(gw).routes() + RerankRoutes(gw).routes() + A1111Routes(gw).routes()
     routes += AnthropicRoutes(gw).routes() + ResponsesRoutes(gw).routes()
     routes += OperationsRoutes(gw).routes() + console_routes()
     # Management routes come from the http rules of the services' methods: the admin ones are

@@ -117,6 +117,9 @@ class DaemonAPI:
     async def embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
         return await self._orchestrator.embed(request)
 
+    async def rerank(self, request: runtime_pb2.RerankRequest) -> runtime_pb2.RerankResponse:
+        return await self._orchestrator.rerank(request)
+
     def generate_image(self, request: runtime_pb2.GenerateImageRequest,
                        ) -> AsyncIterator[runtime_pb2.GenerateImageResponse]:
         return self._orchestrator.generate_image(request)

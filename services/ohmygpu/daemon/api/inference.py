@@ -22,7 +22,7 @@ def check_messages(request: runtime_pb2.ChatRequest) -> None:
 
 
 class Inference:
-    """Chat, Complete, CountTokens, Embed, Transcribe, Speak, ListVoices, GenerateImage."""
+    """Chat, Complete, CountTokens, Embed, Rerank, Transcribe, Speak, ListVoices, GenerateImage."""
 
     def __init__(self, settings: Settings, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
@@ -43,6 +43,9 @@ class Inference:
 
     async def Embed(self, request: runtime_pb2.EmbedRequest) -> runtime_pb2.EmbedResponse:
         return await self.orchestrator.embed(request)
+
+    async def Rerank(self, request: runtime_pb2.RerankRequest) -> runtime_pb2.RerankResponse:
+        return await self.orchestrator.rerank(request)
 
     async def GenerateImage(self, request: runtime_pb2.GenerateImageRequest,
                             ) -> AsyncIterator[runtime_pb2.GenerateImageResponse]:

@@ -117,7 +117,8 @@ class Models:
         return models_pb2.EstimateModelResponse(
             weights_bytes=est.weights, kv_cache_bytes=est.kv_cache, overhead_bytes=est.overhead,
             total_bytes=est.total,
-            context_length=context_window(record, context) if record.HasField("gguf") else 0)
+            context_length=context_window(record, context) if record.HasField("gguf") or (
+                record.HasField("transformers") and record.kind == assets_pb2.MODEL_KIND_LLM) else 0)
 
     async def AddModel(self, request: models_pb2.AddModelRequest) -> assets_pb2.InstallRecord:
         return await asyncio.to_thread(self.store.add_local, Path(request.path),

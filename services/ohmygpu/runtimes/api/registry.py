@@ -71,6 +71,17 @@ RUNTIMES: dict[str, RuntimeEntry] = {
         formats=(assets_pb2.ARTIFACT_FORMAT_ONNX,),
         kinds=(assets_pb2.MODEL_KIND_TTS,),
     ),
+    # Hugging Face format folders (config.json + safetensors): chat, embeddings, reranking, and
+    # PEFT LoRA adapters over a base (LoadRequest.base). After sdcpp, which takes image checkpoints.
+    "transformers": RuntimeEntry(
+        name="transformers",
+        worker_module="ohmygpu.runtimes.hf.worker",
+        extra="transformers",
+        library="transformers",
+        formats=(assets_pb2.ARTIFACT_FORMAT_SAFETENSORS,),
+        kinds=(assets_pb2.MODEL_KIND_LLM, assets_pb2.MODEL_KIND_EMBEDDING, assets_pb2.MODEL_KIND_RERANKER,
+               assets_pb2.MODEL_KIND_ADAPTER),
+    ),
 }
 
 
