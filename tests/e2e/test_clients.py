@@ -64,3 +64,21 @@ def test_typescript_client(served: DaemonProc) -> None:
                        timeout=180)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     assert "fail 0" in r.stdout and "pass 5" in r.stdout, r.stdout[-3000:]
+
+
+def test_go_generated_code_is_current(tmp_path: Path) -> None:
+    _need(GO / "generate.sh", "clients/go")
+    if shutil.which("go") is None:
+        pytest.fail("go is not installed: scripts/setup.sh installs golang-go and Debian's grpc/protobuf for Go")
+    r = subprocess.run(["bash", "generate.sh", str(tmp_path)], cwd=GO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    stale = _same_tree(tmp_path / "gen", GO / "gen")
+    assert not stale, f"clients/go/gen is stale (run clients/go/generate.sh): {stale}"
+
+
+def test_go_client(served: DaemonProc) -> None:
+    if shutil.which("go") is None:
+        pytest.fail("go is not installed: scripts/setup.sh installs golang-go and Debian's grpc/protobuf for Go")
+    r = subprocess.run(["bash", "test.sh"], cwd=GO, env=_env(served), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
+    assert r.stdout.count("--- PASS") == 5 and "--- SKIP" not in r.stdout, r.stdout[-3000:]
