@@ -8,14 +8,17 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+import socket
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.hub_daemon import PULL_REPO, hub_daemon
-from tests.helpers import DaemonProc
+from tests.helpers import DaemonProc, new_daemon, terminate
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,3 +85,52 @@ def test_go_client(served: DaemonProc) -> None:
     r = subprocess.run(["bash", "test.sh"], cwd=GO, env=_env(served), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     assert r.stdout.count("--- PASS") == 5 and "--- SKIP" not in r.stdout, r.stdout[-3000:]
+
+
+def _self_signed(tmp: Path) -> Path:
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert
+
+
+def test_clients_over_tls_with_a_token(tmp_path: Path, gguf_path: Path) -> None:
+    """grpcs:// in OMG_HOST, the daemon's CA in OMG_TLS_CA, OMG_TOKEN: both clients list models
+    and get NOT_FOUND through a daemon that refuses calls without the token."""
+    cert = _self_signed(tmp_path)
+    d = new_daemon(tmp_path, token="s3cret", extra_env={
+        "OMG_TLS_CERT": str(cert), "OMG_TLS_KEY": str(tmp_path / "key.pem")})
+    d.home.mkdir(parents=True)
+    d.proc = subprocess.Popen([sys.executable, "-m", "ohmygpu.cli.main", "serve"], env=d.env,
+                              stdout=subprocess.DEVNULL, stderr=open(d.home / "serve.log", "wb"))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert d.proc.poll() is None and time.monotonic() < deadline, (d.home / "serve.log").read_text()[-2000:]
+            try:
+                socket.create_connection(("127.0.0.1", d.grpc_port), timeout=0.2).close()
+                socket.create_connection(("127.0.0.1", d.http_port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        remote = {"OMG_HOST": f"grpcs://localhost:{d.grpc_port}", "OMG_TLS_CA": str(cert), "OMG_TOKEN": "s3cret"}
+        added = subprocess.run([sys.executable, "-m", "ohmygpu.cli.main", "model", "add", str(gguf_path),
+                                "--name", "smollm2"], env={**d.env, **remote}, capture_output=True, text=True,
+                               timeout=60)
+        assert added.returncode == 0, added.stderr
+        env = {**_env(d), **remote}
+        r = subprocess.run(f"{TS}/node_modules/.bin/tsc -p . && node --test --test-name-pattern='list models|unknown'"
+                           " dist/test/", shell=True, cwd=TS, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "pass 2" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+        if shutil.which("go") is not None:
+            r = subprocess.run(["bash", "test.sh", "-run", "TestListModels|TestUnknownModel"], cwd=GO, env=env,
+                               capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0 and r.stdout.count("--- PASS") == 2, r.stdout[-3000:] + r.stderr[-2000:]
+        # Without the token, the same client is refused with a status saying so.
+        env["OMG_TOKEN"] = ""
+        r = subprocess.run("node --test --test-name-pattern='list models' dist/test/", shell=True, cwd=TS, env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "OMG_TOKEN" in r.stdout, r.stdout[-2000:]
+    finally:
+        terminate(d.proc)
