@@ -127,7 +127,7 @@ def _operation(verb: str, path: str) -> dict[str, Any]:
     params = _PARAM.findall(path)
     if params:
         op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                            for p, in ((p,) for p in params)]
+                            for p in params]
     if body is not None:
         op["requestBody"] = {"required": True, "content": {media: {"schema": body}}}
     ok: dict[str, Any] = {"description": "OK"}
