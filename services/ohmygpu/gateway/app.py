@@ -39,6 +39,7 @@ from ohmygpu.gateway.http_metrics import HttpMetricsMiddleware
 from ohmygpu.gateway.management import management_routes
 from ohmygpu.gateway.ollama import OllamaRoutes
 from ohmygpu.gateway.openai import OpenAIRoutes
+from ohmygpu.gateway.openapi import openapi_route
 from ohmygpu.gateway.rerank import RerankRoutes
 from ohmygpu.gateway.responses import ResponsesRoutes
 from ohmygpu.gateway.operations import (
@@ -166,6 +167,7 @@ def build_app(settings: Settings, api: DaemonAPI) -> ASGIApp:
     routes += SpeechRoutes(gw).routes() + RerankRoutes(gw).routes() + A1111Routes(gw).routes()
     routes += AnthropicRoutes(gw).routes() + ResponsesRoutes(gw).routes()
     routes += OperationsRoutes(gw).routes() + console_routes()
+    routes.append(openapi_route(routes))  # GET /openapi.json: the document of all of the above
     # Management routes come from the http rules of the services' methods: the admin ones are
     # the routes of access.ADMIN_METHODS (route names are "Service.Method"), and /metrics.
     admin_routes = [(verb, route.path_regex) for route in routes if isinstance(route, Route)

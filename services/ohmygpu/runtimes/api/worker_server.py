@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
+from ohmygpu.runtimes.api.standard_services import StandardServices
 
 log = logging.getLogger("ohmygpu.worker")
 _PR_SET_PDEATHSIG = 1
@@ -168,8 +169,11 @@ async def serve(servicer: runtime_pb2_grpc.RuntimeServicer, socket_path: str, pa
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
                                       ("grpc.max_send_message_length", 64 << 20)])
     runtime_pb2_grpc.add_RuntimeServicer_to_server(servicer, server)
+    # Reflection and grpc.health.v1 too: `grpcurl -unix` and grpc_health_probe work on a worker.
+    standard = StandardServices(server, [runtime_pb2.DESCRIPTOR.services_by_name["Runtime"].full_name])
     server.add_insecure_port(f"unix://{socket_path}")
     await server.start()
+    await standard.serving()
     log.info("worker pid %d serving on %s", os.getpid(), socket_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -179,6 +183,7 @@ async def serve(servicer: runtime_pb2_grpc.RuntimeServicer, socket_path: str, pa
     await stop.wait()
     for w in watchers:
         w.cancel()
+    await standard.shutting_down()
     await server.stop(grace=1.0)
     Path(socket_path).unlink(missing_ok=True)
 
