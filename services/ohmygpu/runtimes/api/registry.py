@@ -63,6 +63,15 @@ RUNTIMES: dict[str, RuntimeEntry] = {
         formats=(assets_pb2.ARTIFACT_FORMAT_SAFETENSORS, assets_pb2.ARTIFACT_FORMAT_GGUF),
         kinds=(assets_pb2.MODEL_KIND_IMAGE,),
     ),
+    # Trains LoRA adapters (training jobs, daemon/training.py); serves no model, so no kind.
+    "trainer": RuntimeEntry(
+        name="trainer",
+        worker_module="ohmygpu.runtimes.trainer.worker",
+        extra="train",
+        library="peft",
+        formats=(assets_pb2.ARTIFACT_FORMAT_SAFETENSORS,),
+        kinds=(),
+    ),
 }
 
 
