@@ -35,6 +35,7 @@ ADMIN_METHODS = frozenset({
     "ohmygpu.api.v1.RunService.StopRun",
     "ohmygpu.api.v1.SystemService.Shutdown",
     "ohmygpu.api.v1.SystemService.UnloadModel",
+    "ohmygpu.api.v1.TrainService.CreateTrainJob",
 })
 # Ollama's management endpoints (method, path).
 OLLAMA_ADMIN = frozenset({("POST", "/api/pull"), ("DELETE", "/api/delete"), ("POST", "/api/copy"),
