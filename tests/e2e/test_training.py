@@ -77,6 +77,20 @@ def test_bad_data_is_refused_before_any_job(trainer_daemon: DaemonProc, tmp_path
     assert r.status_code == 400 and "gguf_base" in r.text
     assert json.loads(d.omg("job", "list", "--json").stdout).get("jobs", []) == []
 
+    # A job cancelled while it trains: cancelled, its trainer gone, no model made.
+    (tmp_path / "good.jsonl").write_text(good)
+    r = d.omg("train", "smollm2-hf", "--data", str(tmp_path / "good.jsonl"), "--out", "dropped", "--steps", "500",
+              "--rank", "2", "--max-length", "32", "--detach")
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip()
+    assert _wait(d, job_id, lambda j: j.get("train", {}).get("step", 0) >= 1)["state"] == "JOB_STATE_RUNNING"
+    r = d.omg("job", "cancel", job_id)
+    assert r.returncode == 0 and "CANCELLED" in r.stdout, r.stderr
+    loaded = json.loads(d.omg("ps", "--json").stdout).get("models", [])
+    assert not [m for m in loaded if m["name"] == "dropped"]
+    assert "dropped" not in d.omg("model", "list").stdout
+    assert not (d.home / "training" / job_id).exists()
+
 
 def test_train_survives_kill_9_and_serves_the_gguf_adapter(trainer_daemon: DaemonProc, tmp_path: Path) -> None:
     d = trainer_daemon

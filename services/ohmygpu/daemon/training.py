@@ -132,6 +132,11 @@ class TrainingJobs:
         if row is not None:
             job.train.ParseFromString(row[0])
 
+    async def _clean(self, key: WorkerKey, job_id: str) -> None:
+        """An ended job's worker stopped (it may still be writing a checkpoint), then its files removed."""
+        await asyncio.shield(self.orchestrator.stop_trainer(key, "training job ended"))
+        await asyncio.to_thread(shutil.rmtree, self.root / job_id, True)
+
     def _persist(self, job_id: str, progress: jobs_pb2.TrainProgress) -> None:
         self._db.execute("INSERT OR REPLACE INTO train_progress(job_id, progress) VALUES (?, ?)",
                          (job_id, progress.SerializeToString()))
@@ -157,14 +162,14 @@ class TrainingJobs:
             self.events.publish(events_pb2.EVENT_KIND_TRAIN, f"trained {record.name}: {progress.step} steps, "
                                 f"loss {progress.first_loss:.3f} -> {progress.loss:.3f}", subject=subject,
                                 completed=progress.step, total=progress.total_steps, unit="steps", state="done")
-            await asyncio.to_thread(shutil.rmtree, self.root / job_id, True)
+            await self._clean(key, job_id)
         except asyncio.CancelledError:
             if not run.cancel.is_set():
                 raise  # the daemon is stopping: the job stays "running" and resumes next start
             self.jobs.set_state(job_id, jobs_pb2.JOB_STATE_CANCELLED, "cancelled")
             self.events.publish(events_pb2.EVENT_KIND_TRAIN, f"training of {request.output} cancelled",
                                 subject=subject, state="cancelled")
-            await asyncio.to_thread(shutil.rmtree, self.root / job_id, True)
+            await self._clean(key, job_id)
         except Exception as e:  # any failure, a bug included, fails the job: never left running
             failure = e if isinstance(e, OmgError) else None
             if failure is None:
