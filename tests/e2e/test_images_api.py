@@ -66,11 +66,11 @@ def test_edits_refuse_what_is_not_an_image(daemon: DaemonProc) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "image", r.text
     r = httpx.post(daemon.http + "/v1/images/edits", data={"model": "fake-sd", "prompt": "a cat"}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["param"] == "image", r.text
-    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
+    png, jpeg = b"\x89PNG\r\n\x1a\n" + b"\0" * 32, b"\xff\xd8\xff" + b"\0" * 32
     r = httpx.post(daemon.http + "/v1/images/edits", data={"model": "fake-sd", "prompt": "a cat"},
-                   files={"image": ("cat.png", io.BytesIO(png), "image/png"), "mask": ("m.png", io.BytesIO(png))},
+                   files={"image": ("cat.png", io.BytesIO(png), "image/png"), "mask": ("m.jpg", io.BytesIO(jpeg))},
                    timeout=30)
-    assert r.status_code == 400 and r.json()["error"]["param"] == "mask", r.text
+    assert r.status_code == 400 and r.json()["error"]["param"] == "mask", r.text  # OpenAI's masks are PNGs
 
 
 def test_native_grpc_refuses_with_invalid_argument(daemon: DaemonProc) -> None:

@@ -594,3 +594,40 @@ def test_top_over_a_slow_remote_link(tmp_path: Path, hub: FakeHub) -> None:
             assert link.stats.connections >= 1 and link.stats.downstream_bytes > 0
     finally:
         d.stop()
+
+
+def test_a_diffusion_repo_pulls_one_checkpoint_not_every_variant(tmp_path: Path) -> None:
+    from tests.unit.test_diffusion_files import SD1, write_safetensors
+
+    full = write_safetensors(tmp_path / "full.safetensors", SD1, shape=(64, 64)).read_bytes()
+    half = write_safetensors(tmp_path / "half.safetensors", SD1, shape=(8, 8)).read_bytes()
+    repo = FakeRepo("test-org/sd-tiny", {
+        "model_index.json": b'{"_class_name": "StableDiffusionPipeline"}', "README.md": b"# sd\n",
+        "sd-tiny.safetensors": full, "sd-tiny-fp16.safetensors": half, "sd-tiny.ckpt": b"PK" + b"\0" * 4096,
+        "unet/diffusion_pytorch_model.safetensors": b"u" * 100_000, "unet/config.json": b"{}",
+        "vae/diffusion_pytorch_model.safetensors": b"v" * 50_000})
+    pipeline_only = FakeRepo("test-org/sd-pipeline", {
+        "model_index.json": b"{}", "unet/diffusion_pytorch_model.safetensors": b"u" * 1000})
+    with FakeHub([repo, pipeline_only]) as hub:
+        d = _daemon(tmp_path, hub).start()
+        try:
+            served = hub.bytes_served
+            job = _wait_job(d, _install(d, "test-org/sd-tiny"))
+            assert job["state"] == "JOB_STATE_DONE", job
+            assert sorted(f["filename"] for f in job["files"]) == ["README.md", "model_index.json",
+                                                                    "sd-tiny-fp16.safetensors"]
+            assert "picked sd-tiny-fp16.safetensors" in job["message"] and "sd-tiny.safetensors" in job["message"]
+            assert hub.bytes_served - served < len(half) + 10_000  # no other variant, no pipeline folder
+            info = json.loads(d.omg("model", "info", "test-org/sd-tiny", "--json").stdout)
+            assert info["kind"] == "MODEL_KIND_IMAGE" and info["diffusion"]["family"] == "sd1"
+            # :TAG names another checkpoint by a word of its name (or its whole name).
+            tagged = _wait_job(d, _install(d, "test-org/sd-tiny:sd-tiny"))
+            assert [f["filename"] for f in tagged["files"] if f["filename"].endswith(".safetensors")] == [
+                "sd-tiny.safetensors"]
+            missing = _wait_job(d, _install(d, "test-org/sd-tiny:q8"))
+            assert missing["state"] == "JOB_STATE_FAILED" and "sd-tiny-fp16.safetensors" in missing["error"]
+            refused = _wait_job(d, _install(d, "test-org/sd-pipeline"))
+            assert refused["state"] == "JOB_STATE_FAILED" and "diffusers pipeline" in refused["error"]
+            assert "test-org/sd-pipeline" not in d.omg("model", "list").stdout
+        finally:
+            d.stop()

@@ -1,5 +1,5 @@
 """`omg gen image "PROMPT" -o out.png`: image generation through the daemon's ImageService, with
-a progress bar per denoising step on a terminal. `--init IMAGE` makes it image to image. Several
+a progress bar per denoising step on a terminal. `--init IMAGE` makes it image to image, `--mask` inpainting. Several
 images (`-n 3`) are written as out.png, out-1.png, out-2.png."""
 
 from __future__ import annotations
@@ -30,13 +30,25 @@ def request_of(args: argparse.Namespace) -> runtime_pb2.GenerateImageRequest:
     if args.cfg_scale is not None:
         req.cfg_scale = args.cfg_scale
     if args.init:
-        try:
-            req.init_image = Path(args.init).expanduser().read_bytes()
-        except OSError as e:
-            raise CliError(f"cannot read {args.init}: {e.strerror}") from None
+        req.init_image = _read(args.init)
         if args.strength is not None:
             req.strength = args.strength
+    if args.mask:
+        if not args.init:
+            raise CliError("--mask (inpainting) needs --init, the image to repaint")
+        req.mask_image = _read(args.mask)
+        if args.invert_mask:
+            req.mask_mode = runtime_pb2.MASK_MODE_INVERTED
+        if args.mask_blur is not None:
+            req.mask_blur = args.mask_blur
     return req
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}") from None
 
 
 def run_image(client: Client, args: argparse.Namespace) -> int:
@@ -108,5 +120,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument("-n", type=int, help="how many images (written as out.png, out-1.png, ...)")
     i.add_argument("--init", help="image to image: the starting image")
     i.add_argument("--strength", type=float, help="image to image: 0 keeps the image, 1 ignores it")
+    i.add_argument("--mask", help="inpainting: an image whose white pixels mark what to repaint in --init")
+    i.add_argument("--invert-mask", action="store_true", help="inpainting: the mask's black pixels are repainted")
+    i.add_argument("--mask-blur", type=int, help="inpainting: blur the mask's edge by this many pixels")
     i.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     i.set_defaults(func=lambda a, s: run_image(Client(s), a))

@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf import json_format
 from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.cli import gen, models, node, speech, train
+from ohmygpu.cli import gen, models, node, say, speech, train, ui
 from ohmygpu.cli.client import EXIT_USAGE, Client, CliError
 from ohmygpu.cli.format import print_json as _json
 from ohmygpu.cli.format import size as _size
@@ -298,9 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     evs.set_defaults(func=cmd_events)
 
     speech.add_parsers(sub)
+    say.add_parsers(sub)
     gen.add_parsers(sub)
     train.add_parsers(sub)
     node.add_parsers(sub)
+    ui.add_parsers(sub)
     se = sub.add_parser("search", help="search the Hugging Face hub: downloads, likes, GGUF quantizations")
     se.add_argument("query", nargs="+")
     se.add_argument("--limit", type=int, default=20)

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from mcp.server.mcpserver import Image, MCPServer
+from mcp.server.mcpserver import Audio, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from ohmygpu.api.v1 import audio_pb2, images_pb2_grpc, jobs_pb2, models_pb2, system_pb2
 from ohmygpu.cli.client import Client, CliError
+from ohmygpu.core import wav
 from ohmygpu.core.enums import enum_name
 from ohmygpu.core.image_size import parse_size
 from ohmygpu.core.kinds import kind_name
@@ -34,7 +35,7 @@ def build_server(settings: Settings) -> MCPServer:
     """The MCP server with its tools (not started)."""
     server = MCPServer("ohmygpu", instructions=(
         "Local AI models served by the ohmygpu daemon (omg): chat with a local LLM, list and pull "
-        "models, transcribe audio files, generate images. Use list_models to see what is installed."))
+        "models, transcribe audio files, generate images, speak text. Use list_models to see what is installed."))
 
     async def daemon(work: Callable[[Client], T]) -> T:
         """Run blocking gRPC work in a thread; daemon errors become tool errors."""
@@ -162,6 +163,26 @@ def build_server(settings: Settings) -> MCPServer:
             raise CliError("the daemon returned no image")
         return Image(data=await daemon(work), format="png")
 
+    @server.tool(description="Speak text aloud with a local text to speech voice (Piper or Kokoro; see "
+                             "list_models, kind tts); returns the audio.")
+    async def speak(
+        text: Annotated[str, Field(description="what to say", min_length=1)],
+        model: Annotated[str | None, Field(description="a speech model; default: the installed one")] = None,
+        voice: Annotated[str | None, Field(description="a voice of the model; default: its first")] = None,
+        format: Annotated[str, Field(pattern="^(wav|mp3)$", description="audio format")] = "wav",
+        speed: Annotated[float | None, Field(ge=0.25, le=4.0, description="speaking rate")] = None,
+    ) -> Audio:
+        request = runtime_pb2.SpeakRequest(
+            model=model or "", input=text, voice=voice or "",
+            encoding=runtime_pb2.AUDIO_ENCODING_WAV if format == "wav" else runtime_pb2.AUDIO_ENCODING_MP3)
+        if speed is not None:
+            request.speed = speed
+
+        def work(c: Client) -> bytes:
+            data = b"".join(m.audio for m in c.iterate(c.stream(c.audio.Speak, request)))
+            return wav.with_sizes(data) if format == "wav" else data  # a whole file, not a stream
+        return Audio(data=await daemon(work), format="wav" if format == "wav" else "mpeg")
+
     # OMG_MCP_TOOLS (or --tools) limits what an MCP client may do, e.g. chat only, no pulls.
     offered = {t.strip() for t in settings.mcp_tools.split(",") if t.strip()}
     unknown = offered - set(TOOLS)
@@ -174,7 +195,7 @@ def build_server(settings: Settings) -> MCPServer:
     return server
 
 
-TOOLS = ("chat", "list_models", "status", "pull_model", "transcribe", "generate_image")
+TOOLS = ("chat", "list_models", "status", "pull_model", "transcribe", "generate_image", "speak")
 
 
 def read_audio_file(path: str, limit: int) -> bytes:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.errors import InvalidModelFile
+from ohmygpu.core.speech_files import find_speech
 
 _MAX_SPEC_NAME = 256
 _MAX_CONFIG = 4 << 20
@@ -97,6 +98,9 @@ def read_architectures(config_json: Path) -> list[str]:
 def classify_files(files: dict[str, Path]) -> tuple[int, int, str]:
     """(kind, main ArtifactFormat, main file name) of a model made of `files` (name in the repo ->
     local path). GGUF models are not handled here (their header decides)."""
+    speech = find_speech(files)  # a Piper voice or a Kokoro folder (core/speech_files.py)
+    if speech is not None:
+        return assets_pb2.MODEL_KIND_TTS, assets_pb2.ARTIFACT_FORMAT_ONNX, speech[0]
     ct2 = next((n for n in files if n.rsplit("/", 1)[-1] == "model.bin"), "")
     if ct2 and any(n.rsplit("/", 1)[-1] == "config.json" for n in files):
         return kind_of_ct2(ct2_spec_name(files[ct2])), assets_pb2.ARTIFACT_FORMAT_CT2, ct2
@@ -115,6 +119,8 @@ def format_of(path: str) -> int:
         return assets_pb2.ARTIFACT_FORMAT_GGUF
     if lower.endswith(".safetensors"):
         return assets_pb2.ARTIFACT_FORMAT_SAFETENSORS
+    if lower.endswith(".onnx"):
+        return assets_pb2.ARTIFACT_FORMAT_ONNX
     if lower.rsplit("/", 1)[-1] == "model.bin":
         return assets_pb2.ARTIFACT_FORMAT_CT2
     return assets_pb2.ARTIFACT_FORMAT_OTHER

@@ -29,8 +29,9 @@ def parse_model_name(value: str) -> str:
 def default_name_for(filename: str) -> str:
     """A model name derived from a file name ("SmolLM2-135M.Q4_1.gguf" -> "smollm2-135m.q4_1")."""
     stem = filename.rsplit("/", 1)[-1]
-    if stem.lower().endswith(".gguf"):
-        stem = stem[: -len(".gguf")]
+    for suffix in (".gguf", ".onnx"):  # a GGUF, or a Piper voice ("en_US-joe-medium.onnx")
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
     cleaned = re.sub(r"[^A-Za-z0-9._\-]", "-", stem).strip("-.").lower()
     return parse_model_name(cleaned or "model")
 

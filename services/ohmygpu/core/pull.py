@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core import hfcache
+from ohmygpu.core import diffusion_files, hfcache
+from ohmygpu.core.diffusion import diffusion_info
 from ohmygpu.core.download import RateLimiter, check_space, fetch
 from ohmygpu.core.errors import InvalidArgument, NotFound
 from ohmygpu.core.gguf import read_model_header
@@ -30,6 +31,8 @@ from ohmygpu.core.names import (
     parse_source,
     quant_of,
 )
+from ohmygpu.core.safetensors_header import read_header
+from ohmygpu.core.speech_files import speech_info
 from ohmygpu.core.store import ModelStore, gguf_info, kind_of
 
 log = logging.getLogger("ohmygpu.pull")
@@ -83,7 +86,8 @@ class PullProgress:
 def select_files(snap: RepoSnapshot, *, quant: str, include: list[str], exclude: list[str],
                  progress: PullProgress | None = None) -> list[RemoteFile]:
     """The files a pull takes. For GGUF repos, one quantization (the asked one, else a sensible
-    default) plus the small non-weight files; raises NotFound naming the choices."""
+    default) plus the small non-weight files; for diffusion repos one single-file checkpoint (the
+    one :TAG names, else the smallest: core/diffusion_files.py); raises NotFound naming the choices."""
     files = list(snap.files)
     if include:
         files = [f for f in files if any(fnmatch.fnmatch(f.path, p) for p in include)]
@@ -115,6 +119,14 @@ def select_files(snap: RepoSnapshot, *, quant: str, include: list[str], exclude:
                 progress.note = note
         weights = {f.path for f in ggufs}
         files = [f for f in files if f.path not in weights or f in quants[choice]]
+    elif not include and diffusion_files.is_diffusion_repo(snap):
+        # One single-file checkpoint, not every variant and the pipeline folders beside it.
+        choice = diffusion_files.choose(snap, quant)
+        if choice.note:
+            log.info("%s: %s", snap.repo_id, choice.note)
+            if progress is not None:
+                progress.note = choice.note
+        files = [f for f in files if f in choice.files]
     elif quant:
         raise NotFound(f"{snap.repo_id} has no GGUF files, so no quantization '{quant}' to pick")
     if not files:
@@ -231,7 +243,15 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
         record.kind, record.format, main = classify_files(paths)
         if not main:
             raise InvalidArgument(f"{repo_id} has no model weights this version knows (GGUF, a CTranslate2 "
-                                  "model.bin, safetensors)")
+                                  "model.bin, safetensors, a Piper or Kokoro ONNX voice)")
+        if record.kind == assets_pb2.MODEL_KIND_TTS:
+            record.speech.CopyFrom(speech_info(paths))
+        if record.kind == assets_pb2.MODEL_KIND_UNSPECIFIED and main.lower().endswith(".safetensors"):
+            # No config.json names an architecture: a single-file diffusion checkpoint, by its tensors.
+            info = diffusion_info(read_header(paths[main]))
+            if info is not None:
+                record.kind = assets_pb2.MODEL_KIND_IMAGE
+                record.diffusion.CopyFrom(info)
         for artifact in record.artifacts:  # configs and tokenizers stay OTHER; the weights get the format
             artifact.format = record.format if artifact.filename == main else \
                 assets_pb2.ARTIFACT_FORMAT_OTHER

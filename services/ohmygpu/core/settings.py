@@ -41,7 +41,7 @@ SETTINGS: tuple[Setting, ...] = (
             "bearer token required by the daemon and sent by clients; required off loopback"),
     Setting("admin_token", "OMG_ADMIN_TOKEN", "", str,
             "when set, management (pull, add, rm, gc, runs, unload, shutdown) needs this token"),
-    Setting("mcp_tools", "OMG_MCP_TOOLS", "chat,list_models,status,pull_model,transcribe,generate_image", str,
+    Setting("mcp_tools", "OMG_MCP_TOOLS", "chat,list_models,status,pull_model,transcribe,generate_image,speak", str,
             "tools `omg mcp` offers (comma-separated)"),
     Setting("host", "OMG_HOST", "", str,
             "daemon clients talk to: host[:port], grpcs://host[:port] for TLS (empty: OMG_GRPC_ADDR)"),
@@ -124,6 +124,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("whisper_beam_size", "OMG_WHISPER_BEAM_SIZE", 5, int, "default beam width for transcription"),
     Setting("default_whisper_model", "OMG_WHISPER_MODEL", "", str,
             "model `omg transcribe` uses without --model (empty: the store's only whisper model)"),
+    Setting("max_speech_chars", "OMG_MAX_SPEECH_CHARS", 4096, int,
+            "most characters of text one speech request may hold (OpenAI's limit is 4096)"),
+    Setting("default_tts_model", "OMG_TTS_MODEL", "", str,
+            "model OpenAI's tts-1 / tts-1-hd / gpt-4o-mini-tts names and `omg say` use (empty: the store's first)"),
     Setting("hf_endpoint", "HF_ENDPOINT", "https://huggingface.co", str,
             "Hugging Face hub to pull from (or a mirror speaking its protocol)"),
     Setting("hf_token", "HF_TOKEN", "", str,
@@ -218,6 +222,8 @@ class Settings:
     whisper_compute_type: str
     whisper_beam_size: int
     default_whisper_model: str
+    max_speech_chars: int
+    default_tts_model: str
     hf_endpoint: str
     hf_token: str
     hf_hub_cache: str

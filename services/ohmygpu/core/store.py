@@ -30,6 +30,7 @@ from ohmygpu.core.gguf_check import check_loadable
 from ohmygpu.core.index_db import open_index, timestamp
 from ohmygpu.core.diffusion import diffusion_info
 from ohmygpu.core.kinds import classify_files, format_of
+from ohmygpu.core.speech_files import speech_info
 from ohmygpu.core.safetensors_header import read_header
 from ohmygpu.core.names import (
     default_name_for,
@@ -183,13 +184,16 @@ class ModelStore:
         shown = path.name or str(path)
         unusable = InvalidModelFile(
             f"cannot register {shown}: not a readable model (the path must be absolute and name "
-            "an existing .gguf file or a model directory such as a faster-whisper one)"
+            "an existing .gguf file, a Piper .onnx voice or a model directory such as a faster-whisper one)"
         )
         if not path.is_absolute():
             raise unusable
         try:
             if path.is_dir():
                 record, digest = self._dir_record(path, progress)
+            elif path.is_file() and path.suffix.lower() == ".onnx":
+                record, digest = self._files_record(path, {path.name: path, path.name + ".json":
+                                                           path.with_name(path.name + ".json")}, progress)
             elif path.is_file() and path.suffix.lower() == ".safetensors":
                 record, digest = self._checkpoint_record(path, progress)
             elif path.is_file():
@@ -262,12 +266,22 @@ class ModelStore:
                  if p.is_file() and not p.name.startswith(".")}
         if len(files) > _MAX_DIR_FILES:
             raise InvalidModelFile(f"{path.name} holds more than {_MAX_DIR_FILES} files")
+        return ModelStore._files_record(path, files, progress)
+
+    @staticmethod
+    def _files_record(path: Path, files: dict[str, Path], progress: Callable[[int], None] | None,
+                      ) -> tuple[assets_pb2.InstallRecord, str]:
+        """The record of a model made of `files` (a directory's, or a Piper voice's .onnx and
+        .onnx.json): its kind and main file from classify_files."""
+        files = {n: p for n, p in files.items() if p.is_file()}
         kind, fmt, main = classify_files(files)
         if not main:
             raise InvalidModelFile(f"{path.name} holds no model weights")
         record = assets_pb2.InstallRecord(
             ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)),
             kind=kind, format=fmt)
+        if kind == assets_pb2.MODEL_KIND_TTS:
+            record.speech.CopyFrom(speech_info(files))
         # The main file first (where people look for it); model_digest finds it by format.
         for fname in [main] + [n for n in files if n != main]:
             p = files[fname]

@@ -87,6 +87,12 @@ def check_image(request: runtime_pb2.GenerateImageRequest, settings: Settings) -
     if len(request.init_image) > settings.max_image_mb << 20:
         raise InvalidArgument(f"the input image is over {settings.max_image_mb} MiB (OMG_MAX_IMAGE_MB)",
                               param="image")
+    if request.mask_image and not request.init_image:
+        raise InvalidArgument("a mask (inpainting) needs the image it applies to", param="mask")
+    if len(request.mask_image) > settings.max_image_mb << 20:
+        raise InvalidArgument(f"the mask is over {settings.max_image_mb} MiB (OMG_MAX_IMAGE_MB)", param="mask")
+    if request.mask_blur > 64:
+        raise InvalidArgument("mask_blur must be from 0 to 64 pixels", param="mask_blur")
 
 
 OPENAI_IMAGE_MODELS = ("dall-e", "gpt-image")  # what image clients send by default

@@ -36,7 +36,7 @@ from ohmygpu.core.errors import (
 from ohmygpu.core.estimate import for_spec
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
-from ohmygpu.daemon import admission
+from ohmygpu.daemon import admission, speech
 from ohmygpu.daemon.admission import KeepAlive, Queues
 from ohmygpu.daemon.devices import Inventory
 from ohmygpu.daemon.events import EventBus
@@ -499,6 +499,17 @@ class Orchestrator:
             request.beam_size = max(1, self.settings.whisper_beam_size)
         async for message in self._stream(request.model, run_spec_pb2.MODE_TRANSCRIPTION,
                                           lambda w: w.stub.Transcribe(request), request.keep_alive, record):
+            yield message
+
+    async def speak(self, request: runtime_pb2.SpeakRequest) -> AsyncIterator[runtime_pb2.SpeakResponse]:
+        """Stream speech for `request.input`; raises InvalidArgument (empty or over-long input,
+        an unknown voice, a model that is not a speech model) before any model loads, ..."""
+        request.model = await asyncio.to_thread(speech.tts_model, request.model, self.settings, self.store)
+        record = await asyncio.to_thread(self.store.get, request.model)
+        check_mode(record, run_spec_pb2.MODE_SPEECH)
+        speech.check_speak(request, record, self.settings)
+        async for message in self._stream(request.model, run_spec_pb2.MODE_SPEECH,
+                                          lambda w: w.stub.Speak(request), request.keep_alive, record, request):
             yield message
 
     def whisper_model(self, name: str) -> str:

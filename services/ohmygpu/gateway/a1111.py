@@ -4,7 +4,8 @@ progress of the running job, translated to the daemon's GenerateImageRequest.
 
 A1111's fields: prompt, negative_prompt, steps, cfg_scale, width, height, seed (-1: random),
 sampler_name, batch_size x n_iter images, denoising_strength and init_images (base64) for
-img2img, override_settings.sd_model_checkpoint to pick the model. The checkpoint picked with
+img2img, mask (base64; white repaints), inpainting_mask_invert and mask_blur for inpainting,
+override_settings.sd_model_checkpoint to pick the model. The checkpoint picked with
 POST /sdapi/v1/options is this daemon's A1111 default until it restarts (then: the first image
 model); errors use A1111's FastAPI shape {"detail": ...} with the HTTP status of the cause.
 """
@@ -27,6 +28,8 @@ from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+A1111_MASK_BLUR = 4  # A1111's default mask_blur
 
 # A1111's sampler names -> stable-diffusion.cpp's (what the runtime takes).
 SAMPLERS = {"Euler a": "euler_a", "Euler": "euler", "Heun": "heun", "DPM2": "dpm2",
@@ -184,8 +187,14 @@ class A1111Routes:
         req.init_image = _b64_image(images[0], "init_images")
         if body.get("denoising_strength") is not None:
             req.strength = float_field(body.get("denoising_strength"), "denoising_strength", 0, 1)
-        if body.get("mask") is not None:
-            raise InvalidArgument("masks (inpainting) are not supported yet", param="mask")
+        if body.get("mask") is not None:  # inpainting: white repaints unless inverted, as in A1111
+            req.mask_image = _b64_image(body["mask"], "mask")
+            invert = body.get("inpainting_mask_invert", 0)
+            if invert not in (0, 1, False, True):
+                raise InvalidArgument("'inpainting_mask_invert' must be 0 or 1", param="inpainting_mask_invert")
+            req.mask_mode = runtime_pb2.MASK_MODE_INVERTED if invert else runtime_pb2.MASK_MODE_UNSPECIFIED
+            blur = body.get("mask_blur")
+            req.mask_blur = A1111_MASK_BLUR if blur is None else int_field(blur, "mask_blur", 0, 64)
         return await self._answer(body, req)
 
     async def _answer(self, body: dict[str, Any], req: runtime_pb2.GenerateImageRequest) -> Response:

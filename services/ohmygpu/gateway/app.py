@@ -7,7 +7,8 @@ one is configured (constant-time; `Authorization: Bearer`, or Anthropic's `x-api
 CORS for configured origins only. A WebSocket upgrade
 (the event stream) gets the same checks, its Origin held to the rule of a state-changing
 request, and its token also taken from the "bearer" subprotocol browsers can set
-(gateway/operations.py). The probes (/livez, /readyz) need no token; /metrics is management.
+(gateway/operations.py). The probes (/livez, /readyz) and the console's static files (/ui/,
+gateway/console/) need no token; /metrics is management.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from ohmygpu.daemon.api import DaemonAPI
 from ohmygpu.gateway.a1111 import A1111Routes
 from ohmygpu.gateway.anthropic import AnthropicRoutes
 from ohmygpu.gateway.audio import AudioRoutes
+from ohmygpu.gateway.console import CONSOLE_PATHS, console_routes
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.embeddings import EmbeddingRoutes
 from ohmygpu.gateway.images import ImageRoutes
+from ohmygpu.gateway.speech import SpeechRoutes
 from ohmygpu.gateway.errors import error_response
 from ohmygpu.gateway.http_metrics import HttpMetricsMiddleware
 from ohmygpu.gateway.management import management_routes
@@ -159,9 +162,9 @@ def build_app(settings: Settings, api: DaemonAPI) -> ASGIApp:
     routes = [Route("/", _root, methods=["GET", "HEAD"])]
     routes += OpenAIRoutes(gw).routes() + OllamaRoutes(gw).routes() + management_routes(gw)
     routes += EmbeddingRoutes(gw).routes() + AudioRoutes(gw).routes() + ImageRoutes(gw).routes()
-    routes += A1111Routes(gw).routes()
+    routes += SpeechRoutes(gw).routes() + A1111Routes(gw).routes()
     routes += AnthropicRoutes(gw).routes() + ResponsesRoutes(gw).routes()
-    routes += OperationsRoutes(gw).routes()
+    routes += OperationsRoutes(gw).routes() + console_routes()
     # Management routes come from the http rules of the services' methods: the admin ones are
     # the routes of access.ADMIN_METHODS (route names are "Service.Method"), and /metrics.
     admin_routes = [(verb, route.path_regex) for route in routes if isinstance(route, Route)
@@ -169,7 +172,7 @@ def build_app(settings: Settings, api: DaemonAPI) -> ASGIApp:
                     for verb in route.methods or ()]
     middleware = [Middleware(HttpMetricsMiddleware, metrics=api.metrics, routes=routes),
                   Middleware(SecurityMiddleware, settings=settings, admin_routes=admin_routes,
-                             open_paths=PROBE_PATHS)]
+                             open_paths=PROBE_PATHS | CONSOLE_PATHS)]
     origins = split_list(settings.cors_origins)
     if origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"],

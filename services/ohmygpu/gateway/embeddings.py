@@ -11,7 +11,7 @@ from typing import Any
 from ohmygpu.core.errors import InvalidArgument
 from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
-from ohmygpu.gateway.ollama import keep_alive, load_or_unload
+from ohmygpu.gateway.ollama import keep_alive, load_or_unload, ollama_name
 from ohmygpu.gateway.ollama_fields import embed_options
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
@@ -77,7 +77,7 @@ class EmbeddingRoutes:
     async def ollama_embed(self, request: Request) -> Response:
         started = time.perf_counter_ns()
         f = Fields(await read_json(request, self.gw.body_limit))
-        model = f.str("model", required=True)
+        model = await ollama_name(self.gw, f.str("model", required=True))
         embed_options(f)
         raw = f.data.get("input")
         inputs = [] if raw is None or raw == [] else text_inputs(raw, "input")
@@ -98,7 +98,7 @@ class EmbeddingRoutes:
     async def ollama_embeddings(self, request: Request) -> Response:
         # The older endpoint: one prompt, a vector that is not normalised (as ollama's is not).
         f = Fields(await read_json(request, self.gw.body_limit))
-        model = f.str("model", required=True)
+        model = await ollama_name(self.gw, f.str("model", required=True))
         embed_options(f)
         prompt = f.str("prompt")
         ka = keep_alive(f.data.get("keep_alive"))

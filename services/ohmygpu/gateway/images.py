@@ -110,16 +110,21 @@ class ImageRoutes:
     async def edits(self, request: Request) -> Response:
         limit = (self.gw.settings.max_image_mb << 20) + (1 << 20)
         async with multipart_form(request, limit, field="image", setting="OMG_MAX_IMAGE_MB") as form:
-            if form.get("mask") is not None:
-                raise InvalidArgument("masks (inpainting) are not supported yet; send the image alone",
-                                      param="mask")
             upload = form_file(form, "image" if form.get("image") is not None else "image[]")
             data = await upload.read()
+            # OpenAI's mask: a PNG whose fully transparent pixels mark the area to repaint.
+            has_mask = form.get("mask") is not None
+            mask = await form_file(form, "mask").read() if has_mask else b""
             req, fmt = self._request(form)
         if not data:
             raise InvalidArgument("the image file is empty", param="image")
         image_kind(data)
         req.init_image = data
+        if has_mask:
+            if not mask.startswith(b"\x89PNG"):
+                raise InvalidArgument("the mask must be a PNG whose fully transparent pixels mark the area to edit",
+                                      param="mask")
+            req.mask_image, req.mask_mode = mask, runtime_pb2.MASK_MODE_TRANSPARENT
         return await self._answer(req, fmt)
 
     async def _answer(self, req: runtime_pb2.GenerateImageRequest, fmt: str) -> Response:

@@ -46,6 +46,21 @@ def keep_alive(value: Any) -> str:
     return f"{value}s" if isinstance(value, (int, float)) else value.strip()
 
 
+async def ollama_name(gw: Gateway, name: str) -> str:
+    """The model an Ollama request names. Ollama's names carry a tag, `latest` when none is
+    given, and its clients add it: Open WebUI asks for "smollm2:latest" of a model listed as
+    "smollm2". Such a name is the untagged model unless a model has the tagged name."""
+    if not name.endswith(":latest"):
+        return name
+    for candidate in (name, name.removesuffix(":latest")):
+        try:
+            await gw.api.get_record(candidate)
+            return candidate
+        except OmgError:
+            continue
+    return name  # not found either way: the error names what was asked for
+
+
 async def load_or_unload(gw: Gateway, model: str, keep_alive: str,
                          mode: int = run_spec_pb2.MODE_UNSPECIFIED) -> str:
     """Ollama's empty request (no messages, no prompt, no input), on every endpoint that has
@@ -148,7 +163,7 @@ class OllamaRoutes:
 
     async def delete(self, request: Request) -> Response:
         f = Fields(await read_json(request, self.gw.body_limit))
-        name = f.str("model") or f.str("name", required=True)
+        name = await ollama_name(self.gw, f.str("model") or f.str("name", required=True))
         await self.gw.api.models.DeleteModel(models_pb2.DeleteModelRequest(name=name))
         return Response(status_code=200)
 
@@ -174,7 +189,7 @@ class OllamaRoutes:
     async def show(self, request: Request) -> Response:
         f = Fields(await read_json(request, self.gw.body_limit))
         fields.check(f, "show")
-        name = f.str("model") or f.str("name", required=True)
+        name = await ollama_name(self.gw, f.str("model") or f.str("name", required=True))
         r = await self.gw.api.get_record(name)
         g = r.gguf
         info = {"general.architecture": g.architecture, "general.name": g.name,
@@ -225,7 +240,7 @@ class OllamaRoutes:
     async def chat(self, request: Request) -> Response:
         f = Fields(await read_json(request, self.gw.body_limit))
         fields.check(f, "chat")
-        model = f.str("model", required=True)
+        model = await ollama_name(self.gw, f.str("model", required=True))
         raw_messages = f.list("messages") or []
         for i, m in enumerate(raw_messages):
             if isinstance(m, dict):  # not an object: chat_messages says so
@@ -322,7 +337,7 @@ class OllamaRoutes:
     async def generate(self, request: Request) -> Response:
         f = Fields(await read_json(request, self.gw.body_limit))
         fields.check(f, "generate")
-        model = f.str("model", required=True)
+        model = await ollama_name(self.gw, f.str("model", required=True))
         prompt = f.str("prompt")
         system = f.str("system")
         raw = f.bool("raw", False)

@@ -40,7 +40,10 @@ HONOURED: dict[str, frozenset[str]] = {
                          "license", "stream"}),
     "copy": frozenset({"source", "destination"}),
     "delete": frozenset({"model", "name"}),
-    "pull": frozenset({"model", "name", "stream"}),
+    # `insecure` lets ollama reach a registry over plain HTTP or with an unverified certificate:
+    # it allows, it never requires, and pulls here stay HTTPS and sha256-verified whatever it
+    # says. Open WebUI sends `insecure: true` with every pull.
+    "pull": frozenset({"model", "name", "stream", "insecure"}),
     "ps": frozenset(),  # GET, no body
 }
 
@@ -67,7 +70,6 @@ REFUSED: dict[str, dict[str, str]] = {
                "modelfile": "text is not read: send its instructions as fields (from, files, system, template, "
                             "parameters, messages), as the ollama client does",
                "path": "is not read: send the Modelfile's instructions as fields, as the ollama client does"},
-    "pull": {"insecure": "is not supported: models come from the Hugging Face hub over HTTPS"},
 }
 
 # Options: the keys honoured (sampling, and the window a request may narrow to) ...

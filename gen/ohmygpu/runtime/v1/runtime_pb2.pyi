@@ -40,6 +40,12 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_TOOL_CALLS: _ClassVar[FinishReason]
     FINISH_REASON_CANCELLED: _ClassVar[FinishReason]
 
+class MaskMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MASK_MODE_UNSPECIFIED: _ClassVar[MaskMode]
+    MASK_MODE_INVERTED: _ClassVar[MaskMode]
+    MASK_MODE_TRANSPARENT: _ClassVar[MaskMode]
+
 class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     AUDIO_ENCODING_UNSPECIFIED: _ClassVar[AudioEncoding]
@@ -68,6 +74,9 @@ FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_TOOL_CALLS: FinishReason
 FINISH_REASON_CANCELLED: FinishReason
+MASK_MODE_UNSPECIFIED: MaskMode
+MASK_MODE_INVERTED: MaskMode
+MASK_MODE_TRANSPARENT: MaskMode
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 AUDIO_ENCODING_MP3: AudioEncoding
 AUDIO_ENCODING_OPUS: AudioEncoding
@@ -499,7 +508,7 @@ class TranscribeResponse(_message.Message):
     def __init__(self, info: _Optional[_Union[TranscriptionInfo, _Mapping]] = ..., segment: _Optional[_Union[Segment, _Mapping]] = ...) -> None: ...
 
 class GenerateImageRequest(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "seed", "sampler", "count", "init_image", "strength", "keep_alive")
+    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "seed", "sampler", "count", "init_image", "strength", "keep_alive", "mask_image", "mask_mode", "mask_blur")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -513,6 +522,9 @@ class GenerateImageRequest(_message.Message):
     INIT_IMAGE_FIELD_NUMBER: _ClassVar[int]
     STRENGTH_FIELD_NUMBER: _ClassVar[int]
     KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    MASK_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    MASK_MODE_FIELD_NUMBER: _ClassVar[int]
+    MASK_BLUR_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -526,7 +538,10 @@ class GenerateImageRequest(_message.Message):
     init_image: bytes
     strength: float
     keep_alive: str
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., cfg_scale: _Optional[float] = ..., seed: _Optional[int] = ..., sampler: _Optional[str] = ..., count: _Optional[int] = ..., init_image: _Optional[bytes] = ..., strength: _Optional[float] = ..., keep_alive: _Optional[str] = ...) -> None: ...
+    mask_image: bytes
+    mask_mode: MaskMode
+    mask_blur: int
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., cfg_scale: _Optional[float] = ..., seed: _Optional[int] = ..., sampler: _Optional[str] = ..., count: _Optional[int] = ..., init_image: _Optional[bytes] = ..., strength: _Optional[float] = ..., keep_alive: _Optional[str] = ..., mask_image: _Optional[bytes] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., mask_blur: _Optional[int] = ...) -> None: ...
 
 class ImageProgress(_message.Message):
     __slots__ = ("step", "steps", "image", "images")

@@ -138,6 +138,13 @@ class DaemonAPI:
                        ) -> AsyncIterator[runtime_pb2.GenerateImageResponse]:
         return self._orchestrator.generate_image(request)
 
+    def speak(self, request: runtime_pb2.SpeakRequest) -> AsyncIterator[runtime_pb2.SpeakResponse]:
+        """Speech for `request.input`, streamed as the worker makes it; raises like the orchestrator's speak."""
+        return self._orchestrator.speak(request)
+
+    async def list_voices(self, model: str = "") -> runtime_pb2.ListVoicesResponse:
+        return await self.inference.ListVoices(runtime_pb2.ListVoicesRequest(model=model))
+
     @contextlib.contextmanager
     def upload(self) -> Iterator[tuple[Path, BinaryIO]]:
         """A private daemon-owned file for an upload, open for writing; removed when the block ends."""

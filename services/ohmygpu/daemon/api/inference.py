@@ -3,12 +3,14 @@ of the daemon API: inference by model name, streamed straight from the worker.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from ohmygpu.api.v1 import audio_pb2
 from ohmygpu.core.errors import InvalidArgument, PayloadTooLarge
 from ohmygpu.core.settings import Settings
 from ohmygpu.daemon.orchestrator import Orchestrator
+from ohmygpu.daemon.speech import list_voices
 from ohmygpu.runtime.v1 import runtime_pb2
 
 
@@ -20,7 +22,7 @@ def check_messages(request: runtime_pb2.ChatRequest) -> None:
 
 
 class Inference:
-    """Chat, Complete, CountTokens, Embed, Transcribe, GenerateImage."""
+    """Chat, Complete, CountTokens, Embed, Transcribe, Speak, ListVoices, GenerateImage."""
 
     def __init__(self, settings: Settings, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
@@ -46,6 +48,13 @@ class Inference:
                             ) -> AsyncIterator[runtime_pb2.GenerateImageResponse]:
         async for message in self.orchestrator.generate_image(request):
             yield message
+
+    async def Speak(self, request: runtime_pb2.SpeakRequest) -> AsyncIterator[runtime_pb2.SpeakResponse]:
+        async for message in self.orchestrator.speak(request):
+            yield message
+
+    async def ListVoices(self, request: runtime_pb2.ListVoicesRequest) -> runtime_pb2.ListVoicesResponse:
+        return await asyncio.to_thread(list_voices, self.orchestrator.store, request.model)
 
     async def Transcribe(self, request: audio_pb2.TranscribeRequest) -> AsyncIterator[runtime_pb2.TranscribeResponse]:
         """The audio comes as bytes and is held in a private file while the worker reads it."""

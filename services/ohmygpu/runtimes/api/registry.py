@@ -65,6 +65,14 @@ RUNTIMES: dict[str, RuntimeEntry] = {
         formats=(assets_pb2.ARTIFACT_FORMAT_SAFETENSORS, assets_pb2.ARTIFACT_FORMAT_GGUF),
         kinds=(assets_pb2.MODEL_KIND_IMAGE,),
     ),
+    "tts": RuntimeEntry(
+        name="tts",
+        worker_module="ohmygpu.runtimes.tts.worker",
+        extra="tts",
+        library="onnxruntime",
+        formats=(assets_pb2.ARTIFACT_FORMAT_ONNX,),
+        kinds=(assets_pb2.MODEL_KIND_TTS,),
+    ),
     # Trains LoRA adapters (training jobs, daemon/training.py); serves no model, so no kind.
     "trainer": RuntimeEntry(
         name="trainer",

@@ -104,6 +104,13 @@ class BaseRuntime(runtime_pb2_grpc.RuntimeServicer):
         await self._refuse(context, "generate images")
         yield runtime_pb2.GenerateImageResponse()  # pragma: no cover
 
+    async def Speak(self, request, context):
+        await self._refuse(context, "speak text")
+        yield runtime_pb2.SpeakResponse()  # pragma: no cover
+
+    async def ListVoices(self, request, context):
+        await self._refuse(context, "have voices")
+
     def status(self, **extra: int) -> runtime_pb2.GetStatusResponse:
         """GetStatus's answer from the shared fields, plus runtime-specific ones."""
         return runtime_pb2.GetStatusResponse(

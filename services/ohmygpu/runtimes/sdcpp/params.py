@@ -15,6 +15,7 @@ from ohmygpu.runtime.v1 import runtime_pb2
 MIN_SIDE, MAX_SIDE = 64, 2048
 NATIVE_SIDE = 512  # SD 1.x; the only family this slice loads by default size
 DEFAULT_STEPS, MAX_STEPS = 20, 500
+MAX_MASK_BLUR = 64  # pixels: a wider blur repaints far outside the mask
 DEFAULT_CFG, MAX_CFG = 7.0, 100.0
 DEFAULT_STRENGTH = 0.75
 MAX_COUNT = 16
@@ -61,6 +62,7 @@ class Plan:
     count: int
     strength: float  # used only with an init image
     has_init_image: bool
+    mask_blur: int | None = None  # inpainting: the mask's blur radius; None: no mask
 
     def seed_of(self, index: int) -> int:
         return self.seed + index
@@ -73,6 +75,8 @@ class Plan:
                   f"Size: {self.width}x{self.height}", f"Model: {model}"]
         if self.has_init_image:
             fields.append(f"Denoising strength: {self.strength:g}")
+        if self.mask_blur is not None:
+            fields.append(f"Mask blur: {self.mask_blur}")
         lines = [self.prompt]
         if self.negative_prompt:
             lines.append(f"Negative prompt: {self.negative_prompt}")
@@ -119,6 +123,8 @@ def plan(request: runtime_pb2.GenerateImageRequest, *, default_sampler: str,
     strength = request.strength if request.HasField("strength") else DEFAULT_STRENGTH
     if not (math.isfinite(strength) and 0 <= strength <= 1):
         raise BadRequest(f"strength must be from 0 to 1 (got {strength:g})")
+    if request.mask_blur > MAX_MASK_BLUR:
+        raise BadRequest(f"mask_blur must be from 0 to {MAX_MASK_BLUR} pixels (got {request.mask_blur})")
     count = request.count or 1
     if count > MAX_COUNT:
         raise BadRequest(f"count must be from 1 to {MAX_COUNT} (got {count})")
@@ -129,4 +135,5 @@ def plan(request: runtime_pb2.GenerateImageRequest, *, default_sampler: str,
     return Plan(prompt=request.prompt, negative_prompt=request.negative_prompt, width=width,
                 height=height, steps=steps, cfg_scale=float(cfg),
                 sampler=sampler_name(request.sampler, default_sampler), seed=seed, count=count,
-                strength=float(strength), has_init_image=init_size is not None)
+                strength=float(strength), has_init_image=init_size is not None,
+                mask_blur=request.mask_blur if request.mask_image else None)

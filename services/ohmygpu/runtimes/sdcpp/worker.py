@@ -165,7 +165,8 @@ class SdcppRuntime(BaseRuntime):
             self.sd.close()
             self.sd = None
 
-    def _generate(self, p: Plan, init: Any, emit: Callable[[Any], None], cancelled: threading.Event) -> None:
+    def _generate(self, p: Plan, init: Any, mask: Any, emit: Callable[[Any], None],
+                  cancelled: threading.Event) -> None:
         for index in range(p.count):
             if cancelled.is_set():
                 return
@@ -183,7 +184,7 @@ class SdcppRuntime(BaseRuntime):
             self._sink = on_step
             try:
                 images = self.sd.generate_image(
-                    prompt=p.prompt, negative_prompt=p.negative_prompt, init_image=init,
+                    prompt=p.prompt, negative_prompt=p.negative_prompt, init_image=init, mask_image=mask,
                     width=p.width, height=p.height, cfg_scale=p.cfg_scale, sample_method=p.sampler,
                     sample_steps=p.steps, strength=p.strength, seed=p.seed_of(index), batch_count=1)
             except ValueError as e:  # the library's NULL result ("NULL pointer access") or checks
@@ -261,6 +262,12 @@ class SdcppRuntime(BaseRuntime):
         try:
             init = await asyncio.to_thread(png.decode_init, request.init_image) if request.init_image else None
             p = plan(request, default_sampler=self.default_sampler, init_size=init.size if init else None)
+            mask = None
+            if request.mask_image:
+                if init is None:
+                    raise BadRequest("mask_image (inpainting) needs init_image, the image to repaint")
+                mask = await asyncio.to_thread(png.decode_mask, request.mask_image, request.mask_mode,
+                                               init.size, request.mask_blur)
         except BadRequest as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         loop = asyncio.get_running_loop()
@@ -272,7 +279,7 @@ class SdcppRuntime(BaseRuntime):
 
         async with self.lock:
             self.in_flight += 1
-            fut = loop.run_in_executor(self.executor, self._generate, p, init, emit, cancelled)
+            fut = loop.run_in_executor(self.executor, self._generate, p, init, mask, emit, cancelled)
             fut.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
             try:
                 while (item := await queue.get()) is not _DONE:

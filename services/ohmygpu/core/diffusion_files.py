@@ -1,0 +1,92 @@
+"""Which files of a diffusion repository a pull takes, decided from the file list alone.
+
+Diffusion repos on the hub ship the same model several times: single-file checkpoints at the top
+(`v1-5-pruned.safetensors`, `v1-5-pruned-emaonly.safetensors`, `*_fp16.safetensors`, a `.ckpt`
+beside each), and the diffusers pipeline layout in folders (`unet/`, `vae/`, `text_encoder/`,
+each again in fp32 and fp16). Taking every file, as a pull of any other repo does, means tens of
+gigabytes for one model. stable-diffusion.cpp runs a single-file checkpoint, so a pull takes one
+of those (the one the `:TAG` names, else the smallest, which is the fp16 or EMA-only one) and the
+small files at the top, and none of the pipeline folders. `.ckpt` files are pickles, which can run
+code when read: never taken.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ohmygpu.core.errors import InvalidArgument, NotFound
+from ohmygpu.core.hub import RemoteFile, RepoSnapshot
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")  # what single-file checkpoints end with
+PIPELINE_INDEX = "model_index.json"  # what marks a diffusers pipeline repo
+# Top-level weights that are parts or add-ons, not a whole model: a checkpoint is never one of
+# these when any other candidate exists.
+_NOT_A_CHECKPOINT = ("vae", "lora", "controlnet", "embedding", "text_encoder", "clip", "t5", "adapter")
+_SMALL_FILE = 16 << 20  # top-level non-weight files (configs, model cards) come along below this
+
+
+@dataclass(frozen=True)
+class DiffusionChoice:
+    """The files a pull of a diffusion repo takes, and what to tell the user about the pick."""
+
+    files: list[RemoteFile]
+    checkpoint: str
+    note: str = ""
+
+
+def _top_level(f: RemoteFile) -> bool:
+    return "/" not in f.path
+
+
+def _is_weights(path: str) -> bool:
+    return path.lower().endswith(CHECKPOINT_SUFFIXES + (".bin", ".pt", ".pth", ".onnx", ".gguf"))
+
+
+def _tokens(path: str) -> set[str]:
+    stem = path.rsplit("/", 1)[-1].lower()
+    for suffix in CHECKPOINT_SUFFIXES:
+        stem = stem.removesuffix(suffix)
+    return {t for t in re.split(r"[-_.\s]+", stem) if t} | {stem}
+
+
+def is_diffusion_repo(snap: RepoSnapshot) -> bool:
+    """A diffusers pipeline repo, or one whose top level holds checkpoints and no transformers or
+    CTranslate2 config (an LLM, embedding or whisper repo always has a config.json)."""
+    paths = {f.path for f in snap.files}
+    if PIPELINE_INDEX in paths:
+        return True
+    return "config.json" not in paths and any(
+        _top_level(f) and f.path.lower().endswith(CHECKPOINT_SUFFIXES) for f in snap.files)
+
+
+def choose(snap: RepoSnapshot, tag: str) -> DiffusionChoice:
+    """One single-file checkpoint of `snap` and its top-level small files. `tag` (from `:TAG`)
+    picks the checkpoint whose name has it as a word or is it; empty: the smallest. Raises
+    NotFound for a tag no checkpoint has, InvalidArgument for a pipeline-only repo."""
+    top = [f for f in snap.files if _top_level(f)]
+    candidates = [f for f in top if f.path.lower().endswith(".safetensors")]
+    whole = [f for f in candidates if not _tokens(f.path) & set(_NOT_A_CHECKPOINT)]
+    candidates = whole or candidates
+    if not candidates and any(f.path.lower().endswith(".ckpt") for f in top):
+        # A .ckpt is a pickle, which can run code when read: the store takes safetensors only.
+        raise InvalidArgument(f"{snap.repo_id} ships its checkpoints as .ckpt (Python pickles, which can run "
+                              "code when loaded) and none as .safetensors; this version takes safetensors only")
+    if not candidates:
+        raise InvalidArgument(
+            f"{snap.repo_id} holds a diffusers pipeline ({PIPELINE_INDEX}, unet/, vae/, text_encoder/) and no "
+            "single-file checkpoint; this version runs single-file checkpoints (.safetensors): pull a "
+            "repo that ships one, or name files with --include")
+    names = ", ".join(sorted(f.path for f in candidates))
+    note = ""
+    if tag:
+        matching = [f for f in candidates if tag.lower() in _tokens(f.path)]
+        if not matching:
+            raise NotFound(f"no checkpoint of {snap.repo_id} is named with '{tag}'; available: {names}")
+        picked = min(matching, key=lambda f: f.size)
+    else:
+        picked = min(candidates, key=lambda f: f.size)
+        if len(candidates) > 1:
+            note = f"picked {picked.path} of {names}; name another with :TAG (a word of its name)"
+    small = [f for f in top if f is not picked and not _is_weights(f.path) and f.size < _SMALL_FILE]
+    return DiffusionChoice(files=[picked, *small], checkpoint=picked.path, note=note)

@@ -1,0 +1,85 @@
+"""Which files a pull of a diffusion repository takes (core/diffusion_files.py), from the file
+list alone: one single-file checkpoint and the small files beside it, never every variant and
+the diffusers pipeline folders."""
+
+from __future__ import annotations
+
+import pytest
+from ohmygpu.core import diffusion_files
+from ohmygpu.core.errors import InvalidArgument, NotFound
+from ohmygpu.core.hub import RemoteFile, RepoSnapshot
+from ohmygpu.core.pull import select_files
+
+GB = 1 << 30
+
+
+def _snap(files: dict[str, int], repo: str = "org/sd") -> RepoSnapshot:
+    return RepoSnapshot(repo, "main", "c" * 40, [RemoteFile(p, n, None, None) for p, n in files.items()])
+
+
+SD15 = {  # the shape of runwayml/stable-diffusion-v1-5's file list
+    "model_index.json": 600, "README.md": 14_000, "v1-inference.yaml": 2_000,
+    "v1-5-pruned.safetensors": 7 * GB, "v1-5-pruned.ckpt": 7 * GB,
+    "v1-5-pruned-emaonly.safetensors": 4 * GB, "v1-5-pruned-emaonly.ckpt": 4 * GB,
+    "unet/diffusion_pytorch_model.safetensors": 3 * GB, "unet/diffusion_pytorch_model.fp16.safetensors": GB,
+    "unet/config.json": 700, "vae/diffusion_pytorch_model.safetensors": 300 << 20, "vae/config.json": 500,
+    "text_encoder/model.safetensors": 500 << 20, "tokenizer/vocab.json": 1 << 20,
+}
+
+
+def test_the_smallest_checkpoint_and_the_small_top_level_files() -> None:
+    snap = _snap(SD15)
+    assert diffusion_files.is_diffusion_repo(snap)
+    choice = diffusion_files.choose(snap, "")
+    assert choice.checkpoint == "v1-5-pruned-emaonly.safetensors"
+    assert sorted(f.path for f in choice.files) == [
+        "README.md", "model_index.json", "v1-5-pruned-emaonly.safetensors", "v1-inference.yaml"]
+    assert "picked v1-5-pruned-emaonly.safetensors" in choice.note and "v1-5-pruned.safetensors" in choice.note
+    assert ".ckpt" not in choice.note  # pickles are never taken
+
+
+def test_a_tag_names_a_checkpoint_by_a_word_of_its_name() -> None:
+    snap = _snap({"sd_xl_turbo_1.0.safetensors": 13 * GB, "sd_xl_turbo_1.0_fp16.safetensors": 6 * GB,
+                  "model_index.json": 600})
+    assert diffusion_files.choose(snap, "FP16").checkpoint == "sd_xl_turbo_1.0_fp16.safetensors"
+    assert diffusion_files.choose(snap, "sd_xl_turbo_1.0").checkpoint == "sd_xl_turbo_1.0.safetensors"
+    with pytest.raises(NotFound, match="no checkpoint of org/sd is named with 'q8'.*sd_xl_turbo_1.0.safetensors"):
+        diffusion_files.choose(snap, "q8")
+
+
+def test_parts_and_add_ons_are_never_the_checkpoint() -> None:
+    snap = _snap({"vae-ft-mse-840000.safetensors": 300 << 20, "model-lora.safetensors": 10 << 20,
+                  "dreamshaper_8.safetensors": 2 * GB})
+    assert diffusion_files.is_diffusion_repo(snap)  # checkpoints at the top, no config.json
+    assert diffusion_files.choose(snap, "").checkpoint == "dreamshaper_8.safetensors"
+
+
+def test_a_ckpt_only_repo_is_refused_for_its_pickles() -> None:
+    with pytest.raises(InvalidArgument, match="pickles"):
+        diffusion_files.choose(_snap({"sd-v1-4.ckpt": 4 * GB, "README.md": 100}), "")
+
+
+def test_a_pipeline_only_repo_is_refused_before_any_download() -> None:
+    files = {k: v for k, v in SD15.items() if "/" in k or k == "model_index.json"}
+    with pytest.raises(InvalidArgument, match="diffusers pipeline .* no single-file checkpoint"):
+        select_files(_snap(files), quant="", include=[], exclude=[])
+
+
+def test_other_repos_are_not_diffusion_repos() -> None:
+    llm = _snap({"config.json": 700, "model.safetensors": GB, "tokenizer.json": 2 << 20})
+    assert not diffusion_files.is_diffusion_repo(llm)
+    assert {f.path for f in select_files(llm, quant="", include=[], exclude=[])} == {
+        "config.json", "model.safetensors", "tokenizer.json"}
+    whisper = _snap({"config.json": 2000, "model.bin": 75 << 20, "vocabulary.txt": 400_000})
+    assert not diffusion_files.is_diffusion_repo(whisper)
+
+
+def test_include_patterns_still_take_files_by_hand() -> None:
+    picked = select_files(_snap(SD15), quant="", include=["unet/*", "vae/*"], exclude=[])
+    assert all(f.path.startswith(("unet/", "vae/")) for f in picked) and len(picked) == 5
+
+
+def test_select_files_takes_the_choice_and_a_tag() -> None:
+    picked = {f.path for f in select_files(_snap(SD15), quant="pruned", include=[], exclude=[])}
+    # "pruned" is a word of both names: the smaller one, with the small files beside it.
+    assert picked == {"v1-5-pruned-emaonly.safetensors", "model_index.json", "README.md", "v1-inference.yaml"}
