@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf import json_format
 from ohmygpu.api.v1 import jobs_pb2, models_pb2, system_pb2
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.cli import gen, models, node, say, speech, ui
+from ohmygpu.cli import gen, models, node, say, speech, train, ui
 from ohmygpu.cli.client import EXIT_USAGE, Client, CliError
 from ohmygpu.cli.format import print_json as _json
 from ohmygpu.cli.format import size as _size
@@ -72,9 +72,10 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _json(resp)
         return 0
-    _table([[j.id, j.model, enum_name(jobs_pb2.JobState, j.state),
-             f"{j.completed_bytes / 1e6:.1f}/{j.total_bytes / 1e6:.1f} MB", j.error[:60]] for j in resp.jobs],
-           ["ID", "MODEL", "STATE", "PROGRESS", "ERROR"])
+    _table([[j.id, j.kind, j.model, enum_name(jobs_pb2.JobState, j.state),
+             train.line(j) if j.kind == "train" else f"{j.completed_bytes / 1e6:.1f}/{j.total_bytes / 1e6:.1f} MB",
+             j.error[:60]] for j in resp.jobs],
+           ["ID", "KIND", "MODEL", "STATE", "PROGRESS", "ERROR"])
     return 0
 
 
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-tokens", dest="max_tokens", type=int)
     c.set_defaults(func=cmd_chat)
 
-    j = sub.add_parser("job", help="pull jobs: list, show ID, cancel ID")
+    j = sub.add_parser("job", help="pull and training jobs: list, show ID, cancel ID")
     j.add_argument("action", nargs="?", default="list", choices=["list", "show", "cancel"])
     j.add_argument("id", nargs="?")
     j.add_argument("--json", action="store_true")
@@ -299,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     speech.add_parsers(sub)
     say.add_parsers(sub)
     gen.add_parsers(sub)
+    train.add_parsers(sub)
     node.add_parsers(sub)
     ui.add_parsers(sub)
     se = sub.add_parser("search", help="search the Hugging Face hub: downloads, likes, GGUF quantizations")

@@ -219,10 +219,17 @@ class Top:
                     runs.add_row(r.id, r.model, enum_name(runs_pb2.RunState, r.state),
                                  str(r.pid or "-"), style="reverse" if selected == ("run", r.id) else "")
                 parts.append(runs)
-            pulls = Table(title="pulls", title_justify="left", expand=True)
+            pulls = Table(title="jobs (pulls, training)", title_justify="left", expand=True)
             for col in ("JOB", "MODEL", "", "DONE", "RATE", "ETA"):
                 pulls.add_column(col)
             for j in s.jobs:
+                if j.kind == "train":  # a training job: steps for bytes, the loss for the rate
+                    t = j.train
+                    pulls.add_row(j.id, f"{j.model} (train)", ProgressBar(total=t.total_steps or None, completed=t.step,
+                                                                          width=30),
+                                  f"step {t.step}/{t.total_steps or '?'}", f"loss {t.loss:.3f}" if t.loss else "-", "-",
+                                  style="reverse" if selected == ("job", j.id) else "")
+                    continue
                 pulls.add_row(j.id, j.model, ProgressBar(total=j.total_bytes or None, completed=j.completed_bytes, width=30),
                               f"{_size(j.completed_bytes)} / {_size(j.total_bytes)}",
                               f"{_size(j.rate_bytes_per_second)}/s", f"{j.eta_seconds:.0f}s" if j.eta_seconds else "-",

@@ -35,6 +35,7 @@ ADMIN_METHODS = frozenset({
     "ohmygpu.api.v1.RunService.StopRun",
     "ohmygpu.api.v1.SystemService.Shutdown",
     "ohmygpu.api.v1.SystemService.UnloadModel",
+    "ohmygpu.api.v1.TrainService.CreateTrainJob",
 })
 # Methods open without a token, as the HTTP probes (/livez, /readyz) are: the standard health
 # check answers only whether the server serves.

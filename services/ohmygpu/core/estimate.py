@@ -48,6 +48,8 @@ def estimate(record: assets_pb2.InstallRecord, *, context_length: int, parallel:
              mode: int = run_spec_pb2.MODE_CHAT) -> MemoryEstimate:
     """Bytes `record` needs at `context_length` tokens per sequence (0: auto, see context_window)
     and `parallel` sequences, loaded for `mode` (embeddings: llama.cpp's batch is the whole context)."""
+    if mode == run_spec_pb2.MODE_TRAINING:
+        return _estimate_training(record)
     if record.kind == assets_pb2.MODEL_KIND_IMAGE:
         return _estimate_image(record)
     if record.HasField("transformers"):
@@ -127,3 +129,15 @@ def _estimate_transformers(record: assets_pb2.InstallRecord, context_length: int
     # evaluates a prompt in one pass: its hidden states and MLP activations per token.
     overhead = _TORCH_BASE + _LOGITS + t.hidden_size * 4 * n_ctx * 12
     return MemoryEstimate(weights=weights, kv_cache=kv, overhead=overhead)
+
+
+_TRAIN_BASE = 640 << 20  # interpreter, torch, transformers, peft
+
+
+def _estimate_training(record: assets_pb2.InstallRecord) -> MemoryEstimate:
+    # The trainer loads the base in float32 on the CPU (twice a 16-bit checkpoint's bytes; a
+    # GPU's bf16 needs less, counted the same: the device is chosen after this estimate). LoRA
+    # weights and their AdamW state are a few MB at the usual ranks; activations and gradients
+    # through the frozen layers of a batch of short examples: half the loaded weights.
+    loaded = 2 * _main_weights(record)
+    return MemoryEstimate(weights=loaded, kv_cache=0, overhead=_TRAIN_BASE + loaded // 2)

@@ -116,6 +116,16 @@ class ModelStore:
                                f"`omg model rm {name}` forgets it, then pull or add it again")
         return record
 
+    def base_of(self, record: assets_pb2.InstallRecord) -> assets_pb2.InstallRecord | None:
+        """The base model an adapter (MODEL_KIND_ADAPTER) is served over; None for any other
+        model. Raises ModelNotFound naming both when the base was removed."""
+        if record.kind != assets_pb2.MODEL_KIND_ADAPTER:
+            return None
+        try:
+            return self.get(record.adapter.base)
+        except ModelNotFound:
+            raise ModelNotFound(record.adapter.base or "(none)") from None
+
     def require(self, name: str) -> None:
         """Raise ModelNotFound (or InvalidName) unless a record, readable or damaged, has `name`."""
         name = parse_model_name(name)

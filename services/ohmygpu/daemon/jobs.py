@@ -1,8 +1,10 @@
-"""Pull jobs: queued, run, watched, cancelled, and resumed after a daemon restart.
+"""Jobs: queued, run, watched, cancelled, and resumed after a daemon restart.
 
 A job's request and state are in the index (SQLite) from the moment it is created; progress
 lives in memory and is served to watchers. On start, jobs that were queued or running when the
-daemon stopped are run again: their partial downloads resume where they were.
+daemon stopped are run again: their partial downloads resume where they were. Pulls are run
+here; other kinds (training, daemon/training.py) register a JobKind that runs and resumes
+them, and share the rows, listing, watching and cancelling.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 from ohmygpu.api.v1 import jobs_pb2, models_pb2
 from ohmygpu.assets.v1 import assets_pb2
@@ -43,9 +46,22 @@ def _count(n: object) -> int:
     return min(max(0, n), (1 << 64) - 1) if isinstance(n, int) else 0
 
 
+class JobKind(Protocol):
+    """What runs the jobs of one kind other than "pull" (registered in JobManager.kinds)."""
+
+    def resume(self, job_id: str, request: bytes) -> None:
+        """Start again job `job_id`, which a previous daemon left queued or running."""
+        ...
+
+    def describe(self, job: jobs_pb2.Job) -> None:
+        """Fill in the progress of a job of this kind that is not running in this daemon."""
+        ...
+
+
 class _Running:
     def __init__(self) -> None:
         self.progress = PullProgress()
+        self.train: jobs_pb2.TrainProgress | None = None  # a training job's progress
         self.cancel = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.version = 0
@@ -68,6 +84,7 @@ class JobManager:
         self.to_node: Callable[..., Awaitable[None]] | None = None
         # Bytes every pull of this daemon's life downloaded (or copied to a node): only grows.
         self.downloaded_bytes = 0
+        self.kinds: dict[str, JobKind] = {}  # job kinds run elsewhere, by name ("train")
 
     @property
     def hub(self) -> HubClient:
@@ -103,7 +120,14 @@ class JobManager:
         job = jobs_pb2.Job(id=job_id, kind=kind, state=state, model=model, error=error,
                            created_at=timestamp(created), updated_at=timestamp(updated))
         run = self._running.get(job_id)
+        if kind in self.kinds and (run is None or run.train is None):
+            self.kinds[kind].describe(job)
+            return job
         if run is None:
+            return job
+        if run.train is not None:
+            job.train.CopyFrom(run.train)
+            job.message = run.progress.note
             return job
         try:
             self._add_progress(job, run.progress, state)
@@ -143,12 +167,55 @@ class JobManager:
     def resume_unfinished(self) -> list[str]:
         """Restart jobs a previous daemon left queued or running."""
         with self._lock:
-            rows = self._db.execute("SELECT id, request FROM jobs WHERE state IN (?, ?)",
+            rows = self._db.execute("SELECT id, kind, request FROM jobs WHERE state IN (?, ?)",
                                     (jobs_pb2.JOB_STATE_QUEUED, jobs_pb2.JOB_STATE_RUNNING)).fetchall()
-        for job_id, blob in rows:
+        for job_id, kind, blob in rows:
             log.warning("resuming %s after a restart", job_id)
-            self._start(job_id, models_pb2.InstallModelRequest.FromString(blob))
+            if kind in self.kinds:
+                self.kinds[kind].resume(job_id, blob)
+            elif kind == "pull":
+                self._start(job_id, models_pb2.InstallModelRequest.FromString(blob))
+            else:
+                self._set_state(job_id, jobs_pb2.JOB_STATE_FAILED, f"no daemon part runs '{kind}' jobs")
         return [r[0] for r in rows]
+
+    # -- for other job kinds ----------------------------------------------------------------
+
+    def create(self, kind: str, request: bytes, model: str) -> str:
+        """A new queued job row of `kind`; returns its id."""
+        job_id = "job-" + uuid.uuid4().hex[:12]
+        now = time.time()
+        with self._lock:
+            self._db.execute("INSERT INTO jobs(id, kind, request, state, model, created, updated) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (job_id, kind, request, jobs_pb2.JOB_STATE_QUEUED, model, now, now))
+        return job_id
+
+    def start_task(self, job_id: str, body: Callable[[_Running], Awaitable[None]]) -> _Running:
+        """Run `body` as job `job_id`'s task: it sets the states (set_state) and its progress
+        (run.train, run.progress.note, then run.changed()); cancel and watch work as for pulls."""
+        run = _Running()
+        run.train = jobs_pb2.TrainProgress()
+
+        def changed() -> None:
+            run.version += 1
+            run.changed.set()
+
+        run.progress.changed = changed
+        self._running[job_id] = run
+        run.task = asyncio.get_running_loop().create_task(body(run))
+        return run
+
+    def set_state(self, job_id: str, state: int, error: str = "") -> None:
+        self._set_state(job_id, state, error)
+
+    def active(self, kind: str) -> list[jobs_pb2.Job]:
+        """The queued or running jobs of `kind` (their rows, without progress)."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, kind, request, state, error, model, created, updated FROM jobs "
+                                    "WHERE kind = ? AND state IN (?, ?)",
+                                    (kind, jobs_pb2.JOB_STATE_QUEUED, jobs_pb2.JOB_STATE_RUNNING)).fetchall()
+        return [jobs_pb2.Job(id=r[0], kind=r[1], state=r[3], model=r[5]) for r in rows]
 
     def _start(self, job_id: str, request: models_pb2.InstallModelRequest) -> None:
         run = _Running()

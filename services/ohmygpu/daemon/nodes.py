@@ -108,7 +108,8 @@ class LocalNode:
     async def _spawn(self, name: str, runtime: RuntimeEntry, record: assets_pb2.InstallRecord,
                      spec: run_spec_pb2.RunSpec) -> Worker:
         worker = Worker(name, runtime, self.run_dir, self.log_dir)
-        await worker.start(record, spec, timeout_s=self.settings.worker_start_timeout_s)
+        base = self.store.base_of(record)  # an adapter loads over its base (LoadRequest.base)
+        await worker.start(record, spec, timeout_s=self.settings.worker_start_timeout_s, base=base)
         return worker
 
     def close(self) -> None:

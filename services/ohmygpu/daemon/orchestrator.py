@@ -162,11 +162,13 @@ class Orchestrator:
         """Make room, place and launch the worker for `key` (under its start lock)."""
         # One estimate, of the spec the worker will load (a run's context, slots, mode), for
         # both what to evict and where to place.
-        need = for_spec(record, spec).total
-        node = await self.scheduler.make_room(key, need, record.gguf.block_count, spec, self.workers,
+        base = await asyncio.to_thread(self.store.base_of, record)  # an adapter's; else None
+        weights = base or record
+        need = for_spec(weights, spec).total + (record.size_bytes if base is not None else 0)
+        node = await self.scheduler.make_room(key, need, weights.gguf.block_count, spec, self.workers,
                                               lambda k, why: self._unload(k, reason=why), record)
         asked = load_key(spec)  # what was asked, before placement fills in the device
-        placement = await self.scheduler.place(node, record, spec, need, self.workers)
+        placement = await self.scheduler.place(node, weights, spec, need, self.workers)
         where = placement.device if node.index == 0 else f"node {node.name} ({placement.device})"
         self.events.publish(events_pb2.EVENT_KIND_LOAD, f"loading {key} on {where}",
                             subject=f"model:{key}", runtime=spec.runtime, node=node.name)
@@ -199,6 +201,24 @@ class Orchestrator:
         if self._patrol is None or self._patrol.done():
             self._patrol = loop.create_task(self.health.patrol(self.workers))
         return worker
+
+    async def start_trainer(self, key: WorkerKey, runtime: RuntimeEntry, record: assets_pb2.InstallRecord,
+                            spec: run_spec_pb2.RunSpec) -> Worker:
+        """A worker for a training job (daemon/training.py) under `key`, placed and budgeted
+        like any worker (evicting idle models to make room), held until stop_trainer: never
+        evicted or expired while it trains. Raises like worker_for."""
+        self.health.check_not_failed(key, key.model)
+        async with self._starting.setdefault(key, asyncio.Lock()):
+            old = self.workers.get(key)
+            if old is not None:
+                await self._unload(key, reason="a training job starts again")
+            worker = await self._start(key.model, key, runtime, record, spec)
+            worker.pinned, worker.expires_at = True, None
+            return worker
+
+    async def stop_trainer(self, key: WorkerKey, reason: str) -> None:
+        """Stop a training job's worker."""
+        await self._unload(key, reason=reason)
 
     async def check_run(self, name: str, run: run_spec_pb2.RunSpec) -> None:
         """Raise InvalidArgument (or ModelNotFound) for a run that cannot be given what it asks:

@@ -27,7 +27,8 @@ _NATURAL_MODE = {
     assets_pb2.MODEL_KIND_ADAPTER: run_spec_pb2.MODE_CHAT,  # served as its base with the adapter applied
 }
 # How a worker beside the model's own mode is labelled in events, logs and errors.
-_LABEL = {run_spec_pb2.MODE_EMBEDDINGS: "embeddings", run_spec_pb2.MODE_CHAT: "chat"}
+_LABEL = {run_spec_pb2.MODE_EMBEDDINGS: "embeddings", run_spec_pb2.MODE_CHAT: "chat",
+          run_spec_pb2.MODE_TRAINING: "training"}
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from ohmygpu.daemon.orchestrator import Orchestrator
 from ohmygpu.daemon.readiness import LISTENERS, RUNS, STORE, Readiness
 from ohmygpu.daemon.runs import RunManager
 from ohmygpu.daemon.services import add_services
+from ohmygpu.daemon.training import TrainingJobs
 from ohmygpu.runtimes.api.standard_services import StandardServices
 
 log = logging.getLogger("ohmygpu.daemon")
@@ -130,6 +131,7 @@ class Daemon:
         bus = EventBus()
         orchestrator = Orchestrator(self.settings, store, events=bus, metrics=metrics)
         jobs = JobManager(self.settings, store, events=bus)
+        training = TrainingJobs(self.settings, store, orchestrator, jobs, bus)  # the "train" jobs
         runs = RunManager(self.home, orchestrator)
         nodes = NodeRegistry(self.settings, orchestrator, bus)
         nodes.on_up.append(runs.node_up)  # runs waiting for a node (after a restart) start when it joins
@@ -137,7 +139,7 @@ class Daemon:
         metrics.watch(orchestrator, jobs=jobs, events=bus, readiness=readiness)
         api = DaemonAPI(self.settings, store, orchestrator, jobs=jobs, runs=runs, events=bus,
                         request_shutdown=self.stop_event.set, nodes=nodes, metrics=metrics,
-                        readiness=readiness)
+                        readiness=readiness, training=training)
         interceptors = [TokenInterceptor(self.settings.token, self.settings.admin_token)] \
             if self.settings.token or self.settings.admin_token else []
         # Audio arrives in one message: the server's limit follows OMG_MAX_AUDIO_MB (plus room for
@@ -204,8 +206,9 @@ class Daemon:
             listening.cancel()
             await nodes.stop()
             await standard.shutting_down()
+            await jobs.close()  # first: a training job must not see its worker stop and restart it
+            training.close()
             await orchestrator.shutdown()
-            await jobs.close()
             runs.close()
             await grpc_server.stop(grace=1.0)
             with contextlib.suppress(asyncio.TimeoutError):

@@ -19,6 +19,7 @@ from ohmygpu.api.v1 import (
     models_pb2_grpc,
     runs_pb2_grpc,
     system_pb2_grpc,
+    train_pb2_grpc,
 )
 from ohmygpu.daemon import grpc_errors
 from ohmygpu.daemon.api import SERVICES, DaemonAPI
@@ -36,6 +37,7 @@ _GRPC: dict[str, tuple[type, Callable[[Any, grpc.aio.Server], None]]] = {
     "RunService": (runs_pb2_grpc.RunServiceServicer, runs_pb2_grpc.add_RunServiceServicer_to_server),
     "SystemService": (system_pb2_grpc.SystemServiceServicer,
                       system_pb2_grpc.add_SystemServiceServicer_to_server),
+    "TrainService": (train_pb2_grpc.TrainServiceServicer, train_pb2_grpc.add_TrainServiceServicer_to_server),
 }
 
 

@@ -163,7 +163,7 @@ class Worker:
                             f"{_tail(self.log_path) or 'no output'}", model=self.model)
 
     async def start(self, record: assets_pb2.InstallRecord, spec: run_spec_pb2.RunSpec,
-                    *, timeout_s: float) -> None:
+                    *, timeout_s: float, base: assets_pb2.InstallRecord | None = None) -> None:
         """Spawn the process, wait for its socket, load the model; raises WorkerFailed."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         check_private_dir(self.socket_path.parent)  # still ours: never connect through a swapped one
@@ -185,7 +185,7 @@ class Worker:
         self.channel = grpc.aio.insecure_channel(f"unix://{self.socket_path}", options=_CHANNEL_OPTIONS)
         self.stub = runtime_pb2_grpc.RuntimeStub(self.channel)
         try:
-            await asyncio.wait_for(self._connect_and_load(record, spec), timeout_s)
+            await asyncio.wait_for(self._connect_and_load(record, spec, base), timeout_s)
         except asyncio.TimeoutError:
             await self.stop()
             raise WorkerFailed(f"worker for '{self.model}' did not load within {timeout_s:g}s",
@@ -204,8 +204,8 @@ class Worker:
         log.info("worker %s (pid %d) loaded %s in %.2fs", self.id, self.pid, self.model,
                  self.load_ns / 1e9)
 
-    async def _connect_and_load(self, record: assets_pb2.InstallRecord,
-                                spec: run_spec_pb2.RunSpec) -> None:
+    async def _connect_and_load(self, record: assets_pb2.InstallRecord, spec: run_spec_pb2.RunSpec,
+                                base: assets_pb2.InstallRecord | None = None) -> None:
         assert self.channel is not None and self.stub is not None
         ready = asyncio.ensure_future(self.channel.channel_ready())
         died = asyncio.ensure_future(self.exited.wait())
@@ -214,7 +214,7 @@ class Worker:
         died.cancel()
         if not self.alive:
             raise self.death("while starting")
-        async for progress in self.stub.Load(runtime_pb2.LoadRequest(spec=spec, model=record)):
+        async for progress in self.stub.Load(runtime_pb2.LoadRequest(spec=spec, model=record, base=base)):
             if progress.done:
                 self.memory_bytes = progress.memory_bytes
         status = await self.stub.GetStatus(runtime_pb2.GetStatusRequest(), timeout=5)

@@ -27,7 +27,7 @@ from ohmygpu.api.v1 import jobs_pb2 as ohmygpu_dot_api_dot_v1_dot_jobs__pb2
 from ohmygpu.runtime.v1 import runtime_pb2 as ohmygpu_dot_runtime_dot_v1_dot_runtime__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aohmygpu/api/v1/train.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19ohmygpu/api/v1/jobs.proto\x1a ohmygpu/runtime/v1/runtime.proto\"\x88\x01\n\x15\x43reateTrainJobRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\x12\x0e\n\x06output\x18\x03 \x01(\t\x12\x31\n\x07options\x18\x04 \x01(\x0b\x32 .ohmygpu.runtime.v1.TrainOptions\x12\x0f\n\x07replace\x18\x05 \x01(\x08\x32r\n\x0cTrainService\x12\x62\n\x0e\x43reateTrainJob\x12%.ohmygpu.api.v1.CreateTrainJobRequest\x1a\x13.ohmygpu.api.v1.Job\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/train:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aohmygpu/api/v1/train.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19ohmygpu/api/v1/jobs.proto\x1a ohmygpu/runtime/v1/runtime.proto\"\x9b\x01\n\x15\x43reateTrainJobRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\x12\x0e\n\x06output\x18\x03 \x01(\t\x12\x31\n\x07options\x18\x04 \x01(\x0b\x32 .ohmygpu.runtime.v1.TrainOptions\x12\x0f\n\x07replace\x18\x05 \x01(\x08\x12\x11\n\tgguf_base\x18\x06 \x01(\t2r\n\x0cTrainService\x12\x62\n\x0e\x43reateTrainJob\x12%.ohmygpu.api.v1.CreateTrainJobRequest\x1a\x13.ohmygpu.api.v1.Job\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/train:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,7 +37,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAINSERVICE'].methods_by_name['CreateTrainJob']._loaded_options = None
   _globals['_TRAINSERVICE'].methods_by_name['CreateTrainJob']._serialized_options = b'\202\323\344\223\002\016\"\t/v1/train:\001*'
   _globals['_CREATETRAINJOBREQUEST']._serialized_start=138
-  _globals['_CREATETRAINJOBREQUEST']._serialized_end=274
-  _globals['_TRAINSERVICE']._serialized_start=276
-  _globals['_TRAINSERVICE']._serialized_end=390
+  _globals['_CREATETRAINJOBREQUEST']._serialized_end=293
+  _globals['_TRAINSERVICE']._serialized_start=295
+  _globals['_TRAINSERVICE']._serialized_end=409
 # @@protoc_insertion_point(module_scope)

@@ -9,15 +9,17 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateTrainJobRequest(_message.Message):
-    __slots__ = ("model", "data", "output", "options", "replace")
+    __slots__ = ("model", "data", "output", "options", "replace", "gguf_base")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FIELD_NUMBER: _ClassVar[int]
+    GGUF_BASE_FIELD_NUMBER: _ClassVar[int]
     model: str
     data: str
     output: str
     options: _runtime_pb2.TrainOptions
     replace: bool
-    def __init__(self, model: _Optional[str] = ..., data: _Optional[str] = ..., output: _Optional[str] = ..., options: _Optional[_Union[_runtime_pb2.TrainOptions, _Mapping]] = ..., replace: _Optional[bool] = ...) -> None: ...
+    gguf_base: str
+    def __init__(self, model: _Optional[str] = ..., data: _Optional[str] = ..., output: _Optional[str] = ..., options: _Optional[_Union[_runtime_pb2.TrainOptions, _Mapping]] = ..., replace: _Optional[bool] = ..., gguf_base: _Optional[str] = ...) -> None: ...

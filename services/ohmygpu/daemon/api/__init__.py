@@ -28,6 +28,7 @@ from ohmygpu.api.v1 import (
     models_pb2,
     runs_pb2,
     system_pb2,
+    train_pb2,
 )
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import blobs
@@ -58,7 +59,22 @@ SERVICES: dict[str, descriptor.ServiceDescriptor] = {
     "EmbeddingService": embeddings_pb2.DESCRIPTOR.services_by_name["EmbeddingService"],
     "AudioService": audio_pb2.DESCRIPTOR.services_by_name["AudioService"],
     "ImageService": images_pb2.DESCRIPTOR.services_by_name["ImageService"],
+    "TrainService": train_pb2.DESCRIPTOR.services_by_name["TrainService"],
 }
+
+
+class Train:
+    """TrainService: training jobs (daemon/training.py); without one, every RPC is UNIMPLEMENTED."""
+
+    def __init__(self, training: Any) -> None:
+        self._training = training
+
+    async def CreateTrainJob(self, request: train_pb2.CreateTrainJobRequest) -> jobs_pb2.Job:
+        if self._training is None:
+            from ohmygpu.core.errors import Unimplemented
+
+            raise Unimplemented("this daemon runs no training jobs")
+        return await self._training.submit(request)
 
 
 class DaemonAPI:
@@ -67,7 +83,8 @@ class DaemonAPI:
     def __init__(self, settings: Settings, store: ModelStore, orchestrator: Orchestrator, *,
                  jobs: JobManager, runs: RunManager, events: EventBus,
                  request_shutdown: Callable[[], None] = lambda: None, nodes: Any = None,
-                 metrics: Metrics | None = None, readiness: Readiness | None = None) -> None:
+                 metrics: Metrics | None = None, readiness: Readiness | None = None,
+                 training: Any = None) -> None:
         self.settings = settings
         # Operations: what /metrics renders and the HTTP edge observes into (daemon/metrics.py),
         # and whether the daemon has finished starting (/readyz; daemon/readiness.py).
@@ -87,7 +104,7 @@ class DaemonAPI:
             "ModelService": self.models, "JobService": self.jobs, "RunService": self.runs,
             "EventService": self.events, "SystemService": self.system, "ChatService": self.inference,
             "EmbeddingService": self.inference, "AudioService": self.inference,
-            "ImageService": self.inference}
+            "ImageService": self.inference, "TrainService": Train(training)}
 
     @property
     def responses(self) -> ResponseStore:

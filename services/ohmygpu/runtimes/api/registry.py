@@ -45,7 +45,9 @@ RUNTIMES: dict[str, RuntimeEntry] = {
         extra="llamacpp",
         library="llama_cpp",
         formats=(assets_pb2.ARTIFACT_FORMAT_GGUF,),
-        kinds=(assets_pb2.MODEL_KIND_LLM, assets_pb2.MODEL_KIND_EMBEDDING, assets_pb2.MODEL_KIND_UNSPECIFIED),
+        # An adapter in GGUF format: a GGUF LoRA over a GGUF base (made by a training job).
+        kinds=(assets_pb2.MODEL_KIND_LLM, assets_pb2.MODEL_KIND_EMBEDDING, assets_pb2.MODEL_KIND_UNSPECIFIED,
+               assets_pb2.MODEL_KIND_ADAPTER),
     ),
     "whisper": RuntimeEntry(
         name="whisper",
@@ -81,6 +83,15 @@ RUNTIMES: dict[str, RuntimeEntry] = {
         formats=(assets_pb2.ARTIFACT_FORMAT_SAFETENSORS,),
         kinds=(assets_pb2.MODEL_KIND_LLM, assets_pb2.MODEL_KIND_EMBEDDING, assets_pb2.MODEL_KIND_RERANKER,
                assets_pb2.MODEL_KIND_ADAPTER),
+    ),
+    # Trains LoRA adapters (training jobs, daemon/training.py); serves no model, so no kind.
+    "trainer": RuntimeEntry(
+        name="trainer",
+        worker_module="ohmygpu.runtimes.trainer.worker",
+        extra="train",
+        library="peft",
+        formats=(assets_pb2.ARTIFACT_FORMAT_SAFETENSORS,),
+        kinds=(),
     ),
 }
 

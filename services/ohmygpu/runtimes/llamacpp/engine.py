@@ -199,6 +199,7 @@ class BatchEngine:
             raise RuntimeError("llama.cpp could not create a context of "
                                f"{self.n_seq} x {self.requested_window} tokens")
         self._ctx = ctx
+        apply_lora(self._lib, self.llm, ctx)
         self._mem = self._lib.llama_get_memory(ctx)
         self._batch = self._lib.llama_batch_init(self.n_batch, 0, 1)
         self.window = min(self.requested_window, int(self._lib.llama_n_ctx_seq(ctx)))
@@ -504,3 +505,15 @@ class BatchEngine:
         finally:
             self._forget(seq)
         return n, time.perf_counter() - started
+
+
+def apply_lora(lib: Any, llm: Any, ctx: Any) -> None:
+    """Apply the LoRA adapter the Llama was opened with (lora_path) to context `ctx` too:
+    llama-cpp-python sets it on the Llama's own context only, and the engine decodes in its own."""
+    adapter = getattr(llm, "_lora_adapter", None)
+    if adapter is None:
+        return
+    adapters = (lib.llama_adapter_lora_p_ctypes * 1)(adapter)
+    scales = (ctypes.c_float * 1)(float(getattr(llm, "lora_scale", 1.0)))
+    if lib.llama_set_adapters_lora(ctx, adapters, 1, scales):
+        raise RuntimeError("llama.cpp could not apply the LoRA adapter to the context")

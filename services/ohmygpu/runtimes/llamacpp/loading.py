@@ -16,12 +16,15 @@ log = logging.getLogger("ohmygpu.worker.llamacpp")
 DEFAULT_TEMPLATE_TIMEOUT_S = 2.0
 
 
-def open_model(path: str, n_ctx: int, gpu_layers: int, embedding: bool, threads: int) -> Any:
-    """A llama_cpp.Llama over `path` (call it on the thread that will use it: see engine.py)."""
+def open_model(path: str, n_ctx: int, gpu_layers: int, embedding: bool, threads: int,
+               lora: str = "") -> Any:
+    """A llama_cpp.Llama over `path` (call it on the thread that will use it: see engine.py),
+    with the GGUF LoRA adapter `lora` applied when given (the engine applies it to its own
+    context too: see engine.apply_lora)."""
     import llama_cpp
 
     _skip_library_templates()
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"lora_path": lora} if lora else {}
     if embedding:
         # One micro-batch holds a whole input (non-causal encoders need that); inputs share
         # the context as parallel sequences, so a batch of short texts is one decode.

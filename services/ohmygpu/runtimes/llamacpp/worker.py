@@ -96,12 +96,21 @@ class LlamaCppRuntime(BaseRuntime):
 
     async def Load(self, request: runtime_pb2.LoadRequest, context) -> AsyncIterator[runtime_pb2.LoadResponse]:
         record = request.model
-        paths = [a.local_path for a in record.artifacts if a.format == assets_pb2.ARTIFACT_FORMAT_GGUF]
+        weights, lora = record, ""
+        if record.kind == assets_pb2.MODEL_KIND_ADAPTER:
+            # A LoRA adapter: the base's weights, the GGUF LoRA of the record applied over them.
+            name = record.adapter.gguf_adapter
+            lora = next((a.local_path for a in record.artifacts if name and a.filename == name), "")
+            if not lora or not request.HasField("base"):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "an adapter needs its GGUF LoRA file and its GGUF base model")
+            weights = request.base
+        paths = [a.local_path for a in weights.artifacts if a.format == assets_pb2.ARTIFACT_FORMAT_GGUF]
         if not paths:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no GGUF artifact to load")
         res = request.spec.resources
         self.threads = res.cpu_threads or (os.cpu_count() or 1)
-        n_ctx = context_window(record, res.context_length)  # the daemon's estimate uses the same rule
+        n_ctx = context_window(weights, res.context_length)  # the daemon's estimate uses the same rule
         gpu_layers = res.gpu_layers if res.HasField("gpu_layers") else 0
         embedding = request.spec.mode == run_spec_pb2.MODE_EMBEDDINGS
         parallel = max(1, min(res.max_concurrency or 1, 64))
@@ -114,14 +123,14 @@ class LlamaCppRuntime(BaseRuntime):
             if embedding:
                 self.embed_executor = executor
                 self.llm = await loop.run_in_executor(executor, open_model, paths[0], n_ctx, gpu_layers,
-                                                      True, self.threads)
+                                                      True, self.threads, lora)
                 self.window = self.llm.n_ctx()
                 n, took = await loop.run_in_executor(executor, selftest.check_batched_eval, self.llm, self.threads)
             else:
                 # The Llama holds the weights; its own context is a token stub. The engine's
                 # context holds every sequence's KV cache.
                 self.llm = await loop.run_in_executor(executor, open_model, paths[0], STUB_CONTEXT,
-                                                      gpu_layers, False, self.threads)
+                                                      gpu_layers, False, self.threads, lora)
                 executor.shutdown(wait=False)
                 yield runtime_pb2.LoadResponse(progress=0.5, stage=f"context: {parallel} x {n_ctx} tokens")
                 self.engine = BatchEngine(self.llm, sequences=parallel, window=n_ctx, threads=self.threads,
