@@ -61,6 +61,9 @@ SAMPLES: dict[str, tuple[dict[str, str], dict[str, Any], Any]] = {
     "EmbeddingService_Rerank": ({}, {}, {"model": "smollm2", "query": "q", "documents": ["a", "b"]}),
     "AudioService_Transcribe": ({}, {}, {"model": "smollm2", "audio": "AAAA"}),
     "AudioService_Speak": ({}, {}, {"model": "smollm2", "input": "hello"}),
+    # A GGUF model named as the one to train: a 400 (train its HF copy, with gguf_base).
+    "TrainService_CreateTrainJob": ({}, {}, {"model": "smollm2", "data": '{"prompt": "a", "completion": "b"}\n',
+                                             "output": "tuned"}),
     "AudioService_ListVoices": ({}, {}, None),
     "ImageService_GenerateImage": ({}, {}, {"model": "smollm2", "prompt": "a cat"}),
 }
@@ -176,7 +179,8 @@ def test_management_routes_answer_as_documented(served: DaemonProc, doc: dict[st
     assert checked == set(SAMPLES)
     # Not only errors were checked: the reads, the pull, chat, completion and embeddings answered.
     errors = {"JobService_CancelJob", "ModelService_AddModel", "ModelService_DeleteModel", "SystemService_Shutdown",
-              "ImageService_GenerateImage", "AudioService_Transcribe", "EmbeddingService_Rerank", "AudioService_Speak"} | {k for k in SAMPLES if k.startswith("RunService_") and "ListRuns" not in k}
+              "ImageService_GenerateImage", "AudioService_Transcribe", "EmbeddingService_Rerank", "AudioService_Speak",
+              "TrainService_CreateTrainJob"} | {k for k in SAMPLES if k.startswith("RunService_") and "ListRuns" not in k}
     assert {k for k, v in statuses.items() if v == 200} == set(SAMPLES) - errors, statuses
 
 

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ohmygpu/api/v1/train.proto.
  */
 export const file_ohmygpu_api_v1_train: GenFile = /*@__PURE__*/
-  fileDesc("ChpvaG15Z3B1L2FwaS92MS90cmFpbi5wcm90bxIOb2hteWdwdS5hcGkudjEiiAEKFUNyZWF0ZVRyYWluSm9iUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIMCgRkYXRhGAIgASgJEg4KBm91dHB1dBgDIAEoCRIxCgdvcHRpb25zGAQgASgLMiAub2hteWdwdS5ydW50aW1lLnYxLlRyYWluT3B0aW9ucxIPCgdyZXBsYWNlGAUgASgIMnIKDFRyYWluU2VydmljZRJiCg5DcmVhdGVUcmFpbkpvYhIlLm9obXlncHUuYXBpLnYxLkNyZWF0ZVRyYWluSm9iUmVxdWVzdBoTLm9obXlncHUuYXBpLnYxLkpvYiIUgtPkkwIOOgEqIgkvdjEvdHJhaW5iBnByb3RvMw", [file_google_api_annotations, file_ohmygpu_api_v1_jobs, file_ohmygpu_runtime_v1_runtime]);
+  fileDesc("ChpvaG15Z3B1L2FwaS92MS90cmFpbi5wcm90bxIOb2hteWdwdS5hcGkudjEimwEKFUNyZWF0ZVRyYWluSm9iUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIMCgRkYXRhGAIgASgJEg4KBm91dHB1dBgDIAEoCRIxCgdvcHRpb25zGAQgASgLMiAub2hteWdwdS5ydW50aW1lLnYxLlRyYWluT3B0aW9ucxIPCgdyZXBsYWNlGAUgASgIEhEKCWdndWZfYmFzZRgGIAEoCTJyCgxUcmFpblNlcnZpY2USYgoOQ3JlYXRlVHJhaW5Kb2ISJS5vaG15Z3B1LmFwaS52MS5DcmVhdGVUcmFpbkpvYlJlcXVlc3QaEy5vaG15Z3B1LmFwaS52MS5Kb2IiFILT5JMCDjoBKiIJL3YxL3RyYWluYgZwcm90bzM", [file_google_api_annotations, file_ohmygpu_api_v1_jobs, file_ohmygpu_runtime_v1_runtime]);
 
 /**
  * A training job to create.
@@ -58,6 +58,15 @@ export type CreateTrainJobRequest = Message<"ohmygpu.api.v1.CreateTrainJobReques
    * @generated from field: bool replace = 5;
    */
   replace: boolean;
+
+  /**
+   * Also serve the adapter on this GGUF model (the same weights as `model`, quantized) with
+   * llama.cpp: `model` is the Hugging Face format copy trained on, the adapter is converted to a
+   * GGUF LoRA and registered over this base. Empty: the adapter's base is `model`.
+   *
+   * @generated from field: string gguf_base = 6;
+   */
+  ggufBase: string;
 };
 
 /**
