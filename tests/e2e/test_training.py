@@ -74,7 +74,7 @@ def test_bad_data_is_refused_before_any_job(trainer_daemon: DaemonProc, tmp_path
     # A GGUF model is not trained on directly: the error says how.
     good = "".join(json.dumps(row) + "\n" for row in training_rows())
     r = httpx.post(f"{d.http}/v1/train", json={"model": "smollm2", "data": good, "output": "never"})
-    assert r.status_code == 400 and "gguf_base" in r.text
+    assert r.status_code == 400 and "gguf_base" in r.json()["message"]  # the management error shape
     assert json.loads(d.omg("job", "list", "--json").stdout).get("jobs", []) == []
 
     # A job cancelled while it trains: cancelled, its trainer gone, no model made.

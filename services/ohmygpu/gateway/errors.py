@@ -14,7 +14,8 @@ log = logging.getLogger("ohmygpu.gateway")
 OLLAMA_PREFIX = "/api/"
 # Management routes come from the protos' http rules; they answer like grpc-gateway.
 MANAGEMENT_PREFIXES = ("/v1/store/", "/v1/store", "/v1/omg/", "/v1/version", "/v1/status",
-                       "/v1/loaded", "/v1/devices", "/v1/shutdown", "/v1/models/install", "/v1/jobs", "/v1/events", "/v1/runs")
+                       "/v1/loaded", "/v1/devices", "/v1/shutdown", "/v1/models/install", "/v1/jobs", "/v1/events", "/v1/runs",
+                       "/v1/train")
 # Operations (gateway/operations.py, and /v1/health from its http rule) answer like management.
 OPERATIONS_PATHS = ("/v1/health", "/metrics", "/livez", "/readyz")
 
