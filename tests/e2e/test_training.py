@@ -155,3 +155,25 @@ def test_train_survives_kill_9_and_serves_the_gguf_adapter(trainer_daemon: Daemo
         assert _answer(d2, "smollm2", QUESTIONS[0]) == before
     finally:
         d2.stop()
+
+
+def test_an_adapter_over_a_hugging_face_base_is_served_by_the_transformers_worker(
+        trainer_daemon: DaemonProc, tmp_path: Path) -> None:
+    d = trainer_daemon
+    data = tmp_path / "secret.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in training_rows()))
+    r = d.omg("train", "smollm2-hf", "--data", str(data), "--out", "secret-hf", "--steps", "12", "--lr", "4e-3",
+              "--rank", "8", "--batch-size", "2", "--max-length", "64", "--checkpoint-every", "100",
+              "--target", "q_proj", "--target", "v_proj", "--detach")
+    assert r.returncode == 0, r.stderr
+    job = _wait(d, r.stdout.strip(), lambda j: False)
+    assert job["state"] == "JOB_STATE_DONE", job
+    record = json.loads(d.omg("model", "info", "secret-hf", "--json").stdout)
+    assert record["kind"] == "MODEL_KIND_ADAPTER" and record["adapter"]["base"] == "smollm2-hf"
+    assert record["format"] == "ARTIFACT_FORMAT_SAFETENSORS"
+    before = _answer(d, "smollm2-hf", QUESTIONS[0])
+    after = _answer(d, "secret-hf", QUESTIONS[0])
+    print("base:", before, "| adapter:", after)
+    assert after != before and ("PURPLE" in after.upper() or "OTTER" in after.upper()), after
+    loaded = {m["name"]: m for m in httpx.get(f"{d.http}/v1/loaded", timeout=10).json().get("models", [])}
+    assert loaded["secret-hf"]["runtime"] == "transformers", loaded
