@@ -122,7 +122,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, gguf_path: Path):
 
 
 def _loaded(d) -> set[str]:
-    return {m["name"] for m in httpx.get(d.http + "/api/ps", headers=USER).json()["models"]}
+    return {m["name"].removesuffix(":latest") for m in httpx.get(d.http + "/api/ps", headers=USER).json()["models"]}
 
 
 def test_one_unload_rule_on_every_path(guarded) -> None:

@@ -38,7 +38,7 @@ def test_stopping_a_run_stops_its_embeddings_worker_too(tmp_path: Path, gguf_pat
         run = r.json()
         e = httpx.post(d.http + "/v1/embeddings", json={"model": "smollm2", "input": "hello"}, timeout=120)
         assert e.status_code == 200, e.text
-        assert [m["name"] for m in _loaded(d)] == ["smollm2"]  # one model is one /api/ps row...
+        assert [m["name"] for m in _loaded(d)] == ["smollm2:latest"]  # one model is one /api/ps row...
         assert len(_workers(d)) == 2  # ...served by two workers: chat and embeddings
         # The embeddings worker is the run's model too: not unloadable on its own while pinned.
         refused = httpx.post(d.http + "/api/generate", json={"model": "smollm2", "keep_alive": 0}, timeout=30)

@@ -70,7 +70,7 @@ def _unchanged(d: DaemonProc) -> None:
     """The daemon is alive, holds only the model it started with, and runs no job."""
     assert d.proc is not None and d.proc.poll() is None, "the daemon stopped"
     tags = httpx.get(d.http + "/api/tags", timeout=10).json()["models"]
-    assert [m["name"] for m in tags] == ["smollm2"], tags
+    assert [m["name"] for m in tags] == ["smollm2:latest"], tags
     assert httpx.get(d.http + "/v1/jobs", timeout=10).json().get("jobs", []) == []
 
 

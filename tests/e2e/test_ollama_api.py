@@ -74,7 +74,7 @@ def test_a_model_created_from_another_carries_its_settings_on_every_path(client:
         runtime_pb2.ChatMessage(role="user", content="Hello there")]), timeout=60))[-1]
     assert final.usage.completion_tokens == 5 and final.usage.prompt_tokens == oa.usage.prompt_tokens
     # num_ctx is the window it loads with; `omg model info` shows what it adds.
-    assert next(m for m in client.ps().models if m.model == "pirate").context_length == 1024
+    assert next(m for m in client.ps().models if m.model == "pirate:latest").context_length == 1024
     info = daemon.omg("model", "info", "pirate").stdout
     assert "made from     smollm2" in info and SYSTEM in info and "max_tokens = 5" in info
     # A model made from a derived one inherits, field by field, what it does not set.
@@ -118,7 +118,7 @@ def test_a_template_replaces_the_files_own(client: ollama.Client) -> None:
     ("/api/create", {"model": "q", "files": {"m.gguf": "sha256:" + "1" * 64}}, 404, "not uploaded"),
     ("/api/create", {"model": "q", "files": {"m.bin": "sha256:" + "1" * 64}}, 400, "'files'"),
     ("/api/push", {"model": "smollm2"}, 501, "registry"),
-    ("/api/pull", {"model": "org/x", "insecure": True}, 400, "'insecure'"),
+    ("/api/pull", {"model": "org/x", "insecure": "yes"}, 400, "'insecure'"),  # accepted as a boolean only
     ("/api/show", {"model": "smollm2", "verbose": True}, 400, "'verbose'"),
     ("/api/chat", {"model": "smollm2", "messages": [{"role": "user", "content": "what is this?",
                                                      "images": ["aGVsbG8="]}]}, 400, "'messages[0].images'"),
@@ -159,7 +159,7 @@ def test_embed_dimensions_and_one_ps_row_per_model(client: ollama.Client, daemon
     loaded = httpx.get(daemon.http + "/v1/loaded").json()["models"]
     workers = [m for m in loaded if m["name"] == "smollm2"]
     assert len(workers) == 2  # a chat worker and an embeddings worker ...
-    rows = [m for m in client.ps().models if m.model == "smollm2"]
+    rows = [m for m in client.ps().models if m.model == "smollm2:latest"]
     assert len(rows) == 1  # ... shown as one model, as Ollama does
     sizes = [int(w["memoryBytes"]) for w in workers]  # measured live: two calls differ a little
     assert abs(rows[0].size - sum(sizes)) < 0.05 * sum(sizes) and rows[0].size > 1.5 * max(sizes)

@@ -24,7 +24,7 @@ def test_version_tags_show(client: ollama.Client) -> None:
 
     assert httpx.get(str(client._client.base_url) + "/api/version").json() == {"version": __version__}
     models = client.list().models
-    smol = next(m for m in models if m.model == "smollm2")
+    smol = next(m for m in models if m.model == "smollm2:latest")  # listed with its tag, as Ollama does
     assert smol.size > 90_000_000 and len(smol.digest) == 64
     assert smol.details.format == "gguf" and smol.details.quantization_level == "Q4_1"
     assert smol.details.family == "llama" and smol.details.parameter_size.endswith("M")
@@ -97,11 +97,11 @@ def test_create_copy_delete(client: ollama.Client) -> None:
                          parameters={"num_predict": 4}).status == "success"
     assert client.copy("smol-terse", "smol-terse-2").status == "success"
     names = {m.model for m in client.list().models}
-    assert {"smol-terse", "smol-terse-2"} <= names
+    assert {"smol-terse:latest", "smol-terse-2:latest"} <= names
     assert client.show("smol-terse-2").details.parent_model == "smollm2"
     for name in ("smol-terse-2", "smol-terse"):
         assert client.delete(name).status == "success"
-    assert not {"smol-terse", "smol-terse-2"} & {m.model for m in client.list().models}
+    assert not {"smol-terse:latest", "smol-terse-2:latest"} & {m.model for m in client.list().models}
     with pytest.raises(ollama.ResponseError) as e:
         client.delete("smol-terse")
     assert e.value.status_code == 404
@@ -110,7 +110,7 @@ def test_create_copy_delete(client: ollama.Client) -> None:
 def test_ps(client: ollama.Client) -> None:
     client.generate(model="smollm2", prompt="")
     ps = client.ps().models
-    assert ps[0].model == "smollm2" and ps[0].size > 50_000_000 and ps[0].size_vram == 0
+    assert ps[0].model == "smollm2:latest" and ps[0].size > 50_000_000 and ps[0].size_vram == 0
 
 
 def test_errors_in_ollama_format(client: ollama.Client, daemon: DaemonProc) -> None:

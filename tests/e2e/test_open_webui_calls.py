@@ -58,7 +58,7 @@ def _get(d: DaemonProc, path: str) -> httpx.Response:
 
 
 def _models_by_id(d: DaemonProc) -> dict[str, dict]:
-    # get_all_models: keyed by each /api/tags entry's "model"; names carry ":latest" when asked.
+    # get_all_models: keyed by each /api/tags entry's "model".
     return {m["model"]: m for m in _get(d, "/api/tags").json()["models"]}
 
 
@@ -71,8 +71,10 @@ def test_connection_check_and_model_lists(d: DaemonProc) -> None:
     version = _get(d, "/api/version").json()["version"]
     assert tuple(map(int, re.sub(r"^v|-.*", "", version).split(".")))
     models = _models_by_id(d)
-    smol = models["smollm2"]
-    assert smol["name"] == "smollm2" and smol["size"] > 0 and smol["details"]["quantization_level"] == "Q4_1"
+    # Listed with its tag, as Ollama lists it: the name Open WebUI sends a chat with (it adds
+    # ":latest" to an untagged name) is the name it finds in this list.
+    smol = models[_owui_name("smollm2")]
+    assert smol["name"] == "smollm2:latest" and smol["size"] > 0 and smol["details"]["quantization_level"] == "Q4_1"
     # OpenAI connection: GET {base}/models, data[].id (name falls back to the id).
     ids = [m["id"] for m in _get(d, "/v1/models").json()["data"]]
     assert "smollm2" in ids
@@ -103,12 +105,12 @@ def test_chat_show_ps_unload_as_open_webui_sends_them(d: DaemonProc) -> None:
     assert shown.json()["details"]["family"] == "llama" and "completion" in shown.json()["capabilities"]
     # /api/ps: name and expires_at, parsed with fromisoformat for the model list's expiry.
     loaded = {m["name"]: m for m in _get(d, "/api/ps").json()["models"]}
-    assert datetime.fromisoformat(loaded["smollm2"]["expires_at"]).timestamp() > 0
+    assert datetime.fromisoformat(loaded["smollm2:latest"]["expires_at"]).timestamp() > 0
     # unload_model: an empty generate with keep_alive 0, not streamed, answered as JSON.
     r = httpx.post(d.http + "/api/generate", headers=HEADERS, json={"model": name, "keep_alive": 0, "prompt": ""},
                    timeout=60)
     assert r.status_code == 200 and r.json()["done"] is True, r.text
-    assert "smollm2" not in {m["name"] for m in _get(d, "/api/ps").json()["models"]}
+    assert "smollm2:latest" not in {m["name"] for m in _get(d, "/api/ps").json()["models"]}
 
 
 def test_openai_chat_stream_as_open_webui_sends_it(d: DaemonProc) -> None:

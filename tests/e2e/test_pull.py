@@ -302,7 +302,7 @@ def test_ollama_pull_copy_delete(tmp_path: Path, hub: FakeHub) -> None:
         assert {"status": "verifying sha256 digest"} in statuses
         assert httpx.post(f"{d.http}/api/copy", json={"source": MODEL, "destination": "smol-alias"}).status_code == 200
         tags = {m["name"]: m for m in httpx.get(f"{d.http}/api/tags").json()["models"]}
-        assert tags["smol-alias"]["digest"] == tags[MODEL]["digest"]
+        assert tags["smol-alias:latest"]["digest"] == tags[MODEL]["digest"]  # untagged names listed :latest
         assert httpx.request("DELETE", f"{d.http}/api/delete", json={"model": "smol-alias"}).status_code == 200
         r = httpx.request("DELETE", f"{d.http}/api/delete", json={"model": "smol-alias"})
         assert r.status_code == 404 and "error" in r.json()

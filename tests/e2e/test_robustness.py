@@ -195,7 +195,7 @@ def test_daemon_runs_without_the_llamacpp_extra(tmp_path: Path, gguf_path: Path)
     d = new_daemon(tmp_path, extra_env={"PYTHONPATH": str(blocker)}).start()
     try:
         assert d.omg("model", "add", str(gguf_path), "--name", "smol").returncode == 0
-        assert httpx.get(d.http + "/api/tags").json()["models"][0]["name"] == "smol"
+        assert httpx.get(d.http + "/api/tags").json()["models"][0]["name"] == "smol:latest"
         r = httpx.post(d.http + "/v1/chat/completions", json={
             "model": "smol", "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 501

@@ -46,6 +46,12 @@ def keep_alive(value: Any) -> str:
     return f"{value}s" if isinstance(value, (int, float)) else value.strip()
 
 
+def tagged(name: str) -> str:
+    """`name` as Ollama lists it: with its tag, `latest` when it has none (Open WebUI looks a
+    chat's model up by that name in the list it read)."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
 async def ollama_name(gw: Gateway, name: str) -> str:
     """The model an Ollama request names. Ollama's names carry a tag, `latest` when none is
     given, and its clients add it: Open WebUI asks for "smollm2:latest" of a model listed as
@@ -135,6 +141,7 @@ class OllamaRoutes:
         fields.check(f, "pull")
         source = f.str("model") or f.str("name", required=True)
         stream = f.bool("stream", True)
+        f.bool("insecure", False)  # must be a boolean; changes nothing (see ollama_fields)
         job = await self.gw.api.pull(source)
         watcher = self.gw.api.watch_job(job.id)
         if stream:
@@ -182,7 +189,7 @@ class OllamaRoutes:
         # embedding model), so a whisper model, served by /v1/audio/transcriptions, is left out.
         records = [r for r in await self.gw.api.list_records() if capabilities(r)]
         return JSONResponse({"models": [{
-            "name": r.name, "model": r.name,
+            "name": tagged(r.name), "model": tagged(r.name),
             "modified_at": r.created_at.ToDatetime(timezone.utc).isoformat(),
             "size": r.size_bytes, "digest": _digest(r), "details": _details(r)} for r in records]})
 
@@ -219,7 +226,7 @@ class OllamaRoutes:
             expires = m.expires_at.ToDatetime(timezone.utc) if m.HasField("expires_at") else _FOREVER
             row = rows.get(m.name)
             if row is None:
-                rows[m.name] = {"name": m.name, "model": m.name, "size": m.memory_bytes,
+                rows[m.name] = {"name": tagged(m.name), "model": tagged(m.name), "size": m.memory_bytes,
                                 "digest": m.digest.removeprefix("sha256:"), "details": {},
                                 "expires_at": expires, "size_vram": m.vram_bytes,
                                 "context_length": m.context_length}
@@ -229,9 +236,9 @@ class OllamaRoutes:
             row["expires_at"] = max(row["expires_at"], expires)
             if m.mode == run_spec_pb2.MODE_CHAT:  # the window a chat gets
                 row["context_length"] = m.context_length
-        for row in rows.values():
+        for name, row in rows.items():
             try:
-                row["details"] = _details(await self.gw.api.get_record(row["name"]))
+                row["details"] = _details(await self.gw.api.get_record(name))
             except LookupError:
                 pass
             row["expires_at"] = row["expires_at"].isoformat().replace("+00:00", "Z")
