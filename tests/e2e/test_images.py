@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -179,6 +180,51 @@ def test_omg_gen_image_inpaints_with_a_mask(daemon: DaemonProc, tmp_path: Path) 
     assert "Mask blur: 1" in Image.open(out).info["parameters"]
     r = daemon.omg("gen", "image", "a boat", "-m", "tiny-sd", "--mask", str(tmp_path / "mask.png"))
     assert r.returncode != 0 and "--mask (inpainting) needs --init" in r.stderr
+
+
+def test_top_shows_an_image_generation_step_by_step(daemon: DaemonProc) -> None:
+    from tests.helpers import PtySession
+
+    top = PtySession(["top", "--interval", "0.5"], daemon.env)
+    try:
+        top.expect("loaded models")
+        made: list[runtime_pb2.GenerateImageResponse] = []
+
+        def generate() -> None:
+            with grpc.insecure_channel(daemon.grpc_addr) as channel:
+                made.extend(images_pb2_grpc.ImageServiceStub(channel).GenerateImage(runtime_pb2.GenerateImageRequest(
+                    model="tiny-sd", prompt="a tree", width=64, height=64, steps=12, count=2, seed=1), timeout=300))
+
+        worker = threading.Thread(target=generate)
+        worker.start()
+        top.expect("image generations", timeout=60)  # the row comes with the start event
+        deadline = time.monotonic() + 120
+        while not re.search(r"tiny-sd\W+[12]/2\W+.*\b\d+/12\b", top.screen) and time.monotonic() < deadline:
+            top.read_for(0.5)  # then its steps, as the worker reports them
+        worker.join()
+        assert re.search(r"tiny-sd\W+[12]/2\W+.*\b\d+/12\b", top.screen), top.screen[-3000:]
+        assert sum(m.HasField("image") for m in made) == 2
+    finally:
+        if top.proc.poll() is None:
+            top.proc.kill()
+
+
+def test_repl_generates_an_image(daemon: DaemonProc, tmp_path: Path) -> None:
+    from tests.helpers import PtySession
+
+    out = tmp_path / "repl.png"
+    repl = PtySession([], daemon.env)
+    try:
+        repl.expect("omg>")
+        repl.send(f"image 'a small house' -m tiny-sd -o {out} --size 64x64 --steps 2 --seed 4\r")
+        repl.expect(str(out), timeout=120)  # printed once written, after a bar per step
+        repl.expect("omg>")
+        repl.send("exit\r")
+        assert repl.close() == 0
+    finally:
+        if repl.proc.poll() is None:
+            repl.proc.kill()
+    assert "Seed: 4" in Image.open(out).info["parameters"]
 
 
 def _estimate(d: DaemonProc, name: str) -> int:

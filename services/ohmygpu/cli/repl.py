@@ -1,7 +1,7 @@
 """`omg` with no arguments: a REPL over the daemon (prompt_toolkit).
 
-Commands (`ls`, `ps`, `pull`, `rm`, `run`, `stop`, `logs`, `status`, `help`, `exit`) run the
-same code as `omg <command>`; `chat MODEL` enters a conversation where plain lines go to the
+Commands (`ls`, `ps`, `pull`, `rm`, `run`, `stop`, `logs`, `status`, `image`, `say`, `train`,
+`jobs`, `help`, `exit`) run the same code as `omg <command>`; `chat MODEL` enters a conversation where plain lines go to the
 model, streamed, and `/set`, `/system`, `/clear`, `/save`, `/load`, `/show`, `/bye` manage it.
 Tab completes commands and model names (asked of the daemon); history persists in
 OMG_HOME/repl_history; Alt-Enter (or a block between triple quotes) gives multi-line input;
@@ -30,6 +30,7 @@ COMMANDS: dict[str, list[str]] = {
     "ls": ["model", "list"], "ps": ["ps"], "pull": ["pull"], "rm": ["model", "rm"], "run": ["run"],
     "stop": ["run", "stop"], "logs": ["run", "logs"], "status": ["serve", "status"], "info": ["model", "info"],
     "transcribe": ["transcribe"], "embed": ["embed"], "events": ["events"], "config": ["config"],
+    "image": ["gen", "image"], "say": ["say"], "train": ["train"], "jobs": ["job", "list"],
 }
 SESSION_COMMANDS = ("chat", "help", "exit", "quit")
 MODEL_ARG = {"chat", "rm", "run", "info", "embed"}
@@ -43,6 +44,8 @@ HELP = """commands:
   pull SOURCE       download from the hub (org/repo, hf.co/org/repo:QUANT)
   rm MODEL          remove a model          run MODEL    pin a model (run ls, stop ID, logs ID)
   stop RUN | logs RUN | status | events | config | transcribe FILE | embed MODEL TEXT
+  image PROMPT -m M  generate an image (a bar per step; -o out.png, --steps, --seed, --init, --mask)
+  say TEXT -m M      speak text to a file (-o out.wav)   train M --data F --out N   jobs
   help | exit       this text | leave (or Ctrl-D)
 in a chat: /set temperature 0.2 | /system TEXT | /clear | /save FILE | /load FILE | /show | /bye
 multi-line: Alt-Enter for a new line, or wrap the text in triple quotes; Ctrl-C stops an answer"""

@@ -1,8 +1,9 @@
 """`omg top`: a full-screen live view of the daemon, in the spirit of nvidia-smi and k9s.
 
 Devices (memory bars, utilisation, temperature), loaded models (mode, device, memory, requests
-in flight and queued, tokens/s of the last generation, expiry), pulls with progress bars and
-rates, runs, and the latest events. The event stream wakes a refresh at once; a poll every
+in flight and queued, tokens/s of the last generation, expiry), jobs (pulls with progress bars
+and rates, training with its step and loss), runs, image generations step by step, and the
+latest events. The event stream wakes a refresh at once; a poll every
 `interval` seconds fills in the rest; the reads of one refresh go out together, so a refresh costs
 one round trip and a slow or remote link a few small calls a second (the header shows how long
 the last refresh took).
@@ -32,10 +33,40 @@ from ohmygpu.api.v1 import (
 from ohmygpu.cli.client import Client, CliError
 from ohmygpu.cli.format import size as _size
 from ohmygpu.core.enums import enum_name
+from ohmygpu.events.v1 import events_pb2 as event_pb2
 from ohmygpu.run.v1 import run_spec_pb2
 
 _ACTIVE_JOBS = (jobs_pb2.JOB_STATE_QUEUED, jobs_pb2.JOB_STATE_RUNNING)
 _MODES = {run_spec_pb2.MODE_EMBEDDINGS: "embed", run_spec_pb2.MODE_TRANSCRIPTION: "speech"}
+
+
+@dataclass
+class Generation:
+    """An image generation as its events tell it."""
+
+    model: str
+    images: int = 1
+    image: int = 1  # the image being denoised, from 1
+    step: int = 0
+    steps: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def track_generation(generations: dict[str, Generation], event: event_pb2.Event) -> None:
+    """Fold one EVENT_KIND_GENERATION event into `generations`: started adds a row, progress
+    moves it, done, failed or cancelled removes it."""
+    attrs, subject = event.attributes, event.subject
+    state = attrs.get("state", "")
+    if state == "started":
+        generations[subject] = Generation(model=subject.removeprefix("model:"),
+                                          images=int(attrs.get("images", "1") or 1))
+    elif state == "progress":
+        g = generations.setdefault(subject, Generation(model=subject.removeprefix("model:")))
+        g.step, g.steps = int(event.progress.completed), int(event.progress.total)
+        g.image = int(attrs.get("image", g.image) or g.image)
+        g.images = int(attrs.get("images", g.images) or g.images)
+    else:
+        generations.pop(subject, None)
 
 
 @dataclass
@@ -47,6 +78,9 @@ class Snapshot:
     jobs: list[jobs_pb2.Job] = field(default_factory=list)
     runs: list[runs_pb2.Run] = field(default_factory=list)
     nodes: list[system_pb2.Node] = field(default_factory=list)  # the daemon's machine and its nodes
+    # Image generations under way, by subject ("model:NAME"), from the event stream (they are
+    # requests, not jobs): what each has done.
+    generations: dict[str, Generation] = field(default_factory=dict)
     # (subject, is progress, line), newest first
     events: collections.deque[tuple[str, bool, str]] = field(default_factory=lambda: collections.deque(maxlen=8))
     error: str = ""
@@ -116,6 +150,8 @@ class Top:
                     if progress and event.progress.total:
                         line += f" ({100 * event.progress.completed / event.progress.total:.0f}%)"
                     with self.lock:
+                        if event.kind == event_pb2.EVENT_KIND_GENERATION:
+                            track_generation(self.snap.generations, event)
                         # A pull reports progress twice a second: its latest line replaces the
                         # previous one instead of pushing every other event off the list.
                         if progress and event.subject:
@@ -235,6 +271,15 @@ class Top:
                               f"{_size(j.rate_bytes_per_second)}/s", f"{j.eta_seconds:.0f}s" if j.eta_seconds else "-",
                               style="reverse" if selected == ("job", j.id) else "")
             parts.append(pulls)
+            if s.generations:
+                images = Table(title="image generations", title_justify="left", expand=True)
+                for col in ("MODEL", "IMAGE", "", "STEP", "ELAPSED"):
+                    images.add_column(col)
+                for g in s.generations.values():
+                    images.add_row(g.model, f"{g.image}/{g.images}",
+                                   ProgressBar(total=g.steps or None, completed=g.step, width=30),
+                                   f"{g.step}/{g.steps or '?'}", f"{time.monotonic() - g.started:.0f}s")
+                parts.append(images)
             parts.append(Text("recent events", style="bold"))
             parts.extend(Text(line) for _, _, line in list(s.events))
             if s.note:

@@ -479,7 +479,8 @@ class Orchestrator:
                     p = message.progress
                     publish(events_pb2.EVENT_KIND_GENERATION, f"{request.model}: image {p.image + 1}/{p.images}, "
                             f"step {p.step}/{p.steps}", subject=subject, level=events_pb2.LEVEL_DEBUG,
-                            completed=p.step, total=p.steps, unit="steps", state="progress")
+                            completed=p.step, total=p.steps, unit="steps", state="progress",
+                            image=str(p.image + 1), images=str(p.images))
                 elif message.HasField("image"):
                     made += 1
                 yield message
