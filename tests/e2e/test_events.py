@@ -78,3 +78,31 @@ def test_events_over_sse_grpc_and_cli(tmp_path: Path, gguf_path: Path) -> None:
         assert int(first["id"]) == 2
     finally:
         d.stop()
+
+
+def test_a_client_that_drops_an_event_stream_does_not_kill_the_daemon(tmp_path: Path) -> None:
+    """The client of an event stream closes it; the daemon's next writes to it meet a dead
+    socket. That is EPIPE for that stream, not SIGPIPE for the daemon (started here as
+    `python -m ohmygpu.cli.main serve`, whose entry restores SIGPIPE's default for the CLI)."""
+    import socket
+
+    d = new_daemon(tmp_path, extra_env={"HF_ENDPOINT": "http://127.0.0.1:9"}).start()  # nothing listens on 9
+    try:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", d.http_port), timeout=10)
+            s.sendall(b"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            httpx.post(f"{d.http}/v1/models/install", json={"source": "org/none"}, timeout=30)
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")  # the head comes with the first event
+            s.close()  # as a client that stops reading does: the daemon's next write is answered by a reset
+            for _ in range(4):  # failed pulls: events the dead stream's writer must send
+                httpx.post(f"{d.http}/v1/models/install", json={"source": "org/none"}, timeout=30)
+                time.sleep(0.2)
+        assert d.proc.poll() is None, f"the daemon died: {d.proc.returncode}"
+        assert httpx.get(d.http + "/livez", timeout=10).status_code == 200
+        # Whatever the timing of a write after the close, it cannot be fatal: SIGPIPE is
+        # ignored by the daemon (CI lost one to it, exit status -13, after a test's `break`).
+        status = Path(f"/proc/{d.proc.pid}/status").read_text()
+        ignored = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+        assert ignored & (1 << (signal.SIGPIPE - 1)), "the daemon does not ignore SIGPIPE"
+    finally:
+        d.stop()

@@ -398,6 +398,7 @@ def _deny(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
 
 def join(settings: Settings, daemon_addr: str) -> int:
     """Run the agent in the foreground; returns the exit code."""
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a daemon that goes away: EPIPE, not death (daemon/server.py)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(NodeAgent(settings, daemon_addr=daemon_addr).run())

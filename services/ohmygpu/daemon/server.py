@@ -242,6 +242,10 @@ async def _restore(runs: RunManager, readiness: Readiness) -> None:
 
 def serve(settings: Settings) -> int:
     """Run the daemon in the foreground; returns the process exit code."""
+    # A client that goes away mid-answer must be an EPIPE on its socket, never the daemon's
+    # death: the CLI restores SIGPIPE's default (for `omg ls | head`), and a daemon started as
+    # `python -m ohmygpu.cli.main serve` inherited it and died when an event stream was closed.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
