@@ -162,7 +162,7 @@ def test_an_adapter_over_a_hugging_face_base_is_served_by_the_transformers_worke
     d = trainer_daemon
     data = tmp_path / "secret.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in training_rows()))
-    r = d.omg("train", "smollm2-hf", "--data", str(data), "--out", "secret-hf", "--steps", "12", "--lr", "4e-3",
+    r = d.omg("train", "smollm2-hf", "--data", str(data), "--out", "secret-hf", "--steps", "8", "--lr", "6e-3",
               "--rank", "8", "--batch-size", "2", "--max-length", "64", "--checkpoint-every", "100",
               "--target", "q_proj", "--target", "v_proj", "--detach")
     assert r.returncode == 0, r.stderr
