@@ -207,7 +207,7 @@ def test_cli_transcribe(sd: DaemonProc, audio: dict[str, Path]) -> None:
 def test_chat_and_whisper_share_the_budget(tmp_path: Path, gguf_path: Path, whisper_path: Path,
                                           audio: dict[str, Path]) -> None:
     def loaded(d: DaemonProc) -> set[str]:
-        return {m["name"] for m in httpx.get(f"{d.http}/api/ps").json()["models"]}
+        return {m["name"].removesuffix(":latest") for m in httpx.get(f"{d.http}/api/ps").json()["models"]}
 
     def use_both(d: DaemonProc) -> None:
         r = httpx.post(f"{d.http}/api/chat", json={"model": "smollm2", "stream": False, "options": {"num_predict": 3},

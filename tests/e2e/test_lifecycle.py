@@ -27,7 +27,8 @@ def two_models(tmp_path_factory: pytest.TempPathFactory, gguf_path: Path) -> Ite
 
 
 def _ps(d: DaemonProc) -> dict[str, dict]:
-    return {m["name"]: m for m in httpx.get(d.http + "/api/ps").json()["models"]}
+    # By store name: Ollama lists an untagged one as name:latest.
+    return {m["name"].removesuffix(":latest"): m for m in httpx.get(d.http + "/api/ps").json()["models"]}
 
 
 def _generate(d: DaemonProc, model: str, **kw: object) -> dict:

@@ -55,7 +55,8 @@ def meta(tmp_path_factory: pytest.TempPathFactory, gguf_path: Path, whisper_path
 
 
 def _tags(d: DaemonProc) -> dict[str, dict]:
-    return {m["name"]: m for m in httpx.get(f"{d.http}/api/tags", timeout=30).json()["models"]}
+    # By store name: Ollama lists an untagged one as name:latest.
+    return {m["name"].removesuffix(":latest"): m for m in httpx.get(f"{d.http}/api/tags", timeout=30).json()["models"]}
 
 
 def _show(d: DaemonProc, name: str) -> dict:
@@ -77,7 +78,7 @@ def test_one_digest_and_from_for_a_pulled_repo(meta: DaemonProc, gguf_path: Path
         "model": LLM, "messages": [{"role": "user", "content": "hi"}], "stream": False,
         "options": {"num_predict": 2}}, timeout=120)
     assert chat.status_code == 200, chat.text
-    ps = {m["name"]: m for m in httpx.get(f"{meta.http}/api/ps", timeout=30).json()["models"]}
+    ps = {m["name"].removesuffix(":latest"): m for m in httpx.get(f"{meta.http}/api/ps", timeout=30).json()["models"]}
     assert ps[LLM]["digest"] == sha
     # The index compares by the same digest: copying onto a name that holds the same file is
     # the no-op ollama's copy is, not a conflict with "another model".
@@ -101,7 +102,7 @@ def test_capabilities_follow_what_the_runtime_can_do(meta: DaemonProc) -> None:
     for whisper in ("whisper-pulled", "whisper-local"):
         assert client.show(whisper).capabilities == []  # no chat, no tools, no embedding
     # /api/tags lists what the Ollama API can run; whisper models are for the OpenAI audio route.
-    names = {m.model for m in client.list().models}
+    names = {m.model.removesuffix(":latest") for m in client.list().models}
     assert {LLM, "smollm2", "emb"} <= names and not names & {"whisper-pulled", "whisper-local"}, names
     openai_ids = {m["id"] for m in httpx.get(f"{meta.http}/v1/models", timeout=30).json()["data"]}
     assert {"whisper-pulled", "whisper-local", "emb", "smollm2"} <= openai_ids

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def _ps(d: DaemonProc) -> dict[str, dict]:
-    return {m["name"]: m for m in httpx.get(d.http + "/api/ps").json()["models"]}
+    # By store name: Ollama lists an untagged one as name:latest.
+    return {m["name"].removesuffix(":latest"): m for m in httpx.get(d.http + "/api/ps").json()["models"]}
 
 
 def test_runs_pin_reload_restart_logs(tmp_path: Path, gguf_path: Path) -> None:

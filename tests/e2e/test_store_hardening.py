@@ -208,7 +208,7 @@ def test_api_copy_never_replaces_another_model(tmp_path: Path, hub: FakeHub, ggu
         assert d.omg("model", "add", str(other), "--name", "second").returncode == 0
 
         def digests() -> dict[str, str]:
-            return {m["name"]: m["digest"] for m in httpx.get(f"{d.http}/api/tags").json()["models"]}
+            return {m["name"].removesuffix(":latest"): m["digest"] for m in httpx.get(f"{d.http}/api/tags").json()["models"]}
 
         before = digests()
         assert before["first"] != before["second"]
