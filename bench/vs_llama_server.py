@@ -75,8 +75,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def clients(base: str, model: str, n: int, max_tokens: int) -> tuple[float, list[float]]:
-    """n concurrent clients, distinct prompts: (aggregate tokens/s, their TTFTs)."""
+def clients(base: str, model: str, n: int, max_tokens: int) -> tuple[float, list[float], float]:
+    """n concurrent clients, distinct prompts: (aggregate tokens/s, their TTFTs, mean tokens
+    per stream: answers that end early at EOS make the wall time, and so the aggregate, noisy)."""
     results: list[tuple[float, int, float, str]] = []
     lock = threading.Lock()
 
@@ -92,7 +93,7 @@ def clients(base: str, model: str, n: int, max_tokens: int) -> tuple[float, list
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
-    return sum(r[1] for r in results) / wall, [r[0] for r in results]
+    return sum(r[1] for r in results) / wall, [r[0] for r in results], sum(r[1] for r in results) / n
 
 
 def second_turn(base: str, model: str, question: str) -> float:
@@ -159,13 +160,15 @@ def main() -> None:
                 stream(base, "m", [{"role": "user", "content": "hi"}], 8)
             rate: dict[tuple[str, int], list[float]] = {}
             ttft: dict[tuple[str, int], list[float]] = {}
+            length: dict[tuple[str, int], list[float]] = {}
             turn2: dict[str, list[float]] = {name: [] for name in systems}
             for trial in range(args.trials):
                 order = list(systems.items()) if trial % 2 == 0 else list(reversed(systems.items()))
                 for n in counts:
                     for name, base in order:
-                        agg, firsts = clients(base, "m", n, args.max_tokens)
+                        agg, firsts, mean_tokens = clients(base, "m", n, args.max_tokens)
                         rate.setdefault((name, n), []).append(agg)
+                        length.setdefault((name, n), []).append(mean_tokens)
                         ttft.setdefault((name, n), []).extend(firsts)
                 for name, base in order:
                     turn2[name].append(second_turn(base, "m", PROMPTS[trial % len(PROMPTS)]))
@@ -177,12 +180,13 @@ def main() -> None:
           f"{args.parallel}, {args.window} tokens per sequence, {args.max_tokens} tokens per stream, "
           f"medians of {args.trials} trials, gpu_layers={args.gpu_layers}")
     print(f"{'clients':>7} | {'llama-server tok/s':>18} {'p50 ttft':>9} {'p95 ttft':>9} | "
-          f"{'ohmygpu tok/s':>13} {'p50 ttft':>9} {'p95 ttft':>9} | {'ratio':>6}")
+          f"{'ohmygpu tok/s':>13} {'p50 ttft':>9} {'p95 ttft':>9} | {'ratio':>6} | tokens/stream ls, omg")
     for n in counts:
         ls, og = med(rate[("llama-server", n)]), med(rate[("ohmygpu", n)])
         lt, ot = ttft[("llama-server", n)], ttft[("ohmygpu", n)]
         print(f"{n:>7} | {ls:>18.1f} {1000 * med(lt):>7.0f}ms {1000 * pct(lt, 0.95):>7.0f}ms | "
-              f"{og:>13.1f} {1000 * med(ot):>7.0f}ms {1000 * pct(ot, 0.95):>7.0f}ms | {og / ls:>5.2f}x")
+              f"{og:>13.1f} {1000 * med(ot):>7.0f}ms {1000 * pct(ot, 0.95):>7.0f}ms | {og / ls:>5.2f}x | "
+              f"{med(length[('llama-server', n)]):.0f}, {med(length[('ohmygpu', n)]):.0f}")
     lt2, ot2 = med(turn2["llama-server"]), med(turn2["ohmygpu"])
     print(f"second-turn TTFT: llama-server {1000 * lt2:.0f} ms, ohmygpu {1000 * ot2:.0f} ms "
           f"({ot2 / lt2:.2f}x)")

@@ -18,7 +18,12 @@ So, per package:
    if the library traps, the next variant is built (portable: GGML_NATIVE off), and if none runs
    we stop with a message naming the cause.
 
+A package may be built with patches of ours applied to its sdist first (--patch FILE, `patch
+-p1` from the sdist's root; their contents are part of the key): stable-diffusion.cpp gets an
+abort callback that way (scripts/patches/, see the file's header for why).
+
 Usage: native_wheel.py llama-cpp-python==0.3.36 --probe-model PATH.gguf
+       native_wheel.py stable-diffusion-cpp-python==0.4.7 --patch scripts/patches/X.patch
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import shlex
 import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,10 +97,12 @@ def compiler_id() -> str:
         return "unknown"
 
 
-def build_key(spec: str, variant: Variant) -> str:
+def build_key(spec: str, variant: Variant, patches: tuple[Path, ...] = ()) -> str:
     """What makes two wheels interchangeable: any difference gives another directory."""
     ident = {"spec": spec, "cmake": list(variant.cmake_args), "python": sys.version,
              "machine": platform.machine(), "cc": compiler_id()}
+    if patches:  # absent when none, so the keys of unpatched builds stay what they were
+        ident["patches"] = [hashlib.sha256(p.read_bytes()).hexdigest() for p in patches]
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -123,7 +132,25 @@ def installed_from(dist: str) -> str | None:
         return None
 
 
-def build(spec: str, variant: Variant, out_dir: Path) -> Path:
+def patched_source(spec: str, patches: tuple[Path, ...], into: Path) -> Path:
+    """The sdist of `spec`, unpacked under `into` with `patches` applied; its root."""
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                    "-d", str(into), spec], check=True)
+    sdists = sorted(into.glob("*.tar.gz"))
+    if len(sdists) != 1:
+        raise SystemExit(f"[native-wheel] expected one sdist of {spec}, got {sdists}")
+    with tarfile.open(sdists[0]) as tar:
+        tar.extractall(into / "src", filter="data")
+    (root,) = (into / "src").iterdir()
+    for patch in patches:
+        done = subprocess.run(["patch", "-p1", "--forward", "--batch", "-d", str(root), "-i", str(patch.resolve())],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"[native-wheel] {patch} does not apply to {spec}: {done.stdout.strip()[-600:]}")
+    return root
+
+
+def build(spec: str, variant: Variant, out_dir: Path, patches: tuple[Path, ...] = ()) -> Path:
     """Build the wheel with pip's caches off (a cached wheel ignores CMAKE_ARGS)."""
     existing = sorted(out_dir.glob("*.whl"))
     if existing:
@@ -134,8 +161,10 @@ def build(spec: str, variant: Variant, out_dir: Path) -> Path:
     print(f"[native-wheel] building {spec} ({variant.name}); this takes several minutes once",
           flush=True)
     tmp = out_dir / "partial"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-cache-dir",
-                    "--no-binary", dist_name(spec), "-w", str(tmp), spec], env=env, check=True)
+    with tempfile.TemporaryDirectory() as work:
+        source = str(patched_source(spec, patches, Path(work))) if patches else spec
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-cache-dir",
+                        "--no-binary", dist_name(spec), "-w", str(tmp), source], env=env, check=True)
     wheels = sorted(tmp.glob("*.whl"))
     if len(wheels) != 1:
         raise SystemExit(f"[native-wheel] expected one wheel from building {spec}, got {wheels}")
@@ -174,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("spec", help="requirement, e.g. llama-cpp-python==0.3.36")
     ap.add_argument("--probe-model", type=Path, help="GGUF for the multi-threaded probe")
+    ap.add_argument("--patch", type=Path, action="append", default=[],
+                    help="a patch of ours to apply to the sdist before building (repeatable)")
     args = ap.parse_args(argv)
+    patches = tuple(args.patch)
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -182,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     dist = dist_name(args.spec)
     tried: list[str] = []
     for variant in variants(cpu_flags(cpuinfo), os.environ.get("CMAKE_ARGS", "")):
-        key = build_key(args.spec, variant)
-        wheel = build(args.spec, variant, wheel_cache() / dist / key)
+        key = build_key(args.spec, variant, patches)
+        wheel = build(args.spec, variant, wheel_cache() / dist / key, patches)
         install(wheel, dist)
         if args.probe_model is None:
             return 0

@@ -48,10 +48,11 @@ SMOLLM2=$("$PY" -c 'import importlib.util, pathlib; s = importlib.util.find_spec
 # evaluation), installed before the extras so pip never builds or reuses a wheel of its own.
 LLAMA_SPEC=$(sed -n 's/.*"\(llama-cpp-python==[^"]*\)".*/\1/p' pyproject.toml)
 "$PY" scripts/native_wheel.py "$LLAMA_SPEC" --probe-model "$SMOLLM2"
-# stable-diffusion.cpp the same way (~7 min once). No probe: native_wheel.py's probe runs a
-# llama.cpp prompt; the sdcpp contract tests generate with the same build on this CPU instead.
+# stable-diffusion.cpp the same way (~7 min once), with our abort hook patched in (cancellation
+# at the next denoising step). No probe: native_wheel.py's probe runs a llama.cpp prompt; the
+# sdcpp contract tests generate with the same build on this CPU instead.
 SD_SPEC=$(sed -n 's/.*"\(stable-diffusion-cpp-python==[^"]*\)".*/\1/p' pyproject.toml)
-"$PY" scripts/native_wheel.py "$SD_SPEC"
+"$PY" scripts/native_wheel.py "$SD_SPEC" --patch scripts/patches/stable-diffusion-cpp-abort.patch
 "$PY" -m pip install -q -e '.[all,dev]'
 npm ci --no-audit --no-fund --silent
 # The TypeScript client (clients/ts): its generator, compiler and runtime, for tests/e2e/test_clients.py.

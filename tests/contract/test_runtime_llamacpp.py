@@ -28,6 +28,7 @@ class WorkerProc:
                  module: str = "ohmygpu.runtimes.llamacpp.worker", context_length: int = 1024,
                  parallel: int = 0, threads: int = 2) -> None:
         self.sock = f"/tmp/omg-test-{os.getpid()}-{id(self)}.sock"
+        self.log = tmp / "worker.log"
         self.proc = subprocess.Popen([sys.executable, "-m", module,
                                       "--socket", self.sock, "--parent-pid", str(os.getpid())],
                                      stderr=open(tmp / "worker.log", "ab"))

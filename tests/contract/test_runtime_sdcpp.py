@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2, runtime_pb2_grpc
+from ohmygpu.runtimes.sdcpp.worker import abort_supported
 from PIL import Image
 
 from tests.contract.test_runtime_llamacpp import WorkerProc
@@ -190,17 +192,34 @@ def test_bad_masks_are_invalid_argument(sd: WorkerProc, kw: dict, says: str) -> 
     assert says in e.value.details(), e.value.details()
 
 
-def test_cancel_frees_the_worker(sd: WorkerProc) -> None:
+def test_cancel_between_images_frees_the_worker(sd: WorkerProc) -> None:
     call = sd.stub.GenerateImage(runtime_pb2.GenerateImageRequest(
         prompt="x", width=64, height=64, steps=6, count=16, seed=1), timeout=300)
     first = next(call)
     assert first.HasField("progress")
     cancelled_at = time.monotonic()
     call.cancel()
-    # The image being denoised finishes (sd.cpp cannot stop mid-image); the other 15 are not made.
+    # The other 15 images are never started.
     img = _images(_generate(sd, seed=2, steps=2))[0]
     assert time.monotonic() - cancelled_at < 20
     assert img.seed == 2
+    assert sd.stub.GetStatus(runtime_pb2.GetStatusRequest()).in_flight == 0
+
+
+def test_cancel_stops_the_image_at_the_next_step(sd: WorkerProc) -> None:
+    assert abort_supported(), ("stable-diffusion-cpp-python was built without "
+                               "scripts/patches/stable-diffusion-cpp-abort.patch: run scripts/setup.sh")
+    steps = 400  # ~2 minutes of denoising here: the next request gets through in time only if it stops
+    call = sd.stub.GenerateImage(runtime_pb2.GenerateImageRequest(
+        prompt="x", width=64, height=64, steps=steps, seed=3), timeout=600)
+    for msg in call:
+        if msg.HasField("progress") and msg.progress.step >= 2:
+            break
+    call.cancel()
+    img = _images(_generate(sd, seed=4, steps=2))[0]  # waits for the model thread to be free
+    assert img.seed == 4
+    stopped = [int(s) for s in re.findall(r"generation aborted before step (\d+)", sd.log.read_text())]
+    assert stopped and 2 < stopped[-1] < steps / 2, stopped
     assert sd.stub.GetStatus(runtime_pb2.GetStatusRequest()).in_flight == 0
 
 

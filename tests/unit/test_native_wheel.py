@@ -51,6 +51,27 @@ def test_the_key_changes_with_the_flags_so_no_wheel_is_reused_across_them() -> N
     assert nw.build_key("llama-cpp-python==0.3.37", plain) != nw.build_key(LLAMA_SPEC, plain)
 
 
+def test_a_patch_is_part_of_the_key(tmp_path: Path) -> None:
+    plain = nw.variants(nw.cpu_flags(PLAIN_CPUINFO), "")[0]
+    one, two = tmp_path / "one.patch", tmp_path / "two.patch"
+    one.write_text("--- a/x\n+++ b/x\n")
+    two.write_text("--- a/y\n+++ b/y\n")
+    keys = {nw.build_key(LLAMA_SPEC, plain, patches) for patches in ((), (one,), (two,), (one, two))}
+    assert len(keys) == 4
+    # A wheel built before patches existed keeps its key (no rebuild for unpatched packages).
+    assert nw.build_key(LLAMA_SPEC, plain, ()) == nw.build_key(LLAMA_SPEC, plain)
+
+
+def test_the_installed_stable_diffusion_cpp_has_our_abort_hook() -> None:
+    """setup.sh builds it with scripts/patches/stable-diffusion-cpp-abort.patch (cancellation at
+    the next denoising step): the library must export the symbol, and be ours by its record."""
+    from stable_diffusion_cpp import stable_diffusion_cpp as lowlevel
+
+    assert hasattr(lowlevel._lib, "sd_set_abort_callback")
+    url = nw.installed_from("stable-diffusion-cpp-python")
+    assert url is not None and str(nw.wheel_cache().as_uri()) in url, url
+
+
 def test_installed_llama_cpp_is_the_wheel_built_for_this_cpu() -> None:
     url = nw.installed_from("llama-cpp-python")
     assert url is not None, "llama-cpp-python was not installed by scripts/native_wheel.py"

@@ -7,11 +7,12 @@ calling thread, and sd.cpp's progress and log hooks are process-wide globals. Pr
 the event loop through an asyncio queue (call_soon_threadsafe), so the client sees each denoising
 step as it ends and Health answers throughout.
 
-Cancellation: sd.cpp has no abort hook (its progress callback returns nothing, and the ggml
-abort callback of its backend is not reachable from Python), so a request for several images is
-run one image per library call, and a cancelled stream stops before the next image; the image
-being denoised when the client leaves runs to its end (its progress is no longer sent), then
-the worker takes the next request.
+Cancellation: upstream sd.cpp has no abort hook (its progress callback returns nothing, and the
+ggml abort callback of its backend is not reachable from Python). setup.sh builds it with our
+patch (scripts/patches/stable-diffusion-cpp-abort.patch), whose sd_set_abort_callback is asked
+before every denoising step: a cancelled request stops at the next step and the worker takes the
+next request. With a library built without the patch (`abort_supported()` is false) a request
+for several images is still run one image per library call and stops before the next image.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ _FALLBACK_SAMPLER = "euler_a"  # sd.cpp's own default for SD 1.x / 2.x / XL
 
 class GenerationFailed(RuntimeError):
     """sd.cpp returned no image (its log says why; the answer must not name paths)."""
+
+
+def abort_supported() -> bool:
+    """Whether the installed library has our patch's sd_set_abort_callback (see the module doc)."""
+    from stable_diffusion_cpp import stable_diffusion_cpp as lowlevel
+
+    return hasattr(lowlevel._lib, "sd_set_abort_callback")
 
 
 def library_has_gpu() -> bool:
@@ -88,6 +96,7 @@ class SdcppRuntime(BaseRuntime):
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdcpp")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sink: Callable[[int, int], None] | None = None  # where sd.cpp's progress goes now
+        self._abort: threading.Event | None = None  # the running generation's cancel flag
         self._hooks: list[Any] = []  # the ctypes callbacks: alive as long as sd.cpp may call them
 
     async def GetCapabilities(self, request, context):
@@ -133,6 +142,17 @@ class SdcppRuntime(BaseRuntime):
         lowlevel.sd_set_progress_callback(progress, ctypes.c_void_p(0))
         lowlevel.sd_set_log_callback(on_log, ctypes.c_void_p(0))
         self._hooks = [progress, on_log]
+        if abort_supported():
+            @ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p)
+            def should_abort(_data: Any) -> bool:
+                flag = self._abort
+                return flag is not None and flag.is_set()
+
+            setter = lowlevel._lib.sd_set_abort_callback
+            setter.argtypes = [ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p), ctypes.c_void_p]
+            setter.restype = None
+            setter(should_abort, None)
+            self._hooks.append(should_abort)
 
     def _load(self, path: str, threads: int, on_tensors: Callable[[int, int], None]) -> None:
         """Load `path` as `self.sd` (set here, on the model thread, so a Load the client gave up
@@ -182,15 +202,20 @@ class SdcppRuntime(BaseRuntime):
 
             started = time.perf_counter_ns()
             self._sink = on_step
+            self._abort = cancelled
             try:
                 images = self.sd.generate_image(
                     prompt=p.prompt, negative_prompt=p.negative_prompt, init_image=init, mask_image=mask,
                     width=p.width, height=p.height, cfg_scale=p.cfg_scale, sample_method=p.sampler,
                     sample_steps=p.steps, strength=p.strength, seed=p.seed_of(index), batch_count=1)
             except ValueError as e:  # the library's NULL result ("NULL pointer access") or checks
+                if cancelled.is_set():
+                    log.info("generation cancelled in image %d of %d", index + 1, p.count)
+                    return  # stopped by the abort hook at a step boundary: nobody reads on
                 raise GenerationFailed(str(e)) from e
             finally:
                 self._sink = None
+                self._abort = None
             if not images:
                 raise GenerationFailed("no image returned")
             image = fit(images[0], p.width, p.height)
