@@ -30,6 +30,7 @@ from ohmygpu.core.errors import ContextLengthExceeded, InvalidArgument, OmgError
 from ohmygpu.core.estimate import context_window
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.api.mailbox import Mailbox
 from ohmygpu.runtimes.api.worker_server import BaseRuntime, LogRing, rss_bytes, run_worker
 from ohmygpu.runtimes.llamacpp import selftest, structured
 from ohmygpu.runtimes.llamacpp.engine import BatchEngine, Job
@@ -66,6 +67,8 @@ class LlamaCppRuntime(BaseRuntime):
         self.template_error: TemplateFailed | None = None  # the model's template does not compile
         self.tokenizer: Tokenizer | None = None
         self.engine: BatchEngine | None = None
+        self.mailbox: Mailbox | None = None
+        self.mailbox_loop: asyncio.AbstractEventLoop | None = None
         self.window = 0  # tokens per sequence (prompt and answer)
         # Embeddings run on one thread of their own: ggml's OpenMP keeps a thread team per
         # calling thread, and calls from a pool's changing threads pile up teams (engine.py).
@@ -418,6 +421,7 @@ class LlamaCppRuntime(BaseRuntime):
         queue: asyncio.Queue[Any] = asyncio.Queue()
         grammar = await self._grammar(plan, cancelled)
         finished: asyncio.Future[GenerationResult] = loop.create_future()
+        post = self._mailbox(loop).post
 
         def done(outcome: GenerationResult | BaseException) -> None:
             def settle() -> None:
@@ -428,13 +432,13 @@ class LlamaCppRuntime(BaseRuntime):
                 else:
                     finished.set_result(outcome)
                 queue.put_nowait(_DONE)
-            loop.call_soon_threadsafe(settle)
+            post(lambda _: settle(), None)
 
         put = queue.put_nowait
         job = Job(prompt=tokens, sampling=Sampling.from_params(params), grammar=grammar, window=window,
-                  emit=lambda piece: loop.call_soon_threadsafe(put, piece),
+                  emit=lambda piece: post(put, piece),
                   finish=done, cancelled=cancelled, logprobs=logprobs,
-                  on_logprob=(lambda entry: loop.call_soon_threadsafe(put, entry)) if logprobs >= 0 else None)
+                  on_logprob=(lambda entry: post(put, entry)) if logprobs >= 0 else None)
         self.in_flight += 1
         try:
             self.engine.submit(job)
@@ -458,6 +462,12 @@ class LlamaCppRuntime(BaseRuntime):
         finally:
             cancelled.set()  # the engine drops the sequence at its next step
             self.in_flight -= 1
+
+    def _mailbox(self, loop: asyncio.AbstractEventLoop) -> Mailbox:
+        """The engine thread's way onto this loop (one per loop: tests run several)."""
+        if self.mailbox is None or self.mailbox_loop is not loop:
+            self.mailbox, self.mailbox_loop = Mailbox(loop), loop
+        return self.mailbox
 
     async def Embed(self, request: runtime_pb2.EmbedRequest, context):
         if self.llm is None or not self.llm.context_params.embeddings:
