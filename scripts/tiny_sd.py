@@ -253,6 +253,22 @@ def cached(cache_dir: Path | None = None) -> Path:
     return path
 
 
+def cached_gguf(cache_dir: Path | None = None) -> Path:
+    """The same model as a GGUF, written by stable-diffusion.cpp's own converter (Q4_0 where a
+    tensor can take it, F16 elsewhere; tensor names kept, no metadata), as sd.cpp users make
+    theirs. Needs the images extra."""
+    source = cached(cache_dir)
+    path = source.with_name(f"tiny-sd-{script_hash()}-q4_0.gguf")
+    if not path.exists():
+        from stable_diffusion_cpp import stable_diffusion_cpp as lowlevel
+
+        partial = path.with_name(path.name + ".partial")
+        if not lowlevel.convert(str(source).encode(), b"", str(partial).encode(), 2, b"", False):
+            raise RuntimeError(f"stable-diffusion.cpp could not convert {source} to GGUF")
+        partial.rename(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)

@@ -53,6 +53,14 @@ def sd_model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def sd_gguf_path() -> Path:
+    """That checkpoint converted to GGUF by stable-diffusion.cpp's own converter (~580 MB)."""
+    from tests.helpers import load_script
+
+    return load_script("tiny_sd").cached_gguf()
+
+
+@pytest.fixture(scope="session")
 def whisper_path() -> Path:
     return whisper_dir()
 

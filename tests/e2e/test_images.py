@@ -288,3 +288,34 @@ def test_mcp_generate_image_returns_a_png(daemon: DaemonProc) -> None:
     image = next(c for c in result.content if c.type == "image")
     assert image.mime_type == "image/png" and Image.open(io.BytesIO(base64.b64decode(image.data))).size == (64, 64)
     assert bad.is_error and "cannot generate images" in "".join(getattr(c, "text", "") for c in bad.content)
+
+
+def test_a_gguf_diffusion_model_generates_and_a_denoiser_alone_is_refused(
+        daemon: DaemonProc, sd_gguf_path: Path, tmp_path: Path) -> None:
+    from tests.unit.test_diffusion_files import FLUX, write_gguf
+
+    assert daemon.omg("model", "add", str(sd_gguf_path), "--name", "tiny-sd-gguf").returncode == 0
+    info = daemon.omg("model", "info", "tiny-sd-gguf")
+    for line in ("kind          image", "format        gguf", "family        sd1", "(F16, Q4_0)",
+                 "holds         denoiser, VAE, text encoder"):
+        assert line in info.stdout, info.stdout
+
+    def generate(model: str, seed: int) -> httpx.Response:
+        return httpx.post(daemon.http + "/v1/images/generations", timeout=300, json={
+            "model": model, "prompt": "a lighthouse", "size": "64x64", "steps": 2, "seed": seed,
+            "response_format": "b64_json"})
+
+    first, again = generate("tiny-sd-gguf", 5), generate("tiny-sd-gguf", 5)
+    assert first.status_code == 200, first.text
+    a, b = _png(first.json()["data"][0]["b64_json"]), _png(again.json()["data"][0]["b64_json"])
+    assert a.size == (64, 64) and a.tobytes() == b.tobytes()
+    assert "Model: tiny-sd-gguf" in a.info["parameters"]
+
+    # A FLUX denoiser without its VAE and text encoders: a 400 saying what it lacks, no load tried.
+    flux = write_gguf(tmp_path / "flux1-schnell-Q8_0.gguf", "flux", FLUX)
+    assert daemon.omg("model", "add", str(flux), "--name", "flux-alone").returncode == 0
+    refused = generate("flux-alone", 1)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert "lacks its VAE and text encoder" in error["message"] and error["param"] == "model"
+    assert "lacks VAE, text encoder" in daemon.omg("model", "info", "flux-alone").stdout

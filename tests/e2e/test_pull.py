@@ -596,6 +596,29 @@ def test_top_over_a_slow_remote_link(tmp_path: Path, hub: FakeHub) -> None:
         d.stop()
 
 
+def test_a_diffusion_gguf_repo_pulls_the_quantization_its_tag_names(tmp_path: Path) -> None:
+    from tests.unit.test_diffusion_files import FLUX, write_gguf
+
+    q8 = write_gguf(tmp_path / "q8.gguf", "flux", FLUX, shape=(8, 64)).read_bytes()
+    q4 = write_gguf(tmp_path / "q4.gguf", "flux", FLUX, shape=(8, 32)).read_bytes()
+    repo = FakeRepo("test-org/flux-gguf", {"README.md": b"# flux\n", "flux1-dev-Q8_0.gguf": q8,
+                                            "flux1-dev-Q4_0.gguf": q4})
+    with FakeHub([repo]) as hub:
+        d = _daemon(tmp_path, hub).start()
+        try:
+            served = hub.bytes_served
+            job = _wait_job(d, _install(d, "test-org/flux-gguf:Q8_0"))
+            assert job["state"] == "JOB_STATE_DONE", job
+            assert [f["filename"] for f in job["files"] if f["filename"].endswith(".gguf")] == ["flux1-dev-Q8_0.gguf"]
+            assert hub.bytes_served - served < len(q8) + 10_000  # the other quantization stays on the hub
+            info = json.loads(d.omg("model", "info", "test-org/flux-gguf:Q8_0", "--json").stdout)
+            assert info["kind"] == "MODEL_KIND_IMAGE" and info["format"] == "ARTIFACT_FORMAT_GGUF"
+            assert info["diffusion"]["family"] == "flux" and info["diffusion"]["hasDenoiser"]
+            assert not info["diffusion"].get("hasVae")
+        finally:
+            d.stop()
+
+
 def test_a_diffusion_repo_pulls_one_checkpoint_not_every_variant(tmp_path: Path) -> None:
     from tests.unit.test_diffusion_files import SD1, write_safetensors
 

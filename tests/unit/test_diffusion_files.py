@@ -86,3 +86,69 @@ def test_a_checkpoint_registers_as_an_image_model(tmp_path: Path) -> None:
     llm = write_safetensors(tmp_path / "llm.safetensors", ["model.layers.0.mlp.up_proj.weight"])
     with pytest.raises(InvalidModelFile, match="not a readable model"):
         store.add_local(llm, name="llm")
+
+
+def write_gguf(path: Path, arch: str, names: list[str], shape: tuple[int, int] = (8, 32)) -> Path:
+    """A real GGUF, written by llama.cpp's `gguf` package as the ComfyUI-GGUF converters write
+    theirs: `general.architecture` naming the family, F16 tensors under `names`."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(path, arch)
+    for n in names:
+        writer.add_tensor(n, np.zeros(shape, dtype=np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+FLUX = ["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight", "img_in.weight"]
+
+
+def test_a_flux_gguf_registers_as_an_image_model_that_lacks_its_vae_and_encoders(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    rec = store.add_local(write_gguf(tmp_path / "flux1-dev-Q8_0.gguf", "flux", FLUX), name="flux")
+    assert rec.kind == assets_pb2.MODEL_KIND_IMAGE and rec.format == assets_pb2.ARTIFACT_FORMAT_GGUF
+    assert not rec.HasField("gguf")  # no LLM metadata to show
+    d = rec.diffusion
+    assert (d.family, d.native_size, d.parameters, list(d.dtypes)) == ("flux", 1024, 3 * 8 * 32, ["F16"])
+    assert d.has_denoiser and not d.has_vae and not d.has_text_encoder
+    # ComfyUI-GGUF strips the UNet's prefix; the architecture key names the family.
+    sdxl = store.add_local(write_gguf(tmp_path / "sdxl.gguf", "sdxl", ["input_blocks.0.0.weight",
+                                                                        "label_emb.0.0.weight"]), name="sdxl")
+    assert sdxl.diffusion.family == "sdxl" and sdxl.diffusion.has_denoiser
+
+
+def test_a_gguf_of_an_llm_architecture_is_never_taken_for_a_diffusion_model(tmp_path: Path) -> None:
+    from ohmygpu.core.diffusion import gguf_diffusion_info
+    from ohmygpu.core.gguf import read_model_header
+
+    # FLUX-like names under an architecture llama.cpp owns: llama.cpp's rules apply (no vocab).
+    odd = write_gguf(tmp_path / "odd.gguf", "llama", FLUX)
+    assert gguf_diffusion_info(read_model_header(odd)) is None
+    # A family we do not know is refused as any unloadable file is, not guessed.
+    with pytest.raises(InvalidModelFile):
+        ModelStore(tmp_path / "store").add_local(write_gguf(tmp_path / "aura.gguf", "auraflow", ["x.weight"]),
+                                                 name="aura")
+
+
+def test_a_truncated_diffusion_gguf_is_refused_and_nothing_registers(tmp_path: Path) -> None:
+    from ohmygpu.core.errors import UnloadableModel
+
+    path = write_gguf(tmp_path / "flux.gguf", "flux", FLUX)
+    path.write_bytes(path.read_bytes()[:-100])
+    store = ModelStore(tmp_path / "store")
+    with pytest.raises(UnloadableModel, match="past the end of the file"):
+        store.add_local(path, name="flux")
+    assert store.list() == []
+
+
+def test_ggml_type_names_match_llama_cpps() -> None:
+    import gguf
+    from ohmygpu.core.gguf_check import GGML_TYPE_NAMES, GGML_TYPES
+
+    for type_id, name in GGML_TYPE_NAMES.items():
+        assert gguf.GGMLQuantizationType(type_id).name == name
+    assert set(GGML_TYPES) <= set(GGML_TYPE_NAMES)

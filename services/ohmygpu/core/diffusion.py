@@ -7,6 +7,11 @@ under `cond_stage_model.` (SD 1.x: OpenAI CLIP `transformer.`; SD 2.x: OpenCLIP 
 `joint_blocks`, FLUX's `double_blocks`, Wan's `blocks.N.cross_attn` beside a `patch_embedding`.
 What is missing (a FLUX transformer alone needs a VAE and text encoders beside it) is reported,
 so `omg model info` can say what the model lacks.
+
+GGUF diffusion models come two ways: stable-diffusion.cpp's own `convert` keeps the checkpoint's
+tensor names and writes no metadata at all; the ComfyUI-GGUF converters (most hub GGUFs of FLUX,
+SD3, Wan) strip the `model.diffusion_model.` prefix and name the family in
+`general.architecture`. Either is told here; an architecture llama.cpp knows is an LLM's.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core.gguf import GgufHeader
+from ohmygpu.core.gguf_check import GGML_TYPE_NAMES
 from ohmygpu.core.safetensors_header import TensorEntry
 
 NATIVE_SIZE = {"sd1": 512, "sd2": 768, "sdxl": 1024, "sd3": 1024, "flux": 1024, "wan": 832}
@@ -38,18 +45,41 @@ def family_of(names: list[str]) -> str:
     return ""
 
 
+# general.architecture of the ComfyUI-GGUF converters -> our family (those sd.cpp runs).
+GGUF_ARCHITECTURES = {"sd1": "sd1", "sd2": "sd2", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux",
+                      "wan": "wan"}
+
+
+def _info(names: list[str], family: str, parameters: int, dtypes: set[str]) -> assets_pb2.DiffusionInfo:
+    return assets_pb2.DiffusionInfo(
+        family=family,
+        has_denoiser=_has(names, "model.diffusion_model.", "double_blocks.", "joint_blocks.", "blocks.0.")
+        or any(n.startswith("input_blocks.") for n in names),  # a UNet with its prefix stripped
+        has_vae=_has(names, "first_stage_model.", "vae.", "decoder.conv_in."),
+        has_text_encoder=_has(names, "cond_stage_model.", "conditioner.embedders.", "text_encoders."),
+        native_size=NATIVE_SIZE.get(family, 512),
+        parameters=parameters,
+        dtypes=sorted(dtypes),
+    )
+
+
 def diffusion_info(tensors: Mapping[str, TensorEntry]) -> assets_pb2.DiffusionInfo | None:
     """What `tensors` (a checkpoint's header) hold, or None when they are no diffusion model."""
     names = list(tensors)
     family = family_of(names)
     if not family:
         return None
-    return assets_pb2.DiffusionInfo(
-        family=family,
-        has_denoiser=_has(names, "model.diffusion_model.", "double_blocks.", "joint_blocks.", "blocks.0."),
-        has_vae=_has(names, "first_stage_model.", "vae.", "decoder.conv_in."),
-        has_text_encoder=_has(names, "cond_stage_model.", "conditioner.embedders.", "text_encoders."),
-        native_size=NATIVE_SIZE.get(family, 512),
-        parameters=sum(t.count for t in tensors.values()),
-        dtypes=sorted({t.dtype for t in tensors.values()}),
-    )
+    return _info(names, family, sum(t.count for t in tensors.values()), {t.dtype for t in tensors.values()})
+
+
+def gguf_diffusion_info(header: GgufHeader) -> assets_pb2.DiffusionInfo | None:
+    """What a GGUF's `header` holds when it is a diffusion model, else None (an LLM, say)."""
+    arch = header.architecture
+    if arch and arch not in GGUF_ARCHITECTURES:
+        return None  # llama.cpp's architectures, and anything else we do not run
+    names = [t.name for t in header.tensors]
+    family = family_of(names) or GGUF_ARCHITECTURES.get(arch, "")
+    if not family:
+        return None
+    return _info(names, family, header.parameter_count,
+                 {GGML_TYPE_NAMES.get(t.ggml_type, f"type {t.ggml_type}") for t in header.tensors})

@@ -30,6 +30,15 @@ GGML_TYPES: dict[int, tuple[int, int]] = {
     29: (256, 56), 30: (1, 2), 34: (256, 54), 35: (256, 66), 39: (32, 17),
 }
 
+# ggml type id -> the name users know (tensor types, as `omg model info` shows a diffusion GGUF's).
+GGML_TYPE_NAMES: dict[int, str] = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
+    10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS",
+    17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS",
+    24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16", 34: "TQ1_0",
+    35: "TQ2_0", 39: "MXFP4",
+}
+
 # Architectures llama.cpp loads (its LLM_ARCH names; `clip` projectors are not models).
 ARCHITECTURES = frozenset("""
 afmoe apertus arcee arctic arwkv7 baichuan bailingmoe bailingmoe2 bert bitnet bloom chameleon
@@ -72,6 +81,18 @@ def check_loadable(header: GgufHeader, path: Path) -> None:
         why = compile_error(template)
         if why:
             raise _refuse(f"its chat template does not compile: {why}")
+
+
+def check_tensors(header: GgufHeader, path: Path) -> None:
+    """Raise UnloadableModel when the tensor table of the GGUF at `path` (and of its other parts)
+    cannot be read as it says: the checks for a GGUF that is no LLM (a diffusion model), whose
+    metadata llama.cpp's rules do not apply to."""
+    if not _int_in(header.alignment, 1, _MAX_ALIGNMENT) or header.alignment & (header.alignment - 1):  # type: ignore[operator]
+        raise _refuse(f"tensor alignment {str(header.alignment)[:30]} is not a power of two up to "
+                      f"{_MAX_ALIGNMENT}")
+    _check_tensors(header)
+    for name in shard_names(path.name, header.shards)[1:] if header.shards > 1 else []:
+        _check_tensors(read_header(path.with_name(name), display_name=name), part=name)
 
 
 def _int_in(value: object, low: int, high: int) -> bool:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import diffusion_files, hfcache
-from ohmygpu.core.diffusion import diffusion_info
+from ohmygpu.core.diffusion import diffusion_info, gguf_diffusion_info
 from ohmygpu.core.download import RateLimiter, check_space, fetch
 from ohmygpu.core.errors import InvalidArgument, NotFound
 from ohmygpu.core.gguf import read_model_header
-from ohmygpu.core.gguf_check import check_loadable
+from ohmygpu.core.gguf_check import check_loadable, check_tensors
 from ohmygpu.core.hub import HubClient, RemoteFile, RepoSnapshot
 from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.kinds import classify_files, format_of
@@ -237,9 +237,16 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
     gguf = next((f.path for f in files if f.path.lower().endswith(".gguf") and is_main_gguf(f.path)), "")
     if gguf:
         header = read_model_header(paths[gguf], display_name=gguf)
-        check_loadable(header, paths[gguf])
-        record.gguf.CopyFrom(gguf_info(header))
-        record.kind, record.format = kind_of(header), assets_pb2.ARTIFACT_FORMAT_GGUF
+        record.format = assets_pb2.ARTIFACT_FORMAT_GGUF
+        diffusion = gguf_diffusion_info(header)
+        if diffusion is not None:  # a diffusion GGUF: stable-diffusion.cpp's, not llama.cpp's
+            check_tensors(header, paths[gguf])
+            record.kind = assets_pb2.MODEL_KIND_IMAGE
+            record.diffusion.CopyFrom(diffusion)
+        else:
+            check_loadable(header, paths[gguf])
+            record.gguf.CopyFrom(gguf_info(header))
+            record.kind = kind_of(header)
     else:
         record.kind, record.format, main = classify_files(paths)
         if not main:

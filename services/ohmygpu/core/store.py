@@ -26,9 +26,9 @@ from ohmygpu.core.errors import (
     UnloadableModel,
 )
 from ohmygpu.core.gguf import GgufHeader, read_model_header
-from ohmygpu.core.gguf_check import check_loadable
+from ohmygpu.core.gguf_check import check_loadable, check_tensors
 from ohmygpu.core.index_db import open_index, timestamp
-from ohmygpu.core.diffusion import diffusion_info
+from ohmygpu.core.diffusion import diffusion_info, gguf_diffusion_info
 from ohmygpu.core.kinds import classify_files, format_of
 from ohmygpu.core.speech_files import speech_info
 from ohmygpu.core.safetensors_header import read_header
@@ -228,11 +228,18 @@ class ModelStore:
     def _gguf_record(path: Path, shown: str, progress: Callable[[int], None] | None,
                      ) -> tuple[assets_pb2.InstallRecord, str]:
         header = read_model_header(path, display_name=shown)
-        check_loadable(header, path)
         record = assets_pb2.InstallRecord(
             ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)),
-            kind=kind_of(header), format=assets_pb2.ARTIFACT_FORMAT_GGUF, gguf=gguf_info(header),
-        )
+            format=assets_pb2.ARTIFACT_FORMAT_GGUF)
+        diffusion = gguf_diffusion_info(header)
+        if diffusion is not None:  # stable-diffusion.cpp's: only the tensor table is ours to check
+            check_tensors(header, path)
+            record.kind = assets_pb2.MODEL_KIND_IMAGE
+            record.diffusion.CopyFrom(diffusion)
+        else:
+            check_loadable(header, path)
+            record.kind = kind_of(header)
+            record.gguf.CopyFrom(gguf_info(header))
         # A split model registers every part (verify, du and rm see them all); the first,
         # which llama.cpp loads, comes first and is the main artifact (model_digest).
         for name in shard_names(path.name, header.shards) if header.shards > 1 else [path.name]:

@@ -83,6 +83,21 @@ _USE = {
 }
 
 
+def check_complete(record: assets_pb2.InstallRecord) -> None:
+    """Raise InvalidArgument when a diffusion model lacks a part generation needs: a FLUX, SD3 or
+    Wan GGUF usually holds the denoiser alone, its VAE and text encoders published apart."""
+    if not record.HasField("diffusion"):
+        return
+    d = record.diffusion
+    missing = [n for n, present in (("denoiser", d.has_denoiser), ("VAE", d.has_vae),
+                                    ("text encoder", d.has_text_encoder)) if not present]
+    if missing:
+        raise InvalidArgument(
+            f"model '{record.name}' is a {d.family} model that lacks its {' and '.join(missing)}: this "
+            "version generates from files that hold all three (a single-file checkpoint or its GGUF)",
+            param="model")
+
+
 def check_mode(record: assets_pb2.InstallRecord, mode: int) -> int:
     """The mode a request for `record` runs in (unspecified: the model's own); raises
     InvalidArgument naming the model's kind when the model cannot serve `mode`."""
@@ -93,6 +108,8 @@ def check_mode(record: assets_pb2.InstallRecord, mode: int) -> int:
         mode = run_spec_pb2.MODE_CHAT  # one worker serves chat and raw completion
     # A generative model embeds too (mean-pooled hidden states), as ollama allows.
     if mode == natural or (natural == run_spec_pb2.MODE_CHAT and mode == run_spec_pb2.MODE_EMBEDDINGS):
+        if mode == run_spec_pb2.MODE_IMAGE:
+            check_complete(record)
         return mode
     kind = _A_KIND.get(record.kind, f"a model of kind {kind_name(record.kind)}")
     use = _USE.get(record.kind, "see `omg model info` for what it is")
