@@ -133,3 +133,36 @@ def test_a_node_reports_its_gpu_and_a_model_placed_there_offloads(tmp_path: Path
     finally:
         node.stop()
         d.stop()
+
+
+def test_sdcpp_generates_on_the_gpu_and_frees_its_vram(tmp_path: Path) -> None:
+    """stable-diffusion.cpp built with CUDA (scripts/gpu-check-images.sh): the image worker is
+    placed on the GPU, a seed gives the same pixels twice there, and unloading gives VRAM back."""
+    _need("sdcpp")
+    import base64
+
+    from tests.helpers import load_script
+
+    sd_model = load_script("tiny_sd").cached()  # requested here: building it needs no GPU-less skip first
+    d = new_daemon(tmp_path).start()
+    try:
+        assert d.omg("model", "add", str(sd_model), "--name", "sd").returncode == 0
+
+        def generate() -> bytes:
+            r = httpx.post(d.http + "/v1/images/generations", timeout=300, json={
+                "model": "sd", "prompt": "a red boat", "size": "256x256", "steps": 4, "seed": 7})
+            assert r.status_code == 200, r.text
+            return base64.b64decode(r.json()["data"][0]["b64_json"])
+
+        assert generate() == generate()
+        loaded = json.loads(d.omg("ps", "--json").stdout)["models"][0]
+        assert loaded["device"].startswith("cuda:"), loaded
+        pid = int(loaded["pid"])
+        assert pid in _gpu_pids()
+        assert httpx.post(f"{d.http}/v1/loaded/sd:unload", json={}).json()["unloaded"] is True
+        deadline = time.monotonic() + 10
+        while pid in _gpu_pids() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pid not in _gpu_pids()
+    finally:
+        d.stop()
