@@ -45,11 +45,6 @@ def family_of(names: list[str]) -> str:
     return ""
 
 
-# general.architecture of the ComfyUI-GGUF converters -> our family (those sd.cpp runs).
-GGUF_ARCHITECTURES = {"sd1": "sd1", "sd2": "sd2", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux",
-                      "wan": "wan"}
-
-
 def _info(names: list[str], family: str, parameters: int, dtypes: set[str]) -> assets_pb2.DiffusionInfo:
     return assets_pb2.DiffusionInfo(
         family=family,
@@ -75,10 +70,11 @@ def diffusion_info(tensors: Mapping[str, TensorEntry]) -> assets_pb2.DiffusionIn
 def gguf_diffusion_info(header: GgufHeader) -> assets_pb2.DiffusionInfo | None:
     """What a GGUF's `header` holds when it is a diffusion model, else None (an LLM, say)."""
     arch = header.architecture
-    if arch and arch not in GGUF_ARCHITECTURES:
+    # The ComfyUI-GGUF converters' general.architecture is our family name, for those sd.cpp runs.
+    if arch and arch not in NATIVE_SIZE:
         return None  # llama.cpp's architectures, and anything else we do not run
     names = [t.name for t in header.tensors]
-    family = family_of(names) or GGUF_ARCHITECTURES.get(arch, "")
+    family = family_of(names) or arch
     if not family:
         return None
     return _info(names, family, header.parameter_count,

@@ -73,9 +73,7 @@ def check_loadable(header: GgufHeader, path: Path) -> None:
     """Raise UnloadableModel when the model whose first (or only) file is `path`, with `header`
     as read_model_header gave it, cannot load. Parts of a split model get the tensor checks too."""
     _check_metadata(header)
-    _check_tensors(header)
-    for name in shard_names(path.name, header.shards)[1:] if header.shards > 1 else []:
-        _check_tensors(read_header(path.with_name(name), display_name=name), part=name)
+    check_tensors(header, path)
     template = header.metadata.get("tokenizer.chat_template")
     if isinstance(template, str) and template:
         why = compile_error(template)
@@ -85,8 +83,7 @@ def check_loadable(header: GgufHeader, path: Path) -> None:
 
 def check_tensors(header: GgufHeader, path: Path) -> None:
     """Raise UnloadableModel when the tensor table of the GGUF at `path` (and of its other parts)
-    cannot be read as it says: the checks for a GGUF that is no LLM (a diffusion model), whose
-    metadata llama.cpp's rules do not apply to."""
+    cannot be read as it says. All a diffusion GGUF gets: llama.cpp's metadata rules are an LLM's."""
     if not _int_in(header.alignment, 1, _MAX_ALIGNMENT) or header.alignment & (header.alignment - 1):  # type: ignore[operator]
         raise _refuse(f"tensor alignment {str(header.alignment)[:30]} is not a power of two up to "
                       f"{_MAX_ALIGNMENT}")
@@ -108,9 +105,6 @@ def _check_metadata(header: GgufHeader) -> None:
     tokenizer = header.metadata.get("tokenizer.ggml.model")
     if tokenizer is not None and tokenizer not in TOKENIZERS:
         raise _refuse(f"unknown tokenizer {str(tokenizer)[:60]!r}")
-    if not _int_in(header.alignment, 1, _MAX_ALIGNMENT) or header.alignment & (header.alignment - 1):  # type: ignore[operator]
-        raise _refuse(f"tensor alignment {str(header.alignment)[:30]} is not a power of two up to "
-                      f"{_MAX_ALIGNMENT}")
     context = header.arch_value("context_length")
     if context is not None and not _int_in(context, 1, _MAX_CONTEXT):
         raise _refuse(f"context length {str(context)[:30]} is out of range (1 to {_MAX_CONTEXT})")

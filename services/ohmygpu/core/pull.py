@@ -16,11 +16,10 @@ from pathlib import Path
 
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core import diffusion_files, hfcache
-from ohmygpu.core.diffusion import diffusion_info, gguf_diffusion_info
+from ohmygpu.core.diffusion import diffusion_info
 from ohmygpu.core.download import RateLimiter, check_space, fetch
 from ohmygpu.core.errors import InvalidArgument, NotFound
 from ohmygpu.core.gguf import read_model_header
-from ohmygpu.core.gguf_check import check_loadable, check_tensors
 from ohmygpu.core.hub import HubClient, RemoteFile, RepoSnapshot
 from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.kinds import classify_files, format_of
@@ -34,7 +33,7 @@ from ohmygpu.core.names import (
 )
 from ohmygpu.core.safetensors_header import read_header
 from ohmygpu.core.speech_files import speech_info
-from ohmygpu.core.store import ModelStore, gguf_info, kind_of
+from ohmygpu.core.store import ModelStore, describe_gguf
 
 log = logging.getLogger("ohmygpu.pull")
 PREFERRED_QUANTS = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q4_0", "Q8_0")
@@ -236,17 +235,7 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
         record.size_bytes += f.size
     gguf = next((f.path for f in files if f.path.lower().endswith(".gguf") and is_main_gguf(f.path)), "")
     if gguf:
-        header = read_model_header(paths[gguf], display_name=gguf)
-        record.format = assets_pb2.ARTIFACT_FORMAT_GGUF
-        diffusion = gguf_diffusion_info(header)
-        if diffusion is not None:  # a diffusion GGUF: stable-diffusion.cpp's, not llama.cpp's
-            check_tensors(header, paths[gguf])
-            record.kind = assets_pb2.MODEL_KIND_IMAGE
-            record.diffusion.CopyFrom(diffusion)
-        else:
-            check_loadable(header, paths[gguf])
-            record.gguf.CopyFrom(gguf_info(header))
-            record.kind = kind_of(header)
+        describe_gguf(record, read_model_header(paths[gguf], display_name=gguf), paths[gguf])
     else:
         record.kind, record.format, main = classify_files(paths)
         if not main:

@@ -85,6 +85,22 @@ def kind_of(header: GgufHeader) -> int:
     return assets_pb2.MODEL_KIND_LLM
 
 
+def describe_gguf(record: assets_pb2.InstallRecord, header: GgufHeader, path: Path) -> None:
+    """Check the GGUF whose first file is `path` and fill `record`'s kind, format and info: a
+    diffusion model (stable-diffusion.cpp's; only its tensor table is ours to check) or
+    llama.cpp's. Raises UnloadableModel when it cannot load."""
+    record.format = assets_pb2.ARTIFACT_FORMAT_GGUF
+    diffusion = gguf_diffusion_info(header)
+    if diffusion is not None:
+        check_tensors(header, path)
+        record.kind = assets_pb2.MODEL_KIND_IMAGE
+        record.diffusion.CopyFrom(diffusion)
+    else:
+        check_loadable(header, path)
+        record.kind = kind_of(header)
+        record.gguf.CopyFrom(gguf_info(header))
+
+
 class ModelStore:
     """The index of installed models. Thread-safe; every method may block on disk."""
 
@@ -229,17 +245,8 @@ class ModelStore:
                      ) -> tuple[assets_pb2.InstallRecord, str]:
         header = read_model_header(path, display_name=shown)
         record = assets_pb2.InstallRecord(
-            ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)),
-            format=assets_pb2.ARTIFACT_FORMAT_GGUF)
-        diffusion = gguf_diffusion_info(header)
-        if diffusion is not None:  # stable-diffusion.cpp's: only the tensor table is ours to check
-            check_tensors(header, path)
-            record.kind = assets_pb2.MODEL_KIND_IMAGE
-            record.diffusion.CopyFrom(diffusion)
-        else:
-            check_loadable(header, path)
-            record.kind = kind_of(header)
-            record.gguf.CopyFrom(gguf_info(header))
+            ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)))
+        describe_gguf(record, header, path)
         # A split model registers every part (verify, du and rm see them all); the first,
         # which llama.cpp loads, comes first and is the main artifact (model_digest).
         for name in shard_names(path.name, header.shards) if header.shards > 1 else [path.name]:
