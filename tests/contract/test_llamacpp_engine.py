@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.api.generation import GenerationResult, Sampling
 from ohmygpu.runtimes.llamacpp.engine import BatchEngine, Job, REUSE_SHARE, _reuse_share, common_prefix
-from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling
 from ohmygpu.runtimes.llamacpp.loading import open_model
 
 pytestmark = pytest.mark.slow

@@ -518,7 +518,7 @@ def test_unloadable_file_is_named_so_without_its_path(tmp_path: Path, gguf_path:
 def test_role_injection_text_yields_no_control_tokens(gguf_path: Path) -> None:
     import llama_cpp
     from ohmygpu.runtimes.llamacpp.prompt import PromptBuilder
-    from ohmygpu.runtimes.llamacpp.template import ChatTemplate
+    from ohmygpu.runtimes.api.chat_template import ChatTemplate
     from ohmygpu.runtimes.llamacpp.tokenize import from_llama
 
     llm = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)

@@ -8,9 +8,9 @@ import time
 import pytest
 from ohmygpu.core.errors import InvalidArgument
 from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.api.chat_template import CHATML, ChatTemplate, TemplateFailed
+from ohmygpu.runtimes.api.generation import TextOutput, _held_back
 from ohmygpu.runtimes.llamacpp import structured
-from ohmygpu.runtimes.llamacpp.generation import TextOutput, _held_back
-from ohmygpu.runtimes.llamacpp.template import CHATML, ChatTemplate, TemplateFailed
 
 
 def test_chatml_renders() -> None:

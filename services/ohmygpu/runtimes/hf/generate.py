@@ -1,7 +1,7 @@
 """One generation with a transformers causal LM: a manual decoding loop over the model's KV cache.
 
 Manual rather than `model.generate`, so each step can check the request's cancellation, sample
-with the same arguments and defaults as the llama.cpp worker (runtimes/llamacpp/generation.py's
+with the same arguments and defaults as the llama.cpp worker (runtimes/api/generation.py's
 `Sampling`: temperature, top_k, top_p, min_p, repeat/presence/frequency penalties, seed), hold
 back text that may begin a stop sequence (the same `TextOutput`), and count tokens honestly. Runs
 on the worker's one inference thread; `emit` is called with each text piece.
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ohmygpu.runtime.v1 import runtime_pb2
-from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling, TextOutput
+from ohmygpu.runtimes.api.generation import GenerationResult, Sampling, TextOutput
 
 _PENALTY_WINDOW = 64  # llama.cpp's penalty_last_n: the tokens the penalties look at
 

@@ -5,7 +5,7 @@ model, a cross-encoder, or a PEFT LoRA adapter over its base.
 Only safetensors weights are read (`use_safetensors=True`: a pickle is never unpickled), no code
 from the folder runs (`trust_remote_code=False`), and nothing is downloaded (`local_files_only`;
 the worker's environment has HF_HUB_OFFLINE=1 too). Chat templates are rendered by the same
-sandboxed, deadline-bound renderer as the llama.cpp worker's (runtimes/llamacpp/template.py),
+sandboxed, deadline-bound renderer as the llama.cpp worker's (runtimes/api/chat_template.py),
 never by transformers' own, which has no deadline.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.core.errors import InvalidArgument, InvalidModelFile
 from ohmygpu.run.v1 import run_spec_pb2
-from ohmygpu.runtimes.llamacpp.template import CHATML, ChatTemplate, TemplateFailed
+from ohmygpu.runtimes.api.chat_template import CHATML, ChatTemplate, TemplateFailed
 
 log = logging.getLogger("ohmygpu.worker.transformers")
 DEFAULT_TEMPLATE_TIMEOUT_S = 2.0

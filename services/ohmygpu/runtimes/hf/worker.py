@@ -31,11 +31,11 @@ from ohmygpu.core.errors import ContextLengthExceeded, InvalidArgument, InvalidM
 from ohmygpu.core.estimate import ENCODER_MAX_TOKENS, context_window
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.api.chat_template import ChatTemplate, TemplateFailed
+from ohmygpu.runtimes.api.generation import GenerationResult, Sampling
 from ohmygpu.runtimes.api.worker_server import BaseRuntime, LogRing, rss_bytes, run_worker
 from ohmygpu.runtimes.hf import loading
 from ohmygpu.runtimes.hf.generate import end_tokens, generate
-from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling
-from ohmygpu.runtimes.llamacpp.template import ChatTemplate, TemplateFailed
 
 log = logging.getLogger("ohmygpu.worker.transformers")
 _DONE = object()

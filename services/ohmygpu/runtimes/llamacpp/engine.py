@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.api.generation import GenerationResult, Sampling, TextOutput
 from ohmygpu.runtimes.llamacpp import selftest
-from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling, TextOutput
 
 log = logging.getLogger("ohmygpu.worker.llamacpp")
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from ohmygpu.core.errors import InvalidArgument
+from ohmygpu.runtimes.api.chat_template import TemplateTimeout, run_with_deadline
 from ohmygpu.runtimes.llamacpp.structured import OutputPlan
-from ohmygpu.runtimes.llamacpp.template import TemplateTimeout, run_with_deadline
 
 MAX_GBNF = 1 << 20  # characters of generated grammar; the guard's bounds keep real ones far below
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ohmygpu.run.v1 import run_spec_pb2
-from ohmygpu.runtimes.llamacpp.template import CHATML, ChatTemplate, TemplateFailed
+from ohmygpu.runtimes.api.chat_template import CHATML, ChatTemplate, TemplateFailed
 from ohmygpu.runtimes.llamacpp.tokenize import Tokenizer, from_llama
 
 log = logging.getLogger("ohmygpu.worker.llamacpp")
@@ -67,8 +67,8 @@ def prepare_text(llm: Any, spec: run_spec_pb2.RunSpec, template: str = "") -> Te
 class _NoTemplate:
     """Stands in for llama-cpp-python's Jinja2ChatFormatter, which `Llama()` builds for every
     template in the file at load: a template with a syntax error failed the whole load there, and
-    its compile had no deadline. We never use those handlers (template.py renders, sandboxed and
-    bounded), so none is built."""
+    its compile had no deadline. We never use those handlers (runtimes/api/chat_template.py
+    renders, sandboxed and bounded), so none is built."""
 
     def __init__(self, **_: Any) -> None:
         pass

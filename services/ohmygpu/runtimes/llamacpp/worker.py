@@ -30,17 +30,17 @@ from ohmygpu.core.errors import ContextLengthExceeded, InvalidArgument, OmgError
 from ohmygpu.core.estimate import context_window
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
+from ohmygpu.runtimes.api.chat_template import ChatTemplate, TemplateFailed
+from ohmygpu.runtimes.api.generation import GenerationResult, Sampling
 from ohmygpu.runtimes.api.mailbox import Mailbox
 from ohmygpu.runtimes.api.worker_server import BaseRuntime, LogRing, rss_bytes, run_worker
 from ohmygpu.runtimes.llamacpp import selftest, structured
 from ohmygpu.runtimes.llamacpp.engine import BatchEngine, Job
-from ohmygpu.runtimes.llamacpp.generation import GenerationResult, Sampling
 from ohmygpu.runtimes.llamacpp.grammar import compile_grammar
 from ohmygpu.runtimes.llamacpp.loading import open_model, prepare_text
 from ohmygpu.runtimes.llamacpp.prompt import PromptBuilder, answer_room
 from ohmygpu.runtimes.llamacpp.reasoning import OPEN as OPEN_REASONING
 from ohmygpu.runtimes.llamacpp.reasoning import ReasoningSplitter
-from ohmygpu.runtimes.llamacpp.template import ChatTemplate, TemplateFailed
 from ohmygpu.runtimes.llamacpp.tokenize import Cancelled, Tokenizer, TooManyTokens
 
 log = logging.getLogger("ohmygpu.worker.llamacpp")
