@@ -53,6 +53,15 @@ def sd_model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def sd_pipeline_path() -> Path:
+    """A random-weight SD 1.5 in the diffusers layout (scripts/tiny_sd_pipeline.py, ~1.07 GB: the
+    smallest pipeline sd.cpp reads), built once per version of that script."""
+    from tests.helpers import load_script
+
+    return load_script("tiny_sd_pipeline").cached()
+
+
+@pytest.fixture(scope="session")
 def sd_gguf_path() -> Path:
     """That checkpoint converted to GGUF by stable-diffusion.cpp's own converter (~580 MB)."""
     from tests.helpers import load_script

@@ -654,3 +654,73 @@ def test_a_diffusion_repo_pulls_one_checkpoint_not_every_variant(tmp_path: Path)
             assert "test-org/sd-pipeline" not in d.omg("model", "list").stdout
         finally:
             d.stop()
+
+
+def test_a_diffusers_pipeline_repo_pulls_one_variant_per_component_and_generates(
+        tmp_path: Path, sd_pipeline_path: Path) -> None:
+    def real(rel: str) -> bytes:
+        return (sd_pipeline_path / rel).read_bytes()
+
+    unet = "unet/diffusion_pytorch_model"
+    small = {rel: real(rel) for rel in ("model_index.json", "unet/config.json", "vae/config.json",
+                                        "text_encoder/config.json", "tokenizer/tokenizer_config.json",
+                                        "scheduler/scheduler_config.json")}
+    # As hub repos ship it: the UNet in variants (the fp16 file is the real one here; the plain
+    # and non-EMA ones would be 3 GB on the hub), pickles beside, folders this version never reads.
+    repo = FakeRepo("test-org/sd15-pipeline", {
+        **small, "README.md": b"# sd15\n",
+        f"{unet}.fp16.safetensors": real(f"{unet}.safetensors"), f"{unet}.safetensors": b"x" * 300_000,
+        f"{unet}.non_ema.safetensors": b"x" * 300_000, f"{unet}.bin": b"PK" + b"\0" * 100_000,
+        "vae/diffusion_pytorch_model.safetensors": real("vae/diffusion_pytorch_model.safetensors"),
+        "text_encoder/model.safetensors": real("text_encoder/model.safetensors"),
+        "text_encoder/pytorch_model.bin": b"PK" + b"\0" * 100_000,
+        "safety_checker/model.safetensors": b"s" * 200_000, "onnx/unet/model.onnx": b"o" * 200_000})
+    flux = FakeRepo("test-org/flux-pipeline", {
+        "model_index.json": b'{"_class_name": "FluxPipeline"}',
+        "transformer/diffusion_pytorch_model-00001-of-00002.safetensors": b"t" * 1000,
+        "vae/diffusion_pytorch_model.safetensors": b"v" * 1000, "text_encoder/model.safetensors": b"c" * 1000})
+    weights = sum(len(v) for k, v in repo.files.items() if k.endswith(".safetensors") and
+                  k.startswith(("unet/diffusion_pytorch_model.fp16", "vae/", "text_encoder/")))
+    with FakeHub([repo, flux]) as hub:
+        d = _daemon(tmp_path, hub, OMG_NUM_THREADS="1").start()
+        try:
+            served = hub.bytes_served
+            job = _wait_job(d, _install(d, "test-org/sd15-pipeline:fp16"), timeout=300)
+            assert job["state"] == "JOB_STATE_DONE", job
+            assert sorted(f["filename"] for f in job["files"]) == sorted([
+                "README.md", *small, f"{unet}.fp16.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                "text_encoder/model.safetensors"])
+            assert hub.bytes_served - served < weights + 50_000  # no other variant, pickle or folder
+            info = json.loads(d.omg("model", "info", "test-org/sd15-pipeline:fp16", "--json").stdout)
+            assert info["kind"] == "MODEL_KIND_IMAGE" and info["diffusion"]["family"] == "sd1"
+            assert info["diffusion"]["hasVae"] and info["diffusion"]["hasTextEncoder"]
+            assert info["diffusion"]["dtypes"] == ["F16", "F8_E4M3"]
+
+            # sd.cpp reads the pipeline, the fp16 UNet shown to it under the plain name.
+            r = httpx.post(f"{d.http}/v1/images/generations", timeout=300, json={
+                "model": "test-org/sd15-pipeline:fp16", "prompt": "a boat", "size": "64x64",
+                "response_format": "b64_json", "seed": 1, "steps": 2})
+            assert r.status_code == 200, r.text
+            import base64
+            import io
+
+            from PIL import Image
+            image = Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"])))
+            assert image.format == "PNG" and image.size == (64, 64)
+            assert len(set(image.getdata())) > 16  # decoded from latents, not a blank frame
+
+            # The same folder on disk registers in place, as the pull took it: same UNet, same digest.
+            added = d.omg("model", "add", str(sd_pipeline_path), "--name", "local-sd15")
+            assert added.returncode == 0, added.stderr
+            local = json.loads(d.omg("model", "info", "local-sd15", "--json").stdout)
+            assert local["kind"] == "MODEL_KIND_IMAGE" and local["diffusion"]["family"] == "sd1"
+            assert local["artifacts"][0]["filename"] == f"{unet}.safetensors"
+            assert local["artifacts"][0]["sha256"] == info["artifacts"][0]["sha256"]
+
+            # A transformer pipeline (FLUX) is refused before anything is downloaded.
+            served = hub.bytes_served
+            refused = _wait_job(d, _install(d, "test-org/flux-pipeline"))
+            assert refused["state"] == "JOB_STATE_FAILED" and "diffusion transformer" in refused["error"]
+            assert hub.bytes_served - served < 5_000
+        finally:
+            d.stop()

@@ -1,6 +1,6 @@
 """Which files a pull of a diffusion repository takes (core/diffusion_files.py), from the file
 list alone: one single-file checkpoint and the small files beside it, never every variant and
-the diffusers pipeline folders."""
+the diffusers pipeline folders (a pipeline-only repo: one file per component)."""
 
 from __future__ import annotations
 
@@ -59,9 +59,15 @@ def test_a_ckpt_only_repo_is_refused_for_its_pickles() -> None:
         diffusion_files.choose(_snap({"sd-v1-4.ckpt": 4 * GB, "README.md": 100}), "")
 
 
-def test_a_pipeline_only_repo_is_refused_before_any_download() -> None:
+def test_a_pipeline_only_repo_takes_one_file_per_component() -> None:
     files = {k: v for k, v in SD15.items() if "/" in k or k == "model_index.json"}
-    with pytest.raises(InvalidArgument, match="diffusers pipeline .* no single-file checkpoint"):
+    picked = {f.path for f in select_files(_snap(files), quant="", include=[], exclude=[])}
+    assert picked == {"model_index.json", "unet/diffusion_pytorch_model.fp16.safetensors", "unet/config.json",
+                      "vae/diffusion_pytorch_model.safetensors", "vae/config.json",
+                      "text_encoder/model.safetensors", "tokenizer/vocab.json"}
+    # ... and one it cannot run is refused before any download.
+    del files["text_encoder/model.safetensors"]
+    with pytest.raises(InvalidArgument, match="diffusers pipeline without safetensors weights for its text_encoder"):
         select_files(_snap(files), quant="", include=[], exclude=[])
 
 

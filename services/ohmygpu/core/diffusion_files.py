@@ -4,10 +4,11 @@ Diffusion repos on the hub ship the same model several times: single-file checkp
 (`v1-5-pruned.safetensors`, `v1-5-pruned-emaonly.safetensors`, `*_fp16.safetensors`, a `.ckpt`
 beside each), and the diffusers pipeline layout in folders (`unet/`, `vae/`, `text_encoder/`,
 each again in fp32 and fp16). Taking every file, as a pull of any other repo does, means tens of
-gigabytes for one model. stable-diffusion.cpp runs a single-file checkpoint, so a pull takes one
-of those (the one the `:TAG` names, else the smallest, which is the fp16 or EMA-only one) and the
-small files at the top, and none of the pipeline folders. `.ckpt` files are pickles, which can run
-code when read: never taken.
+gigabytes for one model. Where a single-file checkpoint exists a pull takes one of those (the one
+the `:TAG` names, else the smallest, which is the fp16 or EMA-only one) and the small files at the
+top, and none of the pipeline folders; a repo that ships the pipeline only gets one weight file
+per component (core/diffusion_pipeline.py). `.ckpt` files are pickles, which can run code when
+read: never taken.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ohmygpu.core import diffusion_pipeline
 from ohmygpu.core.errors import InvalidArgument, NotFound
 from ohmygpu.core.hub import RemoteFile, RepoSnapshot
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")  # what single-file checkpoints end with
-PIPELINE_INDEX = "model_index.json"  # what marks a diffusers pipeline repo
+PIPELINE_INDEX = diffusion_pipeline.PIPELINE_INDEX  # what marks a diffusers pipeline repo
 # Top-level weights that are parts or add-ons, not a whole model: a checkpoint is never one of
 # these when any other candidate exists.
 _NOT_A_CHECKPOINT = ("vae", "lora", "controlnet", "embedding", "text_encoder", "clip", "t5", "adapter")
@@ -31,7 +33,7 @@ class DiffusionChoice:
     """The files a pull of a diffusion repo takes, and what to tell the user about the pick."""
 
     files: list[RemoteFile]
-    checkpoint: str
+    checkpoint: str  # the single-file checkpoint taken, or model_index.json for a pipeline
     note: str = ""
 
 
@@ -61,22 +63,26 @@ def is_diffusion_repo(snap: RepoSnapshot) -> bool:
 
 
 def choose(snap: RepoSnapshot, tag: str) -> DiffusionChoice:
-    """One single-file checkpoint of `snap` and its top-level small files. `tag` (from `:TAG`)
-    picks the checkpoint whose name has it as a word or is it; empty: the smallest. Raises
-    NotFound for a tag no checkpoint has, InvalidArgument for a pipeline-only repo."""
+    """One single-file checkpoint of `snap` and its top-level small files, else (a pipeline-only
+    repo) one weight file per pipeline component. `tag` (from `:TAG`) picks the checkpoint whose
+    name has it as a word or is it, or the pipeline's variant; empty: the smallest. Raises
+    NotFound for a tag nothing has, InvalidArgument for a repo with nothing we can run."""
     top = [f for f in snap.files if _top_level(f)]
     candidates = [f for f in top if f.path.lower().endswith(".safetensors")]
     whole = [f for f in candidates if not _tokens(f.path) & set(_NOT_A_CHECKPOINT)]
     candidates = whole or candidates
+    if not candidates and diffusion_pipeline.is_pipeline(f.path for f in snap.files):
+        paths, note = diffusion_pipeline.choose({f.path: f.size for f in snap.files}, snap.repo_id, tag)
+        wanted = set(paths)
+        return DiffusionChoice(files=[f for f in snap.files if f.path in wanted], checkpoint=PIPELINE_INDEX,
+                               note=note)
     if not candidates and any(f.path.lower().endswith(".ckpt") for f in top):
         # A .ckpt is a pickle, which can run code when read: the store takes safetensors only.
         raise InvalidArgument(f"{snap.repo_id} ships its checkpoints as .ckpt (Python pickles, which can run "
                               "code when loaded) and none as .safetensors; this version takes safetensors only")
     if not candidates:
-        raise InvalidArgument(
-            f"{snap.repo_id} holds a diffusers pipeline ({PIPELINE_INDEX}, unet/, vae/, text_encoder/) and no "
-            "single-file checkpoint; this version runs single-file checkpoints (.safetensors): pull a "
-            "repo that ships one, or name files with --include")
+        raise InvalidArgument(f"{snap.repo_id} holds no .safetensors checkpoint and no diffusers pipeline "
+                              f"({PIPELINE_INDEX}); name its files with --include")
     names = ", ".join(sorted(f.path for f in candidates))
     note = ""
     if tag:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core import diffusion_files, hfcache
+from ohmygpu.core import diffusion_files, diffusion_pipeline, hfcache
 from ohmygpu.core.diffusion import diffusion_info
 from ohmygpu.core.download import RateLimiter, check_space, fetch
 from ohmygpu.core.errors import InvalidArgument, NotFound
@@ -236,6 +236,8 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
     gguf = next((f.path for f in files if f.path.lower().endswith(".gguf") and is_main_gguf(f.path)), "")
     if gguf:
         describe_gguf(record, read_model_header(paths[gguf], display_name=gguf), paths[gguf])
+    elif diffusion_pipeline.is_pipeline(paths):
+        diffusion_pipeline.describe(record, paths)
     else:
         record.kind, record.format, main = classify_files(paths)
         if not main:

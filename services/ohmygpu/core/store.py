@@ -15,6 +15,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 from ohmygpu.assets.v1 import assets_pb2
+from ohmygpu.core import diffusion_pipeline
 from ohmygpu.core.artifacts import find_main_artifact, main_artifact, model_digest
 from ohmygpu.core.digests import sha256_file
 from ohmygpu.core.errors import (
@@ -277,11 +278,29 @@ class ModelStore:
     @staticmethod
     def _dir_record(path: Path, progress: Callable[[int], None] | None,
                     ) -> tuple[assets_pb2.InstallRecord, str]:
+        if (path / diffusion_pipeline.PIPELINE_INDEX).is_file():
+            return ModelStore._pipeline_record(path, progress)
         files = {p.name: p for p in sorted(path.iterdir())
                  if p.is_file() and not p.name.startswith(".")}
         if len(files) > _MAX_DIR_FILES:
             raise InvalidModelFile(f"{path.name} holds more than {_MAX_DIR_FILES} files")
         return ModelStore._files_record(path, files, progress)
+
+    @staticmethod
+    def _pipeline_record(path: Path, progress: Callable[[int], None] | None,
+                         ) -> tuple[assets_pb2.InstallRecord, str]:
+        """A diffusers pipeline folder: one weight file per component and the small files, as a
+        pull takes them (core/diffusion_pipeline.py); the other variants stay unregistered."""
+        files = diffusion_pipeline.local_files(path, _MAX_DIR_FILES)
+        record = assets_pb2.InstallRecord(
+            ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)))
+        for rel, p in files.items():
+            size = p.stat().st_size
+            record.artifacts.add(filename=rel, size=size, sha256=sha256_file(p, progress=progress),
+                                 format=format_of(rel), local_path=str(p))
+            record.size_bytes += size
+        diffusion_pipeline.describe(record, files)
+        return record, model_digest(record)
 
     @staticmethod
     def _files_record(path: Path, files: dict[str, Path], progress: Callable[[int], None] | None,

@@ -29,16 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from ohmygpu.assets.v1 import assets_pb2
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from ohmygpu.runtimes.api.worker_server import BaseRuntime, LogRing, rss_bytes, run_worker
 from ohmygpu.runtimes.sdcpp import png
 from ohmygpu.runtimes.sdcpp.params import SAMPLERS, BadRequest, Plan, plan
+from ohmygpu.runtimes.sdcpp.pipeline_view import FORMATS, ModelFiles
 
 log = logging.getLogger("ohmygpu.worker.sdcpp")
 _DONE = object()
-FORMATS = (assets_pb2.ARTIFACT_FORMAT_SAFETENSORS, assets_pb2.ARTIFACT_FORMAT_GGUF)
 # Symbols a GPU build of ggml exports (CUDA also stands for HIP builds, which keep its names).
 _GPU_SYMBOLS = ("ggml_backend_cuda_init", "ggml_backend_vk_init", "ggml_backend_metal_init",
                 "ggml_backend_sycl_init")
@@ -72,15 +71,6 @@ def fit(image: Any, width: int, height: int) -> Any:
         return image
     left, top = (image.width - width) // 2, (image.height - height) // 2
     return image.crop((left, top, left + width, top + height))
-
-
-def main_artifact(record: assets_pb2.InstallRecord) -> str | None:
-    """The file to load: the artifact in the record's own format, else any loadable one."""
-    for wanted in ((record.format,) if record.format in FORMATS else ()) + FORMATS:
-        for a in record.artifacts:
-            if a.format == wanted and a.local_path:
-                return a.local_path
-    return None
 
 
 class SdcppRuntime(BaseRuntime):
@@ -228,47 +218,52 @@ class SdcppRuntime(BaseRuntime):
     # --- the contract -----------------------------------------------------------------------
 
     async def Load(self, request: runtime_pb2.LoadRequest, context) -> AsyncIterator[runtime_pb2.LoadResponse]:
-        path = main_artifact(request.model)
-        if path is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no safetensors or GGUF artifact to load")
-        self._loop = asyncio.get_running_loop()
-        self.threads = request.spec.resources.cpu_threads or (os.cpu_count() or 1)
-        self.state = runtime_pb2.WORKER_STATE_LOADING
-        yield runtime_pb2.LoadResponse(progress=0.0, stage="reading weights")
-        started = time.perf_counter()
-        loop = self._loop
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        reported = 0.0
+        files = ModelFiles(request.model)
+        try:
+            path = files.path
+            if path is None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no safetensors or GGUF artifact "
+                                    "(or diffusers pipeline with a UNet) to load")
+            self._loop = asyncio.get_running_loop()
+            self.threads = request.spec.resources.cpu_threads or (os.cpu_count() or 1)
+            self.state = runtime_pb2.WORKER_STATE_LOADING
+            yield runtime_pb2.LoadResponse(progress=0.0, stage="reading weights")
+            started = time.perf_counter()
+            loop = self._loop
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            reported = 0.0
 
-        def on_tensors(done: int, total: int) -> None:  # on the model thread
-            nonlocal reported
-            share = done / total if total > 0 else 0.0
-            if share - reported >= 0.1:
-                reported = share
-                loop.call_soon_threadsafe(queue.put_nowait, runtime_pb2.LoadResponse(
-                    progress=0.9 * share, stage="reading weights"))
+            def on_tensors(done: int, total: int) -> None:  # on the model thread
+                nonlocal reported
+                share = done / total if total > 0 else 0.0
+                if share - reported >= 0.1:
+                    reported = share
+                    loop.call_soon_threadsafe(queue.put_nowait, runtime_pb2.LoadResponse(
+                        progress=0.9 * share, stage="reading weights"))
 
-        async with self.lock:
-            fut = loop.run_in_executor(self.executor, self._load, str(Path(path)), self.threads, on_tensors)
-            fut.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
-            try:
-                while (item := await queue.get()) is not _DONE:
-                    yield item
-            finally:
-                if not fut.done():
-                    await asyncio.wait([fut])
-            error = fut.exception()
-            if error is not None:
-                self.state = runtime_pb2.WORKER_STATE_FAILED
-                log.error("load failed: %s", error)  # the log may name the path; the answer must not
-                await context.abort(grpc.StatusCode.INTERNAL, "the model is not loadable: stable-diffusion.cpp "
-                                    "could not load it (not a checkpoint layout it knows, damaged, or "
-                                    "missing tensors; the worker log has the details)")
-        self.model_name = request.model.name
-        self.state = runtime_pb2.WORKER_STATE_READY
-        log.info("loaded %s in %.2fs (threads=%d, default sampler %s)", self.model_name,
-                 time.perf_counter() - started, self.threads, self.default_sampler)
-        yield runtime_pb2.LoadResponse(progress=1.0, stage="ready", done=True, memory_bytes=rss_bytes())
+            async with self.lock:
+                fut = loop.run_in_executor(self.executor, self._load, str(Path(path)), self.threads, on_tensors)
+                fut.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
+                try:
+                    while (item := await queue.get()) is not _DONE:
+                        yield item
+                finally:
+                    if not fut.done():
+                        await asyncio.wait([fut])
+                error = fut.exception()
+                if error is not None:
+                    self.state = runtime_pb2.WORKER_STATE_FAILED
+                    log.error("load failed: %s", error)  # the log may name the path; the answer must not
+                    await context.abort(grpc.StatusCode.INTERNAL, "the model is not loadable: stable-diffusion.cpp "
+                                        "could not load it (not a checkpoint layout it knows, damaged, or "
+                                        "missing tensors; the worker log has the details)")
+            self.model_name = request.model.name
+            self.state = runtime_pb2.WORKER_STATE_READY
+            log.info("loaded %s in %.2fs (threads=%d, default sampler %s)", self.model_name,
+                     time.perf_counter() - started, self.threads, self.default_sampler)
+            yield runtime_pb2.LoadResponse(progress=1.0, stage="ready", done=True, memory_bytes=rss_bytes())
+        finally:
+            files.close()  # the load is over (sd.cpp holds the weights): the links can go
 
     async def Unload(self, request, context):
         async with self.lock:
