@@ -88,8 +88,11 @@ def test_weight_file_names() -> None:
     assert dp.weight_file("text_encoder/pytorch_model.bin") is None
     assert dp.weight_file("safety_checker/model.safetensors") is None
     assert dp.weight_file("onnx/unet/model.safetensors") is None
-    assert dp.components(["model_index.json", "vae/diffusion_pytorch_model.fp16.safetensors",
-                          "unet/config.json"]) == {"vae": "vae/diffusion_pytorch_model.fp16.safetensors"}
+    assert list(dp.components(["model_index.json", "vae/diffusion_pytorch_model.fp16.safetensors",
+                               "text_encoder/model.safetensors", "unet/config.json",
+                               "unet/diffusion_pytorch_model.safetensors"]).items()) == [
+        ("unet", "unet/diffusion_pytorch_model.safetensors"), ("vae", "vae/diffusion_pytorch_model.fp16.safetensors"),
+        ("text_encoder", "text_encoder/model.safetensors")]  # the UNet first: the model's digest is its
 
 
 def _clip(width: int) -> dict[str, TensorEntry]:
@@ -140,6 +143,9 @@ def test_the_worker_shows_sdcpp_each_variant_under_its_plain_name(tmp_path) -> N
     single.artifacts.add(filename="README.md", local_path="/m/README.md", format=assets_pb2.ARTIFACT_FORMAT_OTHER)
     single.artifacts.add(filename="sd.safetensors", local_path="/m/sd.safetensors",
                          format=assets_pb2.ARTIFACT_FORMAT_SAFETENSORS)
+    assert ModelFiles(single).path == "/m/sd.safetensors"
+    # A single-file repo's model_index.json beside its checkpoint makes no pipeline of it.
+    single.artifacts.add(filename="model_index.json", local_path="/m/model_index.json")
     assert ModelFiles(single).path == "/m/sd.safetensors"
     no_unet = assets_pb2.InstallRecord()
     no_unet.artifacts.add(filename="model_index.json", local_path="/m/model_index.json")

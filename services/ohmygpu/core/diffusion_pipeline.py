@@ -49,7 +49,15 @@ class WeightFile:
 
 
 def is_pipeline(paths: Iterable[str]) -> bool:
+    """Whether a repo's file list is a diffusers pipeline (a single-file repo may carry its
+    model_index.json too: what a pull took is told by holds_pipeline)."""
     return PIPELINE_INDEX in set(paths)
+
+
+def holds_pipeline(paths: Iterable[str]) -> bool:
+    """Whether registered files are a pipeline: its index and a UNet's weights."""
+    paths = list(paths)
+    return is_pipeline(paths) and "unet" in components(paths)
 
 
 def weight_file(path: str) -> WeightFile | None:
@@ -130,13 +138,14 @@ def choose(sizes: Mapping[str, int], source: str, tag: str = "") -> tuple[list[s
 
 
 def components(paths: Iterable[str]) -> dict[str, str]:
-    """component -> weight path among a registered pipeline's artifacts (one per component)."""
+    """component -> weight path among a registered pipeline's artifacts (one per component), in
+    COMPONENTS' order."""
     out: dict[str, str] = {}
     for p in paths:
         w = weight_file(p)
         if w is not None and w.variant != "sharded":
             out.setdefault(w.component, p)
-    return out
+    return {c: out[c] for c in COMPONENTS if c in out}  # the UNet first
 
 
 def pipeline_info(headers: Mapping[str, Mapping[str, TensorEntry]]) -> assets_pb2.DiffusionInfo:

@@ -236,7 +236,7 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
     gguf = next((f.path for f in files if f.path.lower().endswith(".gguf") and is_main_gguf(f.path)), "")
     if gguf:
         describe_gguf(record, read_model_header(paths[gguf], display_name=gguf), paths[gguf])
-    elif diffusion_pipeline.is_pipeline(paths):
+    elif diffusion_pipeline.holds_pipeline(paths):
         diffusion_pipeline.describe(record, paths)
     else:
         record.kind, record.format, main = classify_files(paths)

@@ -30,10 +30,8 @@ class ModelFiles:
 
     def _pick(self, record: assets_pb2.InstallRecord) -> str | None:
         names = {a.filename: a.local_path for a in record.artifacts if a.local_path}
-        if diffusion_pipeline.is_pipeline(names):
+        if diffusion_pipeline.holds_pipeline(names):
             weights = diffusion_pipeline.components(names)
-            if "unet" not in weights:
-                return None
             self.view = Path(tempfile.mkdtemp(prefix="omg-sd-pipeline-"))
             for component, rel in weights.items():
                 link = self.view / component / f"{diffusion_pipeline.COMPONENTS[component]}.safetensors"
