@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,18 @@ from tests.helpers import (
 
 # Failure reports carry a dead daemon's log (tests/daemon_report.py).
 pytest_plugins = ["tests.daemon_report"]
+
+
+def _built_once(build: Callable[[], Path]) -> Path:
+    """A test model from the shared cache (~/.cache/ohmygpu/test-models), built under a lock:
+    scripts/test.sh runs two pytest processes, which may ask for the same model at once, and the
+    builders write to fixed partial names before renaming."""
+    from filelock import FileLock
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ohmygpu" / "test-models"
+    base.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(base / ".build.lock")):
+        return build()
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +61,7 @@ def sd_model_path() -> Path:
     once per version of that script into ~/.cache/ohmygpu/test-models."""
     from tests.helpers import load_script
 
-    return load_script("tiny_sd").cached()
+    return _built_once(load_script("tiny_sd").cached)
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +70,7 @@ def sd_pipeline_path() -> Path:
     smallest pipeline sd.cpp reads), built once per version of that script."""
     from tests.helpers import load_script
 
-    return load_script("tiny_sd_pipeline").cached()
+    return _built_once(load_script("tiny_sd_pipeline").cached)
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +78,7 @@ def sd_gguf_path() -> Path:
     """That checkpoint converted to GGUF by stable-diffusion.cpp's own converter (~580 MB)."""
     from tests.helpers import load_script
 
-    return load_script("tiny_sd").cached_gguf()
+    return _built_once(load_script("tiny_sd").cached_gguf)
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +123,7 @@ def hf_smollm2_path() -> Path:
     transformers' GGUF loader (scripts/hf_smollm2.py, ~25 s once) into ~/.cache/ohmygpu/test-models."""
     from tests.helpers import load_script
 
-    return load_script("hf_smollm2").cached()
+    return _built_once(load_script("hf_smollm2").cached)
 
 
 # Text to speech (tests/tts_models.py): the Piper voice's .onnx and a Kokoro model folder.
@@ -126,7 +138,7 @@ def piper_voice_path() -> Path:
 def kokoro_path() -> Path:
     from tests.tts_models import kokoro_dir
 
-    return kokoro_dir()
+    return _built_once(kokoro_dir)
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -109,8 +111,14 @@ def test_a_worker_that_dies_on_every_load_is_not_restarted_forever(tmp_path: Pat
 
 
 def test_workers_get_no_secrets_and_a_private_socket_directory(tmp_path: Path, gguf_path: Path) -> None:
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(dir="/tmp", prefix="omgt-"))  # a TMPDIR a socket fits in (pytest's may not)
+    try:
+        _no_secrets_and_a_private_socket_directory(tmp_path, tmp, gguf_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _no_secrets_and_a_private_socket_directory(tmp_path: Path, tmp: Path, gguf_path: Path) -> None:
     home = tmp_path / "home"
     # Another local user planted the directory name the daemon used to choose: mode 0777, theirs.
     planted = tmp / f"omg-{os.getuid()}-{hashlib.sha256(str(home).encode()).hexdigest()[:12]}"

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,17 @@ from ohmygpu.daemon.supervisor import check_private_dir, socket_dir, worker_envi
 NOBODY = 65534
 
 
-def test_socket_dir_is_fresh_and_private_even_when_the_old_name_was_planted(tmp_path: Path,
+@pytest.fixture
+def shallow_tmp() -> Iterator[Path]:
+    """A temporary directory a socket fits in (pytest's own can be too deep under xdist)."""
+    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="s-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_socket_dir_is_fresh_and_private_even_when_the_old_name_was_planted(shallow_tmp: Path,
                                                                             monkeypatch) -> None:
+    tmp_path = shallow_tmp
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     # The predictable name used before, created first by "another user": world-writable, and
     # one owned by someone else.
@@ -36,6 +47,21 @@ def test_socket_dir_is_fresh_and_private_even_when_the_old_name_was_planted(tmp_
         assert stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700
         check_private_dir(path)  # accepted
         assert len(str(path / "w-0123abcd.sock")) < 100  # fits a Unix socket path
+
+
+def test_a_temporary_directory_too_deep_for_a_socket_is_passed_over_for_tmp(tmp_path: Path, shallow_tmp: Path,
+                                                                             monkeypatch) -> None:
+    deep = tmp_path / ("d" * 60)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    path = socket_dir()
+    try:
+        assert path.parent == Path("/tmp") and len(str(path / "w-0123abcd.sock")) <= 107
+        check_private_dir(path)
+    finally:
+        path.rmdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(shallow_tmp))
+    assert socket_dir().parent == shallow_tmp  # TMPDIR is honoured where a socket fits
 
 
 @pytest.mark.parametrize("how", ["mode 0777", "mode 0750", "owned by nobody", "a symlink", "missing", "a file"])

@@ -248,6 +248,12 @@ class Worker:
         self.socket_path.unlink(missing_ok=True)
 
 
+_SOCKET_PATH_MAX = 107  # bytes of a Unix socket path (sun_path, less its terminating NUL)
+# What a worker socket adds to the temporary directory: "/omg-<uid>-" + mkdtemp's 8 characters
+# + "/w-<8 hex>.sock".
+_SOCKET_DIR_ROOM = len(f"/omg-{os.getuid()}-") + 8 + len("/w-01234567.sock")
+
+
 def socket_dir() -> Path:
     """A fresh private directory for this daemon's worker sockets (removed at shutdown).
 
@@ -255,8 +261,12 @@ def socket_dir() -> Path:
     made by mkdtemp: an unpredictable name, created atomically by us with mode 0700. The fixed
     name used before (`omg-<uid>-<hash of home>`, created with exist_ok) could be made first by
     another local user with mode 0777, who then swapped each worker's socket for their own and
-    received the daemon's prompts."""
-    return Path(tempfile.mkdtemp(prefix=f"omg-{os.getuid()}-"))
+    received the daemon's prompts. A temporary directory too deep to hold such a socket (a CI
+    runner's or a test runner's TMPDIR) is passed over for /tmp."""
+    base = tempfile.gettempdir()
+    if len(base) + _SOCKET_DIR_ROOM > _SOCKET_PATH_MAX:
+        base = "/tmp"
+    return Path(tempfile.mkdtemp(prefix=f"omg-{os.getuid()}-", dir=base))
 
 
 def check_private_dir(path: Path) -> None:
