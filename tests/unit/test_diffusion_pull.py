@@ -89,3 +89,15 @@ def test_select_files_takes_the_choice_and_a_tag() -> None:
     picked = {f.path for f in select_files(_snap(SD15), quant="pruned", include=[], exclude=[])}
     # "pruned" is a word of both names: the smaller one, with the small files beside it.
     assert picked == {"v1-5-pruned-emaonly.safetensors", "model_index.json", "README.md", "v1-inference.yaml"}
+
+
+def test_a_tag_only_the_pipeline_has_takes_the_pipeline_of_a_repo_with_both_layouts() -> None:
+    both = {**SD15, "unet/diffusion_pytorch_model.non_ema.safetensors": 3 * GB}
+    choice = diffusion_files.choose(_snap(both), "non_ema")
+    assert choice.checkpoint == "model_index.json"
+    assert "unet/diffusion_pytorch_model.non_ema.safetensors" in {f.path for f in choice.files}
+    assert not any(f.path.endswith("pruned.safetensors") for f in choice.files)
+    # A tag a single file has keeps the single file; one nothing has names the checkpoints.
+    assert diffusion_files.choose(_snap(both), "emaonly").checkpoint == "v1-5-pruned-emaonly.safetensors"
+    with pytest.raises(NotFound, match="is named with 'q8'"):
+        diffusion_files.choose(_snap(both), "q8")

@@ -71,7 +71,13 @@ def choose(snap: RepoSnapshot, tag: str) -> DiffusionChoice:
     candidates = [f for f in top if f.path.lower().endswith(".safetensors")]
     whole = [f for f in candidates if not _tokens(f.path) & set(_NOT_A_CHECKPOINT)]
     candidates = whole or candidates
-    if not candidates and diffusion_pipeline.is_pipeline(f.path for f in snap.files):
+    pipeline = diffusion_pipeline.is_pipeline(f.path for f in snap.files)
+    if pipeline and tag and candidates and not any(tag.lower() in _tokens(f.path) for f in candidates):
+        # A tag no single file has may be the pipeline's variant (a repo shipping both layouts).
+        sizes = {f.path: f.size for f in snap.files}
+        if tag.lower() in diffusion_pipeline.variants(sizes):
+            candidates = []
+    if not candidates and pipeline:
         paths, note = diffusion_pipeline.choose({f.path: f.size for f in snap.files}, snap.repo_id, tag)
         wanted = set(paths)
         return DiffusionChoice(files=[f for f in snap.files if f.path in wanted], checkpoint=PIPELINE_INDEX,

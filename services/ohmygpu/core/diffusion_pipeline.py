@@ -73,6 +73,11 @@ def weight_file(path: str) -> WeightFile | None:
     return WeightFile(folder, middle.lstrip("."), path)
 
 
+def variants(paths: Iterable[str]) -> set[str]:
+    """The variant names (lowercase) the components' weight files come in, the plain one aside."""
+    return {w.variant.lower() for p in paths if (w := weight_file(p)) is not None} - {"", "sharded"}
+
+
 def choose_weights(sizes: Mapping[str, int], source: str, tag: str = "") -> dict[str, str]:
     """The weight file of each component (folder -> path) among `sizes` (path -> bytes: a repo's
     file list or a folder's). `tag` names a variant ("fp16", "non_ema"; "" or the plain name
@@ -102,14 +107,14 @@ def choose_weights(sizes: Mapping[str, int], source: str, tag: str = "") -> dict
         raise InvalidArgument(f"{source} is a diffusers pipeline without safetensors weights for its "
                               f"{', '.join(missing)}{hint}")
     want = tag.lower()
-    variants = sorted({w.variant for ws in found.values() for w in ws if w.variant not in ("", "sharded")})
-    if want and want not in variants:
+    have = sorted(variants(paths))
+    if want and want not in have:
         raise NotFound(f"no component of {source} has a '{tag}' variant; available: "
-                       f"{', '.join(variants) or 'none (plain files only)'}")
+                       f"{', '.join(have) or 'none (plain files only)'}")
     chosen: dict[str, str] = {}
     for component, ws in found.items():
         ws = [w for w in ws if w.variant != "sharded"]
-        named = [w for w in ws if want and w.variant == want]
+        named = [w for w in ws if want and w.variant.lower() == want]
         pick = named[0] if named else min(
             (w for w in ws if w.variant != "non_ema"), key=lambda w: (sizes[w.path], w.variant != ""),
             default=min(ws, key=lambda w: sizes[w.path]))
