@@ -39,10 +39,11 @@ def test_the_smallest_variant_of_each_component_and_the_small_files() -> None:
 def test_a_tag_names_the_variant_and_components_without_it_take_their_plain_file() -> None:
     weights = dp.choose_weights(SD15, "org/sd15", "non_ema")
     assert weights == {"unet": "unet/diffusion_pytorch_model.non_ema.safetensors",
-                       "vae": "vae/diffusion_pytorch_model.fp16.safetensors",  # no non_ema: the smallest
-                       "text_encoder": "text_encoder/model.fp16.safetensors"}
+                       "vae": "vae/diffusion_pytorch_model.safetensors",  # no non_ema: its plain file
+                       "text_encoder": "text_encoder/model.safetensors"}
+    assert dp.choose_weights(SD15, "org/sd15", "plain")["unet"] == "unet/diffusion_pytorch_model.safetensors"
     assert dp.choose_weights(SD15, "org/sd15", "FP16")["unet"] == "unet/diffusion_pytorch_model.fp16.safetensors"
-    with pytest.raises(NotFound, match="no component of org/sd15 has a 'q8' variant; available: fp16, non_ema"):
+    with pytest.raises(NotFound, match="no component of org/sd15 has a 'q8' variant; available: fp16, non_ema, plain"):
         dp.choose_weights(SD15, "org/sd15", "q8")
 
 
@@ -74,6 +75,20 @@ def test_pipelines_sdcpp_cannot_run_are_refused_by_name() -> None:
     pickles = {k: v for k, v in SD15.items() if not (k.startswith("text_encoder/") and k.endswith(".safetensors"))}
     with pytest.raises(InvalidArgument, match="without safetensors weights for its text_encoder .*pytorch_model.bin"):
         dp.choose_weights(pickles, "org/pickles")
+
+
+def test_sharded_variants_are_shards_not_variants() -> None:
+    assert dp.weight_file("unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors").variant == "sharded"
+    only = {k: v for k, v in SD15.items() if not k.startswith("unet/diffusion_pytorch_model")}
+    only.update({"unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors": GB,
+                 "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors": GB})
+    with pytest.raises(InvalidArgument, match="splits its unet weights into shards"):
+        dp.choose_weights(only, "org/sharded")
+
+
+def test_a_scalar_embedding_tensor_is_an_unknown_family_not_a_crash() -> None:
+    odd = {"text_model.embeddings.token_embedding.weight": TensorEntry("F16", ())}
+    assert dp.pipeline_info({"unet": {}, "vae": {}, "text_encoder": odd}).family == "unknown"
 
 
 def test_a_shard_beside_a_whole_file_is_ignored() -> None:

@@ -101,3 +101,11 @@ def test_a_tag_only_the_pipeline_has_takes_the_pipeline_of_a_repo_with_both_layo
     assert diffusion_files.choose(_snap(both), "emaonly").checkpoint == "v1-5-pruned-emaonly.safetensors"
     with pytest.raises(NotFound, match="is named with 'q8'"):
         diffusion_files.choose(_snap(both), "q8")
+
+
+def test_a_top_level_add_on_of_a_pipeline_repo_is_not_its_checkpoint() -> None:
+    files = {k: v for k, v in SD15.items() if "/" in k or k == "model_index.json"}
+    files["sd-vae-ft-mse.safetensors"] = 320 << 20
+    choice = diffusion_files.choose(_snap(files), "")
+    assert choice.checkpoint == "model_index.json"
+    assert "sd-vae-ft-mse.safetensors" not in {f.path for f in choice.files}

@@ -70,8 +70,9 @@ def choose(snap: RepoSnapshot, tag: str) -> DiffusionChoice:
     top = [f for f in snap.files if _top_level(f)]
     candidates = [f for f in top if f.path.lower().endswith(".safetensors")]
     whole = [f for f in candidates if not _tokens(f.path) & set(_NOT_A_CHECKPOINT)]
-    candidates = whole or candidates
     pipeline = diffusion_pipeline.is_pipeline(f.path for f in snap.files)
+    # In a pipeline repo a top-level add-on (a VAE, a LoRA) is no checkpoint: the pipeline is.
+    candidates = whole or ([] if pipeline else candidates)
     if pipeline and tag and candidates and not any(tag.lower() in _tokens(f.path) for f in candidates):
         # A tag no single file has may be the pipeline's variant (a repo shipping both layouts).
         sizes = {f.path: f.size for f in snap.files}

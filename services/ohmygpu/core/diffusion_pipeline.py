@@ -38,6 +38,7 @@ _SMALL_FILES_FROM = ("", "unet", "vae", "text_encoder", "text_encoder_2", "token
 _SMALL_FILE = 16 << 20
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".onnx", ".msgpack", ".gguf", ".onnx_data", ".pb")
 _SHARD = re.compile(r"-\d{5}-of-\d{5}")
+PLAIN = "plain"  # the :TAG that names the un-suffixed files
 _CLIP_WIDTH_FAMILY = {768: "sd1", 1024: "sd2"}  # the text encoder's width, as sd.cpp tells SD 1 from 2
 
 
@@ -69,8 +70,10 @@ def weight_file(path: str) -> WeightFile | None:
         return None
     middle = name[len(stem):-len(".safetensors")]
     if middle and not middle.startswith("."):
-        return WeightFile(folder, "sharded" if _SHARD.match(middle) else middle, path)
-    return WeightFile(folder, middle.lstrip("."), path)
+        return WeightFile(folder, "sharded" if _SHARD.search(middle) else middle, path)
+    variant = middle.lstrip(".")
+    # diffusers names a sharded variant `NAME.fp16-00001-of-00002.safetensors`
+    return WeightFile(folder, "sharded" if _SHARD.search(variant) else variant, path)
 
 
 def variants(paths: Iterable[str]) -> set[str]:
@@ -80,8 +83,8 @@ def variants(paths: Iterable[str]) -> set[str]:
 
 def choose_weights(sizes: Mapping[str, int], source: str, tag: str = "") -> dict[str, str]:
     """The weight file of each component (folder -> path) among `sizes` (path -> bytes: a repo's
-    file list or a folder's). `tag` names a variant ("fp16", "non_ema"; "" or the plain name
-    otherwise: the smallest, ties to the plain name). Raises InvalidArgument for a pipeline
+    file list or a folder's). `tag` names a variant ("fp16", "non_ema", "plain" for the
+    un-suffixed files); without one, the smallest, ties to the plain name. Raises InvalidArgument for a pipeline
     stable-diffusion.cpp cannot run, NotFound for a variant no component has."""
     paths = list(sizes)
     if not any(p.startswith("unet/") for p in paths) and any(p.startswith("transformer/") for p in paths):
@@ -108,16 +111,20 @@ def choose_weights(sizes: Mapping[str, int], source: str, tag: str = "") -> dict
                               f"{', '.join(missing)}{hint}")
     want = tag.lower()
     have = sorted(variants(paths))
-    if want and want not in have:
+    if want and want != PLAIN and want not in have:
         raise NotFound(f"no component of {source} has a '{tag}' variant; available: "
-                       f"{', '.join(have) or 'none (plain files only)'}")
+                       f"{', '.join([*have, PLAIN])}")
     chosen: dict[str, str] = {}
     for component, ws in found.items():
         ws = [w for w in ws if w.variant != "sharded"]
-        named = [w for w in ws if want and w.variant.lower() == want]
-        pick = named[0] if named else min(
-            (w for w in ws if w.variant != "non_ema"), key=lambda w: (sizes[w.path], w.variant != ""),
-            default=min(ws, key=lambda w: sizes[w.path]))
+        if want:
+            # The named variant; a component without it takes its plain file, as diffusers does.
+            target = "" if want == PLAIN else want
+            pick = next((w for w in ws if w.variant.lower() == target), None) or next(
+                (w for w in ws if w.variant == ""), None) or min(ws, key=lambda w: sizes[w.path])
+        else:
+            # The smallest (fp16 where there is one); never non-EMA weights unless nothing else.
+            pick = min(ws, key=lambda w: (w.variant == "non_ema", sizes[w.path], w.variant != ""))
         chosen[component] = pick.path
     return dict(sorted(chosen.items(), key=lambda kv: list(COMPONENTS).index(kv[0])))
 
@@ -137,7 +144,7 @@ def choose(sizes: Mapping[str, int], source: str, tag: str = "") -> tuple[list[s
     others = {w.variant for p in sizes if (w := weight_file(p)) is not None} - taken - {"sharded"}
     note = ""
     if others and not tag:
-        shown = sorted(v or "plain" for v in others)
+        shown = sorted(v or PLAIN for v in others)
         note = f"picked {', '.join(weights.values())}; other variants: {', '.join(shown)}; name one with :TAG"
     return [*weights.values(), *small_files(sizes)], note
 
@@ -163,7 +170,7 @@ def pipeline_info(headers: Mapping[str, Mapping[str, TensorEntry]]) -> assets_pb
         family = "sdxl"
     else:
         embedding = te.get("text_model.embeddings.token_embedding.weight")
-        family = _CLIP_WIDTH_FAMILY.get(embedding.shape[-1] if embedding else 0, "unknown")
+        family = _CLIP_WIDTH_FAMILY.get(embedding.shape[-1] if embedding and embedding.shape else 0, "unknown")
     has_text = "text_encoder" in headers and (family != "sdxl" or "text_encoder_2" in headers)
     tensors = [t for h in headers.values() for t in h.values()]
     return assets_pb2.DiffusionInfo(

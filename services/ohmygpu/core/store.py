@@ -22,6 +22,7 @@ from ohmygpu.core.errors import (
     AlreadyExists,
     CorruptIndex,
     IncompleteSplitModel,
+    InvalidArgument,
     InvalidModelFile,
     ModelNotFound,
     UnloadableModel,
@@ -291,7 +292,11 @@ class ModelStore:
                          ) -> tuple[assets_pb2.InstallRecord, str]:
         """A diffusers pipeline folder: one weight file per component and the small files, as a
         pull takes them (core/diffusion_pipeline.py); the other variants stay unregistered."""
-        files = diffusion_pipeline.local_files(path, _MAX_DIR_FILES)
+        try:
+            files = diffusion_pipeline.local_files(path, _MAX_DIR_FILES)
+        except InvalidArgument as e:
+            # What the folder holds is not for a caller to learn: one answer for every refusal.
+            raise InvalidModelFile(str(e)) from e
         record = assets_pb2.InstallRecord(
             ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)))
         for rel, p in files.items():

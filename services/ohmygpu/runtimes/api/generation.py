@@ -1,6 +1,6 @@
 """What one generated sequence owns besides its KV cache: sampling arguments, the text it has
 produced (incremental UTF-8, stop sequences held back until they cannot match), and what it
-reports when it ends. The batching loop that drives many of these is engine.py.
+reports when it ends. The batching loop that drives many of these is runtimes/llamacpp/engine.py.
 """
 
 from __future__ import annotations

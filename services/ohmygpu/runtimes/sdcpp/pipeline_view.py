@@ -33,10 +33,14 @@ class ModelFiles:
         if diffusion_pipeline.holds_pipeline(names):
             weights = diffusion_pipeline.components(names)
             self.view = Path(tempfile.mkdtemp(prefix="omg-sd-pipeline-"))
-            for component, rel in weights.items():
-                link = self.view / component / f"{diffusion_pipeline.COMPONENTS[component]}.safetensors"
-                link.parent.mkdir()
-                link.symlink_to(Path(names[rel]).resolve())
+            try:
+                for component, rel in weights.items():
+                    link = self.view / component / f"{diffusion_pipeline.COMPONENTS[component]}.safetensors"
+                    link.parent.mkdir()
+                    link.symlink_to(Path(names[rel]).resolve())
+            except OSError:
+                self.close()
+                raise
             return str(self.view)
         # A single file: the artifact in the record's own format, else any loadable one.
         for wanted in ((record.format,) if record.format in FORMATS else ()) + FORMATS:

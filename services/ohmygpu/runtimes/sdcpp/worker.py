@@ -218,8 +218,13 @@ class SdcppRuntime(BaseRuntime):
     # --- the contract -----------------------------------------------------------------------
 
     async def Load(self, request: runtime_pb2.LoadRequest, context) -> AsyncIterator[runtime_pb2.LoadResponse]:
-        files = ModelFiles(request.model)
+        files: ModelFiles | None = None
         try:
+            try:
+                files = ModelFiles(request.model)
+            except OSError as e:
+                log.error("could not link the pipeline's files: %s", e)  # the log may name paths
+                await context.abort(grpc.StatusCode.INTERNAL, "the worker could not prepare the model's files")
             path = files.path
             if path is None:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no safetensors or GGUF artifact "
@@ -263,7 +268,8 @@ class SdcppRuntime(BaseRuntime):
                      time.perf_counter() - started, self.threads, self.default_sampler)
             yield runtime_pb2.LoadResponse(progress=1.0, stage="ready", done=True, memory_bytes=rss_bytes())
         finally:
-            files.close()  # the load is over (sd.cpp holds the weights): the links can go
+            if files is not None:
+                files.close()  # the load is over (sd.cpp holds the weights): the links can go
 
     async def Unload(self, request, context):
         async with self.lock:
