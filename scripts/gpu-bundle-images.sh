@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, "scripts")
 from native_wheel import patched_source
-root = patched_source(sys.argv[1], (Path("scripts/patches/stable-diffusion-cpp-abort.patch"),), Path(sys.argv[2]))
+root = patched_source(sys.argv[1], (Path("scripts/patches/stable-diffusion-cpp-abort.patch"), Path("scripts/patches/stable-diffusion-cpp-unet-parts.patch")), Path(sys.argv[2]))
 print(root)
 PYEOF
 src=$(ls -d "$tmp"/src/stable_diffusion_cpp_python-*/)

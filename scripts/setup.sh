@@ -52,7 +52,8 @@ LLAMA_SPEC=$(sed -n 's/.*"\(llama-cpp-python==[^"]*\)".*/\1/p' pyproject.toml)
 # at the next denoising step). No probe: native_wheel.py's probe runs a llama.cpp prompt; the
 # sdcpp contract tests generate with the same build on this CPU instead.
 SD_SPEC=$(sed -n 's/.*"\(stable-diffusion-cpp-python==[^"]*\)".*/\1/p' pyproject.toml)
-"$PY" scripts/native_wheel.py "$SD_SPEC" --patch scripts/patches/stable-diffusion-cpp-abort.patch
+"$PY" scripts/native_wheel.py "$SD_SPEC" --patch scripts/patches/stable-diffusion-cpp-abort.patch \
+  --patch scripts/patches/stable-diffusion-cpp-unet-parts.patch
 "$PY" -m pip install -q -e '.[all,dev]'
 npm ci --no-audit --no-fund --silent
 # The TypeScript client (clients/ts): its generator, compiler and runtime, for tests/e2e/test_clients.py.

@@ -269,6 +269,29 @@ def cached_gguf(cache_dir: Path | None = None) -> Path:
     return path
 
 
+# The checkpoint's parts as separate files, the way FLUX, SD3 and Wan are published (and ComfyUI's
+# diffusion_models/, vae/ and text_encoders/ folders hold them): each file without its prefix.
+PARTS = {"model.diffusion_model.": "sdxs-unet.safetensors", "first_stage_model.": "sdxs-taesd.safetensors",
+         "cond_stage_model.transformer.": "clip_l.safetensors"}
+
+
+def cached_parts(cache_dir: Path | None = None) -> Path:
+    """The same model as three files (UNet, autoencoder, CLIP-L text encoder) in one folder."""
+    base = cache_dir or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ohmygpu" / "test-models"
+    folder = base / f"tiny-sd-{script_hash()}-parts"
+    if not all((folder / name).exists() for name in PARTS.values()):
+        whole = Tensors(0)  # the seed cached() builds with: the same weights as the single file
+        unet(whole)
+        clip(whole)
+        tae(whole)
+        folder.mkdir(parents=True, exist_ok=True)
+        for prefix, name in PARTS.items():
+            part = Tensors(0)
+            part.items = {n[len(prefix):]: v for n, v in whole.items.items() if n.startswith(prefix)}
+            part.save(folder / name, {"format": "pt", "generator": "ohmygpu scripts/tiny_sd.py", "part": name})
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)

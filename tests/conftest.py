@@ -82,6 +82,14 @@ def sd_gguf_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def sd_parts_path() -> Path:
+    """That checkpoint as three files (UNet, autoencoder, CLIP-L), as FLUX, SD3 and Wan ship."""
+    from tests.helpers import load_script
+
+    return _built_once(load_script("tiny_sd").cached_parts)
+
+
+@pytest.fixture(scope="session")
 def whisper_path() -> Path:
     return whisper_dir()
 

@@ -319,3 +319,36 @@ def test_a_gguf_diffusion_model_generates_and_a_denoiser_alone_is_refused(
     error = refused.json()["error"]
     assert "lacks its VAE and text encoder" in error["message"] and error["param"] == "model"
     assert "lacks VAE, text encoder" in daemon.omg("model", "info", "flux-alone").stdout
+
+
+def test_a_model_in_separate_files_generates_what_its_single_file_does(
+        daemon: DaemonProc, sd_parts_path: Path) -> None:
+    """The tiny checkpoint split into a UNet, its autoencoder and its CLIP-L, the way FLUX, SD3 and
+    Wan are published: one model, each file under its role, the same pixels as the single file."""
+    unet, vae, clip = (str(sd_parts_path / n) for n in ("sdxs-unet.safetensors", "sdxs-taesd.safetensors",
+                                                          "clip_l.safetensors"))
+    added = daemon.omg("model", "add", unet, "--part", vae, "--part", clip, "--name", "tiny-sd-parts")
+    assert added.returncode == 0, added.stderr
+    info = daemon.omg("model", "info", "tiny-sd-parts").stdout
+    for line in ("kind          image", "family        sd1", "holds         denoiser, VAE, text encoder",
+                 "sdxs-unet.safetensors (diffusion_model)", "sdxs-taesd.safetensors (vae)",
+                 "clip_l.safetensors (clip_l)"):
+        assert line in info, info
+
+    def pixels(model: str) -> bytes:
+        r = httpx.post(daemon.http + "/v1/images/generations", timeout=300, json={
+            "model": model, "prompt": "a lighthouse", "size": "64x64", "steps": 2, "seed": 5,
+            "response_format": "b64_json"})
+        assert r.status_code == 200, r.text
+        image = _png(r.json()["data"][0]["b64_json"])
+        assert image.size == (64, 64)
+        return image.tobytes()
+
+    assert pixels("tiny-sd-parts") == pixels("tiny-sd")
+
+    # A set that does not add up is refused naming the file, over HTTP too; nothing registers.
+    r = httpx.post(daemon.http + "/v1/store/models", timeout=60,
+                   json={"path": clip, "name": "backwards", "parts": [unet, vae]})
+    assert r.status_code == 400, r.text
+    assert "must be its diffusion model" in r.text, r.text
+    assert "backwards" not in daemon.omg("model", "list").stdout

@@ -23,8 +23,9 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
     client = Client(settings)
     if args.action == "add":
         path = Path(args.path).expanduser().absolute()
-        rec = client.call(client.models.AddModel, models_pb2.AddModelRequest(path=str(path), name=args.name or ""),
-                          timeout=3600)
+        parts = [str(Path(p).expanduser().absolute()) for p in args.parts]
+        rec = client.call(client.models.AddModel,
+                          models_pb2.AddModelRequest(path=str(path), name=args.name or "", parts=parts), timeout=3600)
         if args.json:
             _json(rec)
         else:
@@ -78,7 +79,8 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  memory        ~{_size(est.total_bytes)}{at} (weights {_size(est.weights_bytes)}, "
               f"KV cache {_size(est.kv_cache_bytes)}, overhead {_size(est.overhead_bytes)})")
         for a in rec.artifacts:
-            print(f"  file          {a.filename}  {a.sha256}")
+            role = f" ({a.role})" if a.role else ""  # the part of a multi-file diffusion model
+            print(f"  file          {a.filename}{role}  {a.sha256}")
         if rec.HasField("derived"):
             _print_derived(rec.derived)
         template = rec.derived.template or g.chat_template or rec.transformers.chat_template
@@ -170,6 +172,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add = msub.add_parser("add", help="register a local GGUF file or model directory (faster-whisper) in place")
     add.add_argument("path")
     add.add_argument("--name", help="name to use (default: from the file name)")
+    add.add_argument("--part", dest="parts", action="append", default=[], metavar="FILE",
+                     help="a further file of a diffusion model published as several (FLUX, SD3, Wan): its VAE "
+                          "or a text encoder, told from its tensors; PATH is then the diffusion model (repeatable)")
     for name in ("list", "ls"):
         msub.add_parser(name, help="list models")
     info = msub.add_parser("info", help="show a model's details")

@@ -5,7 +5,9 @@ UNet under `model.diffusion_model.`, the VAE under `first_stage_model.` and the 
 under `cond_stage_model.` (SD 1.x: OpenAI CLIP `transformer.`; SD 2.x: OpenCLIP `model.`) or
 `conditioner.embedders.` (SDXL). Diffusion transformers are told by their blocks: SD3's
 `joint_blocks`, FLUX's `double_blocks`, Wan's `blocks.N.cross_attn` beside a `patch_embedding`.
-What is missing (a FLUX transformer alone needs a VAE and text encoders beside it) is reported,
+A UNet may also come alone with its prefix stripped (`input_blocks.`), as ComfyUI's
+`diffusion_models/` files do. What is missing (a FLUX transformer alone needs a VAE and text
+encoders beside it; core/diffusion_parts.py registers such sets) is reported,
 so `omg model info` can say what the model lacks.
 
 GGUF diffusion models come two ways: stable-diffusion.cpp's own `convert` keeps the checkpoint's
@@ -42,6 +44,9 @@ def family_of(names: list[str]) -> str:
         return "sdxl"
     if _has(names, "model.diffusion_model.input_blocks.", "first_stage_model."):
         return "sd2" if _has(names, "cond_stage_model.model.") else "sd1"
+    if any(n.startswith("input_blocks.") for n in names):
+        # A UNet alone, its prefix stripped (ComfyUI's diffusion_models/ files): SDXL has label_emb.
+        return "sdxl" if any(n.startswith("label_emb.") for n in names) else "sd1"
     return ""
 
 
@@ -64,6 +69,8 @@ def diffusion_info(tensors: Mapping[str, TensorEntry]) -> assets_pb2.DiffusionIn
     family = family_of(names)
     if not family:
         return None
+    if family == "sd1" and any(n.endswith("attn2.to_k.weight") and t.shape[-1] == 1024 for n, t in tensors.items()):
+        family = "sd2"  # a UNet alone: SD 2.x cross-attends to OpenCLIP's 1024 wide context
     return _info(names, family, sum(t.count for t in tensors.values()), {t.dtype for t in tensors.values()})
 
 

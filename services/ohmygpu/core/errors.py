@@ -56,6 +56,11 @@ class IncompleteSplitModel(InvalidModelFile):
     Said as it is even where other file errors are kept vague: the caller named a real model."""
 
 
+class UnusablePart(InvalidModelFile):
+    """A file of a multi-file diffusion model that is a real model file in the wrong place (a
+    second VAE, a text encoder given as the diffusion model). Said as it is: the caller named it."""
+
+
 class UnsupportedMediaType(InvalidArgument):
     """A body whose Content-Type is not the one the route reads (text/plain where JSON is
     expected: what a cross-site page can send without a CORS preflight)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core import diffusion_pipeline
+from ohmygpu.core import diffusion_parts, diffusion_pipeline
 from ohmygpu.core.artifacts import find_main_artifact, main_artifact, model_digest
 from ohmygpu.core.digests import sha256_file
 from ohmygpu.core.errors import (
@@ -26,6 +26,7 @@ from ohmygpu.core.errors import (
     InvalidModelFile,
     ModelNotFound,
     UnloadableModel,
+    UnusablePart,
 )
 from ohmygpu.core.gguf import GgufHeader, read_model_header
 from ohmygpu.core.gguf_check import check_loadable, check_tensors
@@ -192,9 +193,12 @@ class ModelStore:
         *,
         name: str | None = None,
         progress: Callable[[int], None] | None = None,
+        parts: list[Path] | None = None,
     ) -> assets_pb2.InstallRecord:
         """Register a local model in place, by sha256: a GGUF file, or a directory holding a
-        CTranslate2 model (faster-whisper) or a transformers model.
+        CTranslate2 model (faster-whisper) or a transformers model. With `parts`, `path` is the
+        diffusion model of a model published as several files and `parts` its VAE and text
+        encoders (core/diffusion_parts.py).
 
         Raises InvalidModelFile when `path` is missing, unreadable or not a model (one message
         for all, so the endpoint is no oracle for which files exist), InvalidName for a bad
@@ -205,10 +209,12 @@ class ModelStore:
             f"cannot register {shown}: not a readable model (the path must be absolute and name "
             "an existing .gguf file, a Piper .onnx voice or a model directory such as a faster-whisper one)"
         )
-        if not path.is_absolute():
+        if not path.is_absolute() or any(not p.is_absolute() for p in parts or ()):
             raise unusable
         try:
-            if path.is_dir():
+            if parts:
+                record, digest = self._set_record(path, parts, progress)
+            elif path.is_dir():
                 record, digest = self._dir_record(path, progress)
             elif path.is_file() and path.suffix.lower() == ".onnx":
                 record, digest = self._files_record(path, {path.name: path, path.name + ".json":
@@ -219,8 +225,10 @@ class ModelStore:
                 record, digest = self._gguf_record(path, shown, progress)
             else:
                 raise unusable
-        except (IncompleteSplitModel, UnloadableModel):
-            raise  # a real GGUF file, named by the caller: saying what is wrong with it leaks nothing
+        except (IncompleteSplitModel, UnloadableModel, UnusablePart):
+            # A real GGUF file, or a real model file in the wrong place of a set, named by the
+            # caller: saying what is wrong with it leaks nothing.
+            raise
         except (OSError, InvalidModelFile) as e:
             # One answer for missing, unreadable and malformed files: the endpoint must not tell
             # a remote caller which paths exist (ollama CVE-2024-39719).
@@ -274,6 +282,33 @@ class ModelStore:
             size_bytes=size, diffusion=info)
         record.artifacts.add(filename=path.name, size=size, sha256=sha256_file(path, progress=progress),
                              format=assets_pb2.ARTIFACT_FORMAT_SAFETENSORS, local_path=str(path))
+        return record, model_digest(record)
+
+    @staticmethod
+    def _set_record(path: Path, parts: list[Path], progress: Callable[[int], None] | None,
+                    ) -> tuple[assets_pb2.InstallRecord, str]:
+        """A diffusion model made of several files: `path` the diffusion model, `parts` its VAE
+        and text encoders, each file's role told from its tensors."""
+        files = [path, *parts]
+        if len({p.name for p in files}) != len(files):
+            raise UnusablePart("the files of a multi-file model must have distinct names")
+        main = diffusion_parts.read_part(path)
+        read = {p.name: diffusion_parts.read_part(p) for p in parts}
+        try:
+            part_roles = diffusion_parts.roles(main, read)
+        except InvalidModelFile as e:
+            raise UnusablePart(str(e)) from e
+        assert main.info is not None
+        record = assets_pb2.InstallRecord(
+            ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)),
+            kind=assets_pb2.MODEL_KIND_IMAGE, format=main.fmt,
+            diffusion=diffusion_parts.set_info(main, read, part_roles))
+        for p in files:
+            size = p.stat().st_size
+            record.artifacts.add(filename=p.name, size=size, sha256=sha256_file(p, progress=progress),
+                                 format=main.fmt if p == path else read[p.name].fmt, local_path=str(p),
+                                 role=diffusion_parts.DENOISER if p == path else part_roles[p.name])
+            record.size_bytes += size
         return record, model_digest(record)
 
     @staticmethod

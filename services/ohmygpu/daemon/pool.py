@@ -93,8 +93,8 @@ def check_complete(record: assets_pb2.InstallRecord) -> None:
                                     ("text encoder", d.has_text_encoder)) if not present]
     if missing:
         raise InvalidArgument(
-            f"model '{record.name}' is a {d.family} model that lacks its {' and '.join(missing)}: this "
-            "version generates from files that hold all three (a single-file checkpoint or its GGUF)",
+            f"model '{record.name}' is a {d.family} model that lacks its {' and '.join(missing)}: add it "
+            "together with the files it lacks (omg model add DIFFUSION_MODEL --part VAE --part TEXT_ENCODER)",
             param="model")
 
 

@@ -27,7 +27,7 @@ from ohmygpu.api.v1 import jobs_pb2 as ohmygpu_dot_api_dot_v1_dot_jobs__pb2
 from ohmygpu.assets.v1 import assets_pb2 as ohmygpu_dot_assets_dot_v1_dot_assets__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bohmygpu/api/v1/models.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19ohmygpu/api/v1/jobs.proto\x1a\x1eohmygpu/assets/v1/assets.proto\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .ohmygpu.assets.v1.InstallRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"$\n\x14\x45stimateModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x8b\x01\n\x15\x45stimateModelResponse\x12\x15\n\rweights_bytes\x18\x01 \x01(\x04\x12\x16\n\x0ekv_cache_bytes\x18\x02 \x01(\x04\x12\x16\n\x0eoverhead_bytes\x18\x03 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\r\"-\n\x0f\x41\x64\x64ModelRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\"\n\x12\x44\x65leteModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x11\x41liasModelRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\"\xc0\x01\n\x12\x43reateModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x07\x64\x65rived\x18\x02 \x01(\x0b\x32\x1f.ohmygpu.assets.v1.DerivedModel\x12<\n\x05\x66iles\x18\x03 \x03(\x0b\x32-.ohmygpu.api.v1.CreateModelRequest.FilesEntry\x1a,\n\nFilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\x13\x44\x65leteModelResponse\x12\x13\n\x0b\x66reed_bytes\x18\x01 \x01(\x04\"u\n\x13InstallModelRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07include\x18\x03 \x03(\t\x12\x0f\n\x07\x65xclude\x18\x04 \x03(\t\x12\x10\n\x08max_rate\x18\x05 \x01(\x04\x12\x0c\n\x04node\x18\x06 \x01(\t\"#\n\x13VerifyModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"o\n\rArtifactCheck\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\x10\n\x08\x65xpected\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tual\x18\x05 \x01(\t\x12\x0f\n\x07problem\x18\x06 \x01(\t\"E\n\x14VerifyModelsResponse\x12-\n\x06\x63hecks\x18\x01 \x03(\x0b\x32\x1d.ohmygpu.api.v1.ArtifactCheck\"(\n\x15GarbageCollectRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\">\n\x16GarbageCollectResponse\x12\x0f\n\x07removed\x18\x01 \x03(\t\x12\x13\n\x0b\x66reed_bytes\x18\x02 \x01(\x04\"\x12\n\x10\x44iskUsageRequest\"D\n\nModelUsage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x14\n\x0cunique_bytes\x18\x03 \x01(\x04\"T\n\x11\x44iskUsageResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.ohmygpu.api.v1.ModelUsage\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\"3\n\x13SearchModelsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"h\n\tSearchHit\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x11\n\tdownloads\x18\x02 \x01(\x04\x12\r\n\x05likes\x18\x03 \x01(\x04\x12\x15\n\rquantizations\x18\x04 \x03(\t\x12\x14\n\x0cpipeline_tag\x18\x05 \x01(\t\"?\n\x14SearchModelsResponse\x12\'\n\x04hits\x18\x01 \x03(\x0b\x32\x19.ohmygpu.api.v1.SearchHit2\x80\x0b\n\x0cModelService\x12m\n\nListModels\x12!.ohmygpu.api.v1.ListModelsRequest\x1a\".ohmygpu.api.v1.ListModelsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/store/models\x12q\n\x08GetModel\x12\x1f.ohmygpu.api.v1.GetModelRequest\x1a .ohmygpu.assets.v1.InstallRecord\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/store/models/{name=**}\x12x\n\rEstimateModel\x12$.ohmygpu.api.v1.EstimateModelRequest\x1a%.ohmygpu.api.v1.EstimateModelResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/store:estimate\x12j\n\x08\x41\x64\x64Model\x12\x1f.ohmygpu.api.v1.AddModelRequest\x1a .ohmygpu.assets.v1.InstallRecord\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/store/models:\x01*\x12g\n\x0cInstallModel\x12#.ohmygpu.api.v1.InstallModelRequest\x1a\x13.ohmygpu.api.v1.Job\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/models/install:\x01*\x12}\n\x0cVerifyModels\x12#.ohmygpu.api.v1.VerifyModelsRequest\x1a$.ohmygpu.api.v1.VerifyModelsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/store/models:verify:\x01*\x12x\n\x0eGarbageCollect\x12%.ohmygpu.api.v1.GarbageCollectRequest\x1a&.ohmygpu.api.v1.GarbageCollectResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/store:gc:\x01*\x12\x66\n\tDiskUsage\x12 .ohmygpu.api.v1.DiskUsageRequest\x1a!.ohmygpu.api.v1.DiskUsageResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/store:du\x12s\n\x0cSearchModels\x12#.ohmygpu.api.v1.SearchModelsRequest\x1a$.ohmygpu.api.v1.SearchModelsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/store:search\x12z\n\x0b\x44\x65leteModel\x12\".ohmygpu.api.v1.DeleteModelRequest\x1a#.ohmygpu.api.v1.DeleteModelResponse\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/v1/store/models/{name=**}\x12w\n\x0b\x43reateModel\x12\".ohmygpu.api.v1.CreateModelRequest\x1a .ohmygpu.assets.v1.InstallRecord\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/store/models:create:\x01*\x12t\n\nAliasModel\x12!.ohmygpu.api.v1.AliasModelRequest\x1a .ohmygpu.assets.v1.InstallRecord\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/store/models:alias:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bohmygpu/api/v1/models.proto\x12\x0eohmygpu.api.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19ohmygpu/api/v1/jobs.proto\x1a\x1eohmygpu/assets/v1/assets.proto\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .ohmygpu.assets.v1.InstallRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"$\n\x14\x45stimateModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x8b\x01\n\x15\x45stimateModelResponse\x12\x15\n\rweights_bytes\x18\x01 \x01(\x04\x12\x16\n\x0ekv_cache_bytes\x18\x02 \x01(\x04\x12\x16\n\x0eoverhead_bytes\x18\x03 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\r\"<\n\x0f\x41\x64\x64ModelRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05parts\x18\x03 \x03(\t\"\"\n\x12\x44\x65leteModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x11\x41liasModelRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\"\xc0\x01\n\x12\x43reateModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x07\x64\x65rived\x18\x02 \x01(\x0b\x32\x1f.ohmygpu.assets.v1.DerivedModel\x12<\n\x05\x66iles\x18\x03 \x03(\x0b\x32-.ohmygpu.api.v1.CreateModelRequest.FilesEntry\x1a,\n\nFilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\x13\x44\x65leteModelResponse\x12\x13\n\x0b\x66reed_bytes\x18\x01 \x01(\x04\"u\n\x13InstallModelRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07include\x18\x03 \x03(\t\x12\x0f\n\x07\x65xclude\x18\x04 \x03(\t\x12\x10\n\x08max_rate\x18\x05 \x01(\x04\x12\x0c\n\x04node\x18\x06 \x01(\t\"#\n\x13VerifyModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"o\n\rArtifactCheck\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\x10\n\x08\x65xpected\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tual\x18\x05 \x01(\t\x12\x0f\n\x07problem\x18\x06 \x01(\t\"E\n\x14VerifyModelsResponse\x12-\n\x06\x63hecks\x18\x01 \x03(\x0b\x32\x1d.ohmygpu.api.v1.ArtifactCheck\"(\n\x15GarbageCollectRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\">\n\x16GarbageCollectResponse\x12\x0f\n\x07removed\x18\x01 \x03(\t\x12\x13\n\x0b\x66reed_bytes\x18\x02 \x01(\x04\"\x12\n\x10\x44iskUsageRequest\"D\n\nModelUsage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x14\n\x0cunique_bytes\x18\x03 \x01(\x04\"T\n\x11\x44iskUsageResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.ohmygpu.api.v1.ModelUsage\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\"3\n\x13SearchModelsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"h\n\tSearchHit\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x11\n\tdownloads\x18\x02 \x01(\x04\x12\r\n\x05likes\x18\x03 \x01(\x04\x12\x15\n\rquantizations\x18\x04 \x03(\t\x12\x14\n\x0cpipeline_tag\x18\x05 \x01(\t\"?\n\x14SearchModelsResponse\x12\'\n\x04hits\x18\x01 \x03(\x0b\x32\x19.ohmygpu.api.v1.SearchHit2\x80\x0b\n\x0cModelService\x12m\n\nListModels\x12!.ohmygpu.api.v1.ListModelsRequest\x1a\".ohmygpu.api.v1.ListModelsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/store/models\x12q\n\x08GetModel\x12\x1f.ohmygpu.api.v1.GetModelRequest\x1a .ohmygpu.assets.v1.InstallRecord\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/store/models/{name=**}\x12x\n\rEstimateModel\x12$.ohmygpu.api.v1.EstimateModelRequest\x1a%.ohmygpu.api.v1.EstimateModelResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/store:estimate\x12j\n\x08\x41\x64\x64Model\x12\x1f.ohmygpu.api.v1.AddModelRequest\x1a .ohmygpu.assets.v1.InstallRecord\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/store/models:\x01*\x12g\n\x0cInstallModel\x12#.ohmygpu.api.v1.InstallModelRequest\x1a\x13.ohmygpu.api.v1.Job\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/models/install:\x01*\x12}\n\x0cVerifyModels\x12#.ohmygpu.api.v1.VerifyModelsRequest\x1a$.ohmygpu.api.v1.VerifyModelsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/store/models:verify:\x01*\x12x\n\x0eGarbageCollect\x12%.ohmygpu.api.v1.GarbageCollectRequest\x1a&.ohmygpu.api.v1.GarbageCollectResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/store:gc:\x01*\x12\x66\n\tDiskUsage\x12 .ohmygpu.api.v1.DiskUsageRequest\x1a!.ohmygpu.api.v1.DiskUsageResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/store:du\x12s\n\x0cSearchModels\x12#.ohmygpu.api.v1.SearchModelsRequest\x1a$.ohmygpu.api.v1.SearchModelsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/store:search\x12z\n\x0b\x44\x65leteModel\x12\".ohmygpu.api.v1.DeleteModelRequest\x1a#.ohmygpu.api.v1.DeleteModelResponse\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/v1/store/models/{name=**}\x12w\n\x0b\x43reateModel\x12\".ohmygpu.api.v1.CreateModelRequest\x1a .ohmygpu.assets.v1.InstallRecord\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/store/models:create:\x01*\x12t\n\nAliasModel\x12!.ohmygpu.api.v1.AliasModelRequest\x1a .ohmygpu.assets.v1.InstallRecord\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/store/models:alias:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -71,41 +71,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ESTIMATEMODELRESPONSE']._serialized_start=365
   _globals['_ESTIMATEMODELRESPONSE']._serialized_end=504
   _globals['_ADDMODELREQUEST']._serialized_start=506
-  _globals['_ADDMODELREQUEST']._serialized_end=551
-  _globals['_DELETEMODELREQUEST']._serialized_start=553
-  _globals['_DELETEMODELREQUEST']._serialized_end=587
-  _globals['_ALIASMODELREQUEST']._serialized_start=589
-  _globals['_ALIASMODELREQUEST']._serialized_end=645
-  _globals['_CREATEMODELREQUEST']._serialized_start=648
-  _globals['_CREATEMODELREQUEST']._serialized_end=840
-  _globals['_CREATEMODELREQUEST_FILESENTRY']._serialized_start=796
-  _globals['_CREATEMODELREQUEST_FILESENTRY']._serialized_end=840
-  _globals['_DELETEMODELRESPONSE']._serialized_start=842
-  _globals['_DELETEMODELRESPONSE']._serialized_end=884
-  _globals['_INSTALLMODELREQUEST']._serialized_start=886
-  _globals['_INSTALLMODELREQUEST']._serialized_end=1003
-  _globals['_VERIFYMODELSREQUEST']._serialized_start=1005
-  _globals['_VERIFYMODELSREQUEST']._serialized_end=1040
-  _globals['_ARTIFACTCHECK']._serialized_start=1042
-  _globals['_ARTIFACTCHECK']._serialized_end=1153
-  _globals['_VERIFYMODELSRESPONSE']._serialized_start=1155
-  _globals['_VERIFYMODELSRESPONSE']._serialized_end=1224
-  _globals['_GARBAGECOLLECTREQUEST']._serialized_start=1226
-  _globals['_GARBAGECOLLECTREQUEST']._serialized_end=1266
-  _globals['_GARBAGECOLLECTRESPONSE']._serialized_start=1268
-  _globals['_GARBAGECOLLECTRESPONSE']._serialized_end=1330
-  _globals['_DISKUSAGEREQUEST']._serialized_start=1332
-  _globals['_DISKUSAGEREQUEST']._serialized_end=1350
-  _globals['_MODELUSAGE']._serialized_start=1352
-  _globals['_MODELUSAGE']._serialized_end=1420
-  _globals['_DISKUSAGERESPONSE']._serialized_start=1422
-  _globals['_DISKUSAGERESPONSE']._serialized_end=1506
-  _globals['_SEARCHMODELSREQUEST']._serialized_start=1508
-  _globals['_SEARCHMODELSREQUEST']._serialized_end=1559
-  _globals['_SEARCHHIT']._serialized_start=1561
-  _globals['_SEARCHHIT']._serialized_end=1665
-  _globals['_SEARCHMODELSRESPONSE']._serialized_start=1667
-  _globals['_SEARCHMODELSRESPONSE']._serialized_end=1730
-  _globals['_MODELSERVICE']._serialized_start=1733
-  _globals['_MODELSERVICE']._serialized_end=3141
+  _globals['_ADDMODELREQUEST']._serialized_end=566
+  _globals['_DELETEMODELREQUEST']._serialized_start=568
+  _globals['_DELETEMODELREQUEST']._serialized_end=602
+  _globals['_ALIASMODELREQUEST']._serialized_start=604
+  _globals['_ALIASMODELREQUEST']._serialized_end=660
+  _globals['_CREATEMODELREQUEST']._serialized_start=663
+  _globals['_CREATEMODELREQUEST']._serialized_end=855
+  _globals['_CREATEMODELREQUEST_FILESENTRY']._serialized_start=811
+  _globals['_CREATEMODELREQUEST_FILESENTRY']._serialized_end=855
+  _globals['_DELETEMODELRESPONSE']._serialized_start=857
+  _globals['_DELETEMODELRESPONSE']._serialized_end=899
+  _globals['_INSTALLMODELREQUEST']._serialized_start=901
+  _globals['_INSTALLMODELREQUEST']._serialized_end=1018
+  _globals['_VERIFYMODELSREQUEST']._serialized_start=1020
+  _globals['_VERIFYMODELSREQUEST']._serialized_end=1055
+  _globals['_ARTIFACTCHECK']._serialized_start=1057
+  _globals['_ARTIFACTCHECK']._serialized_end=1168
+  _globals['_VERIFYMODELSRESPONSE']._serialized_start=1170
+  _globals['_VERIFYMODELSRESPONSE']._serialized_end=1239
+  _globals['_GARBAGECOLLECTREQUEST']._serialized_start=1241
+  _globals['_GARBAGECOLLECTREQUEST']._serialized_end=1281
+  _globals['_GARBAGECOLLECTRESPONSE']._serialized_start=1283
+  _globals['_GARBAGECOLLECTRESPONSE']._serialized_end=1345
+  _globals['_DISKUSAGEREQUEST']._serialized_start=1347
+  _globals['_DISKUSAGEREQUEST']._serialized_end=1365
+  _globals['_MODELUSAGE']._serialized_start=1367
+  _globals['_MODELUSAGE']._serialized_end=1435
+  _globals['_DISKUSAGERESPONSE']._serialized_start=1437
+  _globals['_DISKUSAGERESPONSE']._serialized_end=1521
+  _globals['_SEARCHMODELSREQUEST']._serialized_start=1523
+  _globals['_SEARCHMODELSREQUEST']._serialized_end=1574
+  _globals['_SEARCHHIT']._serialized_start=1576
+  _globals['_SEARCHHIT']._serialized_end=1680
+  _globals['_SEARCHMODELSRESPONSE']._serialized_start=1682
+  _globals['_SEARCHMODELSRESPONSE']._serialized_end=1745
+  _globals['_MODELSERVICE']._serialized_start=1748
+  _globals['_MODELSERVICE']._serialized_end=3156
 # @@protoc_insertion_point(module_scope)

@@ -52,12 +52,14 @@ class EstimateModelResponse(_message.Message):
     def __init__(self, weights_bytes: _Optional[int] = ..., kv_cache_bytes: _Optional[int] = ..., overhead_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., context_length: _Optional[int] = ...) -> None: ...
 
 class AddModelRequest(_message.Message):
-    __slots__ = ("path", "name")
+    __slots__ = ("path", "name", "parts")
     PATH_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     path: str
     name: str
-    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    parts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., parts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteModelRequest(_message.Message):
     __slots__ = ("name",)

@@ -76,20 +76,22 @@ class Revision(_message.Message):
     def __init__(self, requested: _Optional[str] = ..., commit: _Optional[str] = ...) -> None: ...
 
 class Artifact(_message.Message):
-    __slots__ = ("filename", "size", "sha256", "etag", "format", "local_path")
+    __slots__ = ("filename", "size", "sha256", "etag", "format", "local_path", "role")
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     LOCAL_PATH_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     filename: str
     size: int
     sha256: str
     etag: str
     format: ArtifactFormat
     local_path: str
-    def __init__(self, filename: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., etag: _Optional[str] = ..., format: _Optional[_Union[ArtifactFormat, str]] = ..., local_path: _Optional[str] = ...) -> None: ...
+    role: str
+    def __init__(self, filename: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., etag: _Optional[str] = ..., format: _Optional[_Union[ArtifactFormat, str]] = ..., local_path: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
 
 class GgufInfo(_message.Message):
     __slots__ = ("architecture", "name", "parameter_count", "quantization", "context_length", "embedding_length", "block_count", "chat_template", "gguf_version", "head_count", "head_count_kv", "tensor_data_bytes", "vocab_size")

@@ -122,7 +122,7 @@ class Models:
 
     async def AddModel(self, request: models_pb2.AddModelRequest) -> assets_pb2.InstallRecord:
         return await asyncio.to_thread(self.store.add_local, Path(request.path),
-                                       name=request.name or None)
+                                       name=request.name or None, parts=[Path(p) for p in request.parts])
 
     async def CreateModel(self, request: models_pb2.CreateModelRequest) -> assets_pb2.InstallRecord:
         """A model made from another's files or an uploaded GGUF, with settings of its own

@@ -1,4 +1,5 @@
-"""What stable-diffusion.cpp is given to load: the model's single file, or for a diffusers
+"""What stable-diffusion.cpp is given to load: the model's single file; for a model published as
+several files each file under its role's argument (core/diffusion_parts.py); or for a diffusers
 pipeline a folder that shows each chosen component's weights under the one name sd.cpp reads.
 
 sd.cpp opens a pipeline as `<folder>/unet/diffusion_pytorch_model.safetensors`,
@@ -16,17 +17,24 @@ import tempfile
 from pathlib import Path
 
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core import diffusion_pipeline
+from ohmygpu.core import diffusion_parts, diffusion_pipeline
 
 FORMATS = (assets_pb2.ARTIFACT_FORMAT_SAFETENSORS, assets_pb2.ARTIFACT_FORMAT_GGUF)
 
 
 class ModelFiles:
-    """The path to hand sd.cpp for `record`, and the private folder to remove after the load."""
+    """What to hand sd.cpp for `record` (`arguments`: StableDiffusion's path keywords; `path`:
+    the model, or the set's diffusion model), and the private folder to remove after the load."""
 
     def __init__(self, record: assets_pb2.InstallRecord) -> None:
         self.view: Path | None = None
+        roles = [(a.role, a.local_path) for a in record.artifacts if a.role and a.local_path]
+        if roles:
+            self.arguments = diffusion_parts.sdcpp_arguments(roles)
+            self.path = self.arguments.get(diffusion_parts.SDCPP_ARGUMENT[diffusion_parts.DENOISER])
+            return
         self.path = self._pick(record)
+        self.arguments = {"model_path": self.path} if self.path is not None else {}
 
     def _pick(self, record: assets_pb2.InstallRecord) -> str | None:
         names = {a.filename: a.local_path for a in record.artifacts if a.local_path}

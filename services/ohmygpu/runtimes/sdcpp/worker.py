@@ -25,7 +25,6 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -144,8 +143,8 @@ class SdcppRuntime(BaseRuntime):
             setter(should_abort, None)
             self._hooks.append(should_abort)
 
-    def _load(self, path: str, threads: int, on_tensors: Callable[[int, int], None]) -> None:
-        """Load `path` as `self.sd` (set here, on the model thread, so a Load the client gave up
+    def _load(self, arguments: dict[str, str], threads: int, on_tensors: Callable[[int, int], None]) -> None:
+        """Load the files of `arguments` (StableDiffusion's path keywords) as `self.sd` (set here, on the model thread, so a Load the client gave up
         on still leaves the model where Unload and the next Load free it)."""
         from stable_diffusion_cpp import SAMPLE_METHOD_MAP, StableDiffusion
         from stable_diffusion_cpp import stable_diffusion_cpp as lowlevel
@@ -156,7 +155,7 @@ class SdcppRuntime(BaseRuntime):
         try:
             # verbose=True: the library's quiet mode redirects the process's stdout/stderr file
             # descriptors during each call, which would swallow every other thread's log lines.
-            sd = StableDiffusion(model_path=path, n_threads=threads, vae_decode_only=False, verbose=True)
+            sd = StableDiffusion(**arguments, n_threads=threads, vae_decode_only=False, verbose=True)
         finally:
             self._sink = None
         if not sd._model.model:
@@ -247,7 +246,7 @@ class SdcppRuntime(BaseRuntime):
                         progress=0.9 * share, stage="reading weights"))
 
             async with self.lock:
-                fut = loop.run_in_executor(self.executor, self._load, str(Path(path)), self.threads, on_tensors)
+                fut = loop.run_in_executor(self.executor, self._load, files.arguments, self.threads, on_tensors)
                 fut.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
                 try:
                     while (item := await queue.get()) is not _DONE:
