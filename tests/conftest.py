@@ -165,3 +165,24 @@ def reranker_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.hf_models import random_reranker
 
     return random_reranker(tmp_path_factory.mktemp("reranker") / "reranker")
+
+
+@pytest.fixture(autouse=True)
+def _daemons_of_this_test(request: pytest.FixtureRequest) -> None:
+    from tests import helpers
+
+    request.node._daemons_before = len(helpers.STARTED)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test's report carries the logs of the daemons it started (and their workers'):
+    an intermittent failure in CI is then read from its own logs, not guessed at."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    from tests import helpers
+
+    for d in helpers.STARTED[getattr(item, "_daemons_before", len(helpers.STARTED)):]:
+        report.sections.append((f"daemon {d.home}", d.logs_tail()))

@@ -81,6 +81,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+STARTED: list[DaemonProc] = []  # every daemon started in this process, for failure reports (conftest)
+
+
 @dataclass
 class DaemonProc:
     """A running `omg serve` with its own OMG_HOME and ports."""
@@ -115,7 +118,16 @@ class DaemonProc:
         return subprocess.run([sys.executable, "-m", "ohmygpu.cli.main", *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout, input=input)
 
+    def logs_tail(self, chars: int = 4000) -> str:
+        """The end of the daemon's log and of each worker's: what a failed test shows."""
+        parts = []
+        for path in [self.home / "serve.log", *sorted((self.home / "logs").glob("*.log"))]:
+            if path.is_file():
+                parts.append(f"--- {path.name} ---\n" + path.read_text(errors="replace")[-chars:])
+        return "\n".join(parts)
+
     def start(self) -> DaemonProc:
+        STARTED.append(self)
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.home / "serve.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "ohmygpu.cli.main", "serve"],

@@ -170,13 +170,14 @@ def test_bounded_queue_answers_busy_and_forgets_gone_clients(tmp_path: Path, ggu
         t.join()
         time.sleep(0.3)
         # The waiter's client left: its place in the queue is free again.
-        queued = threading.Thread(target=lambda: httpx.post(d.http + "/api/generate", timeout=120, json={
-            "model": "m", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}))
+        answers: list[int] = []
+        queued = threading.Thread(target=lambda: answers.append(httpx.post(d.http + "/api/generate", timeout=120, json={
+            "model": "m", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}).status_code))
         queued.start()
         time.sleep(0.4)
         first.__exit__(None, None, None)  # the long generation's client leaves: the slot frees
         queued.join(60)
-        assert not queued.is_alive()
+        assert not queued.is_alive() and answers == [200]
         assert _generate(d, "m")["eval_count"] == 3
         # The event stream saw the queue grow and shrink, and the refusal.
         kinds = []

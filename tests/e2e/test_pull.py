@@ -724,3 +724,57 @@ def test_a_diffusers_pipeline_repo_pulls_one_variant_per_component_and_generates
             assert hub.bytes_served - served < 5_000
         finally:
             d.stop()
+
+
+def test_a_diffusion_model_pulls_with_its_parts_from_other_repos_and_generates(
+        tmp_path: Path, sd_parts_path: Path, sd_model_path: Path) -> None:
+    """The tiny checkpoint's UNet, autoencoder and CLIP-L in three repos, as FLUX's transformer, VAE
+    and text encoders are published: one pull with --part takes what it names (nothing else of
+    those repos), registers one model and generates the single file's pixels."""
+    def real(name: str) -> bytes:
+        return (sd_parts_path / name).read_bytes()
+
+    unet = FakeRepo("test-org/sdxs-unet", {"sdxs-unet.safetensors": real("sdxs-unet.safetensors"),
+                                           "README.md": b"# a UNet alone\n"})
+    vae = FakeRepo("test-org/sdxs-vae", {"sdxs-taesd.safetensors": real("sdxs-taesd.safetensors")})
+    encoders = FakeRepo("test-org/text-encoders", {"clip_l.safetensors": real("clip_l.safetensors"),
+                                                   "t5xxl_fp16.safetensors": b"t" * 400_000})
+    with FakeHub([unet, vae, encoders]) as hub:
+        d = _daemon(tmp_path, hub, OMG_NUM_THREADS="1").start()
+        try:
+            # A part repo with several weight files must name one; refused before any download.
+            failed = _wait_job(d, _install(d, "test-org/sdxs-unet", name="bad", parts=["test-org/text-encoders"]))
+            assert failed["state"] == "JOB_STATE_FAILED", failed
+            assert "clip_l.safetensors, t5xxl_fp16.safetensors" in failed["error"] and \
+                "test-org/text-encoders/FILE" in failed["error"], failed
+            served = hub.bytes_served
+            pulled = d.omg("pull", "test-org/sdxs-unet", "--name", "sdxs", "--quiet",
+                           "--part", "test-org/sdxs-vae", "--part", "test-org/text-encoders/clip_l.safetensors",
+                           timeout=300)
+            assert pulled.returncode == 0, pulled.stderr
+            weights = sum(len(real(n)) for n in ("sdxs-unet.safetensors", "sdxs-taesd.safetensors", "clip_l.safetensors"))
+            assert weights <= hub.bytes_served - served < weights + 50_000  # no t5xxl
+            info = json.loads(d.omg("model", "info", "sdxs", "--json").stdout)
+            assert {a["filename"]: a.get("role") for a in info["artifacts"]} == {
+                "sdxs-unet.safetensors": "diffusion_model", "README.md": None,
+                "test-org/sdxs-vae/sdxs-taesd.safetensors": "vae",
+                "test-org/text-encoders/clip_l.safetensors": "clip_l"}
+            assert info["diffusion"]["hasVae"] and info["diffusion"]["hasTextEncoder"]
+            # Each part sits in its own repo's folder of the Hugging Face cache.
+            assert (tmp_path / "hf" / "models--test-org--text-encoders" / "refs" / "main").is_file()
+            assert d.omg("model", "add", str(sd_model_path), "--name", "whole").returncode == 0
+
+            def pixels(model: str) -> bytes:
+                import base64
+                import io
+
+                from PIL import Image
+                r = httpx.post(f"{d.http}/v1/images/generations", timeout=300, json={
+                    "model": model, "prompt": "a boat", "size": "64x64", "response_format": "b64_json",
+                    "seed": 2, "steps": 2})
+                assert r.status_code == 200, r.text
+                return Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"]))).tobytes()
+
+            assert pixels("sdxs") == pixels("whole")
+        finally:
+            d.stop()

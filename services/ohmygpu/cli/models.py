@@ -149,7 +149,7 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
 
     request = models_pb2.InstallModelRequest(source=args.source, name=args.name or "", include=args.include or [],
                                              exclude=args.exclude or [], max_rate=args.max_rate or 0,
-                                             node=getattr(args, "node", None) or "")
+                                             node=getattr(args, "node", None) or "", parts=args.parts or [])
     return run_pull(Client(settings), request, quiet=args.quiet)
 
 
@@ -192,6 +192,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     mp.add_argument("--include", action="append")
     mp.add_argument("--exclude", action="append")
     mp.add_argument("--max-rate", dest="max_rate", type=int)
+    mp.add_argument("--part", dest="parts", action="append")
     mp.add_argument("--quiet", action="store_true")
     for action in msub.choices.values():
         action.add_argument("--json", action="store_true", help="machine-readable output")
@@ -204,6 +205,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         pl.add_argument("--include", action="append", help="glob of files to pull (repeatable)")
         pl.add_argument("--exclude", action="append", help="glob of files to skip (repeatable)")
         pl.add_argument("--max-rate", dest="max_rate", type=int, help="bandwidth limit, bytes/s")
+        pl.add_argument("--part", dest="parts", action="append", metavar="SOURCE",
+                        help="a further file of a diffusion model published as several (its VAE or a text encoder), "
+                             "from any repo: org/repo/FILE, org/repo:QUANT or a file's hub link (repeatable)")
         pl.add_argument("--quiet", action="store_true", help="no progress bars")
         pl.add_argument("--node", help="place the files on this node too (it pulls them, or the daemon sends them)")
         pl.set_defaults(func=cmd_pull)

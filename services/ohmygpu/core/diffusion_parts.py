@@ -135,6 +135,26 @@ def set_info(main: PartFile, parts: Mapping[str, PartFile], part_roles: Mapping[
     return info
 
 
+def compose(record: assets_pb2.InstallRecord, main_path: Path,
+            parts: list[tuple[Path, assets_pb2.Artifact]]) -> None:
+    """Make `record`, a diffusion model whose main file is at `main_path`, the set of it and
+    `parts` (each file with its artifact: filename, size, digest, local path): every artifact
+    gets its role, the set's DiffusionInfo replaces the main file's. Raises InvalidModelFile
+    naming the file when the set does not add up (see `roles`)."""
+    main = read_part(main_path)
+    read = {artifact.filename: read_part(path) for path, artifact in parts}
+    part_roles = roles(main, read)
+    for artifact in record.artifacts:
+        if artifact.local_path == str(main_path):
+            artifact.role = DENOISER
+    for _, artifact in parts:
+        artifact.role = part_roles[artifact.filename]
+        artifact.format = read[artifact.filename].fmt
+        record.artifacts.append(artifact)
+        record.size_bytes += artifact.size
+    record.diffusion.CopyFrom(set_info(main, read, part_roles))
+
+
 def sdcpp_arguments(artifacts: list[tuple[str, str]]) -> dict[str, str]:
     """stable-diffusion.cpp's keyword arguments for the (role, local path) pairs of a set."""
     return {SDCPP_ARGUMENT[role]: path for role, path in artifacts if role in SDCPP_ARGUMENT}

@@ -103,6 +103,29 @@ def _parse_hub_link(text: str) -> tuple[str, str, str]:
     return repo, revision, quant
 
 
+def parse_part_source(value: str) -> tuple[str, str, str, str]:
+    """A further file of a multi-file diffusion model to pull: "org/repo[@rev]/path/in/repo",
+    "org/repo[@rev][:QUANT]" (the repo's one weight file, or its QUANT GGUF), or a file's link
+    copied from the hub (.../org/repo/blob/REV/path) -> (repo_id, revision, quant, path).
+    Raises InvalidName."""
+    text = value.strip() if isinstance(value, str) else ""
+    for prefix in _HUB_PREFIXES:
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):]
+            web = text.split("?", 1)[0].split("#", 1)[0].rstrip("/").split("/")
+            if len(web) >= 5 and web[2] in _WEB_VIEWS:
+                return (parse_repo_id("/".join(web[:2])), parse_revision(unquote(web[3])), "",
+                        parse_repo_path("/".join(web[4:])))
+            break
+    segments = text.split("/")
+    if len(segments) < 3:
+        repo, revision, quant = _parse_repo_quant(text)
+        return repo, revision, quant, ""
+    name, _, revision = segments[1].partition("@")
+    return (parse_repo_id(f"{segments[0]}/{name}"), parse_revision(revision) if revision else "", "",
+            parse_repo_path("/".join(segments[2:])))
+
+
 def _parse_repo_quant(text: str) -> tuple[str, str, str]:
     quant = ""
     head, sep, tail = text.rpartition(":")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ohmygpu.assets.v1 import assets_pb2
-from ohmygpu.core import diffusion_files, diffusion_pipeline, hfcache
+from ohmygpu.core import diffusion_files, diffusion_parts, diffusion_pipeline, hfcache
 from ohmygpu.core.diffusion import diffusion_info
 from ohmygpu.core.download import RateLimiter, check_space, fetch
 from ohmygpu.core.errors import InvalidArgument, NotFound
@@ -25,9 +25,11 @@ from ohmygpu.core.index_db import timestamp
 from ohmygpu.core.kinds import classify_files, format_of
 from ohmygpu.core.transformers_info import fill_record
 from ohmygpu.core.names import (
+    is_later_shard,
     is_main_gguf,
     is_projector,
     parse_model_name,
+    parse_part_source,
     parse_source,
     quant_of,
 )
@@ -134,6 +136,42 @@ def select_files(snap: RepoSnapshot, *, quant: str, include: list[str], exclude:
     return files
 
 
+@dataclass(frozen=True)
+class _Wanted:
+    """One file a pull downloads: from the pulled repo, or a part's from another repo."""
+
+    repo_id: str
+    revision: str
+    snap: RepoSnapshot
+    file: RemoteFile
+    key: str  # its name in the progress and the record: the path, or "org/repo/path" for a part
+
+
+def part_file(snap: RepoSnapshot, path: str, quant: str) -> RemoteFile:
+    """The one weight file a part source names: `path`, or the repo's only weight file (its
+    QUANT GGUF). Raises NotFound or InvalidArgument naming what to write instead."""
+    weights = (".safetensors", ".gguf")
+    if path:
+        found = next((f for f in snap.files if f.path == path), None)
+        if found is None:
+            raise NotFound(f"{snap.repo_id} has no file {path}")
+        if not path.lower().endswith(weights):
+            raise InvalidArgument(f"{snap.repo_id}/{path} is not a .safetensors or .gguf file", param="parts")
+        return found
+    if any(f.path.lower().endswith(".gguf") for f in snap.files):  # a GGUF repo: one quantization
+        chosen = [f for f in select_files(snap, quant=quant, include=[], exclude=[])
+                  if f.path.lower().endswith(".gguf") and not is_later_shard(f.path)]
+    elif quant:
+        raise NotFound(f"{snap.repo_id} has no GGUF files, so no quantization '{quant}' to pick")
+    else:  # every weight file is a candidate: a text encoder repo holds several (clip_l, t5xxl, ...)
+        chosen = [f for f in snap.files if f.path.lower().endswith(weights)]
+    if len(chosen) != 1:
+        names = ", ".join(sorted(f.path for f in chosen)) or "none"
+        raise InvalidArgument(f"{snap.repo_id} holds {len(chosen)} weight files to choose from ({names}); "
+                              f"name one as {snap.repo_id}/FILE", param="parts")
+    return chosen[0]
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".omg-link")
@@ -158,8 +196,11 @@ async def pull(
     max_rate: int = 0,
     parallel: int = 4,
     cancelled: asyncio.Event | None = None,
+    parts: list[str] | None = None,
 ) -> assets_pb2.InstallRecord:
-    """Pull `source` and register it as `name` (default: the source). Raises our errors."""
+    """Pull `source` and register it as `name` (default: the source). With `parts` (see
+    names.parse_part_source), `source` is a diffusion model and each part one further file of it
+    (its VAE, a text encoder) from any repo, the whole registered as one model. Raises our errors."""
     repo_id, revision, quant = parse_source(source)
     default = source.strip()
     if "://" in default:  # a web link names the model as the hub's short form would
@@ -167,30 +208,41 @@ async def pull(
     model_name = parse_model_name(name or default)
     snap = await hub.snapshot(repo_id, revision)
     files = select_files(snap, quant=quant, include=include or [], exclude=exclude or [], progress=progress)
-    for f in files:
-        progress.files[f.path] = FileState(f.path, f.size, f"sha256:{f.sha256}" if f.sha256 else "")
+    wanted = [_Wanted(repo_id, revision, snap, f, f.path) for f in files]
+    for source_of_part in parts or []:
+        p_repo, p_revision, p_quant, p_path = parse_part_source(source_of_part)
+        p_snap = await hub.snapshot(p_repo, p_revision)
+        f = part_file(p_snap, p_path, p_quant)
+        wanted.append(_Wanted(p_repo, p_revision, p_snap, f, f"{p_repo}/{f.path}"))
+    if len({w.key for w in wanted}) != len(wanted):
+        raise InvalidArgument("a part names a file the pull already takes", param="parts")
+    for w in wanted:
+        f = w.file
+        progress.files[w.key] = FileState(w.key, f.size, f"sha256:{f.sha256}" if f.sha256 else "")
     progress.stage = "pulling"
     progress.changed()
     known = {a.sha256: Path(a.local_path) for r in await asyncio.to_thread(store.list) for a in r.artifacts
              if a.local_path}
     missing = 0
-    for f in files:
-        blob = hfcache.blob_path(hf_cache, repo_id, f.etag)
+    for w in wanted:
+        f = w.file
+        blob = hfcache.blob_path(hf_cache, w.repo_id, f.etag)
         if not blob.exists():
             other = known.get(f"sha256:{f.sha256}") if f.sha256 else None
             if other is not None and other.is_file() and other.stat().st_size == f.size:
                 # Same bytes already in the store (a local add, another repo): link, don't download.
                 await asyncio.to_thread(_link_or_copy, other.resolve(), blob)
             else:
-                part = hfcache.partial_path(hf_cache, repo_id, f.etag)
+                part = hfcache.partial_path(hf_cache, w.repo_id, f.etag)
                 missing += f.size - (part.stat().st_size if part.exists() else 0)
     check_space(hfcache.repo_folder(hf_cache, repo_id), missing)
     limiter = RateLimiter(max_rate) if max_rate else None
     gate = asyncio.Semaphore(parallel)
     digests: dict[str, str] = {}
 
-    async def one(f: RemoteFile) -> None:
-        state = progress.files[f.path]
+    async def one(w: _Wanted) -> None:
+        f = w.file
+        state = progress.files[w.key]
         async with gate:
             state.state = "downloading"
 
@@ -200,26 +252,30 @@ async def pull(
                     progress.add_bytes(new)
                 progress.changed()
 
-            result = await fetch(hub, hub.file_url(repo_id, snap.commit, f.path), f,
-                                 blob=hfcache.blob_path(hf_cache, repo_id, f.etag),
-                                 partial=hfcache.partial_path(hf_cache, repo_id, f.etag),
+            result = await fetch(hub, hub.file_url(w.repo_id, w.snap.commit, f.path), f,
+                                 blob=hfcache.blob_path(hf_cache, w.repo_id, f.etag),
+                                 partial=hfcache.partial_path(hf_cache, w.repo_id, f.etag),
                                  progress=on_bytes, limiter=limiter, cancelled=cancelled)
-            digests[f.path] = result.sha256
+            digests[w.key] = result.sha256
             state.sha256 = result.sha256
             state.state = "reused" if result.reused else "done"
             state.completed = f.size
-            hfcache.link_snapshot(hf_cache, repo_id, snap.commit, f.path, f.etag)
+            hfcache.link_snapshot(hf_cache, w.repo_id, w.snap.commit, f.path, f.etag)
             progress.changed()
 
-    await asyncio.gather(*(one(f) for f in files))
-    hfcache.write_ref(hf_cache, repo_id, revision or "main", snap.commit)
+    await asyncio.gather(*(one(w) for w in wanted))
+    for repo, rev, commit in {(w.repo_id, w.revision, w.snap.commit) for w in wanted}:
+        hfcache.write_ref(hf_cache, repo, rev or "main", commit)
     progress.stage = "verifying sha256 digest"
     progress.changed()
-    return await asyncio.to_thread(_register, store, model_name, repo_id, revision, snap, files, digests, hf_cache)
+    extra = wanted[len(files):]  # the parts, after the pulled repo's own files
+    return await asyncio.to_thread(_register, store, model_name, repo_id, revision, snap, files, digests, hf_cache,
+                                   extra)
 
 
 def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, snap: RepoSnapshot,
-              files: list[RemoteFile], digests: dict[str, str], hf_cache: Path) -> assets_pb2.InstallRecord:
+              files: list[RemoteFile], digests: dict[str, str], hf_cache: Path,
+              parts: list[_Wanted] | None = None) -> assets_pb2.InstallRecord:
     record = assets_pb2.InstallRecord(
         name=model_name,
         ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_HF, repo=repo_id),
@@ -256,6 +312,24 @@ def _register(store: ModelStore, model_name: str, repo_id: str, revision: str, s
                 assets_pb2.ARTIFACT_FORMAT_OTHER
         if "config.json" in paths:  # a transformers model: its kind and TransformersInfo
             fill_record(record, paths["config.json"].parent, paths)
+    if parts:
+        _compose(record, parts, digests, hf_cache)
     record.ref.kind = record.kind
     store.put(record)
     return record
+
+
+def _compose(record: assets_pb2.InstallRecord, parts: list[_Wanted], digests: dict[str, str],
+             hf_cache: Path) -> None:
+    """The pulled diffusion model and its parts as one model (core/diffusion_parts.py)."""
+    weights = [a for a in record.artifacts if a.format in (assets_pb2.ARTIFACT_FORMAT_GGUF,
+                                                           assets_pb2.ARTIFACT_FORMAT_SAFETENSORS)]
+    if record.kind != assets_pb2.MODEL_KIND_IMAGE or not record.diffusion.has_denoiser or len(weights) != 1:
+        raise InvalidArgument(f"{record.ref.repo} is not one diffusion model file, so it takes no --part: "
+                              "pull the diffusion model's repo (a :TAG or --include picks its file)", param="parts")
+    files = []
+    for w in parts:
+        path = hfcache.snapshot_path(hf_cache, w.repo_id, w.snap.commit, w.file.path)
+        files.append((path, assets_pb2.Artifact(filename=w.key, size=w.file.size, sha256=digests[w.key],
+                                                 etag=w.file.etag, local_path=str(path))))
+    diffusion_parts.compose(record, Path(weights[0].local_path), files)

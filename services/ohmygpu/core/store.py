@@ -287,28 +287,27 @@ class ModelStore:
     @staticmethod
     def _set_record(path: Path, parts: list[Path], progress: Callable[[int], None] | None,
                     ) -> tuple[assets_pb2.InstallRecord, str]:
-        """A diffusion model made of several files: `path` the diffusion model, `parts` its VAE
-        and text encoders, each file's role told from its tensors."""
-        files = [path, *parts]
-        if len({p.name for p in files}) != len(files):
+        """A diffusion model made of several files: `path` the diffusion model (recorded as a
+        single file would be), `parts` its VAE and text encoders, each file's role told from
+        its tensors (core/diffusion_parts.py)."""
+        if len({p.name for p in [path, *parts]}) != len(parts) + 1:
             raise UnusablePart("the files of a multi-file model must have distinct names")
-        main = diffusion_parts.read_part(path)
-        read = {p.name: diffusion_parts.read_part(p) for p in parts}
+        if diffusion_parts.role_of(diffusion_parts.read_part(path)) != diffusion_parts.DENOISER:
+            raise UnusablePart("the first file of a multi-file diffusion model must be its diffusion model "
+                               "(UNet or diffusion transformer)")
+        if path.suffix.lower() == ".gguf":
+            record, _ = ModelStore._gguf_record(path, path.name, progress)
+        else:
+            record, _ = ModelStore._checkpoint_record(path, progress)
+        files = []
+        for p in parts:
+            size = p.stat().st_size
+            files.append((p, assets_pb2.Artifact(filename=p.name, size=size, local_path=str(p),
+                                                  sha256=sha256_file(p, progress=progress))))
         try:
-            part_roles = diffusion_parts.roles(main, read)
+            diffusion_parts.compose(record, path, files)
         except InvalidModelFile as e:
             raise UnusablePart(str(e)) from e
-        assert main.info is not None
-        record = assets_pb2.InstallRecord(
-            ref=assets_pb2.ModelRef(provider=assets_pb2.PROVIDER_LOCAL, repo=str(path)),
-            kind=assets_pb2.MODEL_KIND_IMAGE, format=main.fmt,
-            diffusion=diffusion_parts.set_info(main, read, part_roles))
-        for p in files:
-            size = p.stat().st_size
-            record.artifacts.add(filename=p.name, size=size, sha256=sha256_file(p, progress=progress),
-                                 format=main.fmt if p == path else read[p.name].fmt, local_path=str(p),
-                                 role=diffusion_parts.DENOISER if p == path else part_roles[p.name])
-            record.size_bytes += size
         return record, model_digest(record)
 
     @staticmethod

@@ -24,7 +24,7 @@ from ohmygpu.core.download import disk_error
 from ohmygpu.core.errors import FailedPrecondition, NotFound, OmgError
 from ohmygpu.core.hub import HubClient
 from ohmygpu.core.index_db import open_index, timestamp
-from ohmygpu.core.names import parse_model_name, parse_source
+from ohmygpu.core.names import parse_model_name, parse_part_source, parse_source
 from ohmygpu.core.pull import FileState, PullProgress, pull
 from ohmygpu.core.settings import Settings
 from ohmygpu.core.store import ModelStore
@@ -154,6 +154,8 @@ class JobManager:
     async def submit(self, request: models_pb2.InstallModelRequest) -> jobs_pb2.Job:
         """Validate and queue a pull; raises InvalidName/InvalidArgument before anything runs."""
         parse_source(request.source)
+        for part in request.parts:
+            parse_part_source(part)
         model = parse_model_name(request.name or request.source.strip())
         job_id = "job-" + uuid.uuid4().hex[:12]
         now = time.time()
@@ -248,7 +250,8 @@ class JobManager:
                                 hf_cache=Path(self.settings.hf_hub_cache), progress=run.progress,
                                 name=request.name, include=list(request.include), exclude=list(request.exclude),
                                 max_rate=request.max_rate or self.settings.max_rate,
-                                parallel=self.settings.pull_parallel, cancelled=run.cancel)
+                                parallel=self.settings.pull_parallel, cancelled=run.cancel,
+                                parts=list(request.parts))
             if request.node:
                 await self._to_node(request.node, record, run)
             self._set_state(job_id, jobs_pb2.JOB_STATE_DONE)

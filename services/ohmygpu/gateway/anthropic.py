@@ -52,10 +52,10 @@ from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.sampling import ANTHROPIC, parse_sampling
-from ohmygpu.gateway.streaming import ToolCalls, primed
+from ohmygpu.gateway.streaming import ClosingStreamingResponse, ToolCalls, primed
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -428,8 +428,8 @@ class AnthropicRoutes:
         message = {"id": "msg_" + uuid.uuid4().hex, "type": "message", "role": "assistant",
                    "model": turn.request.model}
         if stream:
-            return StreamingResponse(self._sse(answers, message, turn), media_type="text/event-stream",
-                                     headers=_SSE_HEADERS)
+            return ClosingStreamingResponse(self._sse(answers, message, turn), media_type="text/event-stream",
+                                            headers=_SSE_HEADERS)
         text: list[str] = []
         thought: list[str] = []
         calls = ToolCalls()

@@ -31,6 +31,7 @@ from ohmygpu.gateway.anthropic import AnthropicRoutes
 from ohmygpu.gateway.audio import AudioRoutes
 from ohmygpu.gateway.console import CONSOLE_PATHS, console_routes
 from ohmygpu.gateway.context import Gateway
+from ohmygpu.gateway.disconnect import CancelOnDisconnect
 from ohmygpu.gateway.embeddings import EmbeddingRoutes
 from ohmygpu.gateway.images import ImageRoutes
 from ohmygpu.gateway.speech import SpeechRoutes
@@ -175,7 +176,8 @@ def build_app(settings: Settings, api: DaemonAPI) -> ASGIApp:
                     for verb in route.methods or ()]
     middleware = [Middleware(HttpMetricsMiddleware, metrics=api.metrics, routes=routes),
                   Middleware(SecurityMiddleware, settings=settings, admin_routes=admin_routes,
-                             open_paths=PROBE_PATHS | CONSOLE_PATHS)]
+                             open_paths=PROBE_PATHS | CONSOLE_PATHS),
+                  Middleware(CancelOnDisconnect)]
     origins = split_list(settings.cors_origins)
     if origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"],

@@ -11,11 +11,11 @@ from ohmygpu.core.transcripts import FORMATS, Transcript, media_type
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.multipart import copy_upload, form_file, multipart_form
-from ohmygpu.gateway.streaming import primed
+from ohmygpu.gateway.streaming import ClosingStreamingResponse, primed
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -104,8 +104,8 @@ class AudioRoutes:
                 # The first message (the audio's info) comes after the worker decoded the whole
                 # file into memory, so the upload may go when this block ends, stream or not.
                 if stream:
-                    return StreamingResponse(self._sse(messages), media_type="text/event-stream",
-                                             headers=_SSE_HEADERS)
+                    return ClosingStreamingResponse(self._sse(messages), media_type="text/event-stream",
+                                                    headers=_SSE_HEADERS)
                 transcript = Transcript(task="translate" if translate else "transcribe")
                 async for m in messages:
                     transcript.add(m)

@@ -21,10 +21,10 @@ from ohmygpu.daemon.api import SERVICES
 from ohmygpu.gateway.body import read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
-from ohmygpu.gateway.streaming import primed
+from ohmygpu.gateway.streaming import ClosingStreamingResponse, primed
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 _VAR = re.compile(r"\{(\w+)(=([^}]*))?\}")
@@ -103,10 +103,10 @@ def _handler(gw: Gateway, service_name: str, method: descriptor.MethodDescriptor
             return JSONResponse(to_json(await fn(message)))
         if "text/event-stream" in request.headers.get("accept", ""):
             # Server-sent events for browsers and EventSource clients; the stream stays open.
-            return StreamingResponse(_sse(fn(message)), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return ClosingStreamingResponse(_sse(fn(message)), media_type="text/event-stream",
+                                            headers={"Cache-Control": "no-cache"})
         messages = await primed(fn(message))
-        return StreamingResponse(_ndjson(messages), media_type="application/x-ndjson")
+        return ClosingStreamingResponse(_ndjson(messages), media_type="application/x-ndjson")
 
     return handle
 

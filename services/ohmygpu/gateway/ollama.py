@@ -21,11 +21,11 @@ from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.ollama_create import OllamaModelRoutes, modelfile, parameters_text
 from ohmygpu.gateway.openai import chat_messages, logprobs_json, tools_of
-from ohmygpu.gateway.streaming import FINISH_NAMES, Answer, ToolCalls, primed
+from ohmygpu.gateway.streaming import FINISH_NAMES, Answer, ClosingStreamingResponse, ToolCalls, primed
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 
@@ -145,7 +145,7 @@ class OllamaRoutes:
         job = await self.gw.api.pull(source)
         watcher = self.gw.api.watch_job(job.id)
         if stream:
-            return StreamingResponse(self._pull_ndjson(watcher), media_type="application/x-ndjson")
+            return ClosingStreamingResponse(self._pull_ndjson(watcher), media_type="application/x-ndjson")
         final = job
         async for final in watcher:
             pass
@@ -281,8 +281,8 @@ class OllamaRoutes:
         messages = await primed(self.gw.api.chat(req))
         load_ns = 0
         if stream:
-            return StreamingResponse(self._chat_ndjson(messages, model, load_ns),
-                                     media_type="application/x-ndjson")
+            return ClosingStreamingResponse(self._chat_ndjson(messages, model, load_ns),
+                                            media_type="application/x-ndjson")
         answer = Answer()
         async for m in messages:
             answer.add(m)
@@ -376,8 +376,8 @@ class OllamaRoutes:
                 chat.think = think
             messages = await primed(self.gw.api.chat(chat))
         if stream:
-            return StreamingResponse(self._generate_ndjson(messages, model),
-                                     media_type="application/x-ndjson")
+            return ClosingStreamingResponse(self._generate_ndjson(messages, model),
+                                            media_type="application/x-ndjson")
         text: list[str] = []
         thinking: list[str] = []
         lps: list[runtime_pb2.TokenLogprob] = []

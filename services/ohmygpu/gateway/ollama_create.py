@@ -17,8 +17,9 @@ from ohmygpu.gateway import ollama_fields as fields
 from ohmygpu.gateway.body import Fields, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.sampling import OLLAMA
+from ohmygpu.gateway.streaming import ClosingStreamingResponse
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 # SamplingParams field -> Ollama's PARAMETER name (num_predict for max_tokens).
@@ -127,7 +128,7 @@ class OllamaModelRoutes:
             models_pb2.CreateModelRequest(name=name, derived=asked, files=files))
         if not stream:
             return JSONResponse({"status": "success"})
-        return StreamingResponse(self._progress(record, bool(files)), media_type="application/x-ndjson")
+        return ClosingStreamingResponse(self._progress(record, bool(files)), media_type="application/x-ndjson")
 
     @staticmethod
     async def _progress(record: assets_pb2.InstallRecord, uploaded: bool) -> AsyncIterator[str]:

@@ -15,11 +15,11 @@ from ohmygpu.gateway.body import Fields, FieldTable, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
 from ohmygpu.gateway.sampling import OPENAI, parse_sampling
-from ohmygpu.gateway.streaming import FINISH_NAMES, Answer
+from ohmygpu.gateway.streaming import FINISH_NAMES, Answer, ClosingStreamingResponse
 from ohmygpu.run.v1 import run_spec_pb2
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
@@ -277,8 +277,8 @@ class OpenAIRoutes:
         cid = "chatcmpl-" + uuid.uuid4().hex
         created = int(time.time())
         if stream:
-            return StreamingResponse(self._chat_sse(fanout.merged(streams), cid, created, req.model, include_usage),
-                                     media_type="text/event-stream", headers=_SSE_HEADERS)
+            return ClosingStreamingResponse(self._chat_sse(fanout.merged(streams), cid, created, req.model, include_usage),
+                                            media_type="text/event-stream", headers=_SSE_HEADERS)
         answers = [_Answer() for _ in range(n)]
         async for i, m in fanout.merged(streams):
             answers[i].add(m)
@@ -358,8 +358,8 @@ class OpenAIRoutes:
         created = int(time.time())
         envelope = {"id": cid, "object": "text_completion", "created": created, "model": req.model}
         if stream:
-            return StreamingResponse(self._completion_sse(fanout.merged(streams), envelope, include_usage),
-                                     media_type="text/event-stream", headers=_SSE_HEADERS)
+            return ClosingStreamingResponse(self._completion_sse(fanout.merged(streams), envelope, include_usage),
+                                            media_type="text/event-stream", headers=_SSE_HEADERS)
         texts: list[list[str]] = [[] for _ in range(n)]
         lps: list[list[runtime_pb2.TokenLogprob]] = [[] for _ in range(n)]
         finals = [runtime_pb2.CompleteResponse() for _ in range(n)]

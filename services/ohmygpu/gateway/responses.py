@@ -26,10 +26,10 @@ from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import error_body
 from ohmygpu.gateway.openai import check_accepted, logprobs_json, think_for
 from ohmygpu.gateway.sampling import Dialect, Name, parse_sampling
-from ohmygpu.gateway.streaming import Answer, primed
+from ohmygpu.gateway.streaming import Answer, ClosingStreamingResponse, primed
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 RESPONSES = Dialect((Name("temperature", "temperature"), Name("top_p", "top_p"),
@@ -289,8 +289,8 @@ class ResponsesRoutes:
         saver = _Saver(self.gw, response_id, history + turn, input_items, store)
         output = _Output(want_logprobs=req.logprobs)
         if stream:
-            return StreamingResponse(self._events(chat, envelope, output, saver),
-                                     media_type="text/event-stream", headers=_SSE_HEADERS)
+            return ClosingStreamingResponse(self._events(chat, envelope, output, saver),
+                                            media_type="text/event-stream", headers=_SSE_HEADERS)
         async for m in chat:
             output.add(m)
         response = _finished(envelope, output)

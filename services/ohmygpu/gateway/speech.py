@@ -20,10 +20,10 @@ from ohmygpu.core.errors import InvalidArgument, OmgError
 from ohmygpu.gateway.body import Fields, FieldTable, read_json
 from ohmygpu.gateway.context import Gateway
 from ohmygpu.gateway.errors import stream_error_line
-from ohmygpu.gateway.streaming import primed
+from ohmygpu.gateway.streaming import ClosingStreamingResponse, primed
 from ohmygpu.runtime.v1 import runtime_pb2
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 ENCODINGS = {
@@ -77,11 +77,11 @@ class SpeechRoutes:
         req, sse = speak_request(await read_json(request, self.gw.body_limit))
         messages = await primed(self.gw.api.speak(req))
         if sse:
-            return StreamingResponse(_sse(messages), media_type="text/event-stream", headers=_SSE_HEADERS)
+            return ClosingStreamingResponse(_sse(messages), media_type="text/event-stream", headers=_SSE_HEADERS)
         first = await anext(messages, None)
         media = first.content_type if first is not None else "application/octet-stream"
-        return StreamingResponse(_audio(first, messages), media_type=media,
-                                 headers={"X-Accel-Buffering": "no"})
+        return ClosingStreamingResponse(_audio(first, messages), media_type=media,
+                                        headers={"X-Accel-Buffering": "no"})
 
     async def voices(self, request: Request) -> Response:
         listed = await self.gw.api.list_voices(request.query_params.get("model", ""))

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TypeVar
 
 from ohmygpu.runtime.v1 import runtime_pb2
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 M = TypeVar("M")
 
@@ -38,6 +40,24 @@ async def primed(stream: AsyncIterator[M]) -> AsyncIterator[M]:
             await iterator.aclose()  # a client that went away cancels the generation
 
     return rest()
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that closes its body iterator when the response ends, however it ends.
+
+    Starlette leaves the iterator as it was when the client goes away: when that happens while
+    a chunk is being sent (the generator suspended at its `yield`), the generator, and the
+    generation behind it (its worker call, its serving slot), is only closed when the garbage
+    collector finalizes it, which may be minutes later; meanwhile the model keeps generating
+    for nobody and queued requests wait. Closing it here stops it at once."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
 
 
 class ToolCalls:

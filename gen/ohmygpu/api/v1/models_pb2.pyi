@@ -99,20 +99,22 @@ class DeleteModelResponse(_message.Message):
     def __init__(self, freed_bytes: _Optional[int] = ...) -> None: ...
 
 class InstallModelRequest(_message.Message):
-    __slots__ = ("source", "name", "include", "exclude", "max_rate", "node")
+    __slots__ = ("source", "name", "include", "exclude", "max_rate", "node", "parts")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_FIELD_NUMBER: _ClassVar[int]
     MAX_RATE_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     source: str
     name: str
     include: _containers.RepeatedScalarFieldContainer[str]
     exclude: _containers.RepeatedScalarFieldContainer[str]
     max_rate: int
     node: str
-    def __init__(self, source: _Optional[str] = ..., name: _Optional[str] = ..., include: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ..., max_rate: _Optional[int] = ..., node: _Optional[str] = ...) -> None: ...
+    parts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, source: _Optional[str] = ..., name: _Optional[str] = ..., include: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ..., max_rate: _Optional[int] = ..., node: _Optional[str] = ..., parts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VerifyModelsRequest(_message.Message):
     __slots__ = ("name",)
