@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from tests.helpers import (
     PARAGRAPH,
     SENTENCE,
     DaemonProc,
+    built_once,
     convert,
     new_daemon,
     smollm2_path,
@@ -22,18 +23,6 @@ from tests.helpers import (
 
 # Failure reports carry a dead daemon's log (tests/daemon_report.py).
 pytest_plugins = ["tests.daemon_report"]
-
-
-def _built_once(build: Callable[[], Path]) -> Path:
-    """A test model from the shared cache (~/.cache/ohmygpu/test-models), built under a lock:
-    scripts/test.sh runs two pytest processes, which may ask for the same model at once, and the
-    builders write to fixed partial names before renaming."""
-    from filelock import FileLock
-
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ohmygpu" / "test-models"
-    base.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(base / ".build.lock")):
-        return build()
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +50,7 @@ def sd_model_path() -> Path:
     once per version of that script into ~/.cache/ohmygpu/test-models."""
     from tests.helpers import load_script
 
-    return _built_once(load_script("tiny_sd").cached)
+    return built_once(load_script("tiny_sd").cached)
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +59,7 @@ def sd_pipeline_path() -> Path:
     smallest pipeline sd.cpp reads), built once per version of that script."""
     from tests.helpers import load_script
 
-    return _built_once(load_script("tiny_sd_pipeline").cached)
+    return built_once(load_script("tiny_sd_pipeline").cached)
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +67,7 @@ def sd_gguf_path() -> Path:
     """That checkpoint converted to GGUF by stable-diffusion.cpp's own converter (~580 MB)."""
     from tests.helpers import load_script
 
-    return _built_once(load_script("tiny_sd").cached_gguf)
+    return built_once(load_script("tiny_sd").cached_gguf)
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +75,7 @@ def sd_parts_path() -> Path:
     """That checkpoint as three files (UNet, autoencoder, CLIP-L), as FLUX, SD3 and Wan ship."""
     from tests.helpers import load_script
 
-    return _built_once(load_script("tiny_sd").cached_parts)
+    return built_once(load_script("tiny_sd").cached_parts)
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +120,7 @@ def hf_smollm2_path() -> Path:
     transformers' GGUF loader (scripts/hf_smollm2.py, ~25 s once) into ~/.cache/ohmygpu/test-models."""
     from tests.helpers import load_script
 
-    return _built_once(load_script("hf_smollm2").cached)
+    return built_once(load_script("hf_smollm2").cached)
 
 
 # Text to speech (tests/tts_models.py): the Piper voice's .onnx and a Kokoro model folder.
@@ -146,7 +135,7 @@ def piper_voice_path() -> Path:
 def kokoro_path() -> Path:
     from tests.tts_models import kokoro_dir
 
-    return _built_once(kokoro_dir)
+    return built_once(kokoro_dir)
 
 
 @pytest.fixture(scope="session")

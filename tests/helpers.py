@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -79,6 +80,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def built_once(build: Callable[[], Path]) -> Path:
+    """A test model from the shared cache (~/.cache/ohmygpu/test-models), built under a lock:
+    scripts/test.sh runs two pytest processes, which may ask for the same model at once, and the
+    builders write to fixed partial names before renaming."""
+    from filelock import FileLock
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ohmygpu" / "test-models"
+    base.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(base / ".build.lock")):
+        return build()
 
 
 STARTED: list[DaemonProc] = []  # every daemon started in this process, for failure reports (conftest)

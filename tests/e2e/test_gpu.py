@@ -141,9 +141,9 @@ def test_sdcpp_generates_on_the_gpu_and_frees_its_vram(tmp_path: Path) -> None:
     _need("sdcpp")
     import base64
 
-    from tests.helpers import load_script
+    from tests.helpers import built_once, load_script
 
-    sd_model = load_script("tiny_sd").cached()  # requested here: building it needs no GPU-less skip first
+    sd_model = built_once(load_script("tiny_sd").cached)  # requested here: building it needs no GPU-less skip first
     d = new_daemon(tmp_path).start()
     try:
         assert d.omg("model", "add", str(sd_model), "--name", "sd").returncode == 0

@@ -18,7 +18,7 @@ import pytest
 from ohmygpu.daemon.devices import probe
 from ohmygpu.runtimes.api.registry import library_available, supports_gpu
 
-from tests.helpers import load_script, new_daemon
+from tests.helpers import built_once, load_script, new_daemon
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
@@ -39,7 +39,7 @@ def hf_llm(tmp_path: Path) -> Path:
     source = os.environ.get("OMG_TEST_GGUF")
     if source:
         return load_script("hf_smollm2").build(tmp_path / "hf-llm", Path(source))
-    return load_script("hf_smollm2").cached()
+    return built_once(load_script("hf_smollm2").cached)
 
 
 def _cross_encoder(tokenizer_from: Path, out: Path) -> Path:
