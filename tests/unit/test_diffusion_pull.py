@@ -99,7 +99,7 @@ def test_a_tag_only_the_pipeline_has_takes_the_pipeline_of_a_repo_with_both_layo
     assert not any(f.path.endswith("pruned.safetensors") for f in choice.files)
     # A tag a single file has keeps the single file; one nothing has names the checkpoints.
     assert diffusion_files.choose(_snap(both), "emaonly").checkpoint == "v1-5-pruned-emaonly.safetensors"
-    with pytest.raises(NotFound, match="is named with 'q8'"):
+    with pytest.raises(NotFound, match="is named with 'q8'.*or the diffusers pipeline's variants: fp16, non_ema"):
         diffusion_files.choose(_snap(both), "q8")
 
 

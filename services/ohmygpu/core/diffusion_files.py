@@ -95,7 +95,11 @@ def choose(snap: RepoSnapshot, tag: str) -> DiffusionChoice:
     if tag:
         matching = [f for f in candidates if tag.lower() in _tokens(f.path)]
         if not matching:
-            raise NotFound(f"no checkpoint of {snap.repo_id} is named with '{tag}'; available: {names}")
+            variants = ""
+            if pipeline:  # a repo shipping both layouts: the pipeline's variants are choices too
+                choices = diffusion_pipeline.variants({f.path: f.size for f in snap.files})
+                variants = f"; or the diffusers pipeline's variants: {', '.join(sorted(choices))}" if choices else ""
+            raise NotFound(f"no checkpoint of {snap.repo_id} is named with '{tag}'; available: {names}{variants}")
         picked = min(matching, key=lambda f: f.size)
     else:
         picked = min(candidates, key=lambda f: f.size)
