@@ -141,6 +141,31 @@ def test_client_disconnect_frees_the_worker(daemon: DaemonProc) -> None:
     assert time.monotonic() - started < 10
 
 
+def _in_flight(daemon: DaemonProc) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(daemon.http + "/metrics", timeout=10).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "ohmygpu_requests_in_flight" and s.labels.get("model") == "smollm2")
+
+
+def test_a_non_streamed_request_whose_client_leaves_stops_at_once(daemon: DaemonProc) -> None:
+    """Neither uvicorn nor Starlette cancels a handler whose client went away; a non-streamed
+    answer never reads the connection again, so without gateway/disconnect.py the model would
+    generate all of it for nobody."""
+    _alive(daemon)
+    # A grammar that demands 250 numbers: an answer that cannot end within the client's 2 s.
+    body = {"model": "smollm2", "prompt": "Count.", "stream": False, "options": {"num_predict": 3000},
+            "format": {"type": "array", "minItems": 250, "items": {"type": "integer"}}}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(daemon.http + "/api/generate", json=body, timeout=2.0)
+    deadline = time.monotonic() + 3
+    while _in_flight(daemon) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _in_flight(daemon) == 0  # the worker's request ended with its client
+    _alive(daemon)
+
+
 def test_concurrent_clients_all_answered(daemon: DaemonProc) -> None:
     results: list[int] = []
 
