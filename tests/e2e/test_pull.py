@@ -776,5 +776,10 @@ def test_a_diffusion_model_pulls_with_its_parts_from_other_repos_and_generates(
                 return Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"]))).tobytes()
 
             assert pixels("sdxs") == pixels("whole")
+            # A VAE is no diffusion model to add parts to; nothing registers.
+            failed = _wait_job(d, _install(d, "test-org/sdxs-vae", name="bad",
+                                           parts=["test-org/text-encoders/clip_l.safetensors"]))
+            assert failed["state"] == "JOB_STATE_FAILED" and "takes no --part" in failed["error"], failed
+            assert "bad" not in d.omg("model", "list").stdout
         finally:
             d.stop()

@@ -209,6 +209,10 @@ async def pull(
     snap = await hub.snapshot(repo_id, revision)
     files = select_files(snap, quant=quant, include=include or [], exclude=exclude or [], progress=progress)
     wanted = [_Wanted(repo_id, revision, snap, f, f.path) for f in files]
+    if parts and sum(f.path.lower().endswith((".safetensors", ".gguf")) for f in files) != 1:
+        # Checked again on the files' tensors once downloaded (_compose); this spares the download.
+        raise InvalidArgument(f"{repo_id} does not pull as one diffusion model file, so it takes no --part: "
+                              "a :TAG or --include picks its file", param="parts")
     for source_of_part in parts or []:
         p_repo, p_revision, p_quant, p_path = parse_part_source(source_of_part)
         p_snap = await hub.snapshot(p_repo, p_revision)
