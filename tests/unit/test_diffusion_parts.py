@@ -83,6 +83,10 @@ def test_a_flux_set_registers_as_one_model_with_each_files_role(tmp_path: Path) 
     assert set(d.dtypes) == {"F16"}
     assert rec.size_bytes == sum(p.stat().st_size for p in (dit, vae, clip, t5))
     assert store.get("flux-schnell").artifacts[3].role == "t5xxl"  # kept by the index
+    # The memory estimate counts every file sd.cpp holds, whatever its format.
+    from ohmygpu.core.estimate import estimate
+
+    assert estimate(rec, context_length=0).weights == rec.size_bytes
     # The worker hands each file to sd.cpp under its role's argument.
     files = ModelFiles(store.get("flux-schnell"))
     assert files.arguments == {"diffusion_model_path": str(dit), "vae_path": str(vae),

@@ -78,6 +78,9 @@ _IMAGE_BASE = 256 << 20  # interpreter, stable-diffusion.cpp, Pillow
 _IMAGE_COMPUTE_512 = 768 << 20  # compute buffers of a 512x512 generation (the VAE decode dominates)
 
 
+_WEIGHT_FORMATS = (assets_pb2.ARTIFACT_FORMAT_GGUF, assets_pb2.ARTIFACT_FORMAT_SAFETENSORS)
+
+
 def _main_weights(record: assets_pb2.InstallRecord) -> int:
     """Bytes of the files in the model's main format (all of them when none says)."""
     return sum(a.size for a in record.artifacts if a.format == record.format) or record.size_bytes
@@ -86,7 +89,9 @@ def _main_weights(record: assets_pb2.InstallRecord) -> int:
 def _estimate_image(record: assets_pb2.InstallRecord) -> MemoryEstimate:
     # Weights as stored (stable-diffusion.cpp keeps the file's types); compute buffers grow with
     # the pixels of the family's native size, which is what most requests ask for.
-    weights = _main_weights(record)
+    # Every weight file: a multi-file model mixes formats (a GGUF transformer, safetensors VAE
+    # and text encoders), and sd.cpp holds all of them.
+    weights = sum(a.size for a in record.artifacts if a.format in _WEIGHT_FORMATS) or record.size_bytes
     side = record.diffusion.native_size or 512
     return MemoryEstimate(weights=weights, kv_cache=0,
                           overhead=_IMAGE_BASE + _IMAGE_COMPUTE_512 * side * side // (512 * 512))
