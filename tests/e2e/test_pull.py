@@ -739,7 +739,15 @@ def test_a_diffusion_model_pulls_with_its_parts_from_other_repos_and_generates(
     vae = FakeRepo("test-org/sdxs-vae", {"sdxs-taesd.safetensors": real("sdxs-taesd.safetensors")})
     encoders = FakeRepo("test-org/text-encoders", {"clip_l.safetensors": real("clip_l.safetensors"),
                                                    "t5xxl_fp16.safetensors": b"t" * 400_000})
-    with FakeHub([unet, vae, encoders]) as hub:
+    # The same three files in ComfyUI's folders, as Comfy-Org's repackaged repos ship models (the
+    # choice among precisions is tests/unit/test_diffusion_pull.py's), and a folder not taken.
+    comfy = FakeRepo("test-org/sdxs-comfy", {
+        "README.md": b"# repackaged\n",
+        "split_files/diffusion_models/sdxs-unet.safetensors": real("sdxs-unet.safetensors"),
+        "split_files/vae/sdxs-taesd.safetensors": real("sdxs-taesd.safetensors"),
+        "split_files/text_encoders/clip_l.safetensors": real("clip_l.safetensors"),
+        "split_files/clip_vision/clip_vision_h.safetensors": b"v" * 100_000})
+    with FakeHub([unet, vae, encoders, comfy]) as hub:
         d = _daemon(tmp_path, hub, OMG_NUM_THREADS="1").start()
         try:
             # A part repo with several weight files must name one; refused before any download.
@@ -776,6 +784,15 @@ def test_a_diffusion_model_pulls_with_its_parts_from_other_repos_and_generates(
                 return Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"]))).tobytes()
 
             assert pixels("sdxs") == pixels("whole")
+            served = hub.bytes_served
+            job = _wait_job(d, _install(d, "test-org/sdxs-comfy"), timeout=300)
+            assert job["state"] == "JOB_STATE_DONE", job
+            assert hub.bytes_served - served < 50_000  # the same bytes as the first pull: linked, not fetched
+            comfy_info = json.loads(d.omg("model", "info", "test-org/sdxs-comfy", "--json").stdout)
+            assert {a["filename"]: a.get("role") for a in comfy_info["artifacts"]} == {
+                "README.md": None, "split_files/diffusion_models/sdxs-unet.safetensors": "diffusion_model",
+                "split_files/vae/sdxs-taesd.safetensors": "vae", "split_files/text_encoders/clip_l.safetensors": "clip_l"}
+            assert pixels("test-org/sdxs-comfy") == pixels("whole")
             # A VAE is no diffusion model to add parts to; nothing registers.
             failed = _wait_job(d, _install(d, "test-org/sdxs-vae", name="bad",
                                            parts=["test-org/text-encoders/clip_l.safetensors"]))

@@ -109,3 +109,37 @@ def test_a_top_level_add_on_of_a_pipeline_repo_is_not_its_checkpoint() -> None:
     choice = diffusion_files.choose(_snap(files), "")
     assert choice.checkpoint == "model_index.json"
     assert "sd-vae-ft-mse.safetensors" not in {f.path for f in choice.files}
+
+
+WAN = {  # the shape of Comfy-Org/Wan_2.1_ComfyUI_repackaged's file list (ComfyUI's model folders)
+    "README.md": 3_000,
+    "split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors": 2.8 * GB,
+    "split_files/diffusion_models/wan2.1_t2v_14B_fp16.safetensors": 28 * GB,
+    "split_files/diffusion_models/wan2.1_t2v_14B_fp8_e4m3fn.safetensors": 14 * GB,
+    "split_files/text_encoders/umt5_xxl_fp16.safetensors": 11 * GB,
+    "split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors": 6.7 * GB,
+    "split_files/vae/wan_2.1_vae.safetensors": 250 << 20,
+    "split_files/clip_vision/clip_vision_h.safetensors": 1.2 * GB,
+}
+
+
+def test_a_repo_in_comfyuis_folders_takes_one_model_vae_and_each_text_encoder() -> None:
+    snap = _snap({k: int(v) for k, v in WAN.items()}, "Comfy-Org/wan")
+    assert diffusion_files.is_diffusion_repo(snap)
+    choice = diffusion_files.choose(snap, "")
+    assert choice.checkpoint == "split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors"
+    assert sorted(f.path for f in choice.files) == [
+        "README.md", "split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors",
+        "split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",  # one precision of the one encoder
+        "split_files/vae/wan_2.1_vae.safetensors"]
+    assert "name others with :TAG" in choice.note
+    # The tag names the diffusion model by a word of its name; the rest stays the smallest.
+    big = diffusion_files.choose(snap, "14B")
+    assert big.checkpoint == "split_files/diffusion_models/wan2.1_t2v_14B_fp8_e4m3fn.safetensors"
+    assert "split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors" in {f.path for f in big.files}
+    with pytest.raises(NotFound, match="no file of Comfy-Org/wan is named with 'q8'.*wan2.1_t2v_1.3B_fp16"):
+        diffusion_files.choose(snap, "q8")
+    # A pull registers the VAE and the text encoder as parts of the diffusion model.
+    picked = select_files(snap, quant="", include=[], exclude=[])
+    assert [f.path for f in diffusion_files.split_parts(snap, picked)] == [
+        "split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", "split_files/vae/wan_2.1_vae.safetensors"]

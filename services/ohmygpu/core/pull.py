@@ -208,7 +208,10 @@ async def pull(
     model_name = parse_model_name(name or default)
     snap = await hub.snapshot(repo_id, revision)
     files = select_files(snap, quant=quant, include=include or [], exclude=exclude or [], progress=progress)
-    wanted = [_Wanted(repo_id, revision, snap, f, f.path) for f in files]
+    # A model in ComfyUI's folders: its VAE and text encoders register as parts of the diffusion model.
+    own_parts = diffusion_files.split_parts(snap, files) if not include else []
+    files = [f for f in files if f not in own_parts]
+    wanted = [_Wanted(repo_id, revision, snap, f, f.path) for f in files + own_parts]
     if parts and sum(f.path.lower().endswith((".safetensors", ".gguf")) for f in files) != 1:
         # Checked again on the files' tensors once downloaded (_compose); this spares the download.
         raise InvalidArgument(f"{repo_id} does not pull as one diffusion model file, so it takes no --part: "
@@ -272,7 +275,7 @@ async def pull(
         hfcache.write_ref(hf_cache, repo, rev or "main", commit)
     progress.stage = "verifying sha256 digest"
     progress.changed()
-    extra = wanted[len(files):]  # the parts, after the pulled repo's own files
+    extra = wanted[len(files):]  # the parts, after the pulled repo's other files
     return await asyncio.to_thread(_register, store, model_name, repo_id, revision, snap, files, digests, hf_cache,
                                    extra)
 
