@@ -135,13 +135,12 @@ def set_info(main: PartFile, parts: Mapping[str, PartFile], part_roles: Mapping[
     return info
 
 
-def compose(record: assets_pb2.InstallRecord, main_path: Path,
+def compose(record: assets_pb2.InstallRecord, main_path: Path, main: PartFile,
             parts: list[tuple[Path, assets_pb2.Artifact]]) -> None:
-    """Make `record`, a diffusion model whose main file is at `main_path`, the set of it and
-    `parts` (each file with its artifact: filename, size, digest, local path): every artifact
-    gets its role, the set's DiffusionInfo replaces the main file's. Raises InvalidModelFile
-    naming the file when the set does not add up (see `roles`)."""
-    main = read_part(main_path)
+    """Make `record`, a diffusion model whose main file (read as `main`) is at `main_path`, the
+    set of it and `parts` (each file with its artifact: filename, size, digest, local path):
+    every artifact gets its role, the set's DiffusionInfo replaces the main file's. Raises
+    InvalidModelFile naming the file when the set does not add up (see `roles`)."""
     read = {artifact.filename: read_part(path) for path, artifact in parts}
     part_roles = roles(main, read)
     for artifact in record.artifacts:

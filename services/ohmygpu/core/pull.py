@@ -339,4 +339,5 @@ def _compose(record: assets_pb2.InstallRecord, parts: list[_Wanted], digests: di
         path = hfcache.snapshot_path(hf_cache, w.repo_id, w.snap.commit, w.file.path)
         files.append((path, assets_pb2.Artifact(filename=w.key, size=w.file.size, sha256=digests[w.key],
                                                  etag=w.file.etag, local_path=str(path))))
-    diffusion_parts.compose(record, Path(weights[0].local_path), files)
+    main = Path(weights[0].local_path)
+    diffusion_parts.compose(record, main, diffusion_parts.read_part(main), files)

@@ -292,7 +292,8 @@ class ModelStore:
         its tensors (core/diffusion_parts.py)."""
         if len({p.name for p in [path, *parts]}) != len(parts) + 1:
             raise UnusablePart("the files of a multi-file model must have distinct names")
-        if diffusion_parts.role_of(diffusion_parts.read_part(path)) != diffusion_parts.DENOISER:
+        main = diffusion_parts.read_part(path)
+        if diffusion_parts.role_of(main) != diffusion_parts.DENOISER:
             raise UnusablePart("the first file of a multi-file diffusion model must be its diffusion model "
                                "(UNet or diffusion transformer)")
         if path.suffix.lower() == ".gguf":
@@ -305,7 +306,7 @@ class ModelStore:
             files.append((p, assets_pb2.Artifact(filename=p.name, size=size, local_path=str(p),
                                                   sha256=sha256_file(p, progress=progress))))
         try:
-            diffusion_parts.compose(record, path, files)
+            diffusion_parts.compose(record, path, main, files)
         except InvalidModelFile as e:
             raise UnusablePart(str(e)) from e
         return record, model_digest(record)
