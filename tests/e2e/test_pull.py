@@ -381,7 +381,8 @@ def test_two_daemons_sharing_an_hf_cache_download_once(tmp_path: Path, hub: Fake
     try:
         served = hub.bytes_served
         ja, jb = _install(a, MODEL), _install(b, MODEL)
-        assert _wait_job(a, ja)["state"] == "JOB_STATE_DONE" and _wait_job(b, jb)["state"] == "JOB_STATE_DONE"
+        done_a, done_b = _wait_job(a, ja), _wait_job(b, jb)
+        assert done_a["state"] == "JOB_STATE_DONE" and done_b["state"] == "JOB_STATE_DONE", (done_a, done_b)
         assert hub.bytes_served - served < len(model_bytes) * 1.1  # one process waited for the other
     finally:
         a.stop()

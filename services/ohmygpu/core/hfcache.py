@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import uuid
 from pathlib import Path
 
 from ohmygpu.core.errors import InvalidName
@@ -44,6 +45,13 @@ def snapshot_path(cache: Path, repo_id: str, commit: str, filename: str) -> Path
     return repo_folder(cache, repo_id) / "snapshots" / parse_etag(commit) / parse_repo_path(filename)
 
 
+def private_name(path: Path, suffix: str) -> Path:
+    """A temporary name beside `path` that no other task or process uses: two daemons sharing
+    a cache publish the same snapshot links and refs at once, and with one shared temporary name
+    one would rename away (or unlink) the file the other is about to rename."""
+    return path.with_name(f"{path.name}{suffix}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
 def link_snapshot(cache: Path, repo_id: str, commit: str, filename: str, etag: str) -> Path:
     """Point snapshots/<commit>/<filename> at blobs/<etag> (relative symlink, as huggingface_hub
     does); returns the snapshot path."""
@@ -51,8 +59,7 @@ def link_snapshot(cache: Path, repo_id: str, commit: str, filename: str, etag: s
     link = snapshot_path(cache, repo_id, commit, filename)
     link.parent.mkdir(parents=True, exist_ok=True)
     relative = os.path.relpath(target, link.parent)
-    tmp = link.with_name(link.name + ".omg-link")
-    tmp.unlink(missing_ok=True)
+    tmp = private_name(link, ".omg-link")
     os.symlink(relative, tmp)
     os.replace(tmp, link)
     return link
@@ -64,7 +71,7 @@ def write_ref(cache: Path, repo_id: str, revision: str, commit: str) -> None:
         return
     ref = repo_folder(cache, repo_id) / "refs" / parse_revision(revision)
     ref.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ref.with_name(ref.name + ".omg-tmp")
+    tmp = private_name(ref, ".omg-tmp")
     tmp.write_text(parse_etag(commit))
     os.replace(tmp, ref)
 

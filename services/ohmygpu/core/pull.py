@@ -174,13 +174,15 @@ def part_file(snap: RepoSnapshot, path: str, quant: str) -> RemoteFile:
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".omg-link")
-    tmp.unlink(missing_ok=True)
+    tmp = hfcache.private_name(dst, ".omg-link")
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)  # another filesystem: bytes twice, but correct
-    os.replace(tmp, dst)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)  # another filesystem: bytes twice, but correct
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; a copy that failed leaves nothing
 
 
 async def pull(
@@ -240,8 +242,11 @@ async def pull(
                 # Same bytes already in the store (a local add, another repo): link, don't download.
                 await asyncio.to_thread(_link_or_copy, other.resolve(), blob)
             else:
-                part = hfcache.partial_path(hf_cache, w.repo_id, f.etag)
-                missing += f.size - (part.stat().st_size if part.exists() else 0)
+                try:  # another daemon sharing the cache may publish it meanwhile
+                    done = hfcache.partial_path(hf_cache, w.repo_id, f.etag).stat().st_size
+                except FileNotFoundError:
+                    done = 0
+                missing += f.size - done
     check_space(hfcache.repo_folder(hf_cache, repo_id), missing)
     limiter = RateLimiter(max_rate) if max_rate else None
     gate = asyncio.Semaphore(parallel)
