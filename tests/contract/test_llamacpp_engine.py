@@ -149,3 +149,53 @@ def test_close_ends_what_runs(llm) -> None:
     assert result.finish_reason == runtime_pb2.FINISH_REASON_CANCELLED
     with pytest.raises(RuntimeError, match="unloaded"):
         engine.submit(run.job)
+
+
+def test_running_sequences_are_moved_onto_consecutive_ids_without_changing_answers(engine: BatchEngine, llm) -> None:
+    # llama.cpp decodes a split cache's streams in one pass only for consecutive ids (see the
+    # engine's docstring). Four jobs on ids 0-3; the two in the middle end at once, leaving 0 and
+    # 3 running: one is moved next to the other (a stream copy) and both answer exactly as alone.
+    first, second = _prompt(llm, "Tell me about the sea."), _prompt(llm, "Describe a market.")
+    alone = [Run(engine, p, temperature=1.0, seed=s, max_tokens=60).result()[0] for p, s in ((first, 5), (second, 6))]
+    fresh = [_prompt(llm, f"Say {w}.", system="You answer in one word.") for w in ("yes", "no")]
+    runs = [Run(engine, first, temperature=1.0, seed=5, max_tokens=60),
+            Run(engine, fresh[0], temperature=0, max_tokens=1), Run(engine, fresh[1], temperature=0, max_tokens=1),
+            Run(engine, second, temperature=1.0, seed=6, max_tokens=60)]
+    seen: list[dict[int, int]] = []  # between steps: sequence id -> id() of the job on it
+    while not (runs[0].done.is_set() or runs[3].done.is_set()):
+        seen.append(engine.call(lambda: {s.seq_id: id(s.job) for s in engine._seqs if s.job is not None}).result())
+    texts = [run.result()[0] for run in runs]
+    assert [texts[0], texts[3]] == alone
+    # Every snapshot (taken between steps, as a step decodes) has the running ids consecutive,
+    # including those after the two short jobs ended beside the long ones.
+    assert all(max(ids) - min(ids) + 1 == len(ids) for ids in seen if ids)
+    longs = {id(runs[0].job), id(runs[3].job)}
+    after = [ids for ids in seen if set(ids.values()) == longs]
+    assert after, "the two long jobs were never seen running alone together"
+    assert {frozenset(ids) for ids in after} <= {frozenset({0, 1}), frozenset({1, 2}), frozenset({2, 3})}
+    # The stream a job left keeps a copy, and wherever the job ended its cache serves the next turn.
+    _, again = Run(engine, second, temperature=0, max_tokens=2).result()
+    assert again.cached_tokens == len(second) - 1
+
+
+def test_a_new_job_takes_a_free_sequence_next_to_the_running_one(engine: BatchEngine, llm, monkeypatch) -> None:
+    # Without a cache worth reusing, the least recently used free sequence would be chosen; a
+    # neighbour of the running one is, so the two decode in one pass without a move. (Moves
+    # are turned off here to see the choice itself.)
+    monkeypatch.setattr(engine, "_compact", lambda: None)
+    systems = ["You are a pirate.", "Speak like a robot.", "Answer in French.", "Reply in rhymes."]
+    prompts = [_prompt(llm, "Tell me a long story.", system=system) for system in systems]
+    for prompt in prompts:  # one at a time: sequences 0, 1, 2, 3, the least recently used first
+        Run(engine, prompt, temperature=0, max_tokens=2).result()
+    assert [s.cached[:len(p)] for s, p in zip(engine._seqs, prompts, strict=True)] == prompts
+    long_run = Run(engine, prompts[3], temperature=0, max_tokens=300)  # its own cache: sequence 3
+    while not long_run.pieces:
+        long_run.done.wait(0.01)
+    newcomer = Run(engine, _prompt(llm, "Name a bird.", system="You name things."), temperature=0, max_tokens=30)
+    while not newcomer.pieces:
+        newcomer.done.wait(0.01)
+    ids = engine.call(lambda: {id(s.job): s.seq_id for s in engine._seqs if s.job is not None}).result()
+    assert ids == {id(long_run.job): 3, id(newcomer.job): 2}  # not sequence 0, the least recently used
+    long_run.job.cancelled.set()
+    long_run.result()
+    assert newcomer.result()[1].completion_tokens > 0
