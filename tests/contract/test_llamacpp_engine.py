@@ -16,6 +16,12 @@ from ohmygpu.runtimes.llamacpp.loading import open_model
 
 pytestmark = pytest.mark.slow
 
+# One thread: the engine's behaviour (which sequence, what answer) does not depend on the count,
+# and in CI this process shares 2 cores with daemons' workers whose OpenMP threads spin at every
+# barrier: two OpenMP teams on too few cores slowed these tests 5-50x (a job of 60 tokens took
+# over 120 s). With one thread ggml runs no OpenMP team here.
+THREADS = 1
+
 
 class Run:
     """One submitted job: its text pieces and how it ended."""
@@ -46,7 +52,7 @@ def llm(gguf_path: Path):
     # templates itself); in this shared test process, other tests' Llama() still want them.
     saved = llama_module.llama_chat_format.Jinja2ChatFormatter
     try:
-        model = open_model(str(gguf_path), 32, 0, False, 2)
+        model = open_model(str(gguf_path), 32, 0, False, THREADS)
     finally:
         llama_module.llama_chat_format.Jinja2ChatFormatter = saved
     yield model
@@ -54,7 +60,7 @@ def llm(gguf_path: Path):
 
 
 def _engine(llm, **kw) -> Iterator[BatchEngine]:
-    engine = BatchEngine(llm, sequences=kw.pop("sequences", 4), window=1024, threads=2, **kw)
+    engine = BatchEngine(llm, sequences=kw.pop("sequences", 4), window=1024, threads=THREADS, **kw)
     engine.start()
     yield engine
     engine.close()
@@ -139,7 +145,7 @@ def test_a_request_longer_than_its_budget_ends_with_length(engine: BatchEngine, 
 
 
 def test_close_ends_what_runs(llm) -> None:
-    engine = BatchEngine(llm, sequences=2, window=1024, threads=2)
+    engine = BatchEngine(llm, sequences=2, window=1024, threads=THREADS)
     engine.start()
     run = Run(engine, _prompt(llm, "Write a long essay about the ocean."), temperature=0, max_tokens=500)
     while not run.pieces:
